@@ -1,0 +1,186 @@
+"""Configuration dataclasses for every offline stage, and the artifact layout on disk.
+
+Every random step takes ``seed``; the same config gives the same artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class IndexKind(str, Enum):
+    """FAISS index family for inner-product search."""
+
+    AUTO = "auto"  # flat below ``IndexConfig.flat_max_items``, HNSW above
+    FLAT = "flat"
+    IVF = "ivf"
+    HNSW = "hnsw"
+
+
+class TextEncoderKind(str, Enum):
+    """Which text encoder embeds article text for item similarity."""
+
+    MINILM = "minilm"  # packaged all-MiniLM-L6-v2 (offline default)
+    OPEN_CLIP = "open_clip"  # FashionCLIP or any open_clip checkpoint
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Chronological split and negative sampling.
+
+    The test window is the last ``window_days`` days of the data, the validation window the
+    ``window_days`` before it, and ``train_windows`` windows before that are training windows.
+    Features of a window are computed from transactions strictly before its first day.
+    """
+
+    window_days: int = 7
+    train_windows: int = 8
+    negatives_per_positive: int = 1
+    popularity_days: int = 28  # negatives are drawn by article popularity over these days
+    history_length: int = 32  # last N distinct purchased articles kept per customer
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class WorkflowConfig:
+    """Preprocessing: categorical vocabularies and numeric normalisation."""
+
+    min_frequency: int = 2  # a category seen fewer times in training becomes out-of-vocabulary
+    article_min_frequency: int = 1
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Two-Tower retrieval model and its training (in-batch sampled softmax, logQ correction)."""
+
+    embedding_dim: int = 64
+    feature_dim: int = 16
+    hidden_dims: tuple[int, ...] = (128,)
+    temperature: float = 0.05
+    logq_correction: bool = True
+    batch_size: int = 1024
+    epochs: int = 4
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-6
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DLRMConfig:
+    """DLRM ranking model (Naumov et al. 2019) and its training (binary cross-entropy)."""
+
+    embedding_dim: int = 16
+    bottom_mlp: tuple[int, ...] = (64, 16)
+    top_mlp: tuple[int, ...] = (128, 64)
+    batch_size: int = 2048
+    epochs: int = 4
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-6
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """FAISS ANN index (inner product on L2-normalised vectors)."""
+
+    kind: IndexKind = IndexKind.AUTO
+    flat_max_items: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    use_gpu: bool = True  # use faiss-gpu when a GPU is present; ignored otherwise
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Article text embeddings for item similarity."""
+
+    encoder: TextEncoderKind = TextEncoderKind.MINILM
+    open_clip_model: str = "ViT-B-32"
+    open_clip_pretrained: str | None = "hf-hub:patrickjohncyh/fashion-clip"
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Offline evaluation on the test window."""
+
+    k: int = 12
+    candidates: int = 100  # N retrieved by the ANN index before ranking
+    history_candidates: bool = True  # also rank the customer's own recent purchases
+    als_factors: int = 64
+    als_iterations: int = 15
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """All offline stages."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    dlrm: DLRMConfig = field(default_factory=DLRMConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (Enums as their values, tuples as lists)."""
+        return json.loads(json.dumps(asdict(self), default=lambda o: o.value))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        """Inverse of :meth:`to_dict`. Unknown sections or keys raise ``KeyError``."""
+        sections: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            sub_cls = type(getattr(cls(), f.name))
+            known = {sf.name: sf for sf in fields(sub_cls)}
+            unknown = set(data[f.name]) - set(known)
+            if unknown:
+                raise KeyError(f"unknown {f.name} config key(s): {sorted(unknown)}")
+            kwargs = {}
+            for key, value in data[f.name].items():
+                default = getattr(sub_cls(), key)
+                if isinstance(default, Enum):
+                    value = type(default)(value)
+                elif isinstance(default, tuple):
+                    value = tuple(value)
+                kwargs[key] = value
+            sections[f.name] = sub_cls(**kwargs)
+        unknown_sections = set(data) - {f.name for f in fields(cls)}
+        if unknown_sections:
+            raise KeyError(f"unknown config section(s): {sorted(unknown_sections)}")
+        return cls(**sections)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes, under one data root and one models root.
+
+    ``data/<name>/canonical``: ingested tables; ``data/<name>/dataset``: labelled dataset and
+    features; ``models/<name>``: workflow, models, indexes, evaluation report.
+    """
+
+    data_dir: Path
+    models_dir: Path
+
+    @classmethod
+    def for_name(cls, name: str, data_root: Path = Path("data"),
+                 models_root: Path = Path("models")) -> Paths:
+        return cls(data_dir=data_root / name, models_dir=models_root / name)
+
+    @property
+    def canonical(self) -> Path:
+        return self.data_dir / "canonical"
+
+    @property
+    def dataset(self) -> Path:
+        return self.data_dir / "dataset"

@@ -1,0 +1,235 @@
+"""Chronological split into windows, ranking labels and negative sampling.
+
+Windows count back from the last transaction date: window 0 (test) is the last
+``window_days`` days, window 1 (validation) the ``window_days`` before it, windows 2..
+are training windows. Every feature of a window is computed as of its first day, from
+transactions strictly before it, so labels never leak into features. The serving snapshot
+uses the day after the last transaction as its cutoff.
+
+Negatives follow the reference H&M/Merlin design: for each positive (customer, article)
+pair, ``negatives_per_positive`` articles are drawn for the same (recently active) customer
+from the article popularity distribution of the ``popularity_days`` before the cutoff,
+excluding that customer's positives in the window.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from shoprec import schema as s
+from shoprec.config import DatasetConfig
+from shoprec.errors import ArtifactError, InputDataError
+from shoprec.features.build import article_features, customer_features, transactions_before
+from shoprec.ingest.canonical import Canonical
+
+SPLIT_TEST = "test"
+SPLIT_VAL = "val"
+SPLIT_TRAIN = "train"
+
+CUSTOMER_FEATURES_FILE = "customer_features.parquet"
+ARTICLE_FEATURES_FILE = "article_features.parquet"
+EXAMPLES_FILE = "examples.parquet"
+WINDOWS_FILE = "windows.json"
+LATEST_CUSTOMERS_FILE = "customer_features_latest.parquet"
+LATEST_ARTICLES_FILE = "article_features_latest.parquet"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A label window ``[start, end)``; its features are as of ``start``."""
+
+    index: int
+    split: str
+    start: date
+    end: date
+
+    def to_dict(self) -> dict[str, str | int]:
+        d = asdict(self)
+        return {**d, "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Window:
+        return cls(int(d["index"]), str(d["split"]), date.fromisoformat(d["start"]),
+                   date.fromisoformat(d["end"]))
+
+
+def make_windows(first_day: date, last_day: date, config: DatasetConfig) -> list[Window]:
+    """Windows counting back from ``last_day`` (inclusive), test first.
+
+    Raises:
+        InputDataError: the data spans too few days for test + validation + one training
+            window after at least one window of history.
+    """
+    if config.window_days < 1 or config.train_windows < 1:
+        raise ValueError(
+            f"window_days and train_windows must be >= 1, got {config.window_days}, "
+            f"{config.train_windows}"
+        )
+    end = last_day + timedelta(days=1)
+    width = timedelta(days=config.window_days)
+    windows: list[Window] = []
+    for i in range(config.train_windows + 2):
+        start = end - width
+        if start - width < first_day:  # a window needs at least one window of history
+            break
+        split = SPLIT_TEST if i == 0 else SPLIT_VAL if i == 1 else SPLIT_TRAIN
+        windows.append(Window(i, split, start, end))
+        end = start
+    if len(windows) < 3:
+        raise InputDataError(
+            f"transactions span {first_day}..{last_day}: too short for test, validation and "
+            f"one training window of {config.window_days} days plus history"
+        )
+    return windows
+
+
+def window_positives(transactions: pl.DataFrame, window: Window) -> pl.DataFrame:
+    """Distinct (customer, article) pairs purchased in the window, sorted."""
+    return (
+        transactions.filter(
+            (pl.col(s.T_DAT) >= window.start) & (pl.col(s.T_DAT) < window.end)
+        )
+        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
+        .unique()
+        .sort([s.CUSTOMER_ID, s.ARTICLE_ID])
+    )
+
+
+def sample_negatives(
+    positives: pl.DataFrame,
+    transactions: pl.DataFrame,
+    cutoff: date,
+    config: DatasetConfig,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Popularity-sampled negatives for the positives' customers.
+
+    Args:
+        positives: (customer_id, article_id) pairs of the window.
+        transactions: all transactions; only the ``popularity_days`` before ``cutoff`` are read
+            (all history before ``cutoff`` if that period is empty).
+        cutoff: the window's first day.
+
+    Returns:
+        (customer_id, article_id) pairs, about ``negatives_per_positive`` per positive, none of
+        which is a positive of the window, without duplicates.
+    """
+    history = transactions_before(transactions, cutoff)
+    recent = history.filter(pl.col(s.T_DAT) >= cutoff - timedelta(days=config.popularity_days))
+    if recent.height == 0:
+        recent = history
+    pop = recent.group_by(s.ARTICLE_ID).len().sort(s.ARTICLE_ID)
+    if pop.height == 0:
+        raise InputDataError(f"no transactions before {cutoff} to sample negatives from")
+    articles = pop.get_column(s.ARTICLE_ID).to_numpy()
+    p = pop.get_column("len").to_numpy().astype(np.float64)
+    n = positives.height * config.negatives_per_positive
+    # Oversample by 50% so that dropping collisions with positives still leaves enough.
+    draw = rng.choice(len(articles), size=int(n * 1.5) + 16, p=p / p.sum())
+    # Each positive's customer in turn, cycling: a customer gets negatives pro rata.
+    customers = np.resize(positives.get_column(s.CUSTOMER_ID).to_numpy(), len(draw))
+    cand = pl.DataFrame({s.CUSTOMER_ID: customers, s.ARTICLE_ID: articles[draw]})
+    cand = cand.join(positives, on=[s.CUSTOMER_ID, s.ARTICLE_ID], how="anti")
+    cand = cand.unique(maintain_order=True)
+    return cand.head(n).sort([s.CUSTOMER_ID, s.ARTICLE_ID])
+
+
+@dataclass
+class DatasetArtifacts:
+    """The labelled dataset as loaded from disk (all frames are polars)."""
+
+    windows: list[Window]
+    customer_features: pl.DataFrame  # WINDOW + customer_features() columns
+    article_features: pl.DataFrame  # WINDOW + article_features() columns
+    examples: pl.DataFrame  # WINDOW, CUSTOMER_ID, ARTICLE_ID, LABEL
+    latest_customers: pl.DataFrame  # serving snapshot (cutoff = day after the last purchase)
+    latest_articles: pl.DataFrame
+    serving_cutoff: date
+
+    def window(self, split: str) -> list[Window]:
+        return [w for w in self.windows if w.split == split]
+
+
+def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) -> DatasetArtifacts:
+    """Build windows, features as of each window start, labelled examples and the serving
+    snapshot, and write them as Parquet under ``out_dir``.
+
+    The test window gets features for every customer who buys in it; its examples (positives
+    plus sampled negatives) are the labelled test set of the ranker.
+    """
+    tx = canonical.transactions
+    if tx.height == 0:
+        raise InputDataError("transactions table is empty")
+    first_day, last_day = tx.get_column(s.T_DAT).min(), tx.get_column(s.T_DAT).max()
+    windows = make_windows(first_day, last_day, config)  # type: ignore[arg-type]
+    rng = np.random.default_rng(config.seed)
+    cust_frames, art_frames, ex_frames = [], [], []
+    for w in windows:
+        pos = window_positives(tx, w)
+        neg = sample_negatives(pos, tx, w.start, config, rng)
+        ex_frames.append(
+            pl.concat([
+                pos.with_columns(pl.lit(1, dtype=pl.Int8).alias(s.LABEL)),
+                neg.with_columns(pl.lit(0, dtype=pl.Int8).alias(s.LABEL)),
+            ]).with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
+        )
+        ids = pos.get_column(s.CUSTOMER_ID).unique()
+        cust_frames.append(
+            customer_features(tx, canonical.customers, w.start, config.history_length, ids)
+            .with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
+        )
+        art_frames.append(
+            article_features(tx, canonical.articles, w.start)
+            .with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
+        )
+    serving_cutoff = last_day + timedelta(days=1)  # type: ignore[operator]
+    art = DatasetArtifacts(
+        windows=windows,
+        customer_features=pl.concat(cust_frames),
+        article_features=pl.concat(art_frames),
+        examples=pl.concat(ex_frames).select(s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID, s.LABEL),
+        latest_customers=customer_features(
+            tx, canonical.customers, serving_cutoff, config.history_length
+        ),
+        latest_articles=article_features(tx, canonical.articles, serving_cutoff),
+        serving_cutoff=serving_cutoff,
+    )
+    _write(art, out_dir)
+    return art
+
+
+def _write(art: DatasetArtifacts, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    art.customer_features.write_parquet(out_dir / CUSTOMER_FEATURES_FILE)
+    art.article_features.write_parquet(out_dir / ARTICLE_FEATURES_FILE)
+    art.examples.write_parquet(out_dir / EXAMPLES_FILE)
+    art.latest_customers.write_parquet(out_dir / LATEST_CUSTOMERS_FILE)
+    art.latest_articles.write_parquet(out_dir / LATEST_ARTICLES_FILE)
+    meta = {"windows": [w.to_dict() for w in art.windows],
+            "serving_cutoff": art.serving_cutoff.isoformat()}
+    (out_dir / WINDOWS_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def load_dataset(out_dir: Path) -> DatasetArtifacts:
+    """Load what ``build_dataset`` wrote. Raises ``ArtifactError`` naming a missing file."""
+    files = (WINDOWS_FILE, CUSTOMER_FEATURES_FILE, ARTICLE_FEATURES_FILE, EXAMPLES_FILE,
+             LATEST_CUSTOMERS_FILE, LATEST_ARTICLES_FILE)
+    for f in files:
+        if not (out_dir / f).exists():
+            raise ArtifactError(f"{out_dir / f} not found (run `shoprec build-dataset` first)")
+    meta = json.loads((out_dir / WINDOWS_FILE).read_text())
+    return DatasetArtifacts(
+        windows=[Window.from_dict(d) for d in meta["windows"]],
+        customer_features=pl.read_parquet(out_dir / CUSTOMER_FEATURES_FILE),
+        article_features=pl.read_parquet(out_dir / ARTICLE_FEATURES_FILE),
+        examples=pl.read_parquet(out_dir / EXAMPLES_FILE),
+        latest_customers=pl.read_parquet(out_dir / LATEST_CUSTOMERS_FILE),
+        latest_articles=pl.read_parquet(out_dir / LATEST_ARTICLES_FILE),
+        serving_cutoff=date.fromisoformat(meta["serving_cutoff"]),
+    )

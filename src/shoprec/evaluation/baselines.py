@@ -1,0 +1,293 @@
+"""Non-neural baselines that the Two-Tower + DLRM pipeline is compared against.
+
+All share the :class:`Recommender` interface: ``fit(transactions, cutoff)`` learns from the
+rows with ``t_dat < cutoff`` only (the filter is applied inside ``fit``, so passing the full
+table cannot leak the evaluation window), and ``recommend(customer_ids, k)`` returns, per
+customer, at most ``k`` distinct article id strings, best first.
+
+"Purchase count" here is the number of transaction rows (purchase lines), not the sum of
+``quantity``, as in the H&M data where every row is one item.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Sequence
+from typing import Protocol, Self
+
+import implicit.als
+import implicit.cpu.als
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from shoprec.schema import ARTICLE_ID, CUSTOMER_ID, T_DAT, TRANSACTION_COLUMNS
+
+_COUNT = "_count"
+_LAST = "_last"
+_ROW = "_row"
+_COL = "_col"
+
+
+class Recommender(Protocol):
+    """A model that is fitted on past transactions and recommends top-k article lists."""
+
+    def fit(self, transactions: pl.DataFrame, cutoff: datetime.date) -> Self:
+        """Learn from the rows of ``transactions`` with ``t_dat < cutoff``; return ``self``."""
+        ...
+
+    def recommend(self, customer_ids: Sequence[str], k: int) -> list[list[str]]:
+        """Per customer (same order), at most ``k`` distinct article ids, best first."""
+        ...
+
+
+class NotFittedError(RuntimeError):
+    """``recommend`` was called before ``fit``."""
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+
+
+def _check_days(days: int | None, name: str) -> None:
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+        raise ValueError(f"{name} must be an integer >= 1 or None, got {days!r}")
+
+
+def _history(
+    transactions: pl.DataFrame, cutoff: datetime.date, days: int | None = None
+) -> pl.DataFrame:
+    """Rows with ``cutoff - days <= t_dat < cutoff`` (all rows before ``cutoff`` if ``days`` is
+    None). Raises ``ValueError`` naming missing columns or a ``cutoff`` that is not a date.
+    """
+    if isinstance(cutoff, datetime.datetime) or not isinstance(cutoff, datetime.date):
+        raise ValueError(f"cutoff must be a datetime.date, got {cutoff!r}")
+    missing = [c for c in TRANSACTION_COLUMNS if c not in transactions.columns]
+    if missing:
+        raise ValueError(f"transactions is missing column(s) {missing}")
+    predicate = pl.col(T_DAT) < cutoff
+    if days is not None:
+        predicate &= pl.col(T_DAT) >= cutoff - datetime.timedelta(days=days)
+    return transactions.filter(predicate)
+
+
+def _ranked_articles(history: pl.DataFrame) -> list[str]:
+    """Article ids by purchase count (descending), ties by article id (ascending)."""
+    counts = history.group_by(ARTICLE_ID).agg(pl.len().alias(_COUNT))
+    return counts.sort([_COUNT, ARTICLE_ID], descending=[True, False])[ARTICLE_ID].to_list()
+
+
+class _Popularity:
+    """Shared implementation of the popularity baselines (one list for every customer)."""
+
+    def __init__(self, days: int | None) -> None:
+        _check_days(days, "days")
+        self.days = days
+        self._ranked: list[str] | None = None
+
+    def fit(self, transactions: pl.DataFrame, cutoff: datetime.date) -> Self:
+        self._ranked = _ranked_articles(_history(transactions, cutoff, self.days))
+        return self
+
+    def top(self, k: int) -> list[str]:
+        """The ``k`` most popular articles (fewer if fewer were sold), best first."""
+        _check_k(k)
+        if self._ranked is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first")
+        return self._ranked[:k]
+
+    def recommend(self, customer_ids: Sequence[str], k: int) -> list[list[str]]:
+        top = self.top(k)
+        return [list(top) for _ in customer_ids]
+
+
+class GlobalPopularity(_Popularity):
+    """The most purchased articles over all history before the cutoff, the same list for
+    every customer. Ties are broken by article id (ascending), so results are deterministic.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(days=None)
+
+
+class RecentPopularity(_Popularity):
+    """The most purchased articles in the ``days`` days before the cutoff
+    (``cutoff - days <= t_dat < cutoff``), the same list for every customer; ties by article
+    id. The list is shorter than ``k`` when fewer articles sold in the window.
+
+    Raises:
+        ValueError: if ``days < 1``.
+    """
+
+    def __init__(self, days: int = 7) -> None:
+        super().__init__(days=days)
+
+
+class Repurchase:
+    """The customer's own past purchases, padded with a fallback recommender's list.
+
+    Own articles are ranked by purchase count (descending), then by the date of the last
+    purchase (most recent first), then by article id. When a customer has fewer than ``k``
+    own articles the list is padded with ``fill``'s recommendations for that customer,
+    skipping articles already in the list; customers without history get ``fill``'s list.
+    With ``fill=None`` lists are not padded (customers without history get ``[]``).
+
+    Args:
+        days: only purchases in the ``days`` days before the cutoff count; None = all history.
+        fill: fallback recommender, fitted by :meth:`fit` on the same rows and cutoff. It is
+            deep-copied here, so the default instance is never shared and the caller's
+            instance is left untouched.
+
+    Raises:
+        ValueError: if ``days < 1``.
+    """
+
+    def __init__(
+        self,
+        days: int | None = None,
+        fill: Recommender | None = RecentPopularity(),  # noqa: B008 (deep-copied below)
+    ) -> None:
+        _check_days(days, "days")
+        self.days = days
+        self.fill = copy.deepcopy(fill)
+        self._own: dict[str, list[str]] | None = None
+
+    def fit(self, transactions: pl.DataFrame, cutoff: datetime.date) -> Self:
+        history = _history(transactions, cutoff, self.days)
+        per_pair = history.group_by(CUSTOMER_ID, ARTICLE_ID).agg(
+            pl.len().alias(_COUNT), pl.col(T_DAT).max().alias(_LAST)
+        )
+        ranked = (
+            per_pair.sort(
+                [CUSTOMER_ID, _COUNT, _LAST, ARTICLE_ID], descending=[False, True, True, False]
+            )
+            .group_by(CUSTOMER_ID, maintain_order=True)
+            .agg(pl.col(ARTICLE_ID))
+        )
+        self._own = dict(
+            zip(ranked[CUSTOMER_ID].to_list(), ranked[ARTICLE_ID].to_list(), strict=True)
+        )
+        if self.fill is not None:
+            self.fill.fit(transactions, cutoff)
+        return self
+
+    def recommend(self, customer_ids: Sequence[str], k: int) -> list[list[str]]:
+        _check_k(k)
+        if self._own is None:
+            raise NotFittedError("Repurchase is not fitted; call fit first")
+        lists = [list(self._own.get(c, [])[:k]) for c in customer_ids]
+        short = [i for i, rec in enumerate(lists) if len(rec) < k]
+        if self.fill is None or not short:
+            return lists
+        # len(own) < k, so 2k fill items always hold the k - len(own) that are not own items.
+        fills = self.fill.recommend([customer_ids[i] for i in short], 2 * k)
+        for i, fill in zip(short, fills, strict=True):
+            rec = lists[i]
+            seen = set(rec)
+            for article in fill:
+                if len(rec) == k:
+                    break
+                if article not in seen:
+                    rec.append(article)
+                    seen.add(article)
+        return lists
+
+
+class ALSRecommender:
+    """Implicit-feedback matrix factorisation by alternating least squares.
+
+    Hu, Koren & Volinsky, "Collaborative Filtering for Implicit Feedback Datasets", ICDM 2008,
+    as implemented by ``implicit.cpu.als.AlternatingLeastSquares`` (conjugate-gradient
+    solver). The customer x article matrix holds the confidence ``c = 1 + alpha * count``
+    of every purchased pair (``count`` = purchase rows before the cutoff); unobserved pairs
+    have preference 0 and confidence 1. Scores are the dot product of the factors; already
+    purchased articles are not filtered out, because repurchases are common in retail.
+    Customers not seen by ``fit`` get the :class:`GlobalPopularity` list.
+
+    The same ``seed`` and data give the same recommendations. BLAS is limited to one thread
+    while the model is built and fitted, as ``implicit`` recommends.
+
+    Raises:
+        ValueError: if ``factors``, ``iterations`` < 1, or ``regularization``, ``alpha`` < 0.
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        iterations: int = 15,
+        regularization: float = 0.01,
+        alpha: float = 40.0,
+        seed: int = 42,
+    ) -> None:
+        if factors < 1:
+            raise ValueError(f"factors must be >= 1, got {factors!r}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations!r}")
+        if regularization < 0:
+            raise ValueError(f"regularization must be >= 0, got {regularization!r}")
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        self.factors = factors
+        self.iterations = iterations
+        self.regularization = regularization
+        self.alpha = alpha
+        self.seed = seed
+        self._popularity = GlobalPopularity()
+        self._fitted = False
+        # None when there are no rows before the cutoff.
+        self._model: implicit.cpu.als.AlternatingLeastSquares | None = None
+        self._customer_index: dict[str, int] = {}
+        self._article_ids: np.ndarray = np.empty(0, dtype=object)
+
+    def fit(self, transactions: pl.DataFrame, cutoff: datetime.date) -> Self:
+        history = _history(transactions, cutoff)
+        self._popularity.fit(transactions, cutoff)
+        customers = history[CUSTOMER_ID].unique().sort()
+        articles = history[ARTICLE_ID].unique().sort()
+        pairs = (
+            history.group_by(CUSTOMER_ID, ARTICLE_ID)
+            .agg(pl.len().alias(_COUNT))
+            .join(customers.to_frame().with_row_index(_ROW), on=CUSTOMER_ID)
+            .join(articles.to_frame().with_row_index(_COL), on=ARTICLE_ID)
+        )
+        confidence = 1.0 + self.alpha * pairs[_COUNT].to_numpy().astype(np.float32)
+        user_items = sp.csr_matrix(
+            (confidence, (pairs[_ROW].to_numpy(), pairs[_COL].to_numpy())),
+            shape=(len(customers), len(articles)),
+            dtype=np.float32,
+        )
+        self._customer_index = {c: i for i, c in enumerate(customers.to_list())}
+        self._article_ids = np.asarray(articles.to_list(), dtype=object)
+        self._model = None
+        if user_items.nnz > 0:
+            with threadpool_limits(1, "blas"):
+                self._model = implicit.als.AlternatingLeastSquares(
+                    factors=self.factors,
+                    regularization=self.regularization,
+                    alpha=1.0,  # the matrix already holds the confidence 1 + alpha * count
+                    iterations=self.iterations,
+                    use_gpu=False,
+                    random_state=self.seed,
+                )
+                self._model.fit(user_items, show_progress=False)
+        self._fitted = True
+        return self
+
+    def recommend(self, customer_ids: Sequence[str], k: int) -> list[list[str]]:
+        _check_k(k)
+        if not self._fitted:
+            raise NotFittedError("ALSRecommender is not fitted; call fit first")
+        popular = self._popularity.top(k)
+        lists = [list(popular) for _ in customer_ids]
+        known = [i for i, c in enumerate(customer_ids) if c in self._customer_index]
+        if self._model is None or not known:
+            return lists
+        rows = np.array([self._customer_index[customer_ids[i]] for i in known], dtype=np.int64)
+        n = min(k, len(self._article_ids))
+        ids, _ = self._model.recommend(rows, None, N=n, filter_already_liked_items=False)
+        for i, item_ids in zip(known, ids, strict=True):
+            lists[i] = self._article_ids[item_ids].tolist()
+        return lists

@@ -1,0 +1,184 @@
+"""Model inputs: the workflow's feature spec, encoded batches and customer x article features.
+
+Shape letters: B = batch (customers or examples), C = candidates per customer,
+N = history length, Fs = sparse features, Fd = dense features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from shoprec import schema as s
+from shoprec.config import WorkflowConfig
+from shoprec.features.workflow import FIRST_ID, Categorify, Normalize, Workflow
+
+# Log-scaled counts and durations; features that can be unknown carry a missing indicator.
+_LOG = {
+    s.N_PURCHASES, s.N_PURCHASES_28D, s.DAYS_SINCE_LAST, s.DAYS_SINCE_FIRST, s.MEAN_PRICE,
+    s.N_DISTINCT_ARTICLES, s.SALES_7D, s.SALES_28D, s.ARTICLE_MEAN_PRICE,
+    s.DAYS_SINCE_FIRST_SALE,
+}  # fmt: skip
+_NULLABLE = {
+    s.AGE, s.DAYS_SINCE_LAST, s.DAYS_SINCE_FIRST, s.MEAN_PRICE, s.ARTICLE_MEAN_PRICE,
+    s.DAYS_SINCE_FIRST_SALE,
+}  # fmt: skip
+# Article attributes compared with the customer's history in the cross features.
+CROSS_ATTRIBUTES = (s.PRODUCT_TYPE, s.PRODUCT_GROUP, s.DEPARTMENT)
+
+
+def make_workflow(config: WorkflowConfig) -> Workflow:
+    """The unfitted workflow for every model feature (see ``schema``)."""
+    cats = [Categorify(n, config.min_frequency) for n in s.CUSTOMER_SPARSE]
+    cats.append(Categorify(s.ARTICLE_ID, config.article_min_frequency))
+    cats += [Categorify(n, config.min_frequency) for n in s.ARTICLE_ATTRIBUTES]
+    nums = [
+        Normalize(n, log=n in _LOG, missing_indicator=n in _NULLABLE)
+        for n in (*s.CUSTOMER_DENSE, *s.ARTICLE_DENSE)
+    ]
+    return Workflow(cats, nums)
+
+
+def fit_workflow(
+    config: WorkflowConfig,
+    customer_frame: pl.DataFrame,
+    article_frame: pl.DataFrame,
+    purchases: pl.DataFrame,
+) -> Workflow:
+    """Fit the workflow on training data only.
+
+    Args:
+        customer_frame: customer features of the training windows (one row per customer and
+            window); fits customer categoricals and customer numerics.
+        article_frame: article features of the training windows; fits article numerics.
+        purchases: training-period transactions joined with article attributes; fits the
+            article id and attribute vocabularies, frequency = purchase lines.
+    """
+    wf = make_workflow(config)
+    for name in s.CUSTOMER_SPARSE:
+        wf.categorical_ops[name].fit(customer_frame.get_column(name))
+    for name in s.ARTICLE_SPARSE:
+        wf.categorical_ops[name].fit(purchases.get_column(name))
+    for name in s.CUSTOMER_DENSE:
+        wf.numeric_ops[name].fit(customer_frame.get_column(name))
+    for name in s.ARTICLE_DENSE:
+        wf.numeric_ops[name].fit(article_frame.get_column(name))
+    return wf
+
+
+@dataclass
+class EncodedCustomers:
+    """Encoded customer features.
+
+    Attributes:
+        ids: customer ids (B,), object array of str.
+        sparse: int64 (B, Fs) ids of ``schema.CUSTOMER_SPARSE``.
+        dense: float32 (B, Fd) normalised ``schema.CUSTOMER_DENSE`` (+ missing indicators).
+        hist_ids: int64 (B, N) article vocabulary ids, most recent first, 0 = padding.
+        hist_counts: float32 (B, N) purchase counts of those articles, 0 for padding.
+    """
+
+    ids: np.ndarray
+    sparse: np.ndarray
+    dense: np.ndarray
+    hist_ids: np.ndarray
+    hist_counts: np.ndarray
+
+    def take(self, index: np.ndarray) -> EncodedCustomers:
+        return EncodedCustomers(self.ids[index], self.sparse[index], self.dense[index],
+                                self.hist_ids[index], self.hist_counts[index])
+
+
+@dataclass
+class EncodedArticles:
+    """Encoded article features.
+
+    Attributes:
+        ids: article ids (B,), object array of str.
+        sparse: int64 (B, Fs) ids of ``schema.ARTICLE_SPARSE`` (column 0 = article id).
+        dense: float32 (B, Fd) normalised ``schema.ARTICLE_DENSE`` (+ missing indicators).
+    """
+
+    ids: np.ndarray
+    sparse: np.ndarray
+    dense: np.ndarray
+
+    def take(self, index: np.ndarray) -> EncodedArticles:
+        return EncodedArticles(self.ids[index], self.sparse[index], self.dense[index])
+
+
+def encode_customers(wf: Workflow, frame: pl.DataFrame, history_length: int) -> EncodedCustomers:
+    """Encode customer feature rows (as written by ``customer_features``)."""
+    hist = frame.get_column(s.HIST_ARTICLE_IDS)
+    counts = np.zeros((frame.height, history_length), dtype=np.float32)
+    raw = frame.get_column(s.HIST_COUNTS).list.head(history_length)
+    lengths = raw.list.len().to_numpy()
+    if frame.height:
+        rows = np.repeat(np.arange(frame.height), lengths)
+        cols = np.concatenate([np.arange(n) for n in lengths])
+        counts[rows, cols] = raw.explode().drop_nulls().to_numpy().astype(np.float32)
+    return EncodedCustomers(
+        ids=frame.get_column(s.CUSTOMER_ID).to_numpy().astype(object),
+        sparse=wf.categorical_matrix(frame, s.CUSTOMER_SPARSE),
+        dense=wf.dense(frame, s.CUSTOMER_DENSE),
+        hist_ids=wf.categorical_ops[s.ARTICLE_ID].transform_lists(hist, history_length),
+        hist_counts=counts,
+    )
+
+
+def encode_articles(wf: Workflow, frame: pl.DataFrame) -> EncodedArticles:
+    """Encode article feature rows (as written by ``article_features``)."""
+    return EncodedArticles(
+        ids=frame.get_column(s.ARTICLE_ID).to_numpy().astype(object),
+        sparse=wf.categorical_matrix(frame, s.ARTICLE_SPARSE),
+        dense=wf.dense(frame, s.ARTICLE_DENSE),
+    )
+
+
+def attribute_table(wf: Workflow, articles: EncodedArticles) -> np.ndarray:
+    """Map article vocabulary id -> encoded ``CROSS_ATTRIBUTES``.
+
+    Returns int64 (V, len(CROSS_ATTRIBUTES)), V = article id cardinality; rows of padding,
+    OOV and articles absent from ``articles`` are 0 (unknown: never matches).
+    """
+    card = wf.categorical_ops[s.ARTICLE_ID].cardinality
+    table = np.zeros((card, len(CROSS_ATTRIBUTES)), dtype=np.int64)
+    cols = [s.ARTICLE_SPARSE.index(a) for a in CROSS_ATTRIBUTES]
+    known = articles.sparse[:, 0] >= FIRST_ID
+    table[articles.sparse[known, 0]] = articles.sparse[known][:, cols]
+    return table
+
+
+def cross_features(
+    hist_ids: np.ndarray, hist_counts: np.ndarray, candidates: np.ndarray, attributes: np.ndarray
+) -> np.ndarray:
+    """Customer x article features from the customer's purchase history.
+
+    Args:
+        hist_ids: int64 (B, N) article vocabulary ids, most recent first, 0 = padding.
+        hist_counts: float32 (B, N) purchases of each history article.
+        candidates: int64 (B, C) article vocabulary ids to score.
+        attributes: int64 (V, 3) from ``attribute_table``.
+
+    Returns:
+        float32 (B, C, 5) = ``schema.CROSS_DENSE``: log1p(purchases of the candidate),
+        1 / (1 + position of the candidate in the history) or 0 if absent, and log1p(purchases
+        of history articles sharing the candidate's product type / group / department).
+    """
+    valid = hist_ids >= FIRST_ID  # (B, N)
+    same = (hist_ids[:, None, :] == candidates[:, :, None]) & valid[:, None, :]  # (B, C, N)
+    counts = hist_counts[:, None, :]
+    out = np.empty((*candidates.shape, len(s.CROSS_DENSE)), dtype=np.float32)
+    out[..., 0] = np.log1p((same * counts).sum(-1))
+    first = np.where(same.any(-1), same.argmax(-1), -1)
+    out[..., 1] = np.where(first >= 0, 1.0 / (1.0 + np.maximum(first, 0)), 0.0)
+    hist_attr = attributes[hist_ids]  # (B, N, 3)
+    cand_attr = attributes[candidates]  # (B, C, 3)
+    for j in range(len(CROSS_ATTRIBUTES)):
+        match = (hist_attr[:, None, :, j] == cand_attr[:, :, None, j]) & (
+            cand_attr[:, :, None, j] > 0
+        ) & valid[:, None, :]
+        out[..., 2 + j] = np.log1p((match * counts).sum(-1))
+    return out

@@ -1,0 +1,375 @@
+"""The offline pipeline: ingest -> labelled dataset -> train -> indexes -> evaluate.
+
+Each ``run_*`` function is one CLI command; they communicate only through files under
+``Paths`` so any step can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+from shoprec import artifacts as A
+from shoprec import schema as s
+from shoprec.config import IndexConfig, IndexKind, Paths, PipelineConfig
+from shoprec.dataset.build import (
+    SPLIT_TEST,
+    SPLIT_TRAIN,
+    SPLIT_VAL,
+    DatasetArtifacts,
+    build_dataset,
+    load_dataset,
+)
+from shoprec.evaluation.baselines import (
+    ALSRecommender,
+    GlobalPopularity,
+    RecentPopularity,
+    Repurchase,
+)
+from shoprec.evaluation.metrics import evaluate_lists, mean_recall_at_k
+from shoprec.features.assemble import RANKING_HISTORY_FEATURE, EncodedDataset, encode_dataset
+from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.ingest.canonical import Canonical, read_canonical
+from shoprec.modules import save_model
+from shoprec.ranking.dlrm import DLRM
+from shoprec.ranking.rerank import PAD, rank_candidates, retrieve_candidates, vocab_to_row
+from shoprec.ranking.train import predict, train_ranker
+from shoprec.retrieval.index import build_index, save_index, search
+from shoprec.retrieval.train import (
+    RetrievalExamples,
+    build_two_tower,
+    embed_items,
+    embed_queries,
+    train_two_tower,
+)
+from shoprec.similarity.text import embed_articles, make_encoder
+
+Log = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+@dataclass
+class StepTimer:
+    """Wall time per named step, in seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, name: str, start: float) -> None:
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
+    """Read the canonical tables and write the labelled dataset under ``paths.dataset``."""
+    return build_dataset(read_canonical(paths.canonical), config.dataset, paths.dataset)
+
+
+def _window_ids(data: DatasetArtifacts, split: str) -> list[int]:
+    return [w.index for w in data.window(split)]
+
+
+def _indexable(data: DatasetArtifacts, window: int) -> pl.Series:
+    """Article ids sold before the window's cutoff: the ANN index's catalog for it."""
+    return (data.article_features
+            .filter((pl.col(s.WINDOW) == window) & pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
+            .get_column(s.ARTICLE_ID))
+
+
+def _article_rows(enc: EncodedDataset, window: int, ids: pl.Series) -> np.ndarray:
+    return (enc.article_index.filter((pl.col(s.WINDOW) == window)
+                                     & pl.col(s.ARTICLE_ID).is_in(ids))
+            .get_column("_row").to_numpy().astype(np.int64))
+
+
+@dataclass
+class WindowRecommendations:
+    """Two-stage output for the customers of one window (rows of the encoded dataset)."""
+
+    customer_ids: np.ndarray  # (B,) str
+    ann_only: list[list[str]]  # top-k by two-tower score
+    candidates: list[list[str]]  # everything sent to the ranker
+    ann_candidates: list[list[str]]
+    ranked: list[list[str]]  # final top-k
+
+
+def recommend_window(models: A.TrainedModels | Any, enc: EncodedDataset, data: DatasetArtifacts,
+                     window: int, config: PipelineConfig, index_rows: np.ndarray,
+                     index: Any) -> WindowRecommendations:
+    """Run retrieval (N from the ANN index + history) and ranking for a window's customers."""
+    cust_rows = enc.window_customers(window)
+    queries = embed_queries(models.two_tower, enc.customers, cust_rows)
+    hist_map = vocab_to_row(enc.articles, enc.window_articles(window),
+                            models.workflow.categorical_ops[s.ARTICLE_ID].cardinality)
+    hist = enc.customers.hist_ids[cust_rows] if config.eval.history_candidates else None
+    k, n = config.eval.k, config.eval.candidates
+    ids = enc.articles.ids
+    ann_only, cands_all, ann_all, ranked = [], [], [], []
+    chunk = 2048
+    for i in range(0, len(cust_rows), chunk):
+        q = queries[i:i + chunk]
+        h = hist[i:i + chunk] if hist is not None else None
+        cands, _ = retrieve_candidates(index, q, n, index_rows, h, hist_map)
+        top_rows, _ = rank_candidates(models.ranker, enc.customers, cust_rows[i:i + chunk],
+                                      enc.articles, enc.attributes, cands, k)
+        for row_c, row_t in zip(cands, top_rows, strict=True):
+            cands_all.append([ids[r] for r in row_c if r != PAD])
+            ann_all.append([ids[r] for r in row_c[:n] if r != PAD])
+            ann_only.append(ann_all[-1][:k])
+            ranked.append([ids[r] for r in row_t if r != PAD])
+    return WindowRecommendations(enc.customers.ids[cust_rows], ann_only, cands_all, ann_all,
+                                 ranked)
+
+
+def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[str, Any]:
+    """Fit the workflow, train the Two-Tower and DLRM, build the item and text indexes.
+
+    Writes everything in ``artifacts`` under ``paths.models_dir``; returns a summary dict
+    (epoch losses, validation metrics, wall times).
+    """
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    timer = StepTimer()
+    out = paths.models_dir
+    out.mkdir(parents=True, exist_ok=True)
+    canonical = read_canonical(paths.canonical)
+    data = load_dataset(paths.dataset)
+    train_w, (val_w,) = _window_ids(data, SPLIT_TRAIN), _window_ids(data, SPLIT_VAL)
+    val_start = data.window(SPLIT_VAL)[0].start
+
+    t = time.perf_counter()
+    purchases = canonical.transactions.filter(pl.col(s.T_DAT) < val_start).join(
+        canonical.articles.select(s.ARTICLE_SPARSE), on=s.ARTICLE_ID, how="left")
+    wf = fit_workflow(
+        config.workflow,
+        data.customer_features.filter(pl.col(s.WINDOW).is_in(train_w)),
+        data.article_features.filter(pl.col(s.WINDOW).is_in(train_w)),
+        purchases,
+    )
+    wf.save(out / A.WORKFLOW_FILE)
+    enc = encode_dataset(wf, data, config.dataset.history_length)
+    timer("workflow", t)
+    log(f"workflow fitted: {len(wf.categorical_ops)} vocabularies, "
+        f"{wf.categorical_ops[s.ARTICLE_ID].cardinality - 2} article ids")
+
+    # ---- Two-Tower ------------------------------------------------------------------------
+    t = time.perf_counter()
+    ex = data.examples
+    pos_train = ex.filter(pl.col(s.WINDOW).is_in(train_w) & (pl.col(s.LABEL) == 1))
+    c_rows, a_rows = enc.rows(pos_train)
+    tt_cfg = config.two_tower
+    two_tower = build_two_tower(wf.cardinalities(s.CUSTOMER_SPARSE),
+                                enc.customers.dense.shape[1],
+                                wf.cardinalities(s.ARTICLE_SPARSE),
+                                enc.articles.dense.shape[1], tt_cfg)
+    val_truth = _truth(ex, val_w)
+    val_rows = _article_rows(enc, val_w, _indexable(data, val_w))
+
+    def tt_epoch(epoch: int, loss: float) -> None:
+        recall = _ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
+        log(f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
+            f"val candidate recall@{config.eval.candidates} {recall:.4f}")
+
+    tt_losses = train_two_tower(two_tower, RetrievalExamples(enc.customers, enc.articles,
+                                                             c_rows, a_rows), tt_cfg, tt_epoch)
+    save_model(two_tower, {
+        "customer_cardinalities": wf.cardinalities(s.CUSTOMER_SPARSE),
+        "customer_dense": int(enc.customers.dense.shape[1]),
+        "article_cardinalities": wf.cardinalities(s.ARTICLE_SPARSE),
+        "article_dense": int(enc.articles.dense.shape[1]),
+        "config": tt_cfg.__dict__,
+    }, out / A.TWO_TOWER_FILE)
+    timer("two_tower", t)
+
+    # ---- DLRM -------------------------------------------------------------------------------
+    t = time.perf_counter()
+    tr = ex.filter(pl.col(s.WINDOW).is_in(train_w))
+    va = ex.filter(pl.col(s.WINDOW) == val_w)
+    train_inputs = enc.ranking_inputs(*enc.rows(tr))
+    val_inputs = enc.ranking_inputs(*enc.rows(va))
+    cards = wf.cardinalities(s.CUSTOMER_SPARSE) + wf.cardinalities(s.ARTICLE_SPARSE)
+    torch.manual_seed(config.dlrm.seed)
+    ranker = DLRM(cards, train_inputs.dense.shape[1], config.dlrm, RANKING_HISTORY_FEATURE)
+    dlrm_hist = train_ranker(
+        ranker, train_inputs, tr.get_column(s.LABEL).to_numpy(), val_inputs,
+        va.get_column(s.LABEL).to_numpy(), config.dlrm,
+        lambda e, loss, auc: log(f"dlrm epoch {e + 1}/{config.dlrm.epochs}: loss {loss:.4f}, "
+                                 f"val AUC {auc:.4f}"),
+    )
+    save_model(ranker, {"cardinalities": cards, "num_dense": int(train_inputs.dense.shape[1]),
+                        "config": config.dlrm.__dict__}, out / A.DLRM_FILE)
+    timer("dlrm", t)
+
+    # ---- item index over the serving snapshot ---------------------------------------------
+    t = time.perf_counter()
+    latest = data.latest_articles.filter(pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
+    latest_enc = encode_articles(wf, latest)
+    item_vecs = embed_items(two_tower, latest_enc, np.arange(latest.height))
+    save_index(build_index(item_vecs, config.index), out / A.ITEM_INDEX_FILE)
+    A.write_ids(latest_enc.ids, out / A.ITEM_IDS_FILE)
+    timer("item_index", t)
+
+    # ---- text embeddings for item similarity ----------------------------------------------
+    t = time.perf_counter()
+    catalog = canonical.articles.filter(pl.col(s.ARTICLE_ID).is_in(latest.get_column(s.ARTICLE_ID)))
+    encoder = make_encoder(config.text)
+    text_ids, text_vecs = embed_articles(catalog, encoder, config.text.batch_size)
+    np.save(out / A.TEXT_EMBEDDINGS_FILE, text_vecs)
+    save_index(build_index(text_vecs, config.index), out / A.TEXT_INDEX_FILE)
+    A.write_ids(np.asarray(text_ids, dtype=object), out / A.TEXT_IDS_FILE)
+    timer("text_embeddings", t)
+
+    A.write_json(config.to_dict(), out / A.CONFIG_FILE)
+    summary = {
+        "two_tower_epoch_loss": tt_losses,
+        "dlrm_epochs": [{"loss": lo, "val_auc": au} for lo, au in dlrm_hist],
+        "train_examples": {"two_tower": int(len(c_rows)), "dlrm": int(tr.height)},
+        "indexed_articles": int(latest.height),
+        "text_embedding_dim": int(text_vecs.shape[1]),
+        "seconds": timer.seconds,
+    }
+    A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
+    return summary
+
+
+def _truth(examples: pl.DataFrame, window: int) -> dict[str, set[str]]:
+    pos = examples.filter((pl.col(s.WINDOW) == window) & (pl.col(s.LABEL) == 1))
+    grouped = pos.group_by(s.CUSTOMER_ID).agg(pl.col(s.ARTICLE_ID))
+    return {c: set(a) for c, a in grouped.iter_rows()}
+
+
+def _ann_recall(model: Any, enc: EncodedDataset, window: int, index_rows: np.ndarray,
+                truth: dict[str, set[str]], n: int) -> float:
+    cust_rows = enc.window_customers(window)
+    index = build_index(embed_items(model, enc.articles, index_rows), _flat())
+    _, ids = search(index, embed_queries(model, enc.customers, cust_rows), n)
+    art_ids = enc.articles.ids
+    recs = [[art_ids[index_rows[j]] for j in row if j >= 0] for row in ids]
+    rel = [truth[c] for c in enc.customers.ids[cust_rows]]
+    return mean_recall_at_k(recs, rel, n)
+
+
+def _flat() -> IndexConfig:
+    return IndexConfig(kind=IndexKind.FLAT, use_gpu=False)
+
+
+def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
+                 log: Log = _noop) -> dict[str, Any]:
+    """Evaluate on the test window; writes ``report.json`` and ``report.md`` to the models dir.
+
+    Rows: the two-stage pipeline (retrieve N + history, rank with DLRM, keep k), the Two-Tower
+    alone (ANN top k), and the baselines, all with features/fit as of the test window's first
+    day. Also candidate Recall@N and the ranker's AUC / precision / recall (threshold 0.5) on
+    the labelled test set.
+    """
+    t0 = time.perf_counter()
+    models = A.TrainedModels.load(paths.models_dir)
+    config = config or models.config
+    canonical: Canonical = read_canonical(paths.canonical)
+    data = load_dataset(paths.dataset)
+    (test,) = data.window(SPLIT_TEST)
+    enc = encode_dataset(models.workflow, data, config.dataset.history_length)
+    truth = _truth(data.examples, test.index)
+    k, n = config.eval.k, config.eval.candidates
+
+    index_rows = _article_rows(enc, test.index, _indexable(data, test.index))
+    index = build_index(embed_items(models.two_tower, enc.articles, index_rows), config.index)
+    recs = recommend_window(models, enc, data, test.index, config, index_rows, index)
+    relevant = [truth[c] for c in recs.customer_ids]
+    rows: dict[str, dict[str, float]] = {
+        "two-stage (Two-Tower + DLRM)": evaluate_lists(recs.ranked, relevant, k),
+        "Two-Tower only": evaluate_lists(recs.ann_only, relevant, k),
+    }
+    log("two-stage pipeline evaluated")
+    cutoff = test.start
+    baselines = {
+        "global popularity": GlobalPopularity(),
+        "last-week popularity": RecentPopularity(days=7),
+        "repurchase (+ last-week popularity)": Repurchase(),
+        "implicit ALS": ALSRecommender(factors=config.eval.als_factors,
+                                       iterations=config.eval.als_iterations,
+                                       seed=config.eval.seed),
+    }
+    for name, model in baselines.items():
+        model.fit(canonical.transactions, cutoff)
+        rows[name] = evaluate_lists(model.recommend(list(recs.customer_ids), k), relevant, k)
+        log(f"baseline evaluated: {name}")
+
+    labelled = data.examples.filter(pl.col(s.WINDOW) == test.index)
+    y = labelled.get_column(s.LABEL).to_numpy()
+    p = predict(models.ranker, enc.ranking_inputs(*enc.rows(labelled)))
+    report = {
+        "dataset": str(paths.data_dir),
+        "test_window": test.to_dict(),
+        "test_customers": len(relevant),
+        "k": k,
+        "candidates": n,
+        "history_candidates": config.eval.history_candidates,
+        "metrics": rows,
+        "retrieval": {
+            f"candidate_recall@{n} (ANN)": mean_recall_at_k(recs.ann_candidates, relevant, n),
+            "candidate_recall (ANN + history)": mean_recall_at_k(
+                recs.candidates, relevant, max(len(c) for c in recs.candidates)),
+            "mean_candidates_per_customer": float(np.mean([len(c) for c in recs.candidates])),
+        },
+        "ranker_test_set": {
+            "examples": int(len(y)),
+            "auc": float(roc_auc_score(y, p)),
+            "precision": float(precision_score(y, p >= 0.5, zero_division=0)),
+            "recall": float(recall_score(y, p >= 0.5, zero_division=0)),
+        },
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    A.write_json(report, paths.models_dir / A.REPORT_JSON)
+    (paths.models_dir / A.REPORT_MD).write_text(report_markdown(report))
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    k = report["k"]
+    w = report["test_window"]
+    lines = [
+        f"# Offline evaluation: {report['dataset']}",
+        "",
+        f"Test window {w['start']} .. {w['end']} (exclusive), {report['test_customers']} "
+        f"customers with at least one purchase. Metrics at k = {k}.",
+        "",
+        f"| model | MAP@{k} | Recall@{k} | NDCG@{k} |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in report["metrics"].items():
+        lines.append(f"| {name} | {m[f'map@{k}']:.4f} | {m[f'recall@{k}']:.4f} | "
+                     f"{m[f'ndcg@{k}']:.4f} |")
+    lines += ["", "| retrieval | value |", "|---|---:|"]
+    lines += [f"| {key} | {val:.4f} |" for key, val in report["retrieval"].items()]
+    r = report["ranker_test_set"]
+    lines += ["", f"Ranker on the labelled test set ({r['examples']} examples, 1:1 negatives): "
+              f"AUC {r['auc']:.4f}, precision {r['precision']:.4f}, recall {r['recall']:.4f} "
+              "(threshold 0.5).", ""]
+    return "\n".join(lines)
+
+
+def dataset_summary(data: DatasetArtifacts) -> list[dict[str, Any]]:
+    """Per window: split, dates, positives, negatives, customers."""
+    counts = (data.examples.group_by(s.WINDOW)
+              .agg((pl.col(s.LABEL) == 1).sum().alias("positives"),
+                   (pl.col(s.LABEL) == 0).sum().alias("negatives"),
+                   pl.col(s.CUSTOMER_ID).n_unique().alias("customers")))
+    by_w = {r[s.WINDOW]: r for r in counts.iter_rows(named=True)}
+    return [{"window": w.index, "split": w.split, "start": w.start.isoformat(),
+             "end": w.end.isoformat(), **{k: by_w[w.index][k] for k in
+                                          ("positives", "negatives", "customers")}}
+            for w in data.windows]
+
+
+def default_paths(name: str, data_root: Path, models_root: Path) -> Paths:
+    return Paths.for_name(name, data_root, models_root)

@@ -1,0 +1,84 @@
+"""Training and scoring rankers on ``RankingInputs`` with binary cross-entropy.
+
+Any ``nn.Module`` with ``forward(dense, sparse, hist_ids) -> logits (B,)`` trains here; the
+model with the best validation AUC over the epochs is kept (early stopping by selection).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from shoprec.config import DLRMConfig
+from shoprec.features.assemble import RankingInputs
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: RankingInputs, batch_size: int = 16384) -> np.ndarray:
+    """Purchase probabilities, float32 (M,)."""
+    model.eval()
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        b = inputs.slice(i, i + batch_size)
+        logits = model(torch.from_numpy(b.dense), torch.from_numpy(b.sparse),
+                       torch.from_numpy(b.hist_ids))
+        out.append(torch.sigmoid(logits).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def train_ranker(
+    model: nn.Module,
+    train: RankingInputs,
+    train_labels: np.ndarray,
+    val: RankingInputs,
+    val_labels: np.ndarray,
+    config: DLRMConfig,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> list[tuple[float, float]]:
+    """Train in place; afterwards ``model`` holds the epoch with the best validation AUC.
+
+    Args:
+        train_labels, val_labels: 0/1 arrays (M,).
+        on_epoch: called with (epoch, mean train loss, validation AUC).
+
+    Returns:
+        (mean train loss, validation AUC) per epoch.
+    """
+    if len(train) != len(train_labels) or len(val) != len(val_labels):
+        raise ValueError("inputs and labels differ in length")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
+                           weight_decay=config.weight_decay)
+    y = torch.from_numpy(train_labels.astype(np.float32))
+    history: list[tuple[float, float]] = []
+    best_auc, best_state = -1.0, copy.deepcopy(model.state_dict())
+    for epoch in range(config.epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        total, batches = 0.0, 0
+        for start in range(0, len(train), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            logits = model(torch.from_numpy(train.dense[idx]), torch.from_numpy(train.sparse[idx]),
+                           torch.from_numpy(train.hist_ids[idx]))
+            loss = F.binary_cross_entropy_with_logits(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            batches += 1
+        auc = float(roc_auc_score(val_labels, predict(model, val))) if len(set(val_labels)) > 1 \
+            else float("nan")
+        history.append((total / max(batches, 1), auc))
+        if on_epoch is not None:
+            on_epoch(epoch, *history[-1])
+        if auc > best_auc or not np.isfinite(auc):
+            best_auc, best_state = auc, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return history

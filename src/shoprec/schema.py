@@ -1,0 +1,129 @@
+"""Column and feature names: the one place they are spelled.
+
+Every stage (ingest, features, models, Feast repo, Triton config, gateway) imports names from
+here; no column name appears as a string literal anywhere else.
+
+Canonical tables (Parquet, written by ``shoprec ingest``):
+
+* articles: one row per article. ``article_id`` (str), ``name`` (str, display name) and five
+  categorical attributes plus free text. The attribute slots are generic so that sources with
+  different taxonomies map onto one schema (README, "Canonical schema", has the mapping).
+* customers: one row per customer. ``customer_id`` (str), ``age`` (float, years, null when
+  unknown) and three categorical attributes (null when unknown).
+* transactions: one row per purchase line. ``t_dat`` (date), ``customer_id``, ``article_id``,
+  ``price`` (float, currency units per item), ``quantity`` (int >= 1), ``sales_channel_id``
+  (int, 1 = store, 2 = online, as in the H&M data).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ---- canonical table and file names -------------------------------------------------------
+ARTICLES: Final = "articles"
+CUSTOMERS: Final = "customers"
+TRANSACTIONS: Final = "transactions"
+CANONICAL_TABLES: Final = (ARTICLES, CUSTOMERS, TRANSACTIONS)
+
+# ---- canonical columns ---------------------------------------------------------------------
+ARTICLE_ID: Final = "article_id"
+CUSTOMER_ID: Final = "customer_id"
+NAME: Final = "name"
+PRODUCT_TYPE: Final = "product_type"
+PRODUCT_GROUP: Final = "product_group"
+DEPARTMENT: Final = "department"
+SECTION: Final = "section"
+VARIANT: Final = "variant"
+DESCRIPTION: Final = "description"
+ARTICLE_ATTRIBUTES: Final = (PRODUCT_TYPE, PRODUCT_GROUP, DEPARTMENT, SECTION, VARIANT)
+ARTICLE_COLUMNS: Final = (ARTICLE_ID, NAME, *ARTICLE_ATTRIBUTES, DESCRIPTION)
+
+AGE: Final = "age"
+SEGMENT: Final = "segment"
+HOUSEHOLD: Final = "household"
+POSTAL_CODE: Final = "postal_code"
+CUSTOMER_ATTRIBUTES: Final = (SEGMENT, HOUSEHOLD, POSTAL_CODE)
+CUSTOMER_COLUMNS: Final = (CUSTOMER_ID, AGE, *CUSTOMER_ATTRIBUTES)
+
+T_DAT: Final = "t_dat"
+PRICE: Final = "price"
+QUANTITY: Final = "quantity"
+SALES_CHANNEL_ID: Final = "sales_channel_id"
+TRANSACTION_COLUMNS: Final = (T_DAT, CUSTOMER_ID, ARTICLE_ID, PRICE, QUANTITY, SALES_CHANNEL_ID)
+
+# ---- H&M Kaggle raw files and columns (public schema) ----------------------------------------
+HM_ARTICLES_CSV: Final = "articles.csv"
+HM_CUSTOMERS_CSV: Final = "customers.csv"
+HM_TRANSACTIONS_CSV: Final = "transactions_train.csv"
+HM_ARTICLE_COLUMNS: Final = (
+    "article_id", "product_code", "prod_name", "product_type_no", "product_type_name",
+    "product_group_name", "graphical_appearance_no", "graphical_appearance_name",
+    "colour_group_code", "colour_group_name", "perceived_colour_value_id",
+    "perceived_colour_value_name", "perceived_colour_master_id", "perceived_colour_master_name",
+    "department_no", "department_name", "index_code", "index_name", "index_group_no",
+    "index_group_name", "section_no", "section_name", "garment_group_no", "garment_group_name",
+    "detail_desc",
+)  # fmt: skip
+HM_CUSTOMER_COLUMNS: Final = (
+    "customer_id", "FN", "Active", "club_member_status", "fashion_news_frequency", "age",
+    "postal_code",
+)  # fmt: skip
+HM_TRANSACTION_COLUMNS: Final = ("t_dat", "customer_id", "article_id", "price", "sales_channel_id")
+# H&M raw column -> canonical column (only the columns shoprec keeps).
+HM_ARTICLE_MAP: Final = {
+    "article_id": ARTICLE_ID,
+    "prod_name": NAME,
+    "product_type_name": PRODUCT_TYPE,
+    "product_group_name": PRODUCT_GROUP,
+    "department_name": DEPARTMENT,
+    "section_name": SECTION,
+    "colour_group_name": VARIANT,
+    "detail_desc": DESCRIPTION,
+}
+HM_CUSTOMER_MAP: Final = {
+    "customer_id": CUSTOMER_ID,
+    "age": AGE,
+    "club_member_status": SEGMENT,
+    "fashion_news_frequency": HOUSEHOLD,
+    "postal_code": POSTAL_CODE,
+}
+HM_ARTICLE_ID_DIGITS: Final = 10  # article ids are 10-digit strings with a leading zero
+
+# ---- labelled dataset ------------------------------------------------------------------------
+WINDOW: Final = "window"  # int: 0 = test window, 1 = validation, 2.. = training windows
+LABEL: Final = "label"  # int8: 1 = purchased in the window, 0 = sampled negative
+SPLIT: Final = "split"  # str: "train" | "val" | "test"
+
+# ---- derived customer features (as of a cutoff date, from transactions strictly before it) ---
+N_PURCHASES: Final = "n_purchases"
+N_PURCHASES_28D: Final = "n_purchases_28d"
+DAYS_SINCE_LAST: Final = "days_since_last"
+DAYS_SINCE_FIRST: Final = "days_since_first"
+MEAN_PRICE: Final = "mean_price"
+N_DISTINCT_ARTICLES: Final = "n_distinct_articles"
+HIST_ARTICLE_IDS: Final = "hist_article_ids"  # list[str]: last N distinct articles, newest first
+HIST_COUNTS: Final = "hist_counts"  # list[int]: purchases of each of those articles
+CUSTOMER_DENSE: Final = (
+    AGE, N_PURCHASES, N_PURCHASES_28D, DAYS_SINCE_LAST, DAYS_SINCE_FIRST, MEAN_PRICE,
+    N_DISTINCT_ARTICLES,
+)  # fmt: skip
+CUSTOMER_SPARSE: Final = CUSTOMER_ATTRIBUTES
+
+# ---- derived article features (as of a cutoff date) ------------------------------------------
+SALES_7D: Final = "sales_7d"
+SALES_28D: Final = "sales_28d"
+ARTICLE_MEAN_PRICE: Final = "article_mean_price"
+DAYS_SINCE_FIRST_SALE: Final = "days_since_first_sale"
+ARTICLE_DENSE: Final = (SALES_7D, SALES_28D, ARTICLE_MEAN_PRICE, DAYS_SINCE_FIRST_SALE)
+ARTICLE_SPARSE: Final = (ARTICLE_ID, *ARTICLE_ATTRIBUTES)
+
+# ---- customer x article features (from the customer's history list) -------------------------
+HIST_SAME_ARTICLE: Final = "hist_same_article"  # purchases of this article (0 if not in list)
+HIST_SAME_ARTICLE_RANK: Final = "hist_same_article_rank"  # 1/(1+position) in list, 0 if absent
+HIST_SAME_PRODUCT_TYPE: Final = "hist_same_product_type"
+HIST_SAME_PRODUCT_GROUP: Final = "hist_same_product_group"
+HIST_SAME_DEPARTMENT: Final = "hist_same_department"
+CROSS_DENSE: Final = (
+    HIST_SAME_ARTICLE, HIST_SAME_ARTICLE_RANK, HIST_SAME_PRODUCT_TYPE, HIST_SAME_PRODUCT_GROUP,
+    HIST_SAME_DEPARTMENT,
+)  # fmt: skip

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from shoprec import schema as s
+from shoprec.config import DatasetConfig
+from shoprec.dataset.build import (
+    SPLIT_TEST,
+    SPLIT_TRAIN,
+    SPLIT_VAL,
+    build_dataset,
+    load_dataset,
+    make_windows,
+    sample_negatives,
+    window_positives,
+)
+from shoprec.errors import InputDataError
+from shoprec.features.build import article_features, customer_features
+from shoprec.features.encode import cross_features
+from shoprec.ingest.canonical import Canonical
+
+from toydata import make_canonical
+
+
+def test_customer_features_by_hand(toy: Canonical) -> None:
+    cutoff = date(2020, 1, 4)  # sees 2020-01-01..03: c0 bought a0, a1, a2
+    f = customer_features(toy.transactions, toy.customers, cutoff, history_length=2)
+    c0 = f.filter(pl.col(s.CUSTOMER_ID) == "c0").row(0, named=True)
+    assert c0[s.N_PURCHASES] == 3
+    assert c0[s.N_DISTINCT_ARTICLES] == 3
+    assert c0[s.DAYS_SINCE_LAST] == 1
+    assert c0[s.DAYS_SINCE_FIRST] == 3
+    assert c0[s.MEAN_PRICE] == pytest.approx((1 + 2 + 3) / 3)
+    assert c0[s.HIST_ARTICLE_IDS] == ["a2", "a1"]  # newest first, truncated to 2
+    assert c0[s.HIST_COUNTS] == [1, 1]
+    assert f.height == 6
+
+
+def test_customer_without_history_gets_zero_counts_and_null_recency(toy: Canonical) -> None:
+    f = customer_features(toy.transactions, toy.customers, date(2020, 1, 1), 4, ["c3"])
+    row = f.row(0, named=True)
+    assert (row[s.N_PURCHASES], row[s.DAYS_SINCE_LAST], row[s.HIST_ARTICLE_IDS]) == (0, None, [])
+
+
+def test_article_features_by_hand(toy: Canonical) -> None:
+    f = article_features(toy.transactions, toy.articles, date(2020, 1, 9))
+    a0 = f.filter(pl.col(s.ARTICLE_ID) == "a0").row(0, named=True)
+    # a0 is bought when (day + customer) % 4 == 0: c0 on Jan 1, 5; c1 on Jan 4, 8;
+    # c2 on Jan 3, 7. Cutoff Jan 9: 6 sales in 28 days, 5 in the 7 days Jan 2..8.
+    assert a0[s.SALES_28D] == 6
+    assert a0[s.SALES_7D] == 5
+    assert a0[s.DAYS_SINCE_FIRST_SALE] == 8
+    assert a0[s.ARTICLE_MEAN_PRICE] == pytest.approx(1.0)
+
+
+def test_make_windows_counts_back_from_the_last_day() -> None:
+    w = make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(train_windows=2))
+    assert [(x.split, x.start, x.end) for x in w] == [
+        (SPLIT_TEST, date(2020, 2, 5), date(2020, 2, 12)),
+        (SPLIT_VAL, date(2020, 1, 29), date(2020, 2, 5)),
+        (SPLIT_TRAIN, date(2020, 1, 22), date(2020, 1, 29)),
+        (SPLIT_TRAIN, date(2020, 1, 15), date(2020, 1, 22)),
+    ]
+
+
+def test_make_windows_rejects_too_short_data() -> None:
+    with pytest.raises(InputDataError, match="too short"):
+        make_windows(date(2020, 1, 1), date(2020, 1, 20), DatasetConfig())
+
+
+def test_negatives_never_collide_with_positives_and_are_seeded(toy: Canonical) -> None:
+    windows = make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(train_windows=2))
+    pos = window_positives(toy.transactions, windows[0])
+    cfg = DatasetConfig(negatives_per_positive=1)
+    neg1 = sample_negatives(pos, toy.transactions, windows[0].start, cfg,
+                            np.random.default_rng(1))
+    neg2 = sample_negatives(pos, toy.transactions, windows[0].start, cfg,
+                            np.random.default_rng(1))
+    assert neg1.equals(neg2)
+    assert neg1.join(pos, on=[s.CUSTOMER_ID, s.ARTICLE_ID], how="inner").height == 0
+    assert 0 < neg1.height <= pos.height
+    assert neg1.is_duplicated().sum() == 0
+
+
+def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path) -> None:
+    """Features of every window must not change when data on/after its start changes."""
+    cfg = DatasetConfig(train_windows=2, history_length=4)
+    data = build_dataset(toy, cfg, tmp_path / "a")
+    for w in data.windows:
+        tx = toy.transactions
+        future = tx.filter(pl.col(s.T_DAT) >= w.start)
+        # Replace the future with different purchases (same customers, shifted articles).
+        changed = future.with_columns(pl.lit("a7").alias(s.ARTICLE_ID),
+                                      (pl.col(s.PRICE) * 10).alias(s.PRICE))
+        perturbed = Canonical(toy.articles, toy.customers,
+                              pl.concat([tx.filter(pl.col(s.T_DAT) < w.start), changed]))
+        ids = data.customer_features.filter(pl.col(s.WINDOW) == w.index).get_column(s.CUSTOMER_ID)
+        got = customer_features(perturbed.transactions, perturbed.customers, w.start,
+                                cfg.history_length, ids)
+        want = data.customer_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
+        assert got.equals(want), f"customer features of window {w.index} leak"
+        got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
+        want_a = data.article_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
+        assert got_a.equals(want_a), f"article features of window {w.index} leak"
+
+
+def test_leak_check_would_catch_a_feature_reading_the_label_window(toy: Canonical) -> None:
+    """The comparison above fails when the cutoff is moved into the label window."""
+    w_start = date(2020, 2, 5)
+    honest = customer_features(toy.transactions, toy.customers, w_start, 4)
+    leaky = customer_features(toy.transactions, toy.customers, w_start + timedelta(days=1), 4)
+    assert not honest.equals(leaky)
+
+
+def test_dataset_round_trip_and_reproducibility(toy: Canonical, tmp_path) -> None:
+    cfg = DatasetConfig(train_windows=2)
+    a = build_dataset(toy, cfg, tmp_path / "a")
+    b = build_dataset(make_canonical(), cfg, tmp_path / "b")
+    assert a.examples.equals(b.examples)
+    loaded = load_dataset(tmp_path / "a")
+    assert loaded.examples.equals(a.examples)
+    assert loaded.customer_features.equals(a.customer_features)
+    assert loaded.windows == a.windows
+    assert loaded.serving_cutoff == date(2020, 2, 12)
+    labels = a.examples.group_by(s.WINDOW).agg(pl.col(s.LABEL).sum().alias("p"), pl.len())
+    assert labels.height == len(a.windows)
+
+
+def test_cross_features_by_hand() -> None:
+    hist = np.array([[5, 3, 0]])  # most recent first; 0 = padding
+    counts = np.array([[2.0, 1.0, 0.0]], dtype=np.float32)
+    attrs = np.zeros((8, 3), dtype=np.int64)
+    attrs[3] = [1, 7, 9]
+    attrs[5] = [2, 7, 9]
+    attrs[6] = [2, 8, 9]
+    cand = np.array([[3, 6, 4]])
+    out = cross_features(hist, counts, cand, attrs)
+    assert out.shape == (1, 3, 5)
+    # candidate 3: bought once at position 1; same type as itself (1), group 7 shared with 5 too.
+    np.testing.assert_allclose(out[0, 0], np.log1p([1, 0, 1, 3, 3]) + [0, 0.5, 0, 0, 0])
+    # candidate 6: not bought; type 2 like article 5 (2 purchases); department 9 like both.
+    np.testing.assert_allclose(out[0, 1], np.log1p([0, 0, 2, 0, 3]))
+    # candidate 4 has unknown attributes (0): matches nothing.
+    np.testing.assert_allclose(out[0, 2], 0.0)
