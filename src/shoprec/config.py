@@ -101,8 +101,10 @@ class TextConfig:
     """Article text embeddings for item similarity."""
 
     encoder: TextEncoderKind = TextEncoderKind.MINILM
-    open_clip_model: str = "ViT-B-32"
-    open_clip_pretrained: str | None = "hf-hub:patrickjohncyh/fashion-clip"
+    open_clip_model: str = "ViT-B-16"
+    # FashionCLIP in open_clip format (the original patrickjohncyh/fashion-clip is a
+    # transformers checkpoint that open_clip cannot load by hub id).
+    open_clip_pretrained: str | None = "hf-hub:Marqo/marqo-fashionCLIP"
     batch_size: int = 256
 
 

@@ -1,0 +1,28 @@
+# shoprec: the two setup commands are `make demo` (main job on the bundled real data) and
+# `make test` (the test suite). Both create the virtual environment on first use.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint pipeline bench-offline clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# pip (not uv/poetry): torch 2.14.1 + torchvision 0.29.1 come from this machine's wheel cache.
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shoprec pipeline completejourney
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
+
+clean:
+	rm -rf data models/* triton_repo/*
