@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from toydata import make_canonical
 
 from shoprec.ingest.canonical import Canonical
+from toydata import make_canonical
 
 
 @pytest.fixture

@@ -200,6 +200,8 @@ def test_fit_validates_inputs() -> None:
         ALSRecommender(factors=0)
     with pytest.raises(ValueError, match="alpha must be >= 0, got -1.0"):
         ALSRecommender(alpha=-1.0)
+    with pytest.raises(ValueError, match="weighting must be 'bm25' or 'count', got 'tfidf'"):
+        ALSRecommender(weighting="tfidf")
 
 
 def test_empty_history_gives_empty_lists() -> None:
@@ -227,11 +229,15 @@ def _two_clusters() -> pl.DataFrame:
     return _frame(rows)
 
 
-def test_als_recommends_in_cluster_items() -> None:
+@pytest.mark.parametrize("weighting", ["bm25", "count"])
+def test_als_recommends_in_cluster_items(weighting: str) -> None:
     # Two clusters are a rank-2 structure; with 2 factors every customer's top 5 holds the
     # items of their own cluster only, including ones they never bought (w's top 5 = a0..a4).
+    # The default regularization (30) is sized for ~2,500 customers; 30 customers want less.
     data = _two_clusters()
-    model = ALSRecommender(factors=2, iterations=15, seed=42).fit(data, CUTOFF)
+    model = ALSRecommender(
+        factors=2, iterations=15, regularization=0.1, seed=42, weighting=weighting
+    ).fit(data, CUTOFF)
     women, men = [f"w{u}" for u in range(10)], [f"m{u}" for u in range(20)]
     for rec in model.recommend(women, 5):
         assert sorted(rec) == [f"a{i}" for i in range(5)]
@@ -265,3 +271,35 @@ def test_als_k_larger_than_catalogue() -> None:
     model = ALSRecommender(factors=8, iterations=5).fit(_two_clusters(), CUTOFF)
     (rec,) = model.recommend(["w0"], 100)
     assert sorted(rec) == sorted([f"a{i}" for i in range(5)] + [f"b{i}" for i in range(6)])
+
+
+def test_als_bm25_matches_implicit_and_clips_negative_idf() -> None:
+    import numpy as np
+    import scipy.sparse as sp
+    from implicit.nearest_neighbours import bm25_weight
+
+    from shoprec.evaluation.baselines import _bm25
+
+    rng = np.random.default_rng(0)
+    dense = rng.integers(0, 4, size=(20, 9)) * (rng.random((20, 9)) < 0.4)
+    dense[:, 0] = 0
+    dense[:5, 0] = 7  # column 0: bought by 5 of 20 customers
+    coo = sp.coo_matrix(dense.astype(np.float64))
+    ours = _bm25(coo.data, coo.row.astype(np.int64), coo.col.astype(np.int64), 20, 9)
+    reference = bm25_weight(coo, K1=100, B=0.8)
+    expected = sp.coo_matrix((reference.data, (reference.row, reference.col)), shape=(20, 9))
+    got = sp.coo_matrix((ours, (coo.row, coo.col)), shape=(20, 9))
+    assert np.allclose(got.toarray(), np.maximum(expected.toarray(), 0.0))
+    # An article every customer bought has idf = log(n) - log(n + 1) < 0: clipped to 0.
+    rows, cols = np.array([0, 1, 2, 2]), np.array([0, 0, 0, 1])
+    weights = _bm25(np.array([2.0, 1.0, 1.0, 1.0]), rows, cols, 3, 2)
+    assert (weights[:3] == 0.0).all() and weights[3] > 0.0
+
+
+def test_als_count_weighting_old_behaviour_still_available() -> None:
+    data = _two_clusters()
+    model = ALSRecommender(
+        factors=2, iterations=15, regularization=0.01, alpha=40.0, seed=42, weighting="count"
+    ).fit(data, CUTOFF)
+    for rec in model.recommend([f"w{u}" for u in range(10)], 5):
+        assert sorted(rec) == [f"a{i}" for i in range(5)]

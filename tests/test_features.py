@@ -22,7 +22,6 @@ from shoprec.errors import InputDataError
 from shoprec.features.build import article_features, customer_features
 from shoprec.features.encode import cross_features
 from shoprec.ingest.canonical import Canonical
-
 from toydata import make_canonical
 
 
@@ -146,3 +145,20 @@ def test_cross_features_by_hand() -> None:
     np.testing.assert_allclose(out[0, 1], np.log1p([0, 0, 2, 0, 3]))
     # candidate 4 has unknown attributes (0): matches nothing.
     np.testing.assert_allclose(out[0, 2], 0.0)
+
+
+def test_history_order_frequency_versus_recency(toy: Canonical) -> None:
+    from shoprec.config import HistoryOrder
+
+    extra = pl.DataFrame(
+        {s.T_DAT: [date(2019, 12, 1)] * 3, s.CUSTOMER_ID: ["c0"] * 3, s.ARTICLE_ID: ["a3"] * 3,
+         s.PRICE: [1.0] * 3, s.QUANTITY: [1] * 3, s.SALES_CHANNEL_ID: [1] * 3},
+        schema=toy.transactions.schema,
+    )
+    tx = pl.concat([extra, toy.transactions])
+    cutoff = date(2020, 1, 3)  # c0 bought a0 (Jan 1), a1 (Jan 2); a3 three times in 2019
+    by_freq = customer_features(tx, toy.customers, cutoff, 2, ["c0"], HistoryOrder.FREQUENCY)
+    by_recency = customer_features(tx, toy.customers, cutoff, 2, ["c0"], HistoryOrder.RECENCY)
+    assert by_freq.get_column(s.HIST_ARTICLE_IDS).to_list() == [["a3", "a1"]]
+    assert by_freq.get_column(s.HIST_COUNTS).to_list() == [[3, 1]]
+    assert by_recency.get_column(s.HIST_ARTICLE_IDS).to_list() == [["a1", "a0"]]

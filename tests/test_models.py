@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from shoprec.artifacts import load_dlrm, load_two_tower
-from shoprec.config import DLRMConfig, IndexConfig, IndexKind, TwoTowerConfig
+from shoprec.config import DLRMConfig, IndexConfig, IndexKind, TwoTowerConfig, to_plain
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
 from shoprec.modules import SparseArch, save_model
 from shoprec.ranking.dlrm import DLRM, DotInteraction
@@ -88,7 +88,7 @@ def test_dlrm_learns_and_round_trips(tmp_path) -> None:
     p = predict(m, val)
     assert p.shape == (400,) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
     save_model(m, {"cardinalities": CUST_CARDS + ART_CARDS, "num_dense": 6,
-                   "config": cfg.__dict__}, tmp_path / "dlrm.pt")
+                   "config": to_plain(cfg)}, tmp_path / "dlrm.pt")
     np.testing.assert_array_equal(predict(load_dlrm(tmp_path / "dlrm.pt"), val), p)
 
 
@@ -96,7 +96,7 @@ def test_two_tower_round_trip(tmp_path) -> None:
     m = _two_tower()
     save_model(m, {"customer_cardinalities": CUST_CARDS, "customer_dense": 7,
                    "article_cardinalities": ART_CARDS, "article_dense": 4,
-                   "config": TwoTowerConfig(embedding_dim=8).__dict__}, tmp_path / "tt.pt")
+                   "config": to_plain(TwoTowerConfig(embedding_dim=8))}, tmp_path / "tt.pt")
     loaded = load_two_tower(tmp_path / "tt.pt")
     x = (torch.ones(2, 6, dtype=torch.long), torch.zeros(2, 4))
     torch.testing.assert_close(loaded.item_tower(*x), m.item_tower(*x))

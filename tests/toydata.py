@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
+
 from shoprec import schema as s
 from shoprec.ingest.canonical import Canonical
 

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from shoprec import schema as s
-from shoprec.config import DLRMConfig, PipelineConfig, TwoTowerConfig
+from shoprec.config import DLRMConfig, PipelineConfig, TwoTowerConfig, section_from_dict
 from shoprec.errors import ArtifactError
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE
 from shoprec.features.workflow import Workflow
@@ -59,7 +59,7 @@ def load_two_tower(path: Path) -> TwoTower:
     ckpt = load_checkpoint(path)
     h = ckpt["hparams"]
     model = TwoTower(h["customer_cardinalities"], h["customer_dense"], h["article_cardinalities"],
-                     h["article_dense"], TwoTowerConfig(**_tuples(h["config"])))
+                     h["article_dense"], section_from_dict(TwoTowerConfig, h["config"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
@@ -67,14 +67,10 @@ def load_two_tower(path: Path) -> TwoTower:
 def load_dlrm(path: Path) -> DLRM:
     ckpt = load_checkpoint(path)
     h = ckpt["hparams"]
-    model = DLRM(h["cardinalities"], h["num_dense"], DLRMConfig(**_tuples(h["config"])),
+    model = DLRM(h["cardinalities"], h["num_dense"], section_from_dict(DLRMConfig, h["config"]),
                  RANKING_HISTORY_FEATURE)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
-
-
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 @dataclass

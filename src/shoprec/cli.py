@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(highlight=False)
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     """Input data sources."""
 
     COMPLETEJOURNEY = "completejourney"
@@ -155,8 +155,10 @@ def do_evaluate(paths: Paths) -> dict[str, Any]:
          for n, r in report["metrics"].items()]))
     console.print(_table("retrieval and ranker", [
         *({"metric": key, "value": v} for key, v in report["retrieval"].items()),
-        *({"metric": f"ranker {key}", "value": v}
+        *({"metric": f"ranker (labelled test set) {key}", "value": v}
           for key, v in report["ranker_test_set"].items()),
+        *({"metric": f"ranker (test candidates) {key}", "value": v}
+          for key, v in report["ranker_test_candidates"].items()),
     ]))
     console.print(f"report: {paths.models_dir / 'report.md'}")
     return report

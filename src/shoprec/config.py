@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-class IndexKind(str, Enum):
+class IndexKind(StrEnum):
     """FAISS index family for inner-product search."""
 
     AUTO = "auto"  # flat below ``IndexConfig.flat_max_items``, HNSW above
@@ -21,7 +23,21 @@ class IndexKind(str, Enum):
     HNSW = "hnsw"
 
 
-class TextEncoderKind(str, Enum):
+class HistoryOrder(StrEnum):
+    """Which N distinct past purchases form a customer's history list, and in what order."""
+
+    FREQUENCY = "frequency"  # most purchased first, ties by most recent (grocery-like data)
+    RECENCY = "recency"  # most recently purchased first, ties by count (fashion-like data)
+
+
+class RankerNegatives(StrEnum):
+    """What the ranker is trained to tell purchases apart from."""
+
+    CANDIDATES = "candidates"  # retrieved (ANN + history) but not purchased: serving's task
+    SAMPLED = "sampled"  # the labelled dataset's popularity-sampled negatives
+
+
+class TextEncoderKind(StrEnum):
     """Which text encoder embeds article text for item similarity."""
 
     MINILM = "minilm"  # packaged all-MiniLM-L6-v2 (offline default)
@@ -41,7 +57,8 @@ class DatasetConfig:
     train_windows: int = 8
     negatives_per_positive: int = 1
     popularity_days: int = 28  # negatives are drawn by article popularity over these days
-    history_length: int = 32  # last N distinct purchased articles kept per customer
+    history_length: int = 64  # N distinct purchased articles kept per customer
+    history_order: HistoryOrder = HistoryOrder.FREQUENCY
     seed: int = 42
 
 
@@ -77,9 +94,11 @@ class DLRMConfig:
     bottom_mlp: tuple[int, ...] = (64, 16)
     top_mlp: tuple[int, ...] = (128, 64)
     batch_size: int = 2048
-    epochs: int = 4
+    epochs: int = 2
     learning_rate: float = 2e-3
     weight_decay: float = 1e-6
+    negatives: RankerNegatives = RankerNegatives.CANDIDATES
+    candidate_negatives: int = 32  # per customer and window, with RankerNegatives.CANDIDATES
     seed: int = 42
 
 
@@ -134,33 +153,44 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (Enums as their values, tuples as lists)."""
-        return json.loads(json.dumps(asdict(self), default=lambda o: o.value))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
         """Inverse of :meth:`to_dict`. Unknown sections or keys raise ``KeyError``."""
-        sections: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                continue
-            sub_cls = type(getattr(cls(), f.name))
-            known = {sf.name: sf for sf in fields(sub_cls)}
-            unknown = set(data[f.name]) - set(known)
-            if unknown:
-                raise KeyError(f"unknown {f.name} config key(s): {sorted(unknown)}")
-            kwargs = {}
-            for key, value in data[f.name].items():
-                default = getattr(sub_cls(), key)
-                if isinstance(default, Enum):
-                    value = type(default)(value)
-                elif isinstance(default, tuple):
-                    value = tuple(value)
-                kwargs[key] = value
-            sections[f.name] = sub_cls(**kwargs)
-        unknown_sections = set(data) - {f.name for f in fields(cls)}
-        if unknown_sections:
-            raise KeyError(f"unknown config section(s): {sorted(unknown_sections)}")
-        return cls(**sections)
+        names = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise KeyError(f"unknown config section(s): {sorted(unknown)}")
+        return cls(**{k: section_from_dict(names[k], v, k) for k, v in data.items()})
+
+
+def to_plain(section: Any) -> dict[str, Any]:
+    """A config dataclass as JSON-ready values (Enums as values, tuples as lists)."""
+    return json.loads(json.dumps(asdict(section), default=lambda o: o.value))
+
+
+def section_from_dict(cls: type[T], data: dict[str, Any], name: str = "") -> T:
+    """Rebuild a config dataclass from ``to_plain`` output, restoring Enums and tuples.
+
+    Raises:
+        KeyError: a key that ``cls`` does not have (named with the section ``name``).
+        ValueError: a value not among an Enum field's choices.
+    """
+    defaults = cls()
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - known
+    if unknown:
+        raise KeyError(f"unknown {name or cls.__name__} config key(s): {sorted(unknown)}")
+    kwargs = {}
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        if isinstance(default, Enum):
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,12 @@ class SparseArch(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], dim: int, history_feature: int | None = None):
         super().__init__()
-        self.tables = nn.ModuleList(nn.Embedding(c, dim, padding_idx=0) for c in cardinalities)
-        for t in self.tables:
+        tables = [nn.Embedding(c, dim, padding_idx=0) for c in cardinalities]
+        for t in tables:
             nn.init.normal_(t.weight, std=0.05)
             with torch.no_grad():
                 t.weight[0].zero_()
+        self.tables = nn.ModuleList(tables)
         self.history_feature = history_feature
         self.dim = dim
 

@@ -19,7 +19,14 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from shoprec import artifacts as A
 from shoprec import schema as s
-from shoprec.config import IndexConfig, IndexKind, Paths, PipelineConfig
+from shoprec.config import (
+    IndexConfig,
+    IndexKind,
+    Paths,
+    PipelineConfig,
+    RankerNegatives,
+    to_plain,
+)
 from shoprec.dataset.build import (
     SPLIT_TEST,
     SPLIT_TRAIN,
@@ -32,6 +39,7 @@ from shoprec.evaluation.baselines import (
     ALSRecommender,
     GlobalPopularity,
     RecentPopularity,
+    Recommender,
     Repurchase,
 )
 from shoprec.evaluation.metrics import evaluate_lists, mean_recall_at_k
@@ -91,43 +99,47 @@ def _article_rows(enc: EncodedDataset, window: int, ids: pl.Series) -> np.ndarra
             .get_column("_row").to_numpy().astype(np.int64))
 
 
-@dataclass
-class WindowRecommendations:
-    """Two-stage output for the customers of one window (rows of the encoded dataset)."""
+def window_candidates(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts, window: int,
+                      config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate retrieval for every customer of a window, as of its first day.
 
-    customer_ids: np.ndarray  # (B,) str
-    ann_only: list[list[str]]  # top-k by two-tower score
-    candidates: list[list[str]]  # everything sent to the ranker
-    ann_candidates: list[list[str]]
-    ranked: list[list[str]]  # final top-k
-
-
-def recommend_window(models: A.TrainedModels | Any, enc: EncodedDataset, data: DatasetArtifacts,
-                     window: int, config: PipelineConfig, index_rows: np.ndarray,
-                     index: Any) -> WindowRecommendations:
-    """Run retrieval (N from the ANN index + history) and ranking for a window's customers."""
+    Returns (customer rows int64 (B,), candidate article rows int64 (B, C) with PAD); the first
+    ``config.eval.candidates`` columns come from the ANN index, the rest from the history.
+    """
     cust_rows = enc.window_customers(window)
-    queries = embed_queries(models.two_tower, enc.customers, cust_rows)
-    hist_map = vocab_to_row(enc.articles, enc.window_articles(window),
-                            models.workflow.categorical_ops[s.ARTICLE_ID].cardinality)
+    index_rows = _article_rows(enc, window, _indexable(data, window))
+    index = build_index(embed_items(two_tower, enc.articles, index_rows), config.index)
+    queries = embed_queries(two_tower, enc.customers, cust_rows)
+    card = two_tower.item_tower.article_table.num_embeddings
+    hist_map = vocab_to_row(enc.articles, enc.window_articles(window), card)
     hist = enc.customers.hist_ids[cust_rows] if config.eval.history_candidates else None
-    k, n = config.eval.k, config.eval.candidates
-    ids = enc.articles.ids
-    ann_only, cands_all, ann_all, ranked = [], [], [], []
-    chunk = 2048
-    for i in range(0, len(cust_rows), chunk):
-        q = queries[i:i + chunk]
-        h = hist[i:i + chunk] if hist is not None else None
-        cands, _ = retrieve_candidates(index, q, n, index_rows, h, hist_map)
-        top_rows, _ = rank_candidates(models.ranker, enc.customers, cust_rows[i:i + chunk],
-                                      enc.articles, enc.attributes, cands, k)
-        for row_c, row_t in zip(cands, top_rows, strict=True):
-            cands_all.append([ids[r] for r in row_c if r != PAD])
-            ann_all.append([ids[r] for r in row_c[:n] if r != PAD])
-            ann_only.append(ann_all[-1][:k])
-            ranked.append([ids[r] for r in row_t if r != PAD])
-    return WindowRecommendations(enc.customers.ids[cust_rows], ann_only, cands_all, ann_all,
-                                 ranked)
+    cands, _ = retrieve_candidates(index, queries, config.eval.candidates, index_rows, hist,
+                                   hist_map)
+    return cust_rows, cands
+
+
+def _candidate_examples(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts, window: int,
+                        config: PipelineConfig, rng: np.random.Generator) -> pl.DataFrame:
+    """Ranker examples from retrieval: every purchased candidate (label 1) and up to
+    ``candidate_negatives`` retrieved, not purchased candidates per customer (label 0)."""
+    cust_rows, cands = window_candidates(two_tower, enc, data, window, config)
+    b, c = np.nonzero(cands != PAD)
+    pairs = pl.DataFrame({
+        s.WINDOW: np.full(len(b), window, dtype=np.int32),
+        s.CUSTOMER_ID: enc.customers.ids[cust_rows[b]].astype(str),
+        s.ARTICLE_ID: enc.articles.ids[cands[b, c]].astype(str),
+        "_random": rng.random(len(b)),
+    })
+    positives = (data.examples.filter((pl.col(s.WINDOW) == window) & (pl.col(s.LABEL) == 1))
+                 .select(s.CUSTOMER_ID, s.ARTICLE_ID, s.LABEL))
+    labelled = (pairs.join(positives, on=[s.CUSTOMER_ID, s.ARTICLE_ID], how="left")
+                .with_columns(pl.col(s.LABEL).fill_null(0).cast(pl.Int8)))
+    negatives = (labelled.filter(pl.col(s.LABEL) == 0).sort("_random")
+                 .filter(pl.int_range(pl.len()).over(s.CUSTOMER_ID)
+                         < config.dlrm.candidate_negatives))
+    return (pl.concat([labelled.filter(pl.col(s.LABEL) == 1), negatives])
+            .sort([s.CUSTOMER_ID, s.ARTICLE_ID]).select(s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID,
+                                                        s.LABEL))
 
 
 def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[str, Any]:
@@ -185,14 +197,22 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "customer_dense": int(enc.customers.dense.shape[1]),
         "article_cardinalities": wf.cardinalities(s.ARTICLE_SPARSE),
         "article_dense": int(enc.articles.dense.shape[1]),
-        "config": tt_cfg.__dict__,
+        "config": to_plain(tt_cfg),
     }, out / A.TWO_TOWER_FILE)
     timer("two_tower", t)
 
     # ---- DLRM -------------------------------------------------------------------------------
     t = time.perf_counter()
-    tr = ex.filter(pl.col(s.WINDOW).is_in(train_w))
-    va = ex.filter(pl.col(s.WINDOW) == val_w)
+    rng = np.random.default_rng(config.dlrm.seed)
+    if config.dlrm.negatives is RankerNegatives.CANDIDATES:
+        tr = pl.concat([_candidate_examples(two_tower, enc, data, w, config, rng)
+                        for w in train_w])
+        va = _candidate_examples(two_tower, enc, data, val_w, config, rng)
+    else:
+        tr = ex.filter(pl.col(s.WINDOW).is_in(train_w))
+        va = ex.filter(pl.col(s.WINDOW) == val_w)
+    log(f"ranker examples ({config.dlrm.negatives.value} negatives): {tr.height} train "
+        f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation")
     train_inputs = enc.ranking_inputs(*enc.rows(tr))
     val_inputs = enc.ranking_inputs(*enc.rows(va))
     cards = wf.cardinalities(s.CUSTOMER_SPARSE) + wf.cardinalities(s.ARTICLE_SPARSE)
@@ -205,7 +225,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
                                  f"val AUC {auc:.4f}"),
     )
     save_model(ranker, {"cardinalities": cards, "num_dense": int(train_inputs.dense.shape[1]),
-                        "config": config.dlrm.__dict__}, out / A.DLRM_FILE)
+                        "config": to_plain(config.dlrm)}, out / A.DLRM_FILE)
     timer("dlrm", t)
 
     # ---- item index over the serving snapshot ---------------------------------------------
@@ -280,17 +300,27 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     truth = _truth(data.examples, test.index)
     k, n = config.eval.k, config.eval.candidates
 
-    index_rows = _article_rows(enc, test.index, _indexable(data, test.index))
-    index = build_index(embed_items(models.two_tower, enc.articles, index_rows), config.index)
-    recs = recommend_window(models, enc, data, test.index, config, index_rows, index)
-    relevant = [truth[c] for c in recs.customer_ids]
+    cust_rows, cands = window_candidates(models.two_tower, enc, data, test.index, config)
+    ranked_rows = np.concatenate([
+        rank_candidates(models.ranker, enc.customers, cust_rows[i:i + 1024], enc.articles,
+                        enc.attributes, cands[i:i + 1024], k)[0]
+        for i in range(0, len(cust_rows), 1024)
+    ])
+    ids = enc.articles.ids
+
+    def lists(rows: np.ndarray) -> list[list[str]]:
+        return [[ids[r] for r in row if r != PAD] for row in rows]
+
+    customer_ids = enc.customers.ids[cust_rows]
+    relevant = [truth[c] for c in customer_ids]
+    ann, everything = lists(cands[:, :n]), lists(cands)
     rows: dict[str, dict[str, float]] = {
-        "two-stage (Two-Tower + DLRM)": evaluate_lists(recs.ranked, relevant, k),
-        "Two-Tower only": evaluate_lists(recs.ann_only, relevant, k),
+        "two-stage (Two-Tower + DLRM)": evaluate_lists(lists(ranked_rows), relevant, k),
+        "Two-Tower only": evaluate_lists([a[:k] for a in ann], relevant, k),
     }
     log("two-stage pipeline evaluated")
     cutoff = test.start
-    baselines = {
+    baselines: dict[str, Recommender] = {
         "global popularity": GlobalPopularity(),
         "last-week popularity": RecentPopularity(days=7),
         "repurchase (+ last-week popularity)": Repurchase(),
@@ -300,12 +330,16 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     }
     for name, model in baselines.items():
         model.fit(canonical.transactions, cutoff)
-        rows[name] = evaluate_lists(model.recommend(list(recs.customer_ids), k), relevant, k)
+        rows[name] = evaluate_lists(model.recommend(list(customer_ids), k), relevant, k)
         log(f"baseline evaluated: {name}")
 
     labelled = data.examples.filter(pl.col(s.WINDOW) == test.index)
     y = labelled.get_column(s.LABEL).to_numpy()
     p = predict(models.ranker, enc.ranking_inputs(*enc.rows(labelled)))
+    cand_ex = _candidate_examples(models.two_tower, enc, data, test.index, config,
+                                  np.random.default_rng(config.eval.seed))
+    cand_y = cand_ex.get_column(s.LABEL).to_numpy()
+    cand_p = predict(models.ranker, enc.ranking_inputs(*enc.rows(cand_ex)))
     report = {
         "dataset": str(paths.data_dir),
         "test_window": test.to_dict(),
@@ -315,16 +349,21 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
         "history_candidates": config.eval.history_candidates,
         "metrics": rows,
         "retrieval": {
-            f"candidate_recall@{n} (ANN)": mean_recall_at_k(recs.ann_candidates, relevant, n),
-            "candidate_recall (ANN + history)": mean_recall_at_k(
-                recs.candidates, relevant, max(len(c) for c in recs.candidates)),
-            "mean_candidates_per_customer": float(np.mean([len(c) for c in recs.candidates])),
+            f"candidate_recall@{n} (ANN)": mean_recall_at_k(ann, relevant, n),
+            "candidate_recall (ANN + history)": mean_recall_at_k(everything, relevant,
+                                                                 cands.shape[1]),
+            "mean_candidates_per_customer": float(np.mean([len(c) for c in everything])),
         },
         "ranker_test_set": {
             "examples": int(len(y)),
             "auc": float(roc_auc_score(y, p)),
             "precision": float(precision_score(y, p >= 0.5, zero_division=0)),
             "recall": float(recall_score(y, p >= 0.5, zero_division=0)),
+        },
+        "ranker_test_candidates": {
+            "examples": int(len(cand_y)),
+            "positive_share": float(cand_y.mean()),
+            "auc": float(roc_auc_score(cand_y, cand_p)),
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -355,6 +394,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Ranker on the labelled test set ({r['examples']} examples, 1:1 negatives): "
               f"AUC {r['auc']:.4f}, precision {r['precision']:.4f}, recall {r['recall']:.4f} "
               "(threshold 0.5).", ""]
+    c = report["ranker_test_candidates"]
+    lines += [f"Ranker on test-window retrieval candidates ({c['examples']} examples, "
+              f"{c['positive_share']:.1%} purchased): AUC {c['auc']:.4f}.", ""]
     return "\n".join(lines)
 
 

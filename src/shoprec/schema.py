@@ -101,7 +101,7 @@ DAYS_SINCE_LAST: Final = "days_since_last"
 DAYS_SINCE_FIRST: Final = "days_since_first"
 MEAN_PRICE: Final = "mean_price"
 N_DISTINCT_ARTICLES: Final = "n_distinct_articles"
-HIST_ARTICLE_IDS: Final = "hist_article_ids"  # list[str]: last N distinct articles, newest first
+HIST_ARTICLE_IDS: Final = "hist_article_ids"  # list[str]: N distinct past articles (see features)
 HIST_COUNTS: Final = "hist_counts"  # list[int]: purchases of each of those articles
 CUSTOMER_DENSE: Final = (
     AGE, N_PURCHASES, N_PURCHASES_28D, DAYS_SINCE_LAST, DAYS_SINCE_FIRST, MEAN_PRICE,

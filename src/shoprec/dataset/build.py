@@ -166,8 +166,8 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
     tx = canonical.transactions
     if tx.height == 0:
         raise InputDataError("transactions table is empty")
-    first_day, last_day = tx.get_column(s.T_DAT).min(), tx.get_column(s.T_DAT).max()
-    windows = make_windows(first_day, last_day, config)  # type: ignore[arg-type]
+    first_day, last_day = _date(tx.get_column(s.T_DAT).min()), _date(tx.get_column(s.T_DAT).max())
+    windows = make_windows(first_day, last_day, config)
     rng = np.random.default_rng(config.seed)
     cust_frames, art_frames, ex_frames = [], [], []
     for w in windows:
@@ -181,27 +181,35 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         )
         ids = pos.get_column(s.CUSTOMER_ID).unique()
         cust_frames.append(
-            customer_features(tx, canonical.customers, w.start, config.history_length, ids)
+            customer_features(tx, canonical.customers, w.start, config.history_length, ids,
+                              config.history_order)
             .with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
         )
         art_frames.append(
             article_features(tx, canonical.articles, w.start)
             .with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
         )
-    serving_cutoff = last_day + timedelta(days=1)  # type: ignore[operator]
+    serving_cutoff = last_day + timedelta(days=1)
     art = DatasetArtifacts(
         windows=windows,
         customer_features=pl.concat(cust_frames),
         article_features=pl.concat(art_frames),
         examples=pl.concat(ex_frames).select(s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID, s.LABEL),
         latest_customers=customer_features(
-            tx, canonical.customers, serving_cutoff, config.history_length
+            tx, canonical.customers, serving_cutoff, config.history_length,
+            history_order=config.history_order,
         ),
         latest_articles=article_features(tx, canonical.articles, serving_cutoff),
         serving_cutoff=serving_cutoff,
     )
     _write(art, out_dir)
     return art
+
+
+def _date(value: object) -> date:
+    if not isinstance(value, date):
+        raise InputDataError(f"transactions: column {s.T_DAT!r} holds {value!r}, not a date")
+    return value
 
 
 def _write(art: DatasetArtifacts, out_dir: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import datetime
 from collections.abc import Sequence
-from typing import Protocol, Self
+from typing import Literal, Protocol, Self
 
 import implicit.als
 import implicit.cpu.als
@@ -196,31 +196,90 @@ class Repurchase:
         return lists
 
 
+def _bm25(
+    counts: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_rows: int,
+    n_cols: int,
+    k1: float = 100.0,
+    b: float = 0.8,
+) -> np.ndarray:
+    """BM25 weights of the nonzero entries ``counts`` at (``rows``, ``cols``) of an
+    ``n_rows x n_cols`` matrix, as ``implicit.nearest_neighbours.bm25_weight``:
+    ``count * (k1 + 1) / (k1 * length_norm[row] + count) * idf[col]`` with
+    ``idf = log(n_rows) - log1p(nonzeros in the column)`` and
+    ``length_norm = 1 - b + b * row_sum / mean(row_sum)``. Negative weights (an article bought
+    by (nearly) every customer has ``idf <= 0``) are clipped to 0.
+    """
+    idf = np.log(n_rows) - np.log1p(np.bincount(cols, minlength=n_cols))
+    row_sums = np.bincount(rows, weights=counts, minlength=n_rows)
+    length_norm = (1.0 - b) + b * row_sums / row_sums.mean()
+    weight = counts * (k1 + 1.0) / (k1 * length_norm[rows] + counts) * idf[cols]
+    return np.maximum(weight, 0.0)
+
+
 class ALSRecommender:
     """Implicit-feedback matrix factorisation by alternating least squares.
 
     Hu, Koren & Volinsky, "Collaborative Filtering for Implicit Feedback Datasets", ICDM 2008,
     as implemented by ``implicit.cpu.als.AlternatingLeastSquares`` (conjugate-gradient
-    solver). The customer x article matrix holds the confidence ``c = 1 + alpha * count``
-    of every purchased pair (``count`` = purchase rows before the cutoff); unobserved pairs
-    have preference 0 and confidence 1. Scores are the dot product of the factors; already
+    solver). The customer x article matrix holds the confidence ``c = 1 + alpha * w`` of every
+    purchased pair, where ``w`` is the pair's purchase count (rows before the cutoff) with
+    ``weighting="count"``, or its BM25 weight with ``weighting="bm25"`` (``_bm25``: the count
+    saturated with ``K1 = 100``, scaled down for customers with long histories with ``B = 0.8``
+    and by the article's inverse document frequency over customers, as
+    ``implicit.nearest_neighbours.bm25_weight``; clipped at 0). Unobserved pairs have
+    preference 0 and confidence 1. Scores are the dot product of the factors; already
     purchased articles are not filtered out, because repurchases are common in retail.
     Customers not seen by ``fit`` get the :class:`GlobalPopularity` list.
 
+    Defaults were chosen on the Complete Journey validation week only (fit on
+    ``t_dat < 2017-12-19``, MAP@12 over the 1,359 customers who bought in 2017-12-19..12-25;
+    global popularity scores 0.0480 there), 15 iterations throughout::
+
+        weighting factors reg            alpha          MAP@12                 (Recall@12, NDCG@12)
+        count     64      0.01           40             0.0076  (old defaults)  (0.0177, 0.0162)
+        count     32-128  0.01 - 1.0     40             0.0076 - 0.0098         (<= 0.024, <= 0.022)
+        count     32-128  0.01 - 1.0     10             0.0164 - 0.0194         (<= 0.040, <= 0.049)
+        count     32-128  0.01 - 1.0     1              0.0405 - 0.0420         (<= 0.066, <= 0.099)
+        count     64      1 / 10 / 100   2.5            0.0319 / 0.0330 / 0.0465
+        count     64      1 / 10 / 100   1              0.0418 / 0.0444 / 0.0468
+        count     64      1 / 3 / 10     0.25           0.0499 / 0.0505 / 0.0519
+        count     64      30 / 100       0.25           0.0559 / 0.0438
+        count     32 / 128  10           0.25           0.0477 / 0.0515
+        count     64      10             0.1 / 0        0.0501 / 0.0442
+        count     64      30             0.5 / 0.1      0.0542 / 0.0532
+        bm25      64      10             0.25 / 1 / 10  0.0540 / 0.0416 / 0.0046
+        bm25      64      30 / 100       0.25           0.0614 / 0.0447         (0.0787, 0.1346)
+        bm25      64      30             0.5            0.0567
+
+    Chosen (best validation MAP@12): ``weighting="bm25"``, 64 factors, ``regularization=30``,
+    ``alpha=0.25``: MAP@12 0.0614, Recall@12 0.0787, NDCG@12 0.1346 (the old defaults, count
+    weighting with 0.01 / 40: 0.0076).
+
+    Large ``alpha`` (the paper's 40) is what sinks ALS on grocery data: counts reach the
+    hundreds, heavy buyers' pairs get confidences in the thousands, and the factors fit rare
+    articles (median popularity rank of the top 12 beyond 1,000). The index mapping is right:
+    ``recommend`` returns the brute-force argsort of ``user_factors @ item_factors.T``.
+
     The same ``seed`` and data give the same recommendations. BLAS is limited to one thread
-    while the model is built and fitted, as ``implicit`` recommends.
+    while the model is built and fitted, as ``implicit`` recommends. ``regularization`` is
+    absolute (not scaled by the number of customers), so tiny data sets want a smaller one.
 
     Raises:
-        ValueError: if ``factors``, ``iterations`` < 1, or ``regularization``, ``alpha`` < 0.
+        ValueError: if ``factors``, ``iterations`` < 1, ``regularization``, ``alpha`` < 0, or
+            ``weighting`` is not ``"bm25"`` or ``"count"``.
     """
 
     def __init__(
         self,
         factors: int = 64,
         iterations: int = 15,
-        regularization: float = 0.01,
-        alpha: float = 40.0,
+        regularization: float = 30.0,
+        alpha: float = 0.25,
         seed: int = 42,
+        weighting: Literal["bm25", "count"] = "bm25",
     ) -> None:
         if factors < 1:
             raise ValueError(f"factors must be >= 1, got {factors!r}")
@@ -230,6 +289,9 @@ class ALSRecommender:
             raise ValueError(f"regularization must be >= 0, got {regularization!r}")
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        if weighting not in ("bm25", "count"):
+            raise ValueError(f"weighting must be 'bm25' or 'count', got {weighting!r}")
+        self.weighting = weighting
         self.factors = factors
         self.iterations = iterations
         self.regularization = regularization
@@ -253,9 +315,14 @@ class ALSRecommender:
             .join(customers.to_frame().with_row_index(_ROW), on=CUSTOMER_ID)
             .join(articles.to_frame().with_row_index(_COL), on=ARTICLE_ID)
         )
-        confidence = 1.0 + self.alpha * pairs[_COUNT].to_numpy().astype(np.float32)
+        rows = pairs[_ROW].to_numpy().astype(np.int64)
+        cols = pairs[_COL].to_numpy().astype(np.int64)
+        weight = pairs[_COUNT].to_numpy().astype(np.float64)
+        if self.weighting == "bm25" and len(weight) > 0:
+            weight = _bm25(weight, rows, cols, len(customers), len(articles))
+        confidence = (1.0 + self.alpha * weight).astype(np.float32)
         user_items = sp.csr_matrix(
-            (confidence, (pairs[_ROW].to_numpy(), pairs[_COL].to_numpy())),
+            (confidence, (rows, cols)),
             shape=(len(customers), len(articles)),
             dtype=np.float32,
         )
@@ -267,7 +334,7 @@ class ALSRecommender:
                 self._model = implicit.als.AlternatingLeastSquares(
                     factors=self.factors,
                     regularization=self.regularization,
-                    alpha=1.0,  # the matrix already holds the confidence 1 + alpha * count
+                    alpha=1.0,  # the matrix already holds the confidence 1 + alpha * w
                     iterations=self.iterations,
                     use_gpu=False,
                     random_state=self.seed,

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from shoprec import schema as s
+from shoprec.config import HistoryOrder
 
 _LAST = "_last_t_dat"
 _FIRST = "_first_t_dat"
@@ -30,6 +31,7 @@ def customer_features(
     cutoff: date,
     history_length: int,
     customer_ids: Sequence[str] | pl.Series | None = None,
+    history_order: HistoryOrder = HistoryOrder.FREQUENCY,
 ) -> pl.DataFrame:
     """Customer features as of ``cutoff``.
 
@@ -37,14 +39,16 @@ def customer_features(
         transactions: canonical transactions (any dates; rows on/after ``cutoff`` are ignored).
         customers: canonical customers table (static attributes).
         cutoff: first day the features must not see.
-        history_length: N, the number of most recent distinct articles kept.
+        history_length: N, the number of distinct past articles kept.
         customer_ids: restrict to these customers (default: every customer in ``customers``).
+        history_order: FREQUENCY keeps the N most purchased articles (ties: most recent
+            first), RECENCY the N most recently purchased (ties: most purchased first).
 
     Returns:
         One row per customer: ``schema.CUSTOMER_COLUMNS``, the ``schema.CUSTOMER_DENSE``
         aggregates (counts as int, days as int, mean price in currency units; null where the
         customer has no purchase before ``cutoff``), ``HIST_ARTICLE_IDS`` (list[str], at most
-        N, most recently purchased first, ties by count then id) and ``HIST_COUNTS``
+        N, in ``history_order``, final ties by article id) and ``HIST_COUNTS``
         (list[int], purchases of each).
 
     Raises:
@@ -67,10 +71,11 @@ def customer_features(
         pl.col(s.PRICE).mean().cast(pl.Float64).alias(s.MEAN_PRICE),
         pl.col(s.ARTICLE_ID).n_unique().cast(pl.Int64).alias(s.N_DISTINCT_ARTICLES),
     )
+    keys = [_N, _LAST] if history_order is HistoryOrder.FREQUENCY else [_LAST, _N]
     lists = (
         hist.group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
         .agg(pl.len().alias(_N), pl.col(s.T_DAT).max().alias(_LAST))
-        .sort([s.CUSTOMER_ID, _LAST, _N, s.ARTICLE_ID], descending=[False, True, True, False])
+        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
         .group_by(s.CUSTOMER_ID, maintain_order=True)
         .agg(
             pl.col(s.ARTICLE_ID).head(history_length).alias(s.HIST_ARTICLE_IDS),
@@ -98,7 +103,9 @@ def customer_features(
     )
 
 
-def article_features(transactions: pl.DataFrame, articles: pl.DataFrame, cutoff: date) -> pl.DataFrame:
+def article_features(
+    transactions: pl.DataFrame, articles: pl.DataFrame, cutoff: date
+) -> pl.DataFrame:
     """Article features as of ``cutoff``.
 
     Returns:

@@ -24,6 +24,8 @@ class DotInteraction(nn.Module):
 
     def __init__(self, num_vectors: int):
         super().__init__()
+        self.rows: torch.Tensor
+        self.cols: torch.Tensor
         rows, cols = torch.triu_indices(num_vectors, num_vectors, offset=1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)

@@ -48,16 +48,19 @@ def build_index(embeddings: np.ndarray, config: IndexConfig) -> faiss.Index:
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, d = x.shape
     kind = resolve_kind(n, config)
+    index: faiss.Index
     if kind is IndexKind.FLAT:
         index = faiss.IndexFlatIP(d)
     elif kind is IndexKind.HNSW:
-        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = config.hnsw_ef_search
+        hnsw = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efSearch = config.hnsw_ef_search
+        index = hnsw
     else:
         nlist = max(1, min(config.ivf_nlist, n // 39))  # faiss wants >= 39 points per centroid
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(x)
-        index.nprobe = min(config.ivf_nprobe, nlist)
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(x)
+        ivf.nprobe = min(config.ivf_nprobe, nlist)
+        index = ivf
     index.add(x)
     return index
 

@@ -129,8 +129,7 @@ def embed_items(model: TwoTower, articles: EncodedArticles, rows: np.ndarray,
     out = [model.item_tower(torch.from_numpy(articles.sparse[rows[i:i + batch_size]]),
                             torch.from_numpy(articles.dense[rows[i:i + batch_size]])).numpy()
            for i in range(0, len(rows), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.item_tower.mlp[-1].out_features),
-                                                     dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), dtype=np.float32)
 
 
 @torch.no_grad()
@@ -144,5 +143,4 @@ def embed_queries(model: TwoTower, customers: EncodedCustomers, rows: np.ndarray
         out.append(model.query_tower(torch.from_numpy(customers.sparse[r]),
                                      torch.from_numpy(customers.dense[r]),
                                      torch.from_numpy(customers.hist_ids[r])).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.query_tower.mlp[-1].out_features),
-                                                     dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), dtype=np.float32)

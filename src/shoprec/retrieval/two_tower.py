@@ -73,6 +73,7 @@ class TwoTower(nn.Module):
                  article_cardinalities: Sequence[int], article_dense: int,
                  config: TwoTowerConfig):
         super().__init__()
+        self.embedding_dim = config.embedding_dim
         self.item_tower = ItemTower(article_cardinalities, article_dense, config)
         self.query_tower = QueryTower(customer_cardinalities, customer_dense, config,
                                       self.item_tower.article_table)

@@ -1,0 +1,99 @@
+"""End to end through the CLI on tiny synthetic H&M-schema CSVs (the Kaggle files' stand-in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from shoprec import artifacts as A
+from shoprec.cli import app
+
+FAST = {
+    "dataset": {"train_windows": 3, "history_length": 16},
+    "two_tower": {"epochs": 1, "batch_size": 256, "embedding_dim": 16},
+    "dlrm": {"epochs": 1, "batch_size": 512, "candidate_negatives": 8},
+    "eval": {"candidates": 20, "als_iterations": 3, "als_factors": 8},
+}
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    (root / "fast.json").write_text(json.dumps(FAST))
+    _run("pipeline", "synthetic", "--name", "syn", "--config", str(root / "fast.json"),
+         "--data-root", str(root / "data"), "--models-root", str(root / "models"))
+    return root
+
+
+@pytest.mark.slow
+def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None:
+    models = trained / "models" / "syn"
+    for name in (A.WORKFLOW_FILE, A.TWO_TOWER_FILE, A.DLRM_FILE, A.ITEM_INDEX_FILE,
+                 A.ITEM_IDS_FILE, A.TEXT_INDEX_FILE, A.TEXT_IDS_FILE, A.REPORT_JSON, A.REPORT_MD):
+        assert (models / name).exists(), name
+    report = json.loads((models / A.REPORT_JSON).read_text())
+    assert set(report["metrics"]) >= {"two-stage (Two-Tower + DLRM)", "global popularity",
+                                      "last-week popularity", "implicit ALS"}
+    for row in report["metrics"].values():
+        assert set(row) == {"map@12", "recall@12", "ndcg@12"}
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert report["test_customers"] > 0
+    assert 0.0 <= report["ranker_test_set"]["auc"] <= 1.0
+    assert "| two-stage (Two-Tower + DLRM) |" in (models / A.REPORT_MD).read_text()
+    loaded = A.TrainedModels.load(models)
+    assert loaded.item_index.ntotal == len(loaded.item_ids)
+    assert loaded.text_index.ntotal == len(loaded.text_ids)
+    # every indexed article id is a real, 10-digit H&M-style id
+    assert all(len(a) == 10 and a.isdigit() for a in loaded.item_ids)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_same_artifacts(trained: Path) -> None:
+    first = trained / "models" / "syn"
+    _run("train", "--name", "syn", "--config", str(trained / "fast.json"),
+         "--data-root", str(trained / "data"), "--models-root", str(trained / "again"))
+    again = trained / "again" / "syn"
+    for name in (A.TWO_TOWER_FILE, A.DLRM_FILE):
+        a = torch.load(first / name, weights_only=True)["state_dict"]
+        b = torch.load(again / name, weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert (first / A.WORKFLOW_FILE).read_text() == (again / A.WORKFLOW_FILE).read_text()
+    np.testing.assert_array_equal(np.load(first / A.TEXT_EMBEDDINGS_FILE),
+                                  np.load(again / A.TEXT_EMBEDDINGS_FILE))
+
+
+def test_cli_names_the_missing_input_file(tmp_path) -> None:
+    (tmp_path / "raw").mkdir()
+    result = runner.invoke(app, ["ingest", "hm", "--raw-dir", str(tmp_path / "raw"),
+                                 "--data-root", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert "articles.csv" in result.output
+    assert not (tmp_path / "data" / "hm" / "canonical").exists()
+
+
+def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path) -> None:
+    result = runner.invoke(app, ["train", "--name", "nothing", "--data-root", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: canonical table 'articles' missing")
+    assert "(run shoprec ingest)" in result.output
+
+
+def test_cli_rejects_an_unknown_config_key(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"dlrm": {"epochz": 1}}')
+    result = runner.invoke(app, ["build-dataset", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "epochz" in result.output
