@@ -127,3 +127,31 @@ CROSS_DENSE: Final = (
     HIST_SAME_ARTICLE, HIST_SAME_ARTICLE_RANK, HIST_SAME_PRODUCT_TYPE, HIST_SAME_PRODUCT_GROUP,
     HIST_SAME_DEPARTMENT,
 )  # fmt: skip
+
+# ---- online serving contract: Triton models and tensors ----------------------------------
+# B = requests in a batch, Fc/Fdc = customer sparse/dense widths, N = history length,
+# D = embedding dim, C = candidates, K = results (the exported maximum k).
+TRITON_RECOMMEND: Final = "recommend"  # ensemble: query_tower -> retrieval -> ranking
+TRITON_QUERY_TOWER: Final = "query_tower"
+TRITON_RETRIEVAL: Final = "retrieval"
+TRITON_RANKING: Final = "ranking"
+TRITON_SIMILAR_ITEMS: Final = "similar_items"
+T_CUSTOMER_SPARSE: Final = "customer_sparse"  # INT64 (B, Fc) encoded CUSTOMER_SPARSE
+T_CUSTOMER_DENSE: Final = "customer_dense"  # FP32 (B, Fdc) encoded CUSTOMER_DENSE
+T_HIST_IDS: Final = "hist_ids"  # INT64 (B, N) article vocabulary ids, 0 = padding
+T_HIST_COUNTS: Final = "hist_counts"  # FP32 (B, N)
+T_QUERY_EMBEDDING: Final = "query_embedding"  # FP32 (B, D)
+T_CANDIDATES: Final = "candidates"  # INT64 (B, C) rows of the served article table, -1 = none
+T_ARTICLE_ID: Final = "article_id"  # BYTES (B, 1) input of similar_items
+T_ARTICLE_IDS: Final = "article_ids"  # BYTES (B, K) output, best first, b"" = none
+T_SCORES: Final = "scores"  # FP32 (B, K) output, -inf where none
+ENCODED_CUSTOMER_FEATURES: Final = (T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS)
+
+# ---- online serving contract: Feast objects ------------------------------------------------
+FEAST_CUSTOMER_ENTITY: Final = "customer"
+FEAST_ARTICLE_ENTITY: Final = "article"
+EVENT_TIMESTAMP: Final = "event_timestamp"
+CUSTOMER_FEATURE_VIEW: Final = "customer_encoded_fv"  # ENCODED_CUSTOMER_FEATURES as arrays
+ARTICLE_FEATURE_VIEW: Final = "article_display_fv"  # NAME, ARTICLE_ATTRIBUTES, DESCRIPTION
+RECOMMEND_FEATURE_SERVICE: Final = "recommend_v1"  # what the gateway reads for a customer
+ARTICLE_FEATURE_SERVICE: Final = "article_display_v1"  # display fields of returned articles
