@@ -205,3 +205,17 @@ def test_relevant_first_is_perfect(
     assert average_precision_at_k(rec, set(relevant), k) == pytest.approx(1.0)
     assert ndcg_at_k(rec, set(relevant), k) == pytest.approx(1.0)
     assert recall_at_k(rec, set(relevant), k) == pytest.approx(min(n_relevant, k) / n_relevant)
+
+
+def test_paired_bootstrap_ci_brackets_the_mean_and_detects_a_clear_difference() -> None:
+    from shoprec.evaluation.metrics import paired_bootstrap_ci
+
+    better = [1.0, 1.0, 0.5, 1.0] * 25
+    worse = [0.0, 0.5, 0.5, 0.0] * 25
+    diff, low, high = paired_bootstrap_ci(better, worse, seed=1)
+    assert diff == pytest.approx(0.625)
+    assert 0.0 < low <= diff <= high
+    same = paired_bootstrap_ci(better, better)
+    assert same == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="aligned"):
+        paired_bootstrap_ci([1.0], [1.0, 2.0])

@@ -42,7 +42,12 @@ from shoprec.evaluation.baselines import (
     Recommender,
     Repurchase,
 )
-from shoprec.evaluation.metrics import evaluate_lists, mean_recall_at_k
+from shoprec.evaluation.metrics import (
+    average_precision_at_k,
+    evaluate_lists,
+    mean_recall_at_k,
+    paired_bootstrap_ci,
+)
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, EncodedDataset, encode_dataset
 from shoprec.features.encode import encode_articles, fit_workflow
 from shoprec.ingest.canonical import Canonical, read_canonical
@@ -61,6 +66,7 @@ from shoprec.retrieval.train import (
 from shoprec.similarity.text import embed_articles, make_encoder
 
 Log = Callable[[str], None]
+TWO_STAGE = "two-stage (Two-Tower + DLRM)"
 
 
 def _noop(_: str) -> None:
@@ -314,9 +320,9 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     customer_ids = enc.customers.ids[cust_rows]
     relevant = [truth[c] for c in customer_ids]
     ann, everything = lists(cands[:, :n]), lists(cands)
-    rows: dict[str, dict[str, float]] = {
-        "two-stage (Two-Tower + DLRM)": evaluate_lists(lists(ranked_rows), relevant, k),
-        "Two-Tower only": evaluate_lists([a[:k] for a in ann], relevant, k),
+    recommended: dict[str, list[list[str]]] = {
+        TWO_STAGE: lists(ranked_rows),
+        "Two-Tower only": [a[:k] for a in ann],
     }
     log("two-stage pipeline evaluated")
     cutoff = test.start
@@ -330,8 +336,16 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     }
     for name, model in baselines.items():
         model.fit(canonical.transactions, cutoff)
-        rows[name] = evaluate_lists(model.recommend(list(customer_ids), k), relevant, k)
+        recommended[name] = model.recommend(list(customer_ids), k)
         log(f"baseline evaluated: {name}")
+    rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
+    ap = {name: [average_precision_at_k(r, rel, k) for r, rel in zip(recs, relevant, strict=True)]
+          for name, recs in recommended.items()}
+    comparison = {}
+    for name in recommended:
+        if name != TWO_STAGE:
+            diff, low, high = paired_bootstrap_ci(ap[TWO_STAGE], ap[name], seed=config.eval.seed)
+            comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
     labelled = data.examples.filter(pl.col(s.WINDOW) == test.index)
     y = labelled.get_column(s.LABEL).to_numpy()
@@ -348,6 +362,7 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
         "candidates": n,
         "history_candidates": config.eval.history_candidates,
         "metrics": rows,
+        "two_stage_minus_baseline_map": comparison,
         "retrieval": {
             f"candidate_recall@{n} (ANN)": mean_recall_at_k(ann, relevant, n),
             "candidate_recall (ANN + history)": mean_recall_at_k(everything, relevant,
@@ -388,6 +403,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     for name, m in report["metrics"].items():
         lines.append(f"| {name} | {m[f'map@{k}']:.4f} | {m[f'recall@{k}']:.4f} | "
                      f"{m[f'ndcg@{k}']:.4f} |")
+    lines += ["", f"Two-stage minus each row on MAP@{k}, with a paired bootstrap 95% interval "
+              "over customers (an interval containing 0 is no significant difference):", "",
+              f"| versus | MAP@{k} difference | 95% interval |", "|---|---:|---:|"]
+    lines += [f"| {name} | {c['map_difference']:+.4f} | [{c['ci95_low']:+.4f}, "
+              f"{c['ci95_high']:+.4f}] |"
+              for name, c in report["two_stage_minus_baseline_map"].items()]
     lines += ["", "| retrieval | value |", "|---|---:|"]
     lines += [f"| {key} | {val:.4f} |" for key, val in report["retrieval"].items()]
     r = report["ranker_test_set"]

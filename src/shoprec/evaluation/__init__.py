@@ -15,6 +15,7 @@ from shoprec.evaluation.metrics import (
     mean_ndcg_at_k,
     mean_recall_at_k,
     ndcg_at_k,
+    paired_bootstrap_ci,
     recall_at_k,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "mean_ndcg_at_k",
     "mean_recall_at_k",
     "ndcg_at_k",
+    "paired_bootstrap_ci",
     "recall_at_k",
 ]
