@@ -99,6 +99,7 @@ class DLRMConfig:
     weight_decay: float = 1e-6
     negatives: RankerNegatives = RankerNegatives.CANDIDATES
     candidate_negatives: int = 32  # per customer and window, with RankerNegatives.CANDIDATES
+    max_customers_per_window: int = 20_000  # seeded sample of customers above this (scale cap)
     seed: int = 42
 
 

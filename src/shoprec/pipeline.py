@@ -106,13 +106,14 @@ def _article_rows(enc: EncodedDataset, window: int, ids: pl.Series) -> np.ndarra
 
 
 def window_candidates(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts, window: int,
-                      config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate retrieval for every customer of a window, as of its first day.
+                      config: PipelineConfig, customer_rows: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate retrieval for the customers of a window (default all), as of its first day.
 
     Returns (customer rows int64 (B,), candidate article rows int64 (B, C) with PAD); the first
     ``config.eval.candidates`` columns come from the ANN index, the rest from the history.
     """
-    cust_rows = enc.window_customers(window)
+    cust_rows = enc.window_customers(window) if customer_rows is None else customer_rows
     index_rows = _article_rows(enc, window, _indexable(data, window))
     index = build_index(embed_items(two_tower, enc.articles, index_rows), config.index)
     queries = embed_queries(two_tower, enc.customers, cust_rows)
@@ -127,8 +128,12 @@ def window_candidates(two_tower: Any, enc: EncodedDataset, data: DatasetArtifact
 def _candidate_examples(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts, window: int,
                         config: PipelineConfig, rng: np.random.Generator) -> pl.DataFrame:
     """Ranker examples from retrieval: every purchased candidate (label 1) and up to
-    ``candidate_negatives`` retrieved, not purchased candidates per customer (label 0)."""
-    cust_rows, cands = window_candidates(two_tower, enc, data, window, config)
+    ``candidate_negatives`` retrieved, not purchased candidates per customer (label 0), for at
+    most ``max_customers_per_window`` customers (a seeded sample)."""
+    rows = enc.window_customers(window)
+    if len(rows) > config.dlrm.max_customers_per_window:
+        rows = np.sort(rng.choice(rows, config.dlrm.max_customers_per_window, replace=False))
+    cust_rows, cands = window_candidates(two_tower, enc, data, window, config, rows)
     b, c = np.nonzero(cands != PAD)
     pairs = pl.DataFrame({
         s.WINDOW: np.full(len(b), window, dtype=np.int32),
