@@ -18,6 +18,9 @@ demo: $(STAMP)
 	$(BIN)/shoprec pipeline completejourney
 
 test: $(STAMP)
+	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq docker-compose) >/dev/null 2>&1; } || \
+	  echo "docker-compose unavailable: the compose validation tests will be skipped"
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

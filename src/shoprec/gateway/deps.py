@@ -1,0 +1,248 @@
+"""What the routes depend on: the upstream interfaces, and bounded, measured calls to them.
+
+The feature store and the recommender are :class:`typing.Protocol` s; the real implementations
+(the Feast reader in ``shoprec.featurestore``, :class:`shoprec.gateway.triton.TritonRecommender`)
+are handed to :func:`shoprec.gateway.app.create_app` as factories, tests hand fakes.
+
+Every upstream call goes through :class:`Backends`, which bounds it by the configured timeout,
+records its stage latency, and turns an unavailable or slow upstream into a 503 whose ``detail``
+is one of the stable strings below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Final, NamedTuple, Protocol, TypeVar, TypeVarTuple, cast
+
+import anyio.to_thread
+import numpy as np
+from fastapi import Depends, HTTPException, Request, status
+
+from shoprec.errors import ShoprecError
+from shoprec.gateway.metrics import GatewayMetrics, Stage
+from shoprec.gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDER_UNAVAILABLE: Final = "recommendation service unavailable"
+STORE_UNAVAILABLE: Final = "feature store unavailable"
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class UpstreamUnavailableError(ShoprecError):
+    """The recommender (Triton) could not answer: unreachable, timed out, or failed the call."""
+
+
+class RankedBatch(NamedTuple):
+    """Ranked article lists of a batch of B queries, best first, padding already dropped.
+
+    ``ids[b]`` and ``scores[b]`` have the same length, at most the requested k (fewer where the
+    model returned padding). Scores are finite; higher is better.
+    """
+
+    ids: list[list[str]]
+    scores: list[list[float]]
+
+
+class FeatureStore(Protocol):
+    """Online feature reader (Feast). Synchronous: the gateway calls it from worker threads.
+
+    Any exception it raises is treated as the store being unavailable (503).
+    """
+
+    def get_customers(self, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Encoded features of B customers.
+
+        Returns:
+            ``found``: bool (B,), False for a customer the store does not know, and the features
+            keyed by :data:`shoprec.schema.ENCODED_CUSTOMER_FEATURES`, stacked over B with the
+            dtypes and shapes of the ``recommend`` inputs (INT64 (B, Fc), FP32 (B, Fdc),
+            INT64 (B, N), FP32 (B, N)). Rows of unknown customers hold any value.
+        """
+        ...
+
+    def get_articles(self, ids: Sequence[str]) -> list[dict[str, str | None] | None]:
+        """Display fields (``NAME``, ``ARTICLE_ATTRIBUTES``, ``DESCRIPTION``) of each article.
+
+        Returns one entry per id, in order; ``None`` for an article the store does not know.
+        """
+        ...
+
+    def popular(self, k: int) -> list[str]:
+        """The k most popular article ids of the recent popularity window, most popular first."""
+        ...
+
+    def ping(self) -> None:
+        """Return when the store answers; raise any exception when it does not."""
+        ...
+
+
+class Recommender(Protocol):
+    """The model server (Triton), called from the event loop."""
+
+    async def recommend(self, features: Mapping[str, np.ndarray], k: int) -> RankedBatch:
+        """Top-k articles of B customers from their :meth:`FeatureStore.get_customers` features.
+
+        Raises:
+            UpstreamUnavailableError: the server is unreachable, timed out or failed the call.
+        """
+        ...
+
+    async def similar(self, article_ids: Sequence[str], k: int) -> RankedBatch:
+        """Top-k articles most similar to each of B articles.
+
+        Raises:
+            UpstreamUnavailableError: the server is unreachable, timed out or failed the call.
+        """
+        ...
+
+    async def ready(self) -> bool:
+        """True when the server is live and every model the gateway calls is ready.
+
+        Returns False, never raises, when the server is unreachable.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections; called once on shutdown."""
+        ...
+
+
+class Backends:
+    """The upstreams of one app, called with bounded timeouts and stage metrics.
+
+    Each method raises ``HTTPException(503)`` with :data:`STORE_UNAVAILABLE` or
+    :data:`RECOMMENDER_UNAVAILABLE` when its upstream fails or does not answer within
+    ``Settings.store_timeout_s`` / ``Settings.triton_timeout_s``. A store call that times out
+    is abandoned: its worker thread finishes on its own while the request answers 503.
+
+    Timeouts use ``asyncio.timeout``, not anyio's ``fail_after``: ``grpc.aio`` re-raises a
+    cancelled call as a ``CancelledError`` of its own, which anyio's cancel scopes do not
+    recognise as theirs and let escape (the request dies without an answer), while
+    ``asyncio.timeout`` turns it into ``TimeoutError``. ``tests/test_gateway.py`` pins this
+    with a stuck gRPC server.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        recommender: Recommender,
+        settings: Settings,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._store = store
+        self._recommender = recommender
+        self._store_timeout_s = settings.store_timeout_s
+        self._triton_timeout_s = settings.triton_timeout_s
+        self._metrics = metrics
+
+    async def customers(
+        self, customer_ids: Sequence[str]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`FeatureStore.get_customers`, stage ``feature_fetch``."""
+        return await self._from_store(Stage.FEATURE_FETCH, self._store.get_customers, customer_ids)
+
+    async def articles(self, article_ids: Sequence[str]) -> list[dict[str, str | None] | None]:
+        """:meth:`FeatureStore.get_articles`, stage ``article_display``."""
+        return await self._from_store(Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids)
+
+    async def popular(self, k: int) -> list[str]:
+        """:meth:`FeatureStore.popular`, stage ``popular``."""
+        return await self._from_store(Stage.POPULAR, self._store.popular, k)
+
+    async def recommend(self, features: Mapping[str, np.ndarray], k: int) -> RankedBatch:
+        """:meth:`Recommender.recommend`, stage ``triton_recommend``."""
+        return await self._from_recommender(
+            Stage.TRITON_RECOMMEND, self._recommender.recommend(features, k)
+        )
+
+    async def similar(self, article_ids: Sequence[str], k: int) -> RankedBatch:
+        """:meth:`Recommender.similar`, stage ``triton_similar``."""
+        return await self._from_recommender(
+            Stage.TRITON_SIMILAR, self._recommender.similar(article_ids, k)
+        )
+
+    async def unavailable(self) -> list[str]:
+        """Details of the upstreams that are down, both checked concurrently; empty when ready.
+
+        The recommender is down when :meth:`Recommender.ready` is False or takes longer than
+        the Triton timeout; the store when :meth:`FeatureStore.ping` raises or takes longer than
+        the store timeout.
+        """
+
+        async def store_answers() -> bool:
+            await anyio.to_thread.run_sync(self._store.ping, abandon_on_cancel=True)
+            return True
+
+        checks = (
+            (RECOMMENDER_UNAVAILABLE, self._recommender.ready(), self._triton_timeout_s),
+            (STORE_UNAVAILABLE, store_answers(), self._store_timeout_s),
+        )
+        answers = await asyncio.gather(*(_within(call, timeout_s) for _, call, timeout_s in checks))
+        return [detail for (detail, _, _), ok in zip(checks, answers, strict=True) if not ok]
+
+    async def _from_store(self, stage: Stage, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        call = anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        return await self._bounded(
+            stage, call, self._store_timeout_s, (Exception,), STORE_UNAVAILABLE
+        )
+
+    async def _from_recommender(self, stage: Stage, call: Awaitable[T]) -> T:
+        errors = (UpstreamUnavailableError,)
+        return await self._bounded(
+            stage, call, self._triton_timeout_s, errors, RECOMMENDER_UNAVAILABLE
+        )
+
+    async def _bounded(
+        self,
+        stage: Stage,
+        call: Awaitable[T],
+        timeout_s: float,
+        errors: tuple[type[Exception], ...],
+        detail: str,
+    ) -> T:
+        """Await ``call`` for at most ``timeout_s``; a timeout or one of ``errors`` -> 503."""
+        start = time.perf_counter()
+        failure: str | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call
+        except TimeoutError:
+            failure = "timeout"
+            logger.warning("%s: no answer within %.3f s", stage.value, timeout_s)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
+        except errors:
+            failure = "error"
+            logger.warning("%s failed", stage.value, exc_info=True)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
+        finally:
+            self._metrics.observe_stage(stage, time.perf_counter() - start, failure)
+
+
+async def _within(call: Awaitable[bool], timeout_s: float) -> bool:
+    """What ``call`` answers within ``timeout_s``; False when it raises or takes longer."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await call
+    except Exception:
+        logger.warning("readiness check failed", exc_info=True)
+        return False
+
+
+def get_backends(request: Request) -> Backends:
+    """The app's :class:`Backends`, built in its lifespan."""
+    return cast(Backends, request.app.state.backends)
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    """The app's :class:`GatewayMetrics`."""
+    return cast(GatewayMetrics, request.app.state.metrics)
+
+
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]

@@ -1,0 +1,74 @@
+"""Response models of the gateway's routes.
+
+Field names are the canonical column names of :mod:`shoprec.schema` (``article_id``, ``name``,
+the five article attributes, ``description``); ``tests/test_gateway.py`` pins that they match.
+A list item carries the name and attributes; the description only comes with an article's page.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Source(StrEnum):
+    """Where a customer's recommendations came from."""
+
+    PERSONALISED = "personalised"  # the Triton ``recommend`` ensemble, scores are ranker scores
+    POPULAR = "popular"  # cold start: recent popularity, no score (the order is the rank)
+
+
+class ArticleSummary(BaseModel):
+    """An article as a list shows it; display fields are ``None`` where the store has none."""
+
+    article_id: str
+    name: str | None = None
+    product_type: str | None = None
+    product_group: str | None = None
+    department: str | None = None
+    section: str | None = None
+    variant: str | None = None
+
+
+class Item(ArticleSummary):
+    """One recommended or similar article, listed best first."""
+
+    score: float | None = Field(
+        description="Model score, higher is better; null for popularity (cold-start) items, "
+        "whose rank is their position in the list."
+    )
+
+
+class Article(ArticleSummary):
+    """An article's display fields."""
+
+    description: str | None = None
+
+
+class Recommendations(BaseModel):
+    """``GET /v1/customers/{customer_id}/recommendations``."""
+
+    customer_id: str
+    source: Source
+    items: list[Item]
+
+
+class SimilarArticles(BaseModel):
+    """``GET /v1/articles/{article_id}/similar``."""
+
+    article_id: str
+    items: list[Item]
+
+
+class ErrorDetail(BaseModel):
+    """Body of every 4xx/5xx answer; ``detail`` is a stable string clients may match."""
+
+    detail: str
+
+
+class Status(BaseModel):
+    """``GET /healthz`` and ``GET /readyz``."""
+
+    status: Literal["ok"] = "ok"

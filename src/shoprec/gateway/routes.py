@@ -1,0 +1,157 @@
+"""HTTP routes of the gateway.
+
+The routers are built per app by :func:`api_router` because the bounds of ``k`` come from the
+app's :class:`~shoprec.gateway.settings.Settings` (``1..max_k``, default ``default_k``).
+
+Stable ``detail`` strings (clients and tests match them):
+
+* 404 ``"article not found"``: the feature store does not know the article.
+* 503 ``"recommendation service unavailable"`` / ``"feature store unavailable"``: that upstream
+  failed or did not answer within its timeout; ``/readyz`` joins both with ``"; "`` when both
+  are down.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI must resolve the endpoints' annotations
+# at runtime, and ``K`` below is local to ``api_router``.
+from collections.abc import Sequence
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from shoprec import schema
+from shoprec.gateway.deps import Backends, BackendsDep, MetricsDep
+from shoprec.gateway.models import (
+    Article,
+    ErrorDetail,
+    Item,
+    Recommendations,
+    SimilarArticles,
+    Source,
+    Status,
+)
+from shoprec.gateway.settings import Settings
+
+ARTICLE_NOT_FOUND: Final = "article not found"
+
+_UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {"model": ErrorDetail}
+}
+_NOT_FOUND_OR_UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
+    status.HTTP_404_NOT_FOUND: {"model": ErrorDetail},
+    **_UNAVAILABLE,
+}
+
+
+async def _items(
+    backends: Backends, article_ids: Sequence[str], scores: Sequence[float | None]
+) -> list[Item]:
+    """Ranked ids joined with their display fields (null fields for an article the store
+    does not know), in the given order."""
+    if not article_ids:
+        return []
+    displays = await backends.articles(article_ids)
+    return [
+        Item.model_validate({**(display or {}), schema.ARTICLE_ID: article_id, "score": score})
+        for article_id, score, display in zip(article_ids, scores, displays, strict=True)
+    ]
+
+
+async def _known_article(backends: Backends, article_id: str) -> dict[str, str | None]:
+    """The article's display fields; 404 when the store does not know it."""
+    (display,) = await backends.articles([article_id])
+    if display is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, ARTICLE_NOT_FOUND)
+    return display
+
+
+def api_router(settings: Settings) -> APIRouter:
+    """All routes of the gateway: ``/v1/customers``, ``/v1/articles`` and operations."""
+    K = Annotated[
+        int,
+        Query(
+            ge=1,
+            le=settings.max_k,
+            description=f"Number of articles to return, 1..{settings.max_k}.",
+        ),
+    ]
+
+    customers = APIRouter(prefix="/v1/customers", tags=["recommendations"])
+
+    @customers.get(
+        "/{customer_id}/recommendations",
+        response_model=Recommendations,
+        responses=_UNAVAILABLE,
+    )
+    async def recommend(
+        customer_id: str, backends: BackendsDep, k: K = settings.default_k
+    ) -> Recommendations:
+        """Top-k articles for a customer, best first.
+
+        A customer the feature store knows gets the Triton ``recommend`` ensemble's ranking
+        (``source: "personalised"``, scores from the ranker). An unknown customer gets the recent
+        popularity list (``source: "popular"``, ``score: null``; the order is the rank).
+        """
+        found, features = await backends.customers([customer_id])
+        scores: Sequence[float | None]
+        if bool(found[0]):
+            ranked = await backends.recommend(features, k)
+            source, article_ids, scores = Source.PERSONALISED, ranked.ids[0], ranked.scores[0]
+        else:
+            article_ids = (await backends.popular(k))[:k]
+            source, scores = Source.POPULAR, [None] * len(article_ids)
+        items = await _items(backends, article_ids, scores)
+        return Recommendations(customer_id=customer_id, source=source, items=items)
+
+    articles = APIRouter(prefix="/v1/articles", tags=["articles"])
+
+    @articles.get(
+        "/{article_id}/similar",
+        response_model=SimilarArticles,
+        responses=_NOT_FOUND_OR_UNAVAILABLE,
+    )
+    async def similar(
+        article_id: str, backends: BackendsDep, k: K = settings.default_k
+    ) -> SimilarArticles:
+        """Top-k articles most similar to an article (Triton ``similar_items``), best first."""
+        await _known_article(backends, article_id)
+        ranked = await backends.similar([article_id], k)
+        items = await _items(backends, ranked.ids[0], ranked.scores[0])
+        return SimilarArticles(article_id=article_id, items=items)
+
+    @articles.get("/{article_id}", response_model=Article, responses=_NOT_FOUND_OR_UNAVAILABLE)
+    async def article(article_id: str, backends: BackendsDep) -> Article:
+        """An article's display fields."""
+        display = await _known_article(backends, article_id)
+        return Article.model_validate({**display, schema.ARTICLE_ID: article_id})
+
+    operations = APIRouter(tags=["operations"])
+
+    @operations.get("/healthz", response_model=Status)
+    async def healthz() -> Status:
+        """The process is up (liveness); checks no dependency."""
+        return Status()
+
+    @operations.get("/readyz", response_model=Status, responses=_UNAVAILABLE)
+    async def readyz(backends: BackendsDep) -> Status:
+        """Triton's models are ready and the feature store answers (readiness); 503 naming
+        the dependencies that are down otherwise."""
+        down = await backends.unavailable()
+        if down:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "; ".join(down))
+        return Status()
+
+    # Prometheus text, not JSON: there is no response model to declare.
+    @operations.get(
+        "/metrics",
+        response_class=Response,
+        responses={status.HTTP_200_OK: {"content": {"text/plain": {}}}},
+    )
+    async def metrics(gateway_metrics: MetricsDep) -> Response:
+        """Prometheus metrics of this process (:class:`~shoprec.gateway.metrics.GatewayMetrics`)."""
+        return Response(gateway_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    router = APIRouter()
+    for sub_router in (customers, articles, operations):
+        router.include_router(sub_router)
+    return router
