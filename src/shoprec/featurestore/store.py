@@ -1,0 +1,533 @@
+"""Materialize the serving snapshot into a Feast online store, and read it back at request time.
+
+Shape letters: B = requested customers, Fc / Fdc = customer sparse / dense widths,
+N = history length.
+
+Layout of a dataset's feature repo, ``models/<name>/feature_repo/`` (:func:`repo_dir`)::
+
+    feature_store.yaml   project, registry, online store (SQLite or Redis)
+    definitions.py       verbatim copy of the project's feature_repo/definitions.py
+    data/                exported Parquet tables + manifest (shoprec.featurestore.online),
+                         registry.db and, for SQLite, online_store.db
+
+The declarations use source paths relative to the repo (see ``feature_repo/definitions.py``),
+so the copy is byte-identical for every dataset and ``feast`` CLI commands (``feast plan``,
+``feast ui``) work inside the directory too.
+
+Feast pitfalls handled here (feast 0.49):
+
+* The Redis online store skips a row whose event timestamp is not newer than the stored one,
+  so re-materializing the same cutoff after retraining (new vocabularies, same data) would
+  silently keep the old encoded features. :func:`materialize` therefore tears the project's
+  online tables down first: every run is a full refresh (customers absent from the new
+  snapshot disappear too). During that refresh readers see customers as missing; for zero
+  downtime materialize into a new ``project`` and switch the gateway to it.
+* Feast returns list features as protobuf repeated fields; :class:`OnlineFeatures` reads them
+  straight from the response proto into preallocated arrays instead of going through
+  ``to_dict()`` (Python lists of Python floats).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import sqlite3
+import struct
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+import redis
+import yaml
+from feast import Entity, FeatureService, FeatureStore, FeatureView
+from feast.data_source import DataSource
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import RepoConfig, load_repo_config
+
+from shoprec import schema as s
+from shoprec.errors import ArtifactError, ShoprecError
+from shoprec.featurestore.online import (
+    DISPLAY_FIELDS,
+    ENCODED_DTYPES,
+    ONLINE_DATA_DIR,
+    POPULAR_FILE,
+    export_online_tables,
+    read_manifest,
+)
+
+FEATURE_REPO_DIR: Final = "feature_repo"  # under models/<name>/
+FEATURE_STORE_YAML: Final = "feature_store.yaml"
+DEFINITIONS_FILE: Final = "definitions.py"
+REGISTRY_FILE: Final = "registry.db"
+SQLITE_FILE: Final = "online_store.db"
+DEFAULT_REDIS_URL: Final = "127.0.0.1:6379"
+ENTITY_KEY_VERSION: Final = 3  # Feast warns that <= 2 is deprecated
+REDIS_CONNECT_TIMEOUT_S: Final = 2  # added to a Redis URL that sets no socket_connect_timeout
+# Where the project's declarations are looked for, in order: the source checkout this module
+# lives in (editable install), then ./feature_repo (the Docker image: WORKDIR /app holds
+# feature_repo/ while the package is installed into site-packages).
+DEFINITIONS_CANDIDATES: Final = (
+    Path(__file__).resolve().parents[3] / FEATURE_REPO_DIR / DEFINITIONS_FILE,
+    Path(FEATURE_REPO_DIR) / DEFINITIONS_FILE,
+)
+# Every exported row is stamped with the serving cutoff; materialize [EPOCH, cutoff + 1 s)
+# because Feast's end date is exclusive.
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# Value proto field holding each numpy dtype's list (Array(Int64) / Array(Float32)).
+_LIST_FIELD: Final = {np.dtype(np.int64): "int64_list_val", np.dtype(np.float32): "float_list_val"}
+
+
+class OnlineStoreKind(StrEnum):
+    """Where materialized features live."""
+
+    SQLITE = "sqlite"  # a file under the feature repo: development, tests, single host
+    REDIS = "redis"  # production
+
+
+class OnlineStoreError(ShoprecError, ConnectionError):
+    """The online store cannot be reached or holds no materialized features."""
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    """What :func:`materialize` did.
+
+    Attributes:
+        repo_path: the dataset's feature repo (give it to :class:`OnlineFeatures`).
+        rows: rows materialized per feature view (every exported row).
+        n_popular: articles in the cold-start list.
+        seconds: wall time per step (``export``, ``apply``, ``materialize``), seconds.
+    """
+
+    repo_path: Path
+    project: str
+    online_store: OnlineStoreKind
+    serving_cutoff: datetime
+    rows: dict[str, int]
+    n_popular: int
+    seconds: dict[str, float]
+
+
+def repo_dir(models_dir: Path) -> Path:
+    """The feature repo of the dataset whose models live in ``models_dir``."""
+    return models_dir / FEATURE_REPO_DIR
+
+
+def default_project(models_dir: Path) -> str:
+    """Feast project for ``models/<name>``: ``shoprec_<name>`` with non-word characters as ``_``.
+
+    Feast project names allow letters, digits and underscores only.
+    """
+    return "shoprec_" + re.sub(r"\W", "_", models_dir.resolve().name)
+
+
+def redis_connection_string(redis_url: str) -> str:
+    """Feast's Redis ``connection_string`` (``host:port[,key=value...]``) for ``redis_url``,
+    with a connect timeout of ``REDIS_CONNECT_TIMEOUT_S`` unless the URL sets one, so that an
+    unreachable host fails within seconds instead of the OS's TCP timeout."""
+    if "socket_connect_timeout=" in redis_url:
+        return redis_url
+    return f"{redis_url},socket_connect_timeout={REDIS_CONNECT_TIMEOUT_S}"
+
+
+def feature_store_config(
+    project: str, online_store: OnlineStoreKind, redis_url: str = DEFAULT_REDIS_URL
+) -> dict[str, Any]:
+    """The ``feature_store.yaml`` content (paths relative to the repo directory)."""
+    if online_store is OnlineStoreKind.SQLITE:
+        store: dict[str, Any] = {"type": "sqlite", "path": f"{ONLINE_DATA_DIR}/{SQLITE_FILE}"}
+    else:
+        store = {"type": "redis", "connection_string": redis_connection_string(redis_url)}
+    return {
+        "project": project,
+        "provider": "local",
+        "registry": {"registry_type": "file", "path": f"{ONLINE_DATA_DIR}/{REGISTRY_FILE}"},
+        "online_store": store,
+        "entity_key_serialization_version": ENTITY_KEY_VERSION,
+    }
+
+
+def default_definitions() -> Path:
+    """The first of :data:`DEFINITIONS_CANDIDATES` that exists (else the first, so that
+    :func:`load_definitions` names it in its error)."""
+    return next((p for p in DEFINITIONS_CANDIDATES if p.is_file()), DEFINITIONS_CANDIDATES[0])
+
+
+def load_definitions(path: Path) -> list[Any]:
+    """The Feast objects (entities, data sources, feature views, feature services) declared in
+    the Python file ``path``, in declaration order.
+
+    The file is imported under a unique module name, so loading two repos in one process
+    never returns a cached module of the other.
+
+    Raises:
+        ArtifactError: ``path`` does not exist.
+    """
+    if not path.is_file():
+        raise ArtifactError(f"Feast declarations not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_shoprec_feast_{uuid.uuid4().hex}", path)
+    if spec is None or spec.loader is None:
+        raise ArtifactError(f"cannot import Feast declarations from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kinds = (Entity, DataSource, FeatureView, FeatureService)
+    return [obj for obj in vars(module).values() if isinstance(obj, kinds)]
+
+
+def _redis_client(connection_string: str) -> redis.Redis:
+    """A Redis client for a Feast connection string (``host:port[,key=value...]``)."""
+    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
+
+
+def _ping_redis(connection_string: str) -> None:
+    """PING the Redis server of a Feast connection string.
+
+    Raises:
+        OnlineStoreError: connection refused, timed out or rejected.
+    """
+    client = _redis_client(connection_string)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise OnlineStoreError(f"Redis at {connection_string} is unreachable: {exc}") from exc
+    finally:
+        client.close()
+
+
+def _redis_key_prefix(join_key: str) -> bytes:
+    """Start of the Redis key of every entity with this one join key: Feast's own
+    serialization of an empty string value, minus the value's type and length."""
+    key = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val="")])
+    return serialize_entity_key(key, entity_key_serialization_version=ENTITY_KEY_VERSION)[:-8]
+
+
+def _delete_redis_rows(connection_string: str, project: str, join_keys: Sequence[str]) -> int:
+    """Delete the Redis keys of ``project``'s entities with these join keys; returns how many.
+
+    A key is ``prefix | value type (4 B) | value length (4 B) | value | project``; keys of
+    other projects (even one whose name ends with ``project``) are left alone.
+    """
+    client = _redis_client(connection_string)
+    suffix = project.encode()
+    deleted = 0
+    try:
+        for join_key in join_keys:
+            prefix = _redis_key_prefix(join_key)
+            pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix) + b"*" + suffix
+            keys = [
+                k
+                for k in client.scan_iter(match=pattern, count=10_000)
+                if len(k) == len(prefix) + 8 + _u32(k, len(prefix) + 4) + len(suffix)
+            ]
+            for start in range(0, len(keys), 10_000):
+                deleted += client.delete(*keys[start : start + 10_000])
+    except redis.RedisError as exc:
+        raise OnlineStoreError(f"Redis at {connection_string} is unreachable: {exc}") from exc
+    finally:
+        client.close()
+    return deleted
+
+
+def _u32(data: bytes, offset: int) -> int:
+    value: int = struct.unpack_from("<I", data, offset)[0]
+    return value
+
+
+def teardown(repo_path: Path) -> None:
+    """Remove a feature repo's materialized rows and its registry (the exported tables stay).
+
+    Replaces ``FeatureStore.teardown``, which in feast 0.49 leaves every Redis row in place
+    when keys are serialized with ``entity_key_serialization_version: 3`` (it scans for the
+    version-2 key prefix). SQLite: the database file is deleted.
+
+    Raises:
+        ArtifactError: ``repo_path`` holds no ``feature_store.yaml`` or declarations.
+        OnlineStoreError: Redis is unreachable.
+    """
+    config = _load_config(repo_path, None)
+    join_keys = [
+        obj.join_key
+        for obj in load_definitions(repo_path / DEFINITIONS_FILE)
+        if isinstance(obj, Entity)
+    ]
+    if config.online_store.type == OnlineStoreKind.REDIS:
+        _delete_redis_rows(config.online_store.connection_string, config.project, join_keys)
+    else:
+        (repo_path / ONLINE_DATA_DIR / SQLITE_FILE).unlink(missing_ok=True)
+    (repo_path / ONLINE_DATA_DIR / REGISTRY_FILE).unlink(missing_ok=True)
+
+
+def materialize(
+    models_dir: Path,
+    dataset_dir: Path,
+    canonical_dir: Path,
+    *,
+    online_store: OnlineStoreKind | str = OnlineStoreKind.SQLITE,
+    redis_url: str = DEFAULT_REDIS_URL,
+    project: str | None = None,
+    definitions: Path | None = None,
+) -> MaterializeReport:
+    """Export the serving snapshot, ``feast apply`` the declarations and materialize it.
+
+    Writes the dataset's feature repo (module docstring) under ``models_dir``, removes the
+    project's previously materialized rows and registry (a full refresh), applies the
+    declarations from ``definitions`` and materializes every exported row (event time = the
+    serving cutoff) into the online store.
+
+    Args:
+        models_dir: ``models/<name>`` (workflow, config; receives ``feature_repo/``).
+        dataset_dir / canonical_dir: ``data/<name>/dataset`` and ``data/<name>/canonical``.
+        online_store: ``"sqlite"`` (file under the repo) or ``"redis"``.
+        redis_url: ``host:port[,key=value...]`` (Feast's format, e.g. ``,password=...``);
+            only with Redis.
+        project: Feast project (letters, digits, ``_``); default :func:`default_project`.
+            Rows of different projects never collide in a shared Redis.
+        definitions: the declarations file copied into the repo; default
+            :func:`default_definitions`.
+
+    Returns:
+        Repo path, project, row counts and seconds per step.
+
+    Raises:
+        ValueError: unknown ``online_store`` or invalid ``project``.
+        ArtifactError: an input artifact or ``definitions`` is missing.
+        OnlineStoreError: Redis is unreachable (checked before anything is written).
+    """
+    kind = OnlineStoreKind(online_store)
+    project = project or default_project(models_dir)
+    if re.fullmatch(r"[A-Za-z0-9]\w*", project) is None:
+        raise ValueError(f"Feast project must be letters, digits and '_', got {project!r}")
+    definitions = definitions or default_definitions()
+    objects = load_definitions(definitions)
+    config = feature_store_config(project, kind, redis_url)
+    if kind is OnlineStoreKind.REDIS:
+        _ping_redis(config["online_store"]["connection_string"])
+
+    repo = repo_dir(models_dir)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    tables = export_online_tables(models_dir, dataset_dir, canonical_dir, repo / ONLINE_DATA_DIR)
+    seconds["export"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    shutil.copyfile(definitions, repo / DEFINITIONS_FILE)
+    (repo / FEATURE_STORE_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
+    teardown(repo)  # a full refresh: see the module docstring
+    store = FeatureStore(repo_path=str(repo))
+    store.apply(objects)
+    seconds["apply"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    store.materialize(start_date=_EPOCH, end_date=tables.serving_cutoff + timedelta(seconds=1))
+    seconds["materialize"] = time.perf_counter() - t
+    return MaterializeReport(
+        repo_path=repo,
+        project=project,
+        online_store=kind,
+        serving_cutoff=tables.serving_cutoff,
+        rows={
+            s.CUSTOMER_FEATURE_VIEW: tables.n_customers,
+            s.ARTICLE_FEATURE_VIEW: tables.n_articles,
+        },
+        n_popular=tables.n_popular,
+        seconds=seconds,
+    )
+
+
+def _found(result: Any, B: int) -> np.ndarray:
+    """bool (B,): which rows of one feature's response vector exist in the store.
+
+    Not the field status: for an absent entity Feast's SQLite store says NOT_FOUND but its
+    Redis store says PRESENT with an empty value. Both give a zero event timestamp, and every
+    materialized row carries the serving cutoff.
+    """
+    return np.fromiter((ts.seconds > 0 for ts in result.event_timestamps), dtype=bool, count=B)
+
+
+def _load_config(repo: Path, redis_url: str | None) -> RepoConfig:
+    path = repo / FEATURE_STORE_YAML
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found (run the feature store materialization first)")
+    config = load_repo_config(repo, path)
+    if redis_url is not None:
+        if config.online_store.type != OnlineStoreKind.REDIS:
+            raise ValueError(
+                f"{path} configures a {config.online_store.type} online store; "
+                f"redis_url={redis_url!r} applies to Redis only"
+            )
+        config.online_store.connection_string = redis_connection_string(redis_url)
+    return config
+
+
+class OnlineFeatures:
+    """Read materialized features for serving: one Feast call per request.
+
+    Args:
+        repo_path: a feature repo written by :func:`materialize`.
+        redis_url: overrides the Redis URL of a Redis repo (e.g. the host name a container
+            sees); ``ValueError`` for a SQLite repo.
+
+    Raises:
+        ArtifactError: the repo, its manifest or its registry is missing (not materialized).
+
+    Example::
+
+        online = OnlineFeatures(Path("models/completejourney/feature_repo"))
+        online.ping()
+        found, feats = online.get_customers(["c1", "nobody"])
+        feats["hist_ids"].shape     # (2, N) int64; row 1 is zeros, found == [True, False]
+    """
+
+    def __init__(self, repo_path: Path, *, redis_url: str | None = None) -> None:
+        self.repo_path = Path(repo_path)
+        data_dir = self.repo_path / ONLINE_DATA_DIR
+        manifest = read_manifest(data_dir)
+        self.serving_cutoff = datetime.fromisoformat(manifest["serving_cutoff"])
+        self.widths: dict[str, int] = {n: int(manifest["widths"][n]) for n in ENCODED_DTYPES}
+        config = _load_config(self.repo_path, redis_url)
+        if not (data_dir / REGISTRY_FILE).is_file():
+            raise ArtifactError(f"{data_dir / REGISTRY_FILE} not found (run materialize first)")
+        self.online_store = OnlineStoreKind(config.online_store.type)
+        self._store = FeatureStore(repo_path=str(self.repo_path), config=config)
+        self._recommend = self._feature_refs(s.RECOMMEND_FEATURE_SERVICE)
+        self._display = self._feature_refs(s.ARTICLE_FEATURE_SERVICE)
+        self._popular: list[str] = (
+            pl.read_parquet(data_dir / POPULAR_FILE).get_column(s.ARTICLE_ID).to_list()
+        )
+
+    def _feature_refs(self, service: str) -> list[str]:
+        """``view:feature`` references of a feature service, resolved once.
+
+        Passing the ``FeatureService`` object to ``get_online_features`` makes Feast 0.49 fetch
+        and deserialize it from the registry on every call (about half of a one-customer
+        SQLite read); services are versioned and never edited, so resolving at start is safe.
+        """
+        projections = self._store.get_feature_service(service).feature_view_projections
+        return [f"{p.name_to_use()}:{f.name}" for p in projections for f in p.features]
+
+    def _read(self, features: list[str], key: str, ids: Sequence[str]) -> Any:
+        """One ``get_online_features`` call; the response proto, entity key first."""
+        bad = [i for i in ids if not isinstance(i, str)]
+        if bad:
+            raise ValueError(f"{key} values must be str, got {bad[0]!r}")
+        try:
+            return self._store.get_online_features(
+                features=features, entity_rows={key: list(ids)}
+            ).proto
+        except redis.RedisError as exc:
+            raise OnlineStoreError(
+                f"Redis online store of {self.repo_path} is unreachable "
+                f"({self._store.config.online_store.connection_string}): {exc}"
+            ) from exc
+        except sqlite3.OperationalError as exc:
+            raise OnlineStoreError(
+                f"SQLite online store of {self.repo_path} cannot be read (not materialized?): {exc}"
+            ) from exc
+
+    def ping(self) -> None:
+        """Read one (absent) customer through the recommend service, as a request would.
+
+        Raises:
+            OnlineStoreError: the store is unreachable or was never materialized.
+        """
+        self._read(self._recommend, s.CUSTOMER_ID, [""])
+
+    def get_customers(self, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Encoded features of customers, ready to send to the Triton ``recommend`` ensemble.
+
+        Args:
+            ids: B customer ids (duplicates allowed).
+
+        Returns:
+            ``found``: bool (B,), False for customers not in the store; ``features``: keyed by
+            ``schema.ENCODED_CUSTOMER_FEATURES``: ``customer_sparse`` int64 (B, Fc),
+            ``customer_dense`` float32 (B, Fdc), ``hist_ids`` int64 (B, N), ``hist_counts``
+            float32 (B, N); rows of missing customers are zeros.
+
+        Raises:
+            ValueError: an id is not a str.
+            OnlineStoreError: the store cannot be read.
+            ArtifactError: a stored list's length disagrees with the manifest (the store and
+                the repo were written by different exports).
+        """
+        B = len(ids)
+        features = {
+            name: np.zeros((B, self.widths[name]), dtype=dtype)
+            for name, dtype in ENCODED_DTYPES.items()
+        }
+        if B == 0:
+            return np.zeros(0, dtype=bool), features
+        proto = self._read(self._recommend, s.CUSTOMER_ID, ids)
+        names = list(proto.metadata.feature_names.val)
+        found = _found(proto.results[names.index(s.T_CUSTOMER_SPARSE)], B)
+        rows = np.flatnonzero(found)
+        for name, out in features.items():
+            field = _LIST_FIELD[out.dtype]
+            values = proto.results[names.index(name)].values
+            width = self.widths[name]
+            for row in rows:
+                seq = getattr(values[row], field).val
+                if len(seq) != width:
+                    raise ArtifactError(
+                        f"{self.repo_path}: {name} of {ids[row]!r} has {len(seq)} values, the "
+                        f"manifest says {width}; materialize again"
+                    )
+                out[row] = seq
+        return found, features
+
+    def get_articles(self, ids: Sequence[str]) -> list[dict[str, str | None] | None]:
+        """Display fields of articles, for a response.
+
+        Args:
+            ids: article ids.
+
+        Returns:
+            Per id (same order): ``{NAME, *ARTICLE_ATTRIBUTES, DESCRIPTION: str | None}``, or
+            None for an article not in the store.
+
+        Raises:
+            ValueError: an id is not a str.
+            OnlineStoreError: the store cannot be read.
+        """
+        if not ids:
+            return []
+        proto = self._read(self._display, s.ARTICLE_ID, ids)
+        names = list(proto.metadata.feature_names.val)
+        columns = [(name, proto.results[names.index(name)]) for name in DISPLAY_FIELDS]
+        found = _found(columns[0][1], len(ids))
+        out: list[dict[str, str | None] | None] = []
+        for row in range(len(ids)):
+            if not found[row]:
+                out.append(None)
+                continue
+            out.append(
+                {
+                    name: (v.string_val if v.HasField("string_val") else None)
+                    for name, result in columns
+                    for v in (result.values[row],)
+                }
+            )
+        return out
+
+    def popular(self, k: int) -> list[str]:
+        """The cold-start list: at most ``k`` article ids by purchases in the 7 days before the
+        serving cutoff, most sold first, ties by id (fewer if fewer articles sold).
+
+        Raises:
+            ValueError: ``k < 1``.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        return self._popular[:k]

@@ -1,0 +1,411 @@
+"""Feature store: export -> feast apply -> materialize -> online read, on SQLite and Redis.
+
+The Redis tests use the server at 127.0.0.1:6379 under a Feast project unique to the run and
+delete that project's keys afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import redis
+from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.types import Array, Float32, Int64, String
+
+from shoprec import artifacts as A
+from shoprec import schema as s
+from shoprec.config import DatasetConfig, PipelineConfig
+from shoprec.dataset.build import SPLIT_TRAIN, build_dataset
+from shoprec.errors import ArtifactError
+from shoprec.features.encode import EncodedCustomers, encode_customers, fit_workflow
+from shoprec.features.workflow import Workflow
+from shoprec.featurestore import OnlineFeatures, OnlineStoreError, export_online_tables, materialize
+from shoprec.featurestore.online import (
+    ARTICLES_FILE,
+    CUSTOMERS_FILE,
+    MANIFEST_FILE,
+    POPULAR_FILE,
+    encoded_columns,
+)
+from shoprec.featurestore.store import (
+    FEATURE_STORE_YAML,
+    default_definitions,
+    load_definitions,
+    teardown,
+)
+from shoprec.ingest.canonical import write_canonical
+from toydata import make_canonical
+
+REDIS_URL = "127.0.0.1:6379"
+HISTORY = 6  # > the 4 distinct articles a toy customer buys, so rows end in padding
+# Purchases in the toy data's last 7 days (see toydata: c0..c2 cycle through a0..a3 and
+# c3..c5 through a4..a7 with offsets; each skips one article a day), worked out by hand.
+EXPECTED_POPULAR = [
+    ("a1", 6),
+    ("a4", 6),
+    ("a0", 5),
+    ("a2", 5),
+    ("a3", 5),
+    ("a5", 5),
+    ("a6", 5),
+    ("a7", 5),
+]
+
+
+@dataclass
+class Toy:
+    root: Path
+    models: Path
+    dataset: Path
+    canonical: Path
+    encoded: EncodedCustomers
+    cutoff: datetime
+
+    def models_copy(self, name: str) -> Path:
+        """A fresh models dir (the feature repo is written under it)."""
+        out = self.root / "models" / name
+        out.mkdir(parents=True)
+        for f in (A.CONFIG_FILE, A.WORKFLOW_FILE):
+            shutil.copyfile(self.models / f, out / f)
+        return out
+
+
+def _redis_available() -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _project_keys(project: str) -> list[bytes]:
+    return list(redis.Redis(host="127.0.0.1", port=6379).scan_iter(match=b"*" + project.encode()))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
+    root = tmp_path_factory.mktemp("fs")
+    canonical = make_canonical()
+    write_canonical(canonical, root / "canonical", {"source": "toy"})
+    config = PipelineConfig(dataset=DatasetConfig(train_windows=2, history_length=HISTORY))
+    data = build_dataset(canonical, config.dataset, root / "dataset")
+    train = [w.index for w in data.window(SPLIT_TRAIN)]
+    purchases = canonical.transactions.join(
+        canonical.articles.select(s.ARTICLE_SPARSE), on=s.ARTICLE_ID
+    )
+    wf = fit_workflow(
+        config.workflow,
+        data.customer_features.filter(pl.col(s.WINDOW).is_in(train)),
+        data.article_features.filter(pl.col(s.WINDOW).is_in(train)),
+        purchases,
+    )
+    models = root / "models" / "toy"
+    models.mkdir(parents=True)
+    wf.save(models / A.WORKFLOW_FILE)
+    (models / A.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+    return Toy(
+        root,
+        models,
+        root / "dataset",
+        root / "canonical",
+        encode_customers(wf, data.latest_customers, HISTORY),
+        datetime(2020, 2, 12, tzinfo=UTC),
+    )
+
+
+@pytest.fixture(scope="module")
+def sqlite_repo(toy: Toy) -> Path:
+    report = materialize(toy.models, toy.dataset, toy.canonical)
+    assert report.rows == {s.CUSTOMER_FEATURE_VIEW: 6, s.ARTICLE_FEATURE_VIEW: 8}
+    assert report.serving_cutoff == toy.cutoff
+    assert set(report.seconds) == {"export", "apply", "materialize"}
+    return report.repo_path
+
+
+@pytest.fixture(scope="module")
+def redis_project() -> Iterator[str]:
+    if not _redis_available():
+        pytest.skip(f"no Redis server at {REDIS_URL}")
+    project = f"shoprec_test_{uuid.uuid4().hex[:12]}"
+    yield project
+    for key in _project_keys(project):  # only if a test failed before its own teardown
+        redis.Redis(host="127.0.0.1", port=6379).delete(key)
+
+
+@pytest.fixture(scope="module")
+def redis_repo(toy: Toy, redis_project: str) -> Iterator[Path]:
+    report = materialize(
+        toy.models_copy("toy_redis"),
+        toy.dataset,
+        toy.canonical,
+        online_store="redis",
+        redis_url=REDIS_URL,
+        project=redis_project,
+    )
+    assert len(_project_keys(redis_project)) == 6 + 8
+    yield report.repo_path
+    teardown(report.repo_path)
+    assert _project_keys(redis_project) == []
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online(request: pytest.FixtureRequest) -> OnlineFeatures:
+    return OnlineFeatures(request.getfixturevalue(f"{request.param}_repo"))
+
+
+# ---- export ----------------------------------------------------------------------------------
+
+
+def test_export_writes_the_encoded_arrays_with_explicit_types_deterministically(
+    toy: Toy, tmp_path: Path
+) -> None:
+    a = export_online_tables(toy.models, toy.dataset, toy.canonical, tmp_path / "a")
+    b = export_online_tables(toy.models, toy.dataset, toy.canonical, tmp_path / "b")
+    for name in (CUSTOMERS_FILE, ARTICLES_FILE, POPULAR_FILE, MANIFEST_FILE):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (a.n_customers, a.n_articles, a.n_popular) == (b.n_customers, b.n_articles, 8)
+    assert (a.n_customers, a.n_articles) == (6, 8)
+    assert a.widths == {
+        s.T_CUSTOMER_SPARSE: 3,
+        s.T_CUSTOMER_DENSE: toy.encoded.dense.shape[1],
+        s.T_HIST_IDS: HISTORY,
+        s.T_HIST_COUNTS: HISTORY,
+    }
+    table = pq.read_table(a.customers)
+    assert table.schema.field(s.EVENT_TIMESTAMP).type == pa.timestamp("us", tz="UTC")
+    assert table.schema.field(s.T_HIST_IDS).type == pa.list_(pa.int64())
+    assert table.schema.field(s.T_HIST_COUNTS).type == pa.list_(pa.float32())
+    assert set(table.column(s.EVENT_TIMESTAMP).to_pylist()) == {toy.cutoff}
+    assert table.column(s.CUSTOMER_ID).to_pylist() == [f"c{i}" for i in range(6)]
+    for name, expected in encoded_columns(toy.encoded).items():
+        got = np.array(table.column(name).to_pylist(), dtype=expected.dtype)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    assert toy.encoded.hist_ids[:, 4:].max() == 0  # padding survives the trip
+    articles = pq.read_table(a.articles)
+    assert articles.column_names == [
+        s.ARTICLE_ID,
+        s.EVENT_TIMESTAMP,
+        s.NAME,
+        *s.ARTICLE_ATTRIBUTES,
+        s.DESCRIPTION,
+    ]
+
+
+def test_popular_is_last_week_purchases_most_first_ties_by_id(toy: Toy, tmp_path: Path) -> None:
+    tables = export_online_tables(toy.models, toy.dataset, toy.canonical, tmp_path)
+    popular = pl.read_parquet(tables.popular)
+    assert list(popular.iter_rows()) == EXPECTED_POPULAR
+    assert popular.columns == [s.ARTICLE_ID, s.SALES_7D]
+
+
+def test_export_rejects_a_model_with_a_shorter_history(toy: Toy, tmp_path: Path) -> None:
+    models = toy.models_copy("short_history")
+    config = PipelineConfig(dataset=DatasetConfig(history_length=2))
+    (models / A.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+    with pytest.raises(ArtifactError, match="history_length=2"):
+        export_online_tables(models, toy.dataset, toy.canonical, tmp_path)
+
+
+# ---- declarations ----------------------------------------------------------------------------
+
+
+def test_feature_repo_declares_the_schema_names(sqlite_repo: Path) -> None:
+    assert default_definitions() == Path(__file__).resolve().parents[1] / "feature_repo" / (
+        "definitions.py"
+    )
+    objects = {type(o).__name__ + ":" + o.name: o for o in load_definitions(default_definitions())}
+    customer = objects[f"Entity:{s.FEAST_CUSTOMER_ENTITY}"]
+    assert customer.join_key == s.CUSTOMER_ID
+    assert objects[f"Entity:{s.FEAST_ARTICLE_ENTITY}"].join_key == s.ARTICLE_ID
+    fv = objects[f"FeatureView:{s.CUSTOMER_FEATURE_VIEW}"]
+    assert {f.name: f.dtype for f in fv.features} == {
+        s.T_CUSTOMER_SPARSE: Array(Int64),
+        s.T_CUSTOMER_DENSE: Array(Float32),
+        s.T_HIST_IDS: Array(Int64),
+        s.T_HIST_COUNTS: Array(Float32),
+    }
+    art = objects[f"FeatureView:{s.ARTICLE_FEATURE_VIEW}"]
+    assert [f.name for f in art.features] == [s.NAME, *s.ARTICLE_ATTRIBUTES, s.DESCRIPTION]
+    assert {f.dtype for f in art.features} == {String}
+    assert fv.batch_source.path == f"data/{CUSTOMERS_FILE}"  # relative: resolved per repo
+    # what `feast apply` registered in the dataset's repo
+    store = FeatureStore(repo_path=str(sqlite_repo))
+    assert {v.name for v in store.list_feature_views()} == {
+        s.CUSTOMER_FEATURE_VIEW,
+        s.ARTICLE_FEATURE_VIEW,
+    }
+    services = {fs.name: fs for fs in store.list_feature_services()}
+    assert set(services) == {s.RECOMMEND_FEATURE_SERVICE, s.ARTICLE_FEATURE_SERVICE}
+    projections = services[s.RECOMMEND_FEATURE_SERVICE].feature_view_projections
+    assert [f.name for f in projections[0].features] == list(s.ENCODED_CUSTOMER_FEATURES)
+    assert (sqlite_repo / "definitions.py").read_bytes() == default_definitions().read_bytes()
+
+
+# ---- online reads, SQLite and Redis ----------------------------------------------------------
+
+
+def test_round_trip_equals_encode_customers_exactly(online: OnlineFeatures, toy: Toy) -> None:
+    ids = ["c3", "nobody", "c0", "c5", "c3", "c1", "c2", "c4"]
+    found, features = online.get_customers(ids)
+    assert found.dtype == np.bool_
+    assert found.tolist() == [True, False, True, True, True, True, True, True]
+    rows = [int(i[1:]) for i in ids if i != "nobody"]
+    for name, expected in encoded_columns(toy.encoded).items():
+        got = features[name]
+        assert got.dtype == expected.dtype, name
+        assert got.shape == (len(ids), expected.shape[1]), name
+        np.testing.assert_array_equal(got[found], expected[rows], err_msg=name)
+        assert not got[1].any(), name  # the unknown customer's row is zeros
+    assert online.serving_cutoff == toy.cutoff
+
+
+def test_unknown_customers_only_and_no_customers(online: OnlineFeatures) -> None:
+    found, features = online.get_customers(["x", "y"])
+    assert found.tolist() == [False, False]
+    assert features[s.T_HIST_IDS].shape == (2, HISTORY)
+    assert all(not f.any() for f in features.values())
+    found, features = online.get_customers([])
+    assert found.shape == (0,)
+    assert features[s.T_CUSTOMER_DENSE].shape[0] == 0
+    assert features[s.T_CUSTOMER_DENSE].dtype == np.float32
+
+
+def test_article_display_fields(online: OnlineFeatures) -> None:
+    a0, unknown, a4 = online.get_articles(["a0", "zz", "a4"])
+    assert a0 == {
+        s.NAME: "Article 0",
+        s.PRODUCT_TYPE: "shirt",
+        s.PRODUCT_GROUP: "A",
+        s.DEPARTMENT: "fashion",
+        s.SECTION: "women",
+        s.VARIANT: "red",
+        s.DESCRIPTION: None,
+    }
+    assert unknown is None
+    assert a4 is not None
+    assert (a4[s.NAME], a4[s.SECTION], a4[s.VARIANT]) == ("Article 4", None, "1kg")
+    assert online.get_articles([]) == []
+
+
+def test_popular_list(online: OnlineFeatures) -> None:
+    assert online.popular(3) == ["a1", "a4", "a0"]
+    assert online.popular(100) == [a for a, _ in EXPECTED_POPULAR]
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
+        online.popular(0)
+
+
+def test_ids_must_be_strings(online: OnlineFeatures) -> None:
+    online.ping()
+    ids: list[Any] = ["c0", 3]
+    with pytest.raises(ValueError, match="customer_id values must be str, got 3"):
+        online.get_customers(ids)
+
+
+# ---- failures --------------------------------------------------------------------------------
+
+
+def test_unreachable_redis_fails_fast_with_the_address(toy: Toy, redis_repo: Path) -> None:
+    models = toy.models_copy("toy_no_redis")
+    t = time.perf_counter()
+    with pytest.raises(OnlineStoreError, match=r"Redis at 127\.0\.0\.1:1.* is unreachable"):
+        materialize(
+            models, toy.dataset, toy.canonical, online_store="redis", redis_url="127.0.0.1:1"
+        )
+    assert time.perf_counter() - t < 5
+    assert not (models / "feature_repo").exists()  # checked before anything is written
+
+    online = OnlineFeatures(redis_repo, redis_url="127.0.0.1:1")
+    t = time.perf_counter()
+    with pytest.raises(OnlineStoreError, match=r"unreachable \(127\.0\.0\.1:1"):
+        online.ping()
+    with pytest.raises(OnlineStoreError, match="Connection refused"):
+        online.get_customers(["c0"])
+    assert time.perf_counter() - t < 5
+
+
+def test_unmaterialized_or_missing_repo_gives_clear_errors(
+    sqlite_repo: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ArtifactError, match="online_tables.json not found"):
+        OnlineFeatures(tmp_path / "nowhere")
+    repo = tmp_path / "copy"
+    shutil.copytree(sqlite_repo, repo)
+    (repo / "data" / "online_store.db").unlink()
+    with pytest.raises(OnlineStoreError, match="not materialized"):
+        OnlineFeatures(repo).ping()
+    with pytest.raises(ValueError, match="applies to Redis only"):
+        OnlineFeatures(sqlite_repo, redis_url=REDIS_URL)
+    assert "type: sqlite" in (sqlite_repo / FEATURE_STORE_YAML).read_text()
+
+
+def test_invalid_project_or_store_kind(toy: Toy) -> None:
+    with pytest.raises(ValueError, match="'my-project'"):
+        materialize(toy.models, toy.dataset, toy.canonical, project="my-project")
+    with pytest.raises(ValueError, match="'postgres'"):
+        materialize(toy.models, toy.dataset, toy.canonical, online_store="postgres")
+    with pytest.raises(ArtifactError, match="Feast declarations not found: .*nowhere.py"):
+        materialize(toy.models, toy.dataset, toy.canonical, definitions=Path("nowhere.py"))
+
+
+# ---- refresh and teardown on Redis -----------------------------------------------------------
+
+
+def test_rematerializing_replaces_redis_rows_and_teardown_spares_other_projects(
+    toy: Toy, redis_repo: Path, redis_project: str
+) -> None:
+    """Feast's Redis store keeps a row whose event time is not newer; a retrained workflow with
+    the same snapshot must still replace every row, and teardown must touch one project only.
+    """
+    models = toy.models_copy("toy_retrained")
+    wf = Workflow.load(models / A.WORKFLOW_FILE)
+    vocab = wf.categorical_ops[s.ARTICLE_ID].vocab
+    vocab["a0"], vocab["a4"] = vocab["a4"], vocab["a0"]  # "retrained": other article ids
+    wf.save(models / A.WORKFLOW_FILE)
+    project = redis_project + "_b"
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    # the key project "other_<project>" would give customer c0: ends with `project` too
+    c0 = EntityKeyProto(join_keys=[s.CUSTOMER_ID], entity_values=[ValueProto(string_val="c0")])
+    decoy = (
+        serialize_entity_key(c0, entity_key_serialization_version=3) + b"other_" + project.encode()
+    )
+    client.set(decoy, b"1")
+    try:
+        materialize(
+            toy.models_copy("toy_before"),
+            toy.dataset,
+            toy.canonical,
+            online_store="redis",
+            project=project,
+        )
+        report = materialize(
+            models, toy.dataset, toy.canonical, online_store="redis", project=project
+        )
+        _, features = OnlineFeatures(report.repo_path).get_customers(["c0", "c3"])
+        expected = encode_customers(
+            wf, pl.read_parquet(toy.dataset / "customer_features_latest.parquet"), HISTORY
+        )
+        np.testing.assert_array_equal(features[s.T_HIST_IDS], expected.hist_ids[[0, 3]])
+        assert not np.array_equal(expected.hist_ids, toy.encoded.hist_ids)
+
+        teardown(report.repo_path)
+        assert _project_keys(project) == [decoy]
+        assert len(_project_keys(redis_project)) == 6 + 8  # the other project is untouched
+        with pytest.raises(ArtifactError, match="registry.db not found"):
+            OnlineFeatures(report.repo_path)
+    finally:
+        client.delete(decoy, *_project_keys(project))
