@@ -208,5 +208,60 @@ def pipeline(
     console.print(_table("pipeline wall time", steps))
 
 
+class StoreKind(StrEnum):
+    """Feast online stores."""
+
+    SQLITE = "sqlite"
+    REDIS = "redis"
+
+
+@app.command()
+def materialize(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    online_store: Annotated[StoreKind, typer.Option(
+        "--online-store", help="sqlite (default, a file under models/<name>) or redis")] =
+    StoreKind.SQLITE,
+    redis_url: Annotated[str, typer.Option("--redis-url", help="host:port of Redis")] =
+    "127.0.0.1:6379",
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
+    """Export encoded customer features and article display fields, load the Feast online store."""
+    from shoprec.featurestore import materialize as run_materialize
+
+    paths = _paths(name, data_root, models_root)
+    try:
+        report = run_materialize(paths.models_dir, paths.dataset, paths.canonical,
+                                 online_store=online_store.value, redis_url=redis_url)
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    rows = [{"item": f"rows {view}", "value": n} for view, n in report.rows.items()]
+    rows += [{"item": "popular articles", "value": report.n_popular}]
+    rows += [{"item": f"seconds {step}", "value": sec} for step, sec in report.seconds.items()]
+    console.print(_table(f"feature store {report.project} ({report.online_store.value}) -> "
+                         f"{report.repo_path}", rows))
+
+
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8080,
+    name: Annotated[str | None, typer.Option(
+        help="Dataset name: sets SHOPREC_FEATURE_REPO to models/<name>/feature_repo unless set")]
+    = None,
+    models_root: ModelsRoot = Path("models"),
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the REST gateway (FastAPI + uvicorn); settings from SHOPREC_* variables."""
+    import os
+
+    import uvicorn
+
+    if name is not None and "SHOPREC_FEATURE_REPO" not in os.environ:
+        os.environ["SHOPREC_FEATURE_REPO"] = str(models_root / name / "feature_repo")
+    uvicorn.run("shoprec.gateway.main:make_app", factory=True, host=host, port=port,
+                workers=workers, log_level="warning")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,22 @@
+"""The production gateway app: Feast online store + Triton, configured from ``SHOPREC_*``.
+
+``uvicorn --factory shoprec.gateway.main:make_app`` (what ``shoprec gateway`` runs).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shoprec.featurestore import OnlineFeatures
+from shoprec.gateway.app import create_app
+from shoprec.gateway.settings import Settings
+
+
+def feast_store(settings: Settings) -> OnlineFeatures:
+    """The Feast reader over ``settings.feature_repo`` (Redis address from the settings)."""
+    return OnlineFeatures(settings.feature_repo, redis_url=settings.redis_url)
+
+
+def make_app() -> FastAPI:
+    """Gateway over Feast and Triton; settings read from the environment at call time."""
+    return create_app(store_factory=feast_store)
