@@ -174,6 +174,24 @@ def evaluate(name: Annotated[str, typer.Option(help="Dataset name")] = "complete
         raise _fail(exc) from exc
 
 
+def _run_pipeline(source: Source, paths: Paths, cfg: PipelineConfig, raw_dir: Path | None,
+                  scale: str, seed: int) -> None:
+    start = time.perf_counter()
+    steps: list[dict[str, Any]] = []
+    for step, fn in (
+        ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed)),
+        ("build-dataset", lambda: do_build_dataset(paths, cfg)),
+        ("train", lambda: do_train(paths, cfg)),
+        ("evaluate", lambda: do_evaluate(paths)),
+    ):
+        t = time.perf_counter()
+        _log(f"[bold]{step}[/bold]")
+        fn()
+        steps.append({"step": step, "seconds": round(time.perf_counter() - t, 1)})
+    steps.append({"step": "total", "seconds": round(time.perf_counter() - start, 1)})
+    console.print(_table("pipeline wall time", steps))
+
+
 @app.command()
 def pipeline(
     source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic")] =
@@ -187,25 +205,11 @@ def pipeline(
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Run ingest -> build-dataset -> train -> evaluate end to end and print the report."""
-    paths = _paths(name or source.value, data_root, models_root)
-    cfg = _config(config)
-    start = time.perf_counter()
-    steps: list[dict[str, Any]] = []
     try:
-        for step, fn in (
-            ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed)),
-            ("build-dataset", lambda: do_build_dataset(paths, cfg)),
-            ("train", lambda: do_train(paths, cfg)),
-            ("evaluate", lambda: do_evaluate(paths)),
-        ):
-            t = time.perf_counter()
-            _log(f"[bold]{step}[/bold]")
-            fn()
-            steps.append({"step": step, "seconds": round(time.perf_counter() - t, 1)})
+        _run_pipeline(source, _paths(name or source.value, data_root, models_root),
+                      _config(config), raw_dir, scale, seed)
     except ShoprecError as exc:
         raise _fail(exc) from exc
-    steps.append({"step": "total", "seconds": round(time.perf_counter() - start, 1)})
-    console.print(_table("pipeline wall time", steps))
 
 
 class StoreKind(StrEnum):
@@ -261,6 +265,175 @@ def gateway(
         os.environ["SHOPREC_FEATURE_REPO"] = str(models_root / name / "feature_repo")
     uvicorn.run("shoprec.gateway.main:make_app", factory=True, host=host, port=port,
                 workers=workers, log_level="warning")
+
+
+TritonRepoOpt = Annotated[Path, typer.Option("--triton-repo",
+                                             help="Triton model repository folder")]
+ExportConfigOpt = Annotated[Path | None, typer.Option(
+    "--export-config", help='JSON overriding ExportConfig fields, e.g. {"max_k": 50}.',
+    exists=True, dir_okay=False)]
+
+
+def do_export(paths: Paths, out: Path, config_file: Path | None) -> None:
+    from shoprec.export.triton import ExportConfig, export_triton_repository
+
+    try:
+        cfg = ExportConfig.from_dict(json.loads(config_file.read_text())) if config_file \
+            else ExportConfig()
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise typer.BadParameter(f"{config_file}: {exc}", param_hint="--export-config") from exc
+    files = export_triton_repository(paths.models_dir, paths.dataset, out, cfg)
+    _log(f"Triton model repository -> {out} ({len(files)} files)")
+
+
+@app.command()
+def export(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+           triton_repo: TritonRepoOpt = Path("triton_repo"), export_config: ExportConfigOpt = None,
+           data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
+    """Generate the Triton model repository (recommend ensemble, similar_items)."""
+    try:
+        do_export(_paths(name, data_root, models_root), triton_repo, export_config)
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+
+
+def _stack_config(paths: Paths, triton_repo: Path, host: str, port: int) -> Any:
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.stack import StackConfig
+
+    return StackConfig(triton_repo=triton_repo, feature_repo=repo_dir(paths.models_dir),
+                       host=host, gateway_port=port)
+
+
+def _serve_forever(stack: Any) -> None:
+    console.print(f"serving: REST {stack.gateway_url} (docs {stack.gateway_url}/docs), "
+                  f"Triton gRPC {stack.triton.grpc_url}. Ctrl-C stops both.")
+    while stack.triton.is_running():
+        time.sleep(0.5)
+    console.print("[bold red]tritonserver exited[/bold red]")
+
+
+@app.command()
+def serve(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+          triton_repo: TritonRepoOpt = Path("triton_repo"),
+          host: Annotated[str, typer.Option(help="Bind address of every port")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
+          data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
+    """Start tritonserver and the gateway, wait until both are ready, stop both on Ctrl-C/TERM."""
+    from shoprec.stack import ServingStack, sigterm_as_keyboard_interrupt
+
+    paths = _paths(name, data_root, models_root)
+    try:
+        with sigterm_as_keyboard_interrupt(), \
+                ServingStack(_stack_config(paths, triton_repo, host, port)) as stack:
+            _serve_forever(stack)
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+
+
+def _items_table(title: str, items: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "article", "name", "department", "product group", "score"):
+        table.add_column(col, justify="right" if col in ("#", "score") else "left")
+    for i, it in enumerate(items, 1):
+        score = it.get("score")
+        table.add_row(str(i), it["article_id"], it.get("name") or "", it.get("department") or "",
+                      it.get("product_group") or "", "" if score is None else f"{score:.3f}")
+    return table
+
+
+def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
+    """REST calls for a long-history customer, a new customer and an article; printed."""
+    import httpx
+    import polars as pl
+
+    from shoprec import schema as s
+    from shoprec.dataset.build import LATEST_CUSTOMERS_FILE
+
+    latest = pl.read_parquet(paths.dataset / LATEST_CUSTOMERS_FILE)
+    regular = latest.sort([s.N_PURCHASES, s.CUSTOMER_ID], descending=[True, False]).row(
+        0, named=True)
+    articles = pl.read_parquet(paths.canonical / "articles.parquet").select(
+        s.ARTICLE_ID, s.NAME)
+    names = dict(articles.iter_rows())
+    bought = ", ".join(names.get(a, a) for a in regular[s.HIST_ARTICLE_IDS][:5])
+    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+        cid = regular[s.CUSTOMER_ID]
+        t0 = time.perf_counter()
+        rec = http.get(f"/v1/customers/{cid}/recommendations", params={"k": k})
+        ms = (time.perf_counter() - t0) * 1e3
+        rec.raise_for_status()
+        body = rec.json()
+        console.print(f"\n[bold]GET /v1/customers/{cid}/recommendations?k={k}[/bold] "
+                      f"({ms:.1f} ms, source: {body['source']})")
+        console.print(f"customer {cid}: {regular[s.N_PURCHASES]} purchases; bought most: {bought}")
+        console.print(_items_table("selected for you", body["items"]))
+        new_id = "new-customer-0001"
+        cold = http.get(f"/v1/customers/{new_id}/recommendations", params={"k": k}).json()
+        console.print(f"\n[bold]GET /v1/customers/{new_id}/recommendations?k={k}[/bold] "
+                      f"(source: {cold['source']}: unknown customer, recent popularity)")
+        console.print(_items_table("popular now", cold["items"]))
+        article = body["items"][0]["article_id"] if body["items"] else cold["items"][0][
+            "article_id"]
+        detail = http.get(f"/v1/articles/{article}").json()
+        t0 = time.perf_counter()
+        sim = http.get(f"/v1/articles/{article}/similar", params={"k": k})
+        ms = (time.perf_counter() - t0) * 1e3
+        sim.raise_for_status()
+        console.print(f"\n[bold]GET /v1/articles/{article}/similar?k={k}[/bold] ({ms:.1f} ms)")
+        console.print(f"viewing: {json.dumps(detail)}")
+        console.print(_items_table("you may also like", sim.json()["items"]))
+        missing = http.get("/v1/articles/does-not-exist/similar")
+        console.print(f"\nunknown article -> HTTP {missing.status_code} {missing.json()}")
+
+
+@app.command()
+def demo(
+    keep_serving: Annotated[bool, typer.Option(
+        "--keep-serving", help="Leave the stack up for a storefront after the demo calls")] =
+    False,
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    triton_repo: TritonRepoOpt = Path("triton_repo"),
+    port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
+    """The main job: offline pipeline on Complete Journey (if not built yet), export, feature
+    store, the online stack, and REST calls for real customers and articles."""
+    from shoprec import artifacts as art
+    from shoprec.stack import ServingStack, sigterm_as_keyboard_interrupt
+
+    paths = _paths(name, data_root, models_root)
+    start = time.perf_counter()
+    try:
+        if not (paths.models_dir / art.REPORT_JSON).exists():
+            _log("[bold]offline pipeline[/bold] (artifacts missing)")
+            _run_pipeline(Source.COMPLETEJOURNEY, paths, PipelineConfig(), None, "tiny", 0)
+        else:
+            _log(f"artifacts found in {paths.models_dir}; "
+                 "`make clean` or `shoprec pipeline` rebuilds them")
+            console.print((paths.models_dir / art.REPORT_MD).read_text())
+        _log("[bold]export[/bold]")
+        do_export(paths, triton_repo, None)
+        _log("[bold]materialize[/bold] (SQLite online store)")
+        from shoprec.featurestore import materialize as run_materialize
+
+        run_materialize(paths.models_dir, paths.dataset, paths.canonical)
+        _log("[bold]serve[/bold]: starting tritonserver and the gateway")
+        with sigterm_as_keyboard_interrupt(), \
+                ServingStack(_stack_config(paths, triton_repo, "127.0.0.1", port)) as stack:
+            _log(f"stack ready ({time.perf_counter() - start:.0f} s since start)")
+            demo_calls(stack.gateway_url, paths)
+            if keep_serving:
+                _serve_forever(stack)
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    console.print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; the stack is stopped"
+                  + ("" if keep_serving else " (use --keep-serving to leave it up)"))
 
 
 if __name__ == "__main__":
