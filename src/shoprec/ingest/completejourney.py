@@ -20,7 +20,10 @@ Mapping:
 
 Dropping policy (counts in :attr:`IngestReport.dropped`, applied in this order):
 ``quantity_not_positive`` (quantity <= 0: returns and voids), ``negative_sales_value``,
-``unknown_product`` (product_id missing from the products table).
+``unknown_product`` (product_id missing from the products table), ``non_merchandise``
+(lines of products a shop does not recommend: fuel, coupons, postage and store supplies, see
+:data:`NON_MERCHANDISE_DEPARTMENTS` and :data:`NON_MERCHANDISE_PRODUCT_GROUPS`; the articles
+stay in the catalog, never sold, so they are never retrieved nor popular).
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ CJ_DEMOGRAPHIC_COLUMNS: Final = (CJ_HOUSEHOLD_ID, CJ_AGE, CJ_INCOME, CJ_HOUSEHOL
 DROP_QUANTITY: Final = "quantity_not_positive"
 DROP_SALES_VALUE: Final = "negative_sales_value"
 DROP_UNKNOWN_PRODUCT: Final = "unknown_product"
+DROP_NON_MERCHANDISE: Final = "non_merchandise"
+NON_MERCHANDISE_DEPARTMENTS: Final = frozenset(
+    {"FUEL", "COUPON", "POSTAL CENTER", "CNTRL/STORE SUP", "PROD-WHS SALES"}
+)
+NON_MERCHANDISE_PRODUCT_GROUPS: Final = frozenset({"COUPON/MISC ITEMS"})
 OPEN_AGE_RANGE_HALF_WIDTH: Final = 5.0  # "65+" is read as 65-75, midpoint 70
 IN_STORE: Final = 1
 
@@ -211,6 +219,12 @@ def _transactions(
         (DROP_QUANTITY, pl.col(CJ_QUANTITY) > 0),
         (DROP_SALES_VALUE, pl.col(CJ_SALES_VALUE) >= 0),
         (DROP_UNKNOWN_PRODUCT, pl.col(CJ_PRODUCT_ID).is_in(products[CJ_PRODUCT_ID].implode())),
+        (DROP_NON_MERCHANDISE, ~pl.col(CJ_PRODUCT_ID).is_in(
+            products.filter(
+                pl.col(CJ_DEPARTMENT).is_in(list(NON_MERCHANDISE_DEPARTMENTS))
+                | pl.col(CJ_PRODUCT_CATEGORY).is_in(list(NON_MERCHANDISE_PRODUCT_GROUPS))
+            )[CJ_PRODUCT_ID].implode()
+        )),
     )
     kept = transactions
     for reason, keep in rules:
