@@ -1,0 +1,1 @@
+"""Files copied verbatim into the exported Triton model repository (see ``export.triton``)."""

@@ -1,0 +1,234 @@
+"""Integration: the exported tiny repository served by the real tritonserver (nvidia-pytriton).
+
+One server on free loopback ports for the module; requests go over gRPC with tritonclient.
+The last test stops it and checks that its whole process group is gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from shoprec import artifacts as A
+from shoprec import schema as s
+from shoprec.dataset.build import load_dataset
+from shoprec.features.encode import EncodedCustomers, encode_customers
+from shoprec.features.workflow import Workflow
+from shoprec.serving.runtime import RankingStep, load_step
+from shoprec.serving.tritonserver import LOOPBACK, TritonServer, TritonServerError, group_alive
+from test_export import TINY_EXPORT, TinyRun, tiny_run
+
+K = TINY_EXPORT.max_k
+TIMEOUT_S = 30  # per request: an error must come back as a response, not a hang
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(tiny: TinyRun) -> Iterator[TritonServer]:
+    with TritonServer(tiny.repo) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: TritonServer) -> Iterator[grpcclient.InferenceServerClient]:
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def customers(tiny: TinyRun) -> EncodedCustomers:
+    """Encoded serving-snapshot customers (what the feature store hands the gateway)."""
+    wf = Workflow.load(tiny.models_dir / A.WORKFLOW_FILE)
+    latest = load_dataset(tiny.dataset_dir).latest_customers
+    return encode_customers(
+        wf, latest, A.read_json(tiny.models_dir / A.CONFIG_FILE)["dataset"]["history_length"]
+    )
+
+
+def _recommend(
+    client: grpcclient.InferenceServerClient, c: EncodedCustomers
+) -> tuple[np.ndarray, np.ndarray]:
+    inputs = []
+    for name, array, dtype in (
+        (s.T_CUSTOMER_SPARSE, c.sparse, "INT64"),
+        (s.T_CUSTOMER_DENSE, c.dense, "FP32"),
+        (s.T_HIST_IDS, c.hist_ids, "INT64"),
+        (s.T_HIST_COUNTS, c.hist_counts, "FP32"),
+    ):
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    result = client.infer(s.TRITON_RECOMMEND, inputs, client_timeout=TIMEOUT_S)
+    return result.as_numpy(s.T_ARTICLE_IDS), result.as_numpy(s.T_SCORES)
+
+
+def _similar(
+    client: grpcclient.InferenceServerClient, article_ids: list[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    tensor = grpcclient.InferInput(s.T_ARTICLE_ID, [len(article_ids), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[a] for a in article_ids], dtype=object))
+    result = client.infer(s.TRITON_SIMILAR_ITEMS, [tensor], client_timeout=TIMEOUT_S)
+    return result.as_numpy(s.T_ARTICLE_IDS), result.as_numpy(s.T_SCORES)
+
+
+def _in_process(tiny: TinyRun, c: EncodedCustomers) -> tuple[np.ndarray, np.ndarray]:
+    qt, ret, rank = (
+        load_step(tiny.repo / m)
+        for m in (s.TRITON_QUERY_TOWER, s.TRITON_RETRIEVAL, s.TRITON_RANKING)
+    )
+    q = qt({s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids})
+    cands = ret({**q, s.T_HIST_IDS: c.hist_ids})
+    out = rank(
+        {
+            s.T_CUSTOMER_SPARSE: c.sparse,
+            s.T_CUSTOMER_DENSE: c.dense,
+            s.T_HIST_IDS: c.hist_ids,
+            s.T_HIST_COUNTS: c.hist_counts,
+            **cands,
+        }
+    )
+    return out[s.T_ARTICLE_IDS], out[s.T_SCORES]
+
+
+def test_server_listens_on_loopback_and_serves_every_model(
+    server: TritonServer, client: grpcclient.InferenceServerClient
+) -> None:
+    assert server.host == LOOPBACK
+    assert len({server.http_port, server.grpc_port, server.metrics_port}) == 3
+    for model in (
+        s.TRITON_RECOMMEND,
+        s.TRITON_QUERY_TOWER,
+        s.TRITON_RETRIEVAL,
+        s.TRITON_RANKING,
+        s.TRITON_SIMILAR_ITEMS,
+    ):
+        assert client.is_model_ready(model), model
+
+
+def test_recommend_over_grpc_matches_the_steps_in_process(
+    tiny: TinyRun, client: grpcclient.InferenceServerClient, customers: EncodedCustomers
+) -> None:
+    catalog = {a.encode() for a in A.read_ids(tiny.models_dir / A.ITEM_IDS_FILE)}
+    for row in (0, 7, 42):
+        one = customers.take(np.array([row]))
+        ids, scores = _recommend(client, one)
+        assert ids.shape == scores.shape == (1, K)
+        assert set(ids[0]) <= catalog
+        assert len(set(ids[0])) == K  # 20 + 16 candidates: always K distinct articles
+        assert (np.diff(scores[0]) <= 0).all()
+        ref_ids, ref_scores = _in_process(tiny, one)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
+
+
+def test_recommend_batch_of_two_equals_two_single_requests(
+    client: grpcclient.InferenceServerClient, customers: EncodedCustomers
+) -> None:
+    pair = customers.take(np.array([3, 11]))
+    ids, scores = _recommend(client, pair)
+    assert ids.shape == (2, K)
+    for b, row in enumerate((3, 11)):
+        one_ids, one_scores = _recommend(client, customers.take(np.array([row])))
+        np.testing.assert_array_equal(ids[b], one_ids[0])
+        np.testing.assert_allclose(scores[b], one_scores[0], rtol=1e-6)
+    assert not np.array_equal(ids[0], ids[1])
+
+
+def test_ranking_model_rejects_a_candidate_outside_the_table(
+    tiny: TinyRun, client: grpcclient.InferenceServerClient, customers: EncodedCustomers
+) -> None:
+    step = load_step(tiny.repo / s.TRITON_RANKING)
+    assert isinstance(step, RankingStep)
+    c = customers.take(np.array([0]))
+    cands = np.full((1, 20 + 16), -1, dtype=np.int64)
+    cands[0, 0] = len(step.articles.ids)
+    inputs = []
+    for name, array, dtype in (
+        (s.T_CUSTOMER_SPARSE, c.sparse, "INT64"),
+        (s.T_CUSTOMER_DENSE, c.dense, "FP32"),
+        (s.T_HIST_IDS, c.hist_ids, "INT64"),
+        (s.T_HIST_COUNTS, c.hist_counts, "FP32"),
+        (s.T_CANDIDATES, cands, "INT64"),
+    ):
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    with pytest.raises(InferenceServerException, match=f"candidates: id {len(step.articles.ids)}"):
+        client.infer(s.TRITON_RANKING, inputs, client_timeout=TIMEOUT_S)
+
+
+def test_similar_items_returns_k_neighbours_without_the_query(
+    tiny: TinyRun, client: grpcclient.InferenceServerClient
+) -> None:
+    text_ids = [a.encode() for a in A.read_ids(tiny.models_dir / A.TEXT_IDS_FILE)]
+    ids, scores = _similar(client, text_ids[:2])
+    assert ids.shape == scores.shape == (2, K)
+    for b in range(2):
+        assert text_ids[b] not in set(ids[b])
+        assert set(ids[b]) <= set(text_ids)
+        assert (np.diff(scores[b]) <= 1e-6).all()
+    step = load_step(tiny.repo / s.TRITON_SIMILAR_ITEMS)
+    np.testing.assert_array_equal(
+        ids,
+        step({s.T_ARTICLE_ID: np.array([[a] for a in text_ids[:2]], dtype=object)})[
+            s.T_ARTICLE_IDS
+        ],
+    )
+
+
+def test_unknown_article_is_an_error_response(
+    client: grpcclient.InferenceServerClient, tiny: TinyRun
+) -> None:
+    with pytest.raises(InferenceServerException, match="unknown article_id 'nope'"):
+        _similar(client, [b"nope"])
+    # the model still serves afterwards
+    first = A.read_ids(tiny.models_dir / A.TEXT_IDS_FILE)[0].encode()
+    assert _similar(client, [first])[0].shape == (1, K)
+
+
+def test_server_that_cannot_load_a_model_fails_with_its_log(tiny: TinyRun, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny.repo / s.TRITON_SIMILAR_ITEMS, repo / s.TRITON_SIMILAR_ITEMS)
+    (repo / s.TRITON_SIMILAR_ITEMS / "1" / "text_article_ids.npy").unlink()
+    server = TritonServer(repo, work_dir=tmp_path / "work")
+    with (
+        pytest.raises(TritonServerError, match=r"exited with code 1(.|\n)*text_article_ids"),
+        server,
+    ):
+        pass
+    assert server.pid is not None and not group_alive(server.pid)
+
+
+def test_stop_leaves_no_process_behind(server: TritonServer) -> None:
+    """Runs last in this module: stops the shared server."""
+    pid = server.pid
+    assert pid is not None and group_alive(pid)
+    assert len(_group_members(pid)) == 5  # tritonserver + one Python-backend stub per model
+    assert server.stop() == 0
+    assert not group_alive(pid)
+    assert _group_members(pid) == []
+    assert not server.work_dir.exists()
+    assert server.stop() == 0  # idempotent
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids whose process group is ``pgid`` (from /proc/<pid>/stat, field 5)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process exited meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
