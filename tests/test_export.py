@@ -462,12 +462,35 @@ def test_similar_items_excludes_the_query_and_matches_brute_force(
     assert ids.shape == scores.shape == (2, TINY_EXPORT.max_k)
     for b, row in enumerate((0, 5)):
         assert text_ids[row].encode() not in set(ids[b])
-        sims = np.delete(vectors @ vectors[row], row)
-        np.testing.assert_allclose(
-            scores[b], np.sort(sims)[::-1][: TINY_EXPORT.max_k], rtol=1e-4, atol=1e-5
-        )
+        sims = np.sort(np.delete(vectors @ vectors[row], row))[::-1]
+        self_score = float(vectors[row] @ vectors[row])
+        expected: list[float] = []  # brute force, duplicates (equal scores) collapsed
+        for sim in sims:
+            if abs(sim - self_score) > 1e-5 and (not expected or abs(sim - expected[-1]) > 1e-5):
+                expected.append(float(sim))
+        expected = (expected + [-np.inf] * TINY_EXPORT.max_k)[: TINY_EXPORT.max_k]
+        np.testing.assert_allclose(scores[b], expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(RequestError, match="unknown article_id 'nope'"):
         step.similar(np.array([[b"nope"]], dtype=object))
+
+
+def test_similar_items_collapses_articles_with_identical_text() -> None:
+    import faiss
+
+    q = [1.0, 0.0, 0.0]
+    b = [0.6, 0.8, 0.0]  # cosine 0.6 to q
+    d = [0.8, 0.0, 0.6]  # cosine 0.8 to q
+    e, f = [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]  # both cosine 0 to q, different articles
+    index = faiss.IndexFlatIP(3)
+    index.add(np.array([q, q, b, b, d, e, f], dtype=np.float32))
+    step = SimilarItemsStep(index, ["q", "q-twin", "b1", "b2", "d", "e", "f"], max_k=4)
+    ids, scores = step.similar(np.array([[b"q"]], dtype=object))
+    # q-twin has the query's text and b2 b1's: skipped; e and f tie on score but differ: kept
+    got = [x.decode() for x in ids[0]]
+    assert got[0] == "d"
+    assert got[1] in {"b1", "b2"}  # FAISS orders exact ties arbitrarily
+    assert sorted(got[2:]) == ["e", "f"]
+    np.testing.assert_allclose(scores[0], [0.8, 0.6, 0.0, 0.0], atol=1e-6)
 
 
 def test_steps_reject_bad_requests_with_the_offending_value(

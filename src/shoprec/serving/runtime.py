@@ -374,13 +374,20 @@ class SimilarItemsStep(Step):
     """Item-to-item similarity: the K nearest articles by text embedding (cosine, FAISS).
 
     The query article's own vector is read back from the text index, so the step needs no
-    embedding matrix; the query article itself is never returned.
+    embedding matrix; the query article itself is never returned. Catalogs often list one
+    product under several ids with the same text (Complete Journey: one milk under dozens of
+    UPCs), whose vectors are identical: a neighbour whose vector equals (within
+    ``DUPLICATE_EPS``) the query's or the previous kept neighbour's is skipped (identical
+    vectors score identically, so they are adjacent in the ranking), and the search looks
+    ``SEARCH_WIDTH`` times deeper than K to still fill the list.
 
     Input: article_id bytes (B, 1). Outputs: article_ids bytes (B, K) most similar first
     (b"" = none), scores float32 (B, K) cosine similarities (-inf = none).
     """
 
     name = s.TRITON_SIMILAR_ITEMS
+    DUPLICATE_EPS = 1e-6
+    SEARCH_WIDTH = 4
     inputs = (s.T_ARTICLE_ID,)
     outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
 
@@ -424,13 +431,27 @@ class SimilarItemsStep(Step):
         out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
         if len(rows) == 0:
             return self._ids[out_rows], out_scores
-        scores, ids = search(self.index, self.index.reconstruct_batch(rows), k + 1)
+        queries = self.index.reconstruct_batch(rows)
+        self_scores = np.einsum("bd,bd->b", queries, queries)
+        scores, ids = search(self.index, queries, self.SEARCH_WIDTH * k + 1)
         for b, row in enumerate(rows):
-            keep = (ids[b] != row) & (ids[b] >= 0)
-            n = min(k, int(keep.sum()))
-            out_rows[b, :n] = ids[b][keep][:n]
-            out_scores[b, :n] = scores[b][keep][:n]
+            n, last_row, last_score = 0, int(row), float(self_scores[b])
+            for j, score in zip(ids[b], scores[b], strict=True):
+                if j < 0 or j == row or self._duplicate(int(j), float(score), last_row,
+                                                        last_score):
+                    continue
+                out_rows[b, n], out_scores[b, n] = j, score
+                last_row, last_score, n = int(j), float(score), n + 1
+                if n == k:
+                    break
         return self._ids[out_rows], out_scores
+
+    def _duplicate(self, row: int, score: float, last_row: int, last_score: float) -> bool:
+        """Whether article ``row`` has the same vector as ``last_row`` (query or last kept)."""
+        if abs(score - last_score) > self.DUPLICATE_EPS:
+            return False
+        diff = self.index.reconstruct(row) - self.index.reconstruct(last_row)
+        return float(np.abs(diff).max()) <= self.DUPLICATE_EPS
 
     def _row(self, value: object) -> int:
         key = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
