@@ -1,4 +1,5 @@
-# shoprec: the two setup commands are `make demo` (main job on the bundled real data) and
+# shoprec: the two setup commands are `make demo` (main job on the bundled real data: offline
+# pipeline, export, feature store, Triton + gateway, REST calls) and
 # `make test` (the test suite). Both create the virtual environment on first use.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/shoprec pipeline completejourney
+	$(BIN)/shoprec demo
 
 test: $(STAMP)
 	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
