@@ -340,6 +340,17 @@ def test_unknown_customer_gets_popular_list_without_scores(
     ]
 
 
+def test_known_customer_with_no_ranked_articles_falls_back_to_popular(
+    client: TestClient, triton: FakeTritonClient
+) -> None:
+    triton.responses[schema.TRITON_RECOMMEND] = []  # e.g. every candidate excluded
+    response = client.get(f"/v1/customers/{KNOWN_CUSTOMER}/recommendations", params={"k": 2})
+    assert response.status_code == 200
+    assert response.json()["source"] == "popular"
+    assert response.json()["items"] == [expected_item(a, None) for a in POPULAR[:2]]
+    assert len(triton.calls) == 1
+
+
 @pytest.mark.parametrize("path", [RECOMMEND_PATH, SIMILAR_PATH])
 @pytest.mark.parametrize("k", ["0", "101", "twelve", "1.5"])
 def test_k_outside_1_to_max_k_is_422(client: TestClient, path: str, k: str) -> None:

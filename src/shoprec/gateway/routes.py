@@ -89,15 +89,17 @@ def api_router(settings: Settings) -> APIRouter:
         """Top-k articles for a customer, best first.
 
         A customer the feature store knows gets the Triton ``recommend`` ensemble's ranking
-        (``source: "personalised"``, scores from the ranker). An unknown customer gets the recent
+        (``source: "personalised"``, scores from the ranker). An unknown customer, or one for
+        whom the ensemble returns nothing (e.g. every candidate excluded), gets the recent
         popularity list (``source: "popular"``, ``score: null``; the order is the rank).
         """
         found, features = await backends.customers([customer_id])
-        scores: Sequence[float | None]
+        scores: Sequence[float | None] = []
+        article_ids: Sequence[str] = []
         if bool(found[0]):
             ranked = await backends.recommend(features, k)
             source, article_ids, scores = Source.PERSONALISED, ranked.ids[0], ranked.scores[0]
-        else:
+        if not article_ids:
             article_ids = (await backends.popular(k))[:k]
             source, scores = Source.POPULAR, [None] * len(article_ids)
         items = await _items(backends, article_ids, scores)
