@@ -297,20 +297,32 @@ def export(name: Annotated[str, typer.Option(help="Dataset name")] = "completejo
         raise _fail(exc) from exc
 
 
-def _stack_config(paths: Paths, triton_repo: Path, host: str, port: int) -> Any:
+TritonHttpPortOpt = Annotated[int, typer.Option("--triton-http-port", help="Triton HTTP port")]
+TritonGrpcPortOpt = Annotated[int, typer.Option("--triton-grpc-port", help="Triton gRPC port")]
+TritonMetricsPortOpt = Annotated[int, typer.Option("--triton-metrics-port",
+                                                   help="Triton metrics port")]
+
+
+def _stack_config(paths: Paths, triton_repo: Path, host: str, port: int,
+                  triton_ports: tuple[int, int, int]) -> Any:
     from shoprec.featurestore.store import repo_dir
     from shoprec.stack import StackConfig
 
+    http, grpc, metrics = triton_ports
     return StackConfig(triton_repo=triton_repo, feature_repo=repo_dir(paths.models_dir),
-                       host=host, gateway_port=port)
+                       host=host, gateway_port=port, triton_http_port=http,
+                       triton_grpc_port=grpc, triton_metrics_port=metrics)
 
 
 def _serve_forever(stack: Any) -> None:
+    """Block until Ctrl-C/TERM; exit code 1 (after the stack stops) when a server dies."""
     console.print(f"serving: REST {stack.gateway_url} (docs {stack.gateway_url}/docs), "
                   f"Triton gRPC {stack.triton.grpc_url}. Ctrl-C stops both.")
-    while stack.triton.is_running():
+    while stack.triton.is_running() and stack.gateway_running():
         time.sleep(0.5)
-    console.print("[bold red]tritonserver exited[/bold red]")
+    dead = "tritonserver" if not stack.triton.is_running() else "gateway"
+    console.print(f"[bold red]{dead} exited[/bold red]")
+    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -318,14 +330,18 @@ def serve(name: Annotated[str, typer.Option(help="Dataset name")] = "completejou
           triton_repo: TritonRepoOpt = Path("triton_repo"),
           host: Annotated[str, typer.Option(help="Bind address of every port")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
+          triton_http_port: TritonHttpPortOpt = 8000,
+          triton_grpc_port: TritonGrpcPortOpt = 8001,
+          triton_metrics_port: TritonMetricsPortOpt = 8002,
           data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
     """Start tritonserver and the gateway, wait until both are ready, stop both on Ctrl-C/TERM."""
     from shoprec.stack import ServingStack, sigterm_as_keyboard_interrupt
 
     paths = _paths(name, data_root, models_root)
+    config = _stack_config(paths, triton_repo, host, port,
+                           (triton_http_port, triton_grpc_port, triton_metrics_port))
     try:
-        with sigterm_as_keyboard_interrupt(), \
-                ServingStack(_stack_config(paths, triton_repo, host, port)) as stack:
+        with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
             _serve_forever(stack)
     except KeyboardInterrupt:
         console.print("stopped")
@@ -397,6 +413,9 @@ def demo(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     triton_repo: TritonRepoOpt = Path("triton_repo"),
     port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
+    triton_http_port: TritonHttpPortOpt = 8000,
+    triton_grpc_port: TritonGrpcPortOpt = 8001,
+    triton_metrics_port: TritonMetricsPortOpt = 8002,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -423,7 +442,8 @@ def demo(
         run_materialize(paths.models_dir, paths.dataset, paths.canonical)
         _log("[bold]serve[/bold]: starting tritonserver and the gateway")
         with sigterm_as_keyboard_interrupt(), \
-                ServingStack(_stack_config(paths, triton_repo, "127.0.0.1", port)) as stack:
+                ServingStack(_stack_config(paths, triton_repo, "127.0.0.1", port, (
+                    triton_http_port, triton_grpc_port, triton_metrics_port))) as stack:
             _log(f"stack ready ({time.perf_counter() - start:.0f} s since start)")
             demo_calls(stack.gateway_url, paths)
             if keep_serving:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +87,7 @@ class ServingStack:
                 carries the end of its log); everything started is stopped first.
         """
         try:
+            self._check_ports_free()
             self.triton.start()
             self.triton.wait_ready(self.config.ready_timeout_s)
             self._start_gateway()
@@ -94,14 +96,35 @@ class ServingStack:
             raise
         return self
 
+    def _check_ports_free(self) -> None:
+        """Raise StackError naming the first port of the stack that something listens on.
+
+        Without it a second stack on the same ports takes the first one's ready answers for
+        its own (its tritonserver and uvicorn then fail to bind and exit).
+        """
+        c = self.config
+        for what, port in (("gateway", c.gateway_port), ("Triton HTTP", c.triton_http_port),
+                           ("Triton gRPC", c.triton_grpc_port),
+                           ("Triton metrics", c.triton_metrics_port)):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((c.host, port))
+                except OSError as exc:
+                    raise StackError(f"{what} port {c.host}:{port} is in use ({exc})") from exc
+
+    def gateway_running(self) -> bool:
+        """Whether the gateway process was started and has not exited."""
+        return self._gateway is not None and self._gateway.poll() is None
+
     def _start_gateway(self) -> None:
         log_dir = self.triton.log_path.parent
-        log = (log_dir / "gateway.log").open("ab")
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "shoprec.gateway.main:make_app",
                "--host", self.config.host, "--port", str(self.config.gateway_port),
                "--log-level", "warning"]
-        self._gateway = subprocess.Popen(cmd, env=self.gateway_env(), stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        with (log_dir / "gateway.log").open("ab") as log:  # the child keeps its own copy
+            self._gateway = subprocess.Popen(cmd, env=self.gateway_env(), stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.config.ready_timeout_s
         while time.monotonic() < deadline:
             if self._gateway.poll() is not None:

@@ -174,7 +174,7 @@ class TritonServer:
         host: str = LOOPBACK,
         work_dir: Path | None = None,
         log_file: Path | None = None,
-        exit_timeout_s: int = 5,
+        exit_timeout_s: int = 15,
         extra_args: tuple[str, ...] = (),
     ):
         self.model_repository = Path(model_repository).resolve()
@@ -314,7 +314,7 @@ class TritonServer:
             raise TritonServerError("tritonserver not started")
         return self._process.wait(timeout_s)
 
-    def stop(self, grace_s: float = 10.0) -> int | None:
+    def stop(self, grace_s: float = 25.0) -> int | None:
         """SIGTERM the server's process group, SIGKILL it after ``grace_s`` seconds.
 
         Idempotent. Returns the server's exit code (None if it was never started). Removes the
