@@ -456,5 +456,64 @@ def demo(
                   + ("" if keep_serving else " (use --keep-serving to leave it up)"))
 
 
+@app.command()
+def bench(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    users: Annotated[str, typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16")]
+    = "1,4,16",
+    seconds: Annotated[float, typer.Option(help="Measured seconds per endpoint and level")] = 20.0,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder for bench.json and bench.md (default models/<name>/bench)")]
+    = None,
+    triton_repo: TritonRepoOpt = Path("triton_repo"),
+    gateway_url: Annotated[str | None, typer.Option(
+        "--gateway-url", help="Gateway of a running stack on loopback, e.g. "
+        "http://127.0.0.1:8080 (with --triton-grpc-url and --triton-metrics-url); "
+        "default: start one on free ports")] = None,
+    triton_grpc_url: Annotated[str | None, typer.Option(
+        "--triton-grpc-url", help="Triton gRPC of that stack, e.g. 127.0.0.1:8001")] = None,
+    triton_metrics_url: Annotated[str | None, typer.Option(
+        "--triton-metrics-url", help="Triton metrics of that stack, e.g. "
+        "http://127.0.0.1:8002/metrics")] = None,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
+    """Load test the online stack (gateway and Triton) with locust; latency, throughput,
+    per-stage times and the latency targets -> bench.json and bench.md."""
+    from shoprec.bench import (
+        BENCH_JSON,
+        BENCH_MD,
+        BenchConfig,
+        parse_users,
+        report_sections,
+        rich_tables,
+        run_benchmark,
+    )
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.stack import sigterm_as_keyboard_interrupt
+
+    paths = _paths(name, data_root, models_root)
+    try:
+        cfg = BenchConfig(
+            name=name, triton_repo=triton_repo, feature_repo=repo_dir(paths.models_dir),
+            out_dir=out or paths.models_dir / "bench", users=parse_users(users), seconds=seconds,
+            gateway_url=gateway_url, triton_grpc_url=triton_grpc_url,
+            triton_metrics_url=triton_metrics_url,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with sigterm_as_keyboard_interrupt():
+            result = run_benchmark(cfg, log=_log)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(code=130) from None
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    for table in rich_tables(report_sections(result)):
+        console.print(table)
+    console.print(f"report: {cfg.out_dir / BENCH_MD}, {cfg.out_dir / BENCH_JSON}")
+
+
 if __name__ == "__main__":
     app()
