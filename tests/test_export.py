@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.cli import app
+from shoprec.config import RankerKind
 from shoprec.dataset.build import load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.export import ExportConfig, ModelTuning, RepositoryDims, render_model_configs
@@ -159,6 +160,7 @@ def test_rendering_follows_the_export_config() -> None:
         preferred_batch_sizes=(4, 8),
         max_queue_delay_microseconds=0,
         tuning={s.TRITON_RANKING: ModelTuning(instances=2, intra_op_threads=3)},
+        ranker=RankerKind.GBDT,
     )
     configs = {m: _parse(t) for m, t in render_model_configs(GOLDEN_DIMS, config).items()}
     ranking = configs[s.TRITON_RANKING]
@@ -171,6 +173,7 @@ def test_rendering_follows_the_export_config() -> None:
         "intra_op_threads": "3",
         "max_k": "7",
         "exclude_purchased": "true",
+        "ranker": "gbdt",
     }
     assert list(ranking.dynamic_batching.preferred_batch_size) == [4, 8]
     assert configs[s.TRITON_QUERY_TOWER].instance_group[0].count == 1
@@ -246,6 +249,7 @@ def test_step_models_declare_the_step_tensors() -> None:
         ({"preferred_batch_sizes": (4, 64)}, ValueError, "64 exceeds max_batch_size 32"),
         ({"preferred_batch_sizes": (8, 4)}, ValueError, r"strictly ascending, got \[8, 4\]"),
         ({"tuning": {"rankin": ModelTuning()}}, KeyError, r"unknown model\(s\) \['rankin'\]"),
+        ({"ranker": "xgboost"}, ValueError, r"ranker must be one of \['dlrm', .*got 'xgboost'"),
     ],
 )
 def test_export_config_rejects_bad_values(kwargs: dict, error: type, message: str) -> None:
@@ -257,10 +261,15 @@ def test_model_tuning_and_dict_round_trip() -> None:
     with pytest.raises(ValueError, match="instances must be an integer >= 1, got 0"):
         ModelTuning(instances=0)
     config = ExportConfig(
-        max_k=5, preferred_batch_sizes=(2, 4), tuning={s.TRITON_SIMILAR_ITEMS: ModelTuning(2, 4)}
+        max_k=5,
+        preferred_batch_sizes=(2, 4),
+        tuning={s.TRITON_SIMILAR_ITEMS: ModelTuning(2, 4)},
+        ranker=RankerKind.MLP,
     )
     plain = json.loads(json.dumps(config.to_dict()))
     assert plain["tuning"][s.TRITON_RANKING] == {"instances": 1, "intra_op_threads": 1}
+    assert plain["ranker"] == "mlp"
+    assert ExportConfig.from_dict(plain).ranker is RankerKind.MLP
     assert ExportConfig.from_dict(plain).to_dict() == config.to_dict()
     with pytest.raises(KeyError, match="max_kk"):
         ExportConfig.from_dict({"max_kk": 3})

@@ -12,12 +12,12 @@ import numpy as np
 import polars as pl
 
 from shoprec import schema as s
-from shoprec.config import DLRMConfig, PipelineConfig, TwoTowerConfig, section_from_dict
+from shoprec.config import PipelineConfig, RankerKind, TwoTowerConfig, section_from_dict
 from shoprec.errors import ArtifactError
-from shoprec.features.assemble import RANKING_HISTORY_FEATURE
 from shoprec.features.workflow import Workflow
 from shoprec.modules import load_checkpoint
 from shoprec.ranking.dlrm import DLRM
+from shoprec.ranking.models import load_neural_ranker
 from shoprec.retrieval.index import load_index
 from shoprec.retrieval.two_tower import TwoTower
 
@@ -33,6 +33,10 @@ TEXT_EMBEDDINGS_FILE = "text_embeddings.npy"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 TRAIN_SUMMARY_FILE = "train_summary.json"
+RANKERS_DIR = "rankers"  # written by `shoprec compare-rankers`
+COMPARISON_JSON = "comparison.json"
+COMPARISON_MD = "comparison.md"
+COMPARISON_PNG = "comparison.png"
 
 
 def write_ids(ids: np.ndarray, path: Path) -> None:
@@ -64,13 +68,22 @@ def load_two_tower(path: Path) -> TwoTower:
     return model.eval()
 
 
+def ranker_dir(models_dir: Path, kind: RankerKind) -> Path:
+    """Where the ranker of ``kind`` exported by ``shoprec export --ranker`` lies.
+
+    DLRM: ``models/<name>/dlrm.pt``, written by ``shoprec train`` (the ranker ``evaluate``
+    reports). The others: ``models/<name>/rankers/``, written by ``shoprec compare-rankers``
+    (the first seed's model).
+    """
+    return models_dir if RankerKind(kind) is RankerKind.DLRM else models_dir / RANKERS_DIR
+
+
 def load_dlrm(path: Path) -> DLRM:
-    ckpt = load_checkpoint(path)
-    h = ckpt["hparams"]
-    model = DLRM(h["cardinalities"], h["num_dense"], section_from_dict(DLRMConfig, h["config"]),
-                 RANKING_HISTORY_FEATURE)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    """The pipeline's DLRM (``dlrm.pt``). Raises ``ArtifactError`` if missing or not a DLRM."""
+    model = load_neural_ranker(path, RankerKind.DLRM)
+    if not isinstance(model, DLRM):
+        raise ArtifactError(f"{path} does not hold a DLRM")
+    return model
 
 
 @dataclass

@@ -979,7 +979,13 @@ def _run_loadgen(spec: dict[str, Any], tmp: Path, log_file: Path,
             [sys.executable, "-m", "shoprec.bench", str(spec_path), str(result_path)],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
-        watchdog = threading.Timer(limit_s, process.kill)
+        overran = threading.Event()
+
+        def stop_overrun() -> None:
+            overran.set()
+            process.kill()
+
+        watchdog = threading.Timer(limit_s, stop_overrun)
         watchdog.start()
         try:
             for line in process.stdout or ():
@@ -992,8 +998,10 @@ def _run_loadgen(spec: dict[str, Any], tmp: Path, log_file: Path,
                 process.wait()
     if process.returncode != 0 or not result_path.is_file():
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-        raise BenchError(f"load generator exited with {process.returncode} (killed after "
-                         f"{limit_s:.0f} s at most); {log_file} ends with:\n{tail}")
+        why = (f"overran {limit_s:.0f} s and was killed" if overran.is_set()
+               else f"was killed by signal {-process.returncode}" if process.returncode < 0
+               else f"exited with {process.returncode}")
+        raise BenchError(f"load generator {why}; {log_file} ends with:\n{tail}")
     phases_out: list[dict[str, Any]] = json.loads(result_path.read_text())["phases"]
     return phases_out
 
@@ -1166,6 +1174,10 @@ def _loadgen_main(spec_path: Path, result_path: Path) -> None:
             for message, count in recorder.errors.most_common(3):
                 print(f"      {count} x {message}", flush=True)
     result_path.write_text(json.dumps({"phases": phases}))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter shutdown: gRPC's gevent integration can block it on its poller threads.
+    os._exit(0)
 
 
 if __name__ == "__main__":

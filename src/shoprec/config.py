@@ -37,6 +37,22 @@ class RankerNegatives(StrEnum):
     SAMPLED = "sampled"  # the labelled dataset's popularity-sampled negatives
 
 
+class RankerKind(StrEnum):
+    """Which ranking model scores the candidates (``ranking.models.build_ranker``)."""
+
+    DLRM = "dlrm"  # Naumov et al. 2019: the pipeline's ranker
+    WIDE_DEEP = "wide_deep"  # Cheng et al. 2016
+    DCN = "dcn"  # DCN-v2, Wang et al. 2021
+    MLP = "mlp"  # embeddings + dense features through one MLP
+    RF = "rf"  # scikit-learn random forest
+    GBDT = "gbdt"  # LightGBM gradient-boosted trees
+
+    @property
+    def is_tree(self) -> bool:
+        """Tree ensembles (not PyTorch modules; trained on ``ranking.trees.tree_features``)."""
+        return self in (RankerKind.RF, RankerKind.GBDT)
+
+
 class TextEncoderKind(StrEnum):
     """Which text encoder embeds article text for item similarity."""
 
@@ -104,6 +120,43 @@ class DLRMConfig:
 
 
 @dataclass(frozen=True)
+class RankersConfig:
+    """The rankers compared with DLRM (``shoprec compare-rankers``): architectures and trees.
+
+    The neural rankers take ``DLRMConfig.embedding_dim`` and train exactly like DLRM
+    (``DLRMConfig`` batch size, epochs, learning rate, weight decay, negatives); the trees see
+    the same examples through ``ranking.trees.tree_features``.
+
+    Attributes:
+        deep_mlp: hidden widths of the MLP ranker, of Wide&Deep's deep part and of the deep
+            part DCN-v2 stacks on its cross network.
+        cross_layers: L, cross layers of DCN-v2.
+        rf_trees: trees of the random forest.
+        rf_min_samples_leaf: smallest leaf of the random forest (its regulariser).
+        rf_max_samples: share of the training examples each forest tree bootstraps.
+        gbdt_rounds: most boosting rounds of LightGBM (early stopping on validation AUC).
+        gbdt_early_stopping: rounds without a better validation AUC before stopping.
+        gbdt_learning_rate, gbdt_num_leaves, gbdt_min_child_samples: LightGBM's.
+        max_categorical: sparse features with at most this many ids are LightGBM categorical
+            features; larger ones (article ids) stay ordinal (frequency ranks).
+        tree_max_examples: seeded sample of the training examples the trees fit on (0 = all).
+    """
+
+    deep_mlp: tuple[int, ...] = (128, 64)
+    cross_layers: int = 3
+    rf_trees: int = 100
+    rf_min_samples_leaf: int = 20
+    rf_max_samples: float = 0.5
+    gbdt_rounds: int = 500
+    gbdt_early_stopping: int = 30
+    gbdt_learning_rate: float = 0.05
+    gbdt_num_leaves: int = 63
+    gbdt_min_child_samples: int = 50
+    max_categorical: int = 256
+    tree_max_examples: int = 0
+
+
+@dataclass(frozen=True)
 class IndexConfig:
     """FAISS ANN index (inner product on L2-normalised vectors)."""
 
@@ -148,6 +201,7 @@ class PipelineConfig:
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     dlrm: DLRMConfig = field(default_factory=DLRMConfig)
+    rankers: RankersConfig = field(default_factory=RankersConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     text: TextConfig = field(default_factory=TextConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from sklearn.metrics import precision_score, recall_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from shoprec import artifacts as A
 from shoprec import schema as s
@@ -24,6 +24,7 @@ from shoprec.config import (
     IndexKind,
     Paths,
     PipelineConfig,
+    RankerKind,
     RankerNegatives,
     to_plain,
 )
@@ -44,17 +45,19 @@ from shoprec.evaluation.baselines import (
 )
 from shoprec.evaluation.metrics import (
     average_precision_at_k,
+    binary_classification_metrics,
     evaluate_lists,
     mean_recall_at_k,
     paired_bootstrap_ci,
 )
-from shoprec.features.assemble import RANKING_HISTORY_FEATURE, EncodedDataset, encode_dataset
+from shoprec.features.assemble import EncodedDataset, RankingInputs, encode_dataset
 from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.features.workflow import Workflow
 from shoprec.ingest.canonical import Canonical, read_canonical
 from shoprec.modules import save_model
-from shoprec.ranking.dlrm import DLRM
+from shoprec.ranking.models import Ranker, build_ranker, save_ranker
 from shoprec.ranking.rerank import PAD, rank_candidates, retrieve_candidates, vocab_to_row
-from shoprec.ranking.train import predict, train_ranker
+from shoprec.ranking.train import fit_ranker, predict
 from shoprec.retrieval.index import build_index, save_index, search
 from shoprec.retrieval.train import (
     RetrievalExamples,
@@ -153,6 +156,30 @@ def _candidate_examples(two_tower: Any, enc: EncodedDataset, data: DatasetArtifa
                                                         s.LABEL))
 
 
+def ranker_examples(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts,
+                    config: PipelineConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rankers' (training, validation) examples: WINDOW, CUSTOMER_ID, ARTICLE_ID, LABEL.
+
+    ``config.dlrm.negatives`` picks the negatives: retrieved, not purchased candidates of the
+    Two-Tower (seeded by ``config.dlrm.seed``) or the labelled dataset's sampled ones. Every
+    ranker (``shoprec train``'s DLRM, ``shoprec compare-rankers``) trains on these.
+    """
+    train_w, (val_w,) = _window_ids(data, SPLIT_TRAIN), _window_ids(data, SPLIT_VAL)
+    if config.dlrm.negatives is RankerNegatives.CANDIDATES:
+        rng = np.random.default_rng(config.dlrm.seed)
+        tr = pl.concat([_candidate_examples(two_tower, enc, data, w, config, rng)
+                        for w in train_w])
+        return tr, _candidate_examples(two_tower, enc, data, val_w, config, rng)
+    ex = data.examples
+    return ex.filter(pl.col(s.WINDOW).is_in(train_w)), ex.filter(pl.col(s.WINDOW) == val_w)
+
+
+def ranker_widths(wf: Workflow, inputs: RankingInputs) -> tuple[list[int], int]:
+    """(F sparse table sizes, Fd) of the rankers' inputs under the fitted workflow."""
+    return (wf.cardinalities(s.CUSTOMER_SPARSE) + wf.cardinalities(s.ARTICLE_SPARSE),
+            int(inputs.dense.shape[1]))
+
+
 def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[str, Any]:
     """Fit the workflow, train the Two-Tower and DLRM, build the item and text indexes.
 
@@ -193,7 +220,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
                                 enc.customers.dense.shape[1],
                                 wf.cardinalities(s.ARTICLE_SPARSE),
                                 enc.articles.dense.shape[1], tt_cfg)
-    val_truth = _truth(ex, val_w)
+    val_truth = window_truth(ex, val_w)
     val_rows = _article_rows(enc, val_w, _indexable(data, val_w))
 
     def tt_epoch(epoch: int, loss: float) -> None:
@@ -214,29 +241,20 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
 
     # ---- DLRM -------------------------------------------------------------------------------
     t = time.perf_counter()
-    rng = np.random.default_rng(config.dlrm.seed)
-    if config.dlrm.negatives is RankerNegatives.CANDIDATES:
-        tr = pl.concat([_candidate_examples(two_tower, enc, data, w, config, rng)
-                        for w in train_w])
-        va = _candidate_examples(two_tower, enc, data, val_w, config, rng)
-    else:
-        tr = ex.filter(pl.col(s.WINDOW).is_in(train_w))
-        va = ex.filter(pl.col(s.WINDOW) == val_w)
+    tr, va = ranker_examples(two_tower, enc, data, config)
     log(f"ranker examples ({config.dlrm.negatives.value} negatives): {tr.height} train "
         f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation")
     train_inputs = enc.ranking_inputs(*enc.rows(tr))
     val_inputs = enc.ranking_inputs(*enc.rows(va))
-    cards = wf.cardinalities(s.CUSTOMER_SPARSE) + wf.cardinalities(s.ARTICLE_SPARSE)
-    torch.manual_seed(config.dlrm.seed)
-    ranker = DLRM(cards, train_inputs.dense.shape[1], config.dlrm, RANKING_HISTORY_FEATURE)
-    dlrm_hist = train_ranker(
+    cards, num_dense = ranker_widths(wf, train_inputs)
+    ranker = build_ranker(RankerKind.DLRM, cards, num_dense, config, config.dlrm.seed)
+    dlrm_hist = fit_ranker(
         ranker, train_inputs, tr.get_column(s.LABEL).to_numpy(), val_inputs,
-        va.get_column(s.LABEL).to_numpy(), config.dlrm,
+        va.get_column(s.LABEL).to_numpy(), config.dlrm, config.dlrm.seed,
         lambda e, loss, auc: log(f"dlrm epoch {e + 1}/{config.dlrm.epochs}: loss {loss:.4f}, "
                                  f"val AUC {auc:.4f}"),
     )
-    save_model(ranker, {"cardinalities": cards, "num_dense": int(train_inputs.dense.shape[1]),
-                        "config": to_plain(config.dlrm)}, out / A.DLRM_FILE)
+    save_ranker(ranker, config, out)
     timer("dlrm", t)
 
     # ---- item index over the serving snapshot ---------------------------------------------
@@ -250,7 +268,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
 
     # ---- text embeddings for item similarity ----------------------------------------------
     t = time.perf_counter()
-    catalog = canonical.articles.filter(pl.col(s.ARTICLE_ID).is_in(latest.get_column(s.ARTICLE_ID)))
+    # The whole catalog: text similarity is what serves articles that never sold (cold items).
+    catalog = canonical.articles
     encoder = make_encoder(config.text)
     text_ids, text_vecs = embed_articles(catalog, encoder, config.text.batch_size)
     np.save(out / A.TEXT_EMBEDDINGS_FILE, text_vecs)
@@ -271,7 +290,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     return summary
 
 
-def _truth(examples: pl.DataFrame, window: int) -> dict[str, set[str]]:
+def window_truth(examples: pl.DataFrame, window: int) -> dict[str, set[str]]:
+    """Customer id -> the article ids they bought in ``window`` (the labels' positives)."""
     pos = examples.filter((pl.col(s.WINDOW) == window) & (pl.col(s.LABEL) == 1))
     grouped = pos.group_by(s.CUSTOMER_ID).agg(pl.col(s.ARTICLE_ID))
     return {c: set(a) for c, a in grouped.iter_rows()}
@@ -292,6 +312,84 @@ def _flat() -> IndexConfig:
     return IndexConfig(kind=IndexKind.FLAT, use_gpu=False)
 
 
+@dataclass
+class RankerTestSets:
+    """What a ranker is scored on in one (test) window, built once for any number of rankers.
+
+    Attributes:
+        labelled: inputs of the labelled dataset's examples of the window (purchases and
+            popularity-sampled negatives, ``DatasetConfig.negatives_per_positive`` : 1).
+        labels: int8 (M,) their labels.
+        candidates: inputs of retrieved candidates (``_candidate_examples``, seeded by
+            ``EvalConfig.seed``): purchases among them and retrieved, not purchased ones.
+        candidate_labels: int8 (Mc,).
+        customer_rows: int64 (B,) the window's customers (rows of ``EncodedDataset.customers``).
+        candidate_rows: int64 (B, C) their Two-Tower (+ history) candidates, PAD-padded.
+        relevant: per customer, the article ids bought in the window.
+    """
+
+    labelled: RankingInputs
+    labels: np.ndarray
+    candidates: RankingInputs
+    candidate_labels: np.ndarray
+    customer_rows: np.ndarray
+    candidate_rows: np.ndarray
+    relevant: list[set[str]]
+
+
+def ranker_test_sets(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts, window: int,
+                     config: PipelineConfig) -> RankerTestSets:
+    """Build :class:`RankerTestSets` for ``window`` (retrieval as of its first day)."""
+    labelled = data.examples.filter(pl.col(s.WINDOW) == window)
+    cand_ex = _candidate_examples(two_tower, enc, data, window, config,
+                                  np.random.default_rng(config.eval.seed))
+    cust_rows, cands = window_candidates(two_tower, enc, data, window, config)
+    truth = window_truth(data.examples, window)
+    return RankerTestSets(
+        labelled=enc.ranking_inputs(*enc.rows(labelled)),
+        labels=labelled.get_column(s.LABEL).to_numpy(),
+        candidates=enc.ranking_inputs(*enc.rows(cand_ex)),
+        candidate_labels=cand_ex.get_column(s.LABEL).to_numpy(),
+        customer_rows=cust_rows,
+        candidate_rows=cands,
+        relevant=[truth[c] for c in enc.customers.ids[cust_rows]],
+    )
+
+
+def rank_window(ranker: Ranker, enc: EncodedDataset, customer_rows: np.ndarray,
+                candidates: np.ndarray, k: int, batch: int = 1024) -> np.ndarray:
+    """``rank_candidates`` in batches of customers: top-k article rows int64 (B, k), PAD-padded."""
+    return np.concatenate([
+        rank_candidates(ranker, enc.customers, customer_rows[i:i + batch], enc.articles,
+                        enc.attributes, candidates[i:i + batch], k)[0]
+        for i in range(0, len(customer_rows), batch)
+    ]) if len(customer_rows) else np.zeros((0, k), dtype=np.int64)
+
+
+def article_lists(enc: EncodedDataset, rows: np.ndarray) -> list[list[str]]:
+    """Article rows (B, C) -> per customer the article ids, PAD dropped."""
+    ids = enc.articles.ids
+    return [[ids[r] for r in row if r != PAD] for row in rows]
+
+
+def score_ranker(ranker: Ranker, enc: EncodedDataset, sets: RankerTestSets,
+                 k: int) -> tuple[dict[str, float], list[list[str]]]:
+    """Score one ranker on the test sets.
+
+    Returns:
+        ({"auc", "precision", "recall"} on the labelled set (threshold 0.5),
+        "candidate_auc" on the retrieved candidates, and ``evaluate_lists`` of its re-ranked
+        top-k lists: "map@k", "recall@k", "ndcg@k"}, those lists of article ids).
+    """
+    scores = binary_classification_metrics(sets.labels, predict(ranker, sets.labelled))
+    cand_p = predict(ranker, sets.candidates)
+    scores["candidate_auc"] = float(roc_auc_score(sets.candidate_labels, cand_p))
+    lists = article_lists(enc, rank_window(ranker, enc, sets.customer_rows,
+                                           sets.candidate_rows, k))
+    scores.update(evaluate_lists(lists, sets.relevant, k))
+    return scores, lists
+
+
 def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
                  log: Log = _noop) -> dict[str, Any]:
     """Evaluate on the test window; writes ``report.json`` and ``report.md`` to the models dir.
@@ -308,25 +406,14 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     data = load_dataset(paths.dataset)
     (test,) = data.window(SPLIT_TEST)
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
-    truth = _truth(data.examples, test.index)
     k, n = config.eval.k, config.eval.candidates
-
-    cust_rows, cands = window_candidates(models.two_tower, enc, data, test.index, config)
-    ranked_rows = np.concatenate([
-        rank_candidates(models.ranker, enc.customers, cust_rows[i:i + 1024], enc.articles,
-                        enc.attributes, cands[i:i + 1024], k)[0]
-        for i in range(0, len(cust_rows), 1024)
-    ])
-    ids = enc.articles.ids
-
-    def lists(rows: np.ndarray) -> list[list[str]]:
-        return [[ids[r] for r in row if r != PAD] for row in rows]
-
+    sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
+    ranker_scores, two_stage = score_ranker(models.ranker, enc, sets, k)
+    cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
     customer_ids = enc.customers.ids[cust_rows]
-    relevant = [truth[c] for c in customer_ids]
-    ann, everything = lists(cands[:, :n]), lists(cands)
+    ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)
     recommended: dict[str, list[list[str]]] = {
-        TWO_STAGE: lists(ranked_rows),
+        TWO_STAGE: two_stage,
         "Two-Tower only": [a[:k] for a in ann],
     }
     log("two-stage pipeline evaluated")
@@ -352,13 +439,6 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
             diff, low, high = paired_bootstrap_ci(ap[TWO_STAGE], ap[name], seed=config.eval.seed)
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
-    labelled = data.examples.filter(pl.col(s.WINDOW) == test.index)
-    y = labelled.get_column(s.LABEL).to_numpy()
-    p = predict(models.ranker, enc.ranking_inputs(*enc.rows(labelled)))
-    cand_ex = _candidate_examples(models.two_tower, enc, data, test.index, config,
-                                  np.random.default_rng(config.eval.seed))
-    cand_y = cand_ex.get_column(s.LABEL).to_numpy()
-    cand_p = predict(models.ranker, enc.ranking_inputs(*enc.rows(cand_ex)))
     report = {
         "dataset": str(paths.data_dir),
         "test_window": test.to_dict(),
@@ -375,15 +455,13 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
             "mean_candidates_per_customer": float(np.mean([len(c) for c in everything])),
         },
         "ranker_test_set": {
-            "examples": int(len(y)),
-            "auc": float(roc_auc_score(y, p)),
-            "precision": float(precision_score(y, p >= 0.5, zero_division=0)),
-            "recall": float(recall_score(y, p >= 0.5, zero_division=0)),
+            "examples": len(sets.labels),
+            **{m: ranker_scores[m] for m in ("auc", "precision", "recall")},
         },
         "ranker_test_candidates": {
-            "examples": int(len(cand_y)),
-            "positive_share": float(cand_y.mean()),
-            "auc": float(roc_auc_score(cand_y, cand_p)),
+            "examples": len(sets.candidate_labels),
+            "positive_share": float(sets.candidate_labels.mean()),
+            "auc": ranker_scores["candidate_auc"],
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -4,11 +4,16 @@
 
     query_tower/    config.pbtxt  1/model.py  1/two_tower.pt
     retrieval/      config.pbtxt  1/model.py  1/item_index.faiss  1/history_rows.npy
-    ranking/        config.pbtxt  1/model.py  1/dlrm.pt  1/article_{ids,sparse,dense}.npy
+    ranking/        config.pbtxt  1/model.py  1/<ranker files>  1/article_{ids,sparse,dense}.npy
                                               1/attributes.npy
     similar_items/  config.pbtxt  1/model.py  1/text_index.faiss  1/text_article_ids.npy
     recommend/      config.pbtxt  1/          (ensemble: query_tower -> retrieval -> ranking)
     manifest.json   dims, K, article counts, the export config
+
+The ranker files are those of ``ExportConfig.ranker`` (``ranking.models.ranker_files``):
+``dlrm.pt`` by default, ``<kind>.pt`` for another neural ranker, ``<kind>.json`` plus
+``gbdt.txt`` (LightGBM) or ``rf.joblib`` (scikit-learn) for a tree; the ranking model's
+``ranker`` parameter tells the step which.
 
 Every step model runs on Triton's Python backend with the same ``model.py`` (from
 ``export/templates``), which loads the ``shoprec.serving.runtime`` step named by its
@@ -35,9 +40,11 @@ import polars as pl
 
 from shoprec import artifacts as A
 from shoprec import schema as s
+from shoprec.config import RankerKind
 from shoprec.dataset.build import load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.features.encode import attribute_table, encode_articles
+from shoprec.ranking.models import ranker_files
 from shoprec.ranking.rerank import vocab_to_row
 from shoprec.serving import runtime as rt
 
@@ -92,6 +99,9 @@ class ExportConfig:
             batch it with others.
         tuning: per step model (``schema.TRITON_*`` name) instances and threads; models not
             named get ``ModelTuning()``.
+        ranker: which ranker the ranking step serves: DLRM is ``shoprec train``'s
+            ``dlrm.pt``, the others what ``shoprec compare-rankers`` saved in
+            ``models/<name>/rankers/`` (``artifacts.ranker_dir``).
 
     Raises:
         ValueError: a value out of range (named with the value).
@@ -106,8 +116,16 @@ class ExportConfig:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
     tuning: Mapping[str, ModelTuning] = field(default_factory=dict)
+    ranker: RankerKind = RankerKind.DLRM
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "ranker", RankerKind(self.ranker))
+        except ValueError as exc:
+            raise ValueError(
+                f"ExportConfig.ranker must be one of {[k.value for k in RankerKind]}, "
+                f"got {self.ranker!r}"
+            ) from exc
         for name in ("max_k", "candidates", "max_batch_size"):
             _check_int(name, getattr(self, name), 1)
         _check_int("max_queue_delay_microseconds", self.max_queue_delay_microseconds, 0)
@@ -147,6 +165,7 @@ class ExportConfig:
         """JSON-ready values (every step model's tuning spelled out)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tuning"}
         out["preferred_batch_sizes"] = list(self.preferred_batch_sizes)
+        out["ranker"] = self.ranker.value
         out["tuning"] = {m: asdict(self.model_tuning(m)) for m in STEP_MODELS}
         return out
 
@@ -242,6 +261,7 @@ def _step_params(model: str, config: ExportConfig) -> dict[str, str]:
     elif model == s.TRITON_RANKING:
         params[rt.P_MAX_K] = str(config.max_k)
         params[rt.P_EXCLUDE_PURCHASED] = _bool(config.exclude_purchased)
+        params[rt.P_RANKER] = config.ranker.value
     elif model == s.TRITON_SIMILAR_ITEMS:
         params[rt.P_MAX_K] = str(config.max_k)
     return params
@@ -384,12 +404,22 @@ def export_triton_repository(
         },
         s.TRITON_SIMILAR_ITEMS: {rt.TEXT_ARTICLE_IDS_FILE: models.text_ids.astype(str)},
     }
-    copies = {
-        s.TRITON_QUERY_TOWER: (A.TWO_TOWER_FILE,),
-        s.TRITON_RETRIEVAL: (A.ITEM_INDEX_FILE,),
-        s.TRITON_RANKING: (A.DLRM_FILE,),
-        s.TRITON_SIMILAR_ITEMS: (A.TEXT_INDEX_FILE,),
+    ranker_source = A.ranker_dir(models_dir, config.ranker)
+    copies: dict[str, tuple[Path, tuple[str, ...]]] = {
+        s.TRITON_QUERY_TOWER: (models_dir, (A.TWO_TOWER_FILE,)),
+        s.TRITON_RETRIEVAL: (models_dir, (A.ITEM_INDEX_FILE,)),
+        s.TRITON_RANKING: (ranker_source, ranker_files(config.ranker)),
+        s.TRITON_SIMILAR_ITEMS: (models_dir, (A.TEXT_INDEX_FILE,)),
     }
+    for source, names in copies.values():
+        for name in names:
+            if not (source / name).exists():
+                hint = (
+                    "run `shoprec train`"
+                    if source == models_dir
+                    else f"run `shoprec compare-rankers --rankers {config.ranker.value}`"
+                )
+                raise ArtifactError(f"{source / name} not found ({hint} first)")
     model_py = resources.files("shoprec.export.templates").joinpath(MODEL_FILE).read_text()
 
     written: list[Path] = []
@@ -404,8 +434,9 @@ def export_triton_repository(
         if model == s.TRITON_RECOMMEND:
             continue
         written.append(_write_text(version_dir / MODEL_FILE, model_py))
-        for name in copies[model]:
-            written.append(Path(shutil.copyfile(models_dir / name, version_dir / name)))
+        source, names = copies[model]
+        for name in names:
+            written.append(Path(shutil.copyfile(source / name, version_dir / name)))
         for name, array in arrays.get(model, {}).items():
             np.save(version_dir / name, array, allow_pickle=False)
             written.append(version_dir / name)

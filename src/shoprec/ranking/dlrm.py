@@ -11,11 +11,12 @@ result to one logit. Probabilities are ``sigmoid(logit)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from shoprec.config import DLRMConfig
+from shoprec.config import DLRMConfig, RankerKind
 from shoprec.modules import SparseArch, mlp
 
 
@@ -51,9 +52,13 @@ class DLRM(nn.Module):
                    torch.zeros(2, 4, dtype=torch.long))  # (2,)
     """
 
+    kind: ClassVar[RankerKind] = RankerKind.DLRM
+
     def __init__(self, cardinalities: Sequence[int], num_dense: int, config: DLRMConfig,
                  history_feature: int | None = None):
         super().__init__()
+        self.cardinalities = list(cardinalities)
+        self.num_dense = num_dense
         d = config.embedding_dim
         self.sparse_arch = SparseArch(cardinalities, d, history_feature)
         self.dense_arch = mlp(num_dense, (*config.bottom_mlp[:-1], d))

@@ -13,6 +13,7 @@ from torch import nn
 from shoprec.features.assemble import ranking_inputs
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
 from shoprec.ranking.train import predict
+from shoprec.ranking.trees import TreeRanker
 from shoprec.retrieval.index import search
 
 PAD = -1
@@ -70,7 +71,7 @@ def retrieve_candidates(
 
 
 def rank_candidates(
-    model: nn.Module,
+    model: nn.Module | TreeRanker,
     customers: EncodedCustomers,
     customer_rows: np.ndarray,
     articles: EncodedArticles,
@@ -82,6 +83,7 @@ def rank_candidates(
     """Score every candidate with the ranker and keep the top k.
 
     Args:
+        model: a neural ranker (``forward(dense, sparse, hist_ids) -> logits``) or a tree.
         customer_rows: int64 (B,) rows of ``customers``.
         candidates: int64 (B, C) article rows, PAD where empty.
         k: results per customer (>= 1).

@@ -2,11 +2,14 @@
 
 Any ``nn.Module`` with ``forward(dense, sparse, hist_ids) -> logits (B,)`` trains here; the
 model with the best validation AUC over the epochs is kept (early stopping by selection).
+Tree rankers (``ranking.trees.TreeRanker``) fit and score through their own methods;
+:func:`fit_ranker` and :func:`predict` take either.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -17,11 +20,15 @@ from torch import nn
 
 from shoprec.config import DLRMConfig
 from shoprec.features.assemble import RankingInputs
+from shoprec.ranking.trees import TreeRanker
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: RankingInputs, batch_size: int = 16384) -> np.ndarray:
+def predict(model: nn.Module | TreeRanker, inputs: RankingInputs,
+            batch_size: int = 16384) -> np.ndarray:
     """Purchase probabilities, float32 (M,)."""
+    if isinstance(model, TreeRanker):
+        return model.predict(inputs)
     model.eval()
     out = []
     for i in range(0, len(inputs), batch_size):
@@ -82,3 +89,26 @@ def train_ranker(
             best_auc, best_state = auc, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return history
+
+
+def fit_ranker(
+    model: nn.Module | TreeRanker,
+    train: RankingInputs,
+    train_labels: np.ndarray,
+    val: RankingInputs,
+    val_labels: np.ndarray,
+    config: DLRMConfig,
+    seed: int,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> list[tuple[float, float]]:
+    """Fit any ranker on the same examples: :func:`train_ranker` with ``config`` (its seed
+    replaced by ``seed``) for a neural one, ``TreeRanker.fit`` for a tree (seeded when built).
+
+    Returns:
+        (mean train loss, validation AUC) per epoch; one (nan, validation AUC) for a tree.
+    """
+    if isinstance(model, TreeRanker):
+        auc = model.fit(train, train_labels, val, val_labels)["val_auc"]
+        return [(float("nan"), float("nan") if auc is None else auc)]
+    return train_ranker(model, train, train_labels, val, val_labels,
+                        dataclasses.replace(config, seed=seed), on_epoch)

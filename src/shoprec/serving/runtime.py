@@ -13,7 +13,8 @@ Steps (the ``recommend`` ensemble chains the first three):
 * :class:`QueryTowerStep` (``query_tower``): customer features -> query embedding (B, D).
 * :class:`RetrievalStep` (``retrieval``): query embedding + history -> candidates (B, C), rows
   of the served article table from the item ANN index plus the customer's own history.
-* :class:`RankingStep` (``ranking``): DLRM scores of the candidates -> top-K article ids.
+* :class:`RankingStep` (``ranking``): ranker scores of the candidates -> top-K article ids
+  (DLRM by default; any ``RankerKind`` exported with ``ExportConfig.ranker``).
 * :class:`SimilarItemsStep` (``similar_items``): article id -> K nearest articles by text
   embedding, the query article excluded.
 
@@ -35,11 +36,12 @@ from torch import nn
 
 from shoprec import artifacts as A
 from shoprec import schema as s
+from shoprec.config import RankerKind
 from shoprec.errors import ArtifactError, ShoprecError
 from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
 from shoprec.features.workflow import FIRST_ID
 from shoprec.modules import SparseArch
-from shoprec.ranking.dlrm import DLRM
+from shoprec.ranking.models import Ranker, load_ranker
 from shoprec.ranking.rerank import PAD, rank_candidates, retrieve_candidates
 from shoprec.retrieval.index import load_index, search
 from shoprec.retrieval.two_tower import QueryTower
@@ -51,6 +53,7 @@ P_MAX_K: Final = "max_k"
 P_CANDIDATES: Final = "candidates"
 P_HISTORY_CANDIDATES: Final = "history_candidates"
 P_EXCLUDE_PURCHASED: Final = "exclude_purchased"
+P_RANKER: Final = "ranker"  # a RankerKind value: which ranker's files the ranking step loads
 
 CONFIG_FILE: Final = "config.pbtxt"  # a model's Triton config, in ``<repository>/<model>/``
 
@@ -233,12 +236,14 @@ class RetrievalStep(Step):
 
 
 class RankingStep(Step):
-    """DLRM scoring of the candidates (``ranking.rerank.rank_candidates``), top K.
+    """Ranker scoring of the candidates (``ranking.rerank.rank_candidates``), top K.
 
-    Holds the encoded served article table in memory; the customer x article features are
-    built by ``features.assemble.ranking_inputs``, the same code as training and evaluation.
-    With ``exclude_purchased`` a candidate whose article is in the customer's ``hist_ids`` is
-    never returned.
+    The ranker is any ``RankerKind`` (parameter ``ranker``; its files, ``ranker_files``, lie
+    in the version directory): a neural one runs in torch, a tree in scikit-learn/LightGBM,
+    both in this Python-backend process. Holds the encoded served article table in memory;
+    the customer x article features are built by ``features.assemble.ranking_inputs``, the
+    same code as training and evaluation. With ``exclude_purchased`` a candidate whose
+    article is in the customer's ``hist_ids`` is never returned.
 
     Inputs: customer_sparse int64 (B, Fc), customer_dense float32 (B, Fdc), hist_ids int64
     (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none).
@@ -258,7 +263,7 @@ class RankingStep(Step):
 
     def __init__(
         self,
-        model: DLRM,
+        model: Ranker,
         articles: EncodedArticles,
         attributes: np.ndarray,
         max_k: int,
@@ -271,21 +276,30 @@ class RankingStep(Step):
                 f"attribute table has shape {attributes.shape}, expected "
                 f"(V, {len(CROSS_ATTRIBUTES)})"
             )
-        self.model = model.eval()
+        self.model = model.eval() if isinstance(model, nn.Module) else model
         self.articles = articles
         self.attributes = _int64(attributes)
         self.max_k = max_k
         self.exclude_purchased = exclude_purchased
-        self.customer_cards = _table_sizes(model.sparse_arch)[: len(s.CUSTOMER_SPARSE)]
-        first = _linears(model.dense_arch)[0]
-        self.dense_width = first.in_features - articles.dense.shape[1] - len(s.CROSS_DENSE)
+        self.customer_cards = model.cardinalities[: len(s.CUSTOMER_SPARSE)]
+        self.dense_width = model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE)
         # Row -1 (PAD) of these lookups is the extra last element: b"" / vocabulary id 0.
         self._ids = np.array([a.encode() for a in articles.ids] + [_EMPTY_ID], dtype=object)
         self._vocab = np.append(articles.sparse[:, 0], 0).astype(np.int64)
 
     @classmethod
-    def load(cls, directory: Path, max_k: int, exclude_purchased: bool) -> RankingStep:
-        """Load ``dlrm.pt`` and the served article table; ``ArtifactError`` if missing."""
+    def load(
+        cls,
+        directory: Path,
+        max_k: int,
+        exclude_purchased: bool,
+        ranker: RankerKind = RankerKind.DLRM,
+        threads: int = 0,
+    ) -> RankingStep:
+        """Load the ranker's files and the served article table; ``ArtifactError`` if missing.
+
+        ``threads``: a tree ranker's prediction threads (0 = every core).
+        """
         ids = _load_array(directory / ARTICLE_IDS_FILE).astype(str).astype(object)
         articles = EncodedArticles(
             ids,
@@ -293,7 +307,7 @@ class RankingStep(Step):
             _load_array(directory / ARTICLE_DENSE_FILE),
         )
         return cls(
-            A.load_dlrm(directory / A.DLRM_FILE),
+            load_ranker(directory, ranker, threads),
             articles,
             _load_array(directory / ATTRIBUTES_FILE),
             max_k,
@@ -303,7 +317,11 @@ class RankingStep(Step):
     @classmethod
     def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> RankingStep:
         return cls.load(
-            directory, _int_param(params, P_MAX_K), _bool_param(params, P_EXCLUDE_PURCHASED)
+            directory,
+            _int_param(params, P_MAX_K),
+            _bool_param(params, P_EXCLUDE_PURCHASED),
+            _ranker_param(params),
+            _int_param(params, P_THREADS),
         )
 
     def rank(
@@ -646,6 +664,16 @@ def _int_param(params: Mapping[str, str], key: str) -> int:
         return int(_param(params, key))
     except ValueError as exc:
         raise ArtifactError(f"parameter {key!r}: {params[key]!r} is not an integer") from exc
+
+
+def _ranker_param(params: Mapping[str, str]) -> RankerKind:
+    value = _param(params, P_RANKER)
+    try:
+        return RankerKind(value)
+    except ValueError as exc:
+        raise ArtifactError(
+            f"parameter {P_RANKER!r}: {value!r} is not one of {[k.value for k in RankerKind]}"
+        ) from exc
 
 
 def _bool_param(params: Mapping[str, str], key: str) -> bool:

@@ -1,0 +1,384 @@
+"""Ranker comparison (``shoprec compare-rankers``): DLRM against Wide&Deep, DCN-v2, an MLP,
+a random forest and gradient-boosted trees, on the same examples, split and labels.
+
+The reference work compared scoring models on its H&M labelled dataset (chronological
+split, popularity-sampled negatives 1:1) by AUC / precision / recall only
+(:data:`REFERENCE_HM`). Here every ranker
+
+* trains on the examples ``shoprec train`` gives DLRM (``pipeline.ranker_examples``: the
+  configured negatives, by default retrieved-but-not-bought Two-Tower candidates), with the
+  same validation window and model selection (best validation AUC epoch; LightGBM: early
+  stopping on validation AUC; the random forest: none);
+* is scored by ``pipeline.score_ranker``, the function ``shoprec evaluate`` uses for DLRM:
+  AUC / precision / recall (threshold 0.5) on the labelled test set (the reference design's
+  popularity negatives), AUC on the test window's retrieved candidates, and MAP@k / NDCG@k /
+  Recall@k of its top k when it re-ranks every test customer's Two-Tower (+ history)
+  candidates, which is what a customer would see;
+* runs with ``seeds`` seeds (``DLRMConfig.seed + i``: weights and batch order, or the trees'
+  random state; the examples stay the same), reported as mean +- sample standard deviation;
+* is compared with the first ranker listed on MAP@k by a paired bootstrap over customers
+  (per-customer AP averaged over the seeds).
+
+The first seed's model of every ranker but DLRM is saved under ``models/<name>/rankers/``
+for ``shoprec export --ranker``; DLRM's first seed is ``shoprec train``'s ``dlrm.pt`` (same
+examples, same seed) when the configuration is unchanged, and that file is what is exported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from shoprec import artifacts as A
+from shoprec import schema as s
+from shoprec.config import Paths, PipelineConfig, RankerKind, RankerNegatives
+from shoprec.dataset.build import SPLIT_TEST, load_dataset
+from shoprec.evaluation.metrics import average_precision_at_k, paired_bootstrap_ci
+from shoprec.features.assemble import encode_dataset
+from shoprec.features.workflow import Workflow
+from shoprec.pipeline import (
+    ranker_examples,
+    ranker_test_sets,
+    ranker_widths,
+    score_ranker,
+)
+from shoprec.ranking.models import build_ranker, save_ranker
+from shoprec.ranking.train import fit_ranker, predict
+
+Log = Callable[[str], None]
+
+LABELS: Final = {
+    RankerKind.DLRM: "DLRM",
+    RankerKind.WIDE_DEEP: "Wide&Deep",
+    RankerKind.DCN: "DCN-v2",
+    RankerKind.MLP: "MLP",
+    RankerKind.RF: "Random Forest",
+    RankerKind.GBDT: "GBDT (LightGBM)",
+}
+# The reference work's numbers on ITS H&M labelled dataset (chronological split, popularity-
+# indexed negatives 1:1): AUC, precision, recall. Context only: other data, other features.
+REFERENCE_HM: Final = {
+    "Random Forest": {"auc": 0.8050, "precision": 0.8326, "recall": 0.7488},
+    "Gradient Boosting": {"auc": 0.7981, "precision": 0.8226, "recall": 0.7440},
+    "DLRM": {"auc": 0.8794, "precision": 0.8236, "recall": 0.7100},
+    "Wide&Deep": {"auc": 0.8485, "precision": 0.8104, "recall": 0.6416},
+    "DCN": {"auc": 0.8286, "precision": 0.7569, "recall": 0.6814},
+    "MLP": {"auc": 0.8195, "precision": 0.7072, "recall": 0.7543},
+}
+
+
+NEGATIVES_TEXT: Final = {
+    RankerNegatives.CANDIDATES.value: "negatives: retrieved, not purchased candidates",
+    RankerNegatives.SAMPLED.value: "negatives: the labelled dataset's popularity samples",
+}
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def comparison_config(models_dir: Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """The trained models' ``config.json`` with ``overrides`` applied key by key.
+
+    ``overrides`` is ``--config``'s JSON, e.g. ``{"rankers": {"rf_trees": 50}}``: a section
+    named there keeps the trained values of the keys it does not name (unlike the other
+    commands, whose ``--config`` starts from the defaults), so the comparison encodes features
+    like the trained workflow. Raises ``KeyError`` for an unknown section or key.
+    """
+    trained = A.read_json(models_dir / A.CONFIG_FILE)
+    merged = dict(trained)
+    for section, values in (overrides or {}).items():
+        if not isinstance(values, dict):
+            raise ValueError(f"config section {section!r} must be an object, got {values!r}")
+        merged[section] = {**trained.get(section, {}), **values}
+    return PipelineConfig.from_dict(merged)
+
+
+def metric_names(k: int) -> tuple[str, ...]:
+    """Keys of each ranker's ``metrics`` in the comparison, table order."""
+    return (
+        "auc",
+        "precision",
+        "recall",
+        "candidate_auc",
+        f"map@{k}",
+        f"ndcg@{k}",
+        f"recall@{k}",
+        "fit_seconds",
+    )
+
+
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "values"}``; std is the sample standard deviation (0.0 for one)."""
+    x = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+        "values": [float(v) for v in x],
+    }
+
+
+def compare_rankers(
+    paths: Paths,
+    config: PipelineConfig | None = None,
+    rankers: Sequence[RankerKind] = tuple(RankerKind),
+    seeds: int = 3,
+    log: Log = _noop,
+) -> dict[str, Any]:
+    """Train and score every ranker ``seeds`` times; write the comparison.
+
+    Needs ``shoprec train``'s workflow and Two-Tower under ``paths.models_dir`` and the
+    labelled dataset under ``paths.dataset``. Writes ``rankers/comparison.{json,md,png}`` and
+    the first seed's model of each non-DLRM ranker (``ranking.models.ranker_files``) under
+    ``paths.models_dir / "rankers"``.
+
+    Args:
+        config: training and architecture settings; default the models' ``config.json``
+            (:func:`comparison_config`; the workflow and Two-Tower are always the trained
+            ones).
+        rankers: which, in table order; the first is the reference of the MAP@k differences.
+        seeds: runs per ranker (>= 1).
+        log: receives progress lines.
+
+    Returns:
+        The comparison (what ``comparison.json`` holds): per ranker ``metrics`` as
+        :func:`mean_std` of :func:`metric_names`, ``val_auc`` per seed and the saved
+        ``files``; ``map_vs_first`` bootstrap intervals; ``reference`` (:data:`REFERENCE_HM`);
+        example counts, test window, seconds.
+
+    Raises:
+        ValueError: ``seeds < 1``, no ranker, or a ranker listed twice.
+        ArtifactError: a missing trained artifact.
+    """
+    kinds = [RankerKind(r) for r in rankers]
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"need distinct rankers, got {[k.value for k in kinds]}")
+    t0 = time.perf_counter()
+    models_dir = paths.models_dir
+    config = config or comparison_config(models_dir)
+    wf = Workflow.load(models_dir / A.WORKFLOW_FILE)
+    two_tower = A.load_two_tower(models_dir / A.TWO_TOWER_FILE)
+    data = load_dataset(paths.dataset)
+    enc = encode_dataset(wf, data, config.dataset.history_length)
+    tr, va = ranker_examples(two_tower, enc, data, config)
+    train_in, val_in = enc.ranking_inputs(*enc.rows(tr)), enc.ranking_inputs(*enc.rows(va))
+    y_tr, y_va = tr.get_column(s.LABEL).to_numpy(), va.get_column(s.LABEL).to_numpy()
+    (test,) = data.window(SPLIT_TEST)
+    sets = ranker_test_sets(two_tower, enc, data, test.index, config)
+    cards, num_dense = ranker_widths(wf, train_in)
+    k = config.eval.k
+    seed_list = [config.dlrm.seed + i for i in range(seeds)]
+    log(
+        f"{len(kinds)} rankers x {seeds} seeds; {tr.height} training examples "
+        f"({config.dlrm.negatives.value} negatives), {va.height} validation, "
+        f"{len(sets.labels)} labelled test, {len(sets.customer_rows)} test customers"
+    )
+    out_dir = models_dir / A.RANKERS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {}
+    ap: dict[RankerKind, list[float]] = {}
+    roc: dict[RankerKind, tuple[np.ndarray, np.ndarray]] = {}
+    for kind in kinds:
+        runs: list[dict[str, float]] = []
+        val_auc: list[float] = []
+        ap_seeds = []
+        files: list[str] = []
+        for i, seed in enumerate(seed_list):
+            ranker = build_ranker(kind, cards, num_dense, config, seed)
+            start = time.perf_counter()
+            history = fit_ranker(ranker, train_in, y_tr, val_in, y_va, config.dlrm, seed)
+            fit_s = time.perf_counter() - start
+            scores, lists = score_ranker(ranker, enc, sets, k)
+            runs.append({**scores, "fit_seconds": fit_s})
+            val_auc.append(max(auc for _, auc in history))
+            ap_seeds.append(
+                [
+                    average_precision_at_k(r, rel, k)
+                    for r, rel in zip(lists, sets.relevant, strict=True)
+                ]
+            )
+            if i == 0:
+                fpr, tpr, _ = roc_curve(sets.labels, predict(ranker, sets.labelled))
+                roc[kind] = (fpr, tpr)
+                if kind is not RankerKind.DLRM:
+                    files = [p.name for p in save_ranker(ranker, config, out_dir)]
+            log(
+                f"{LABELS[kind]} seed {seed}: fit {fit_s:.1f} s, val AUC {val_auc[-1]:.4f}, "
+                f"test AUC {scores['auc']:.4f}, MAP@{k} {scores[f'map@{k}']:.4f}, "
+                f"NDCG@{k} {scores[f'ndcg@{k}']:.4f}"
+            )
+        ap[kind] = np.mean(ap_seeds, axis=0).tolist()
+        results[kind.value] = {
+            "label": LABELS[kind],
+            "metrics": {m: mean_std([r[m] for r in runs]) for m in metric_names(k)},
+            "val_auc": val_auc,
+            "files": files,
+        }
+
+    first = kinds[0]
+    versus = {}
+    for kind in kinds[1:]:
+        diff, low, high = paired_bootstrap_ci(ap[kind], ap[first], seed=config.eval.seed)
+        versus[kind.value] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
+    comparison = {
+        "dataset": str(paths.data_dir),
+        "test_window": test.to_dict(),
+        "k": k,
+        "seeds": seed_list,
+        "negatives": config.dlrm.negatives.value,
+        "examples": {
+            "train": tr.height,
+            "train_positive": int(y_tr.sum()),
+            "validation": va.height,
+            "labelled_test": len(sets.labels),
+            "test_candidates": len(sets.candidate_labels),
+            "test_customers": len(sets.customer_rows),
+        },
+        "tree_max_examples": config.rankers.tree_max_examples,
+        "rankers": results,
+        "map_vs_first": {"reference": first.value, "rankers": versus},
+        "reference": REFERENCE_HM,
+        "baselines": _baselines(models_dir, k),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    A.write_json(comparison, out_dir / A.COMPARISON_JSON)
+    (out_dir / A.COMPARISON_MD).write_text(comparison_markdown(comparison))
+    plot_comparison(
+        comparison, {kind.value: roc[kind] for kind in kinds}, out_dir / A.COMPARISON_PNG
+    )
+    return comparison
+
+
+CONTEXT_BASELINES: Final = ("repurchase (+ last-week popularity)", "Two-Tower only")
+
+
+def _baselines(models_dir: Path, k: int) -> dict[str, dict[str, float]]:
+    """``shoprec evaluate``'s rows of :data:`CONTEXT_BASELINES` (same test window), if any."""
+    path = models_dir / A.REPORT_JSON
+    if not path.exists():
+        return {}
+    report = A.read_json(path)
+    if report.get("k") != k:
+        return {}
+    return {n: report["metrics"][n] for n in CONTEXT_BASELINES if n in report["metrics"]}
+
+
+def _pm(m: dict[str, Any], digits: int = 4) -> str:
+    return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
+
+
+def comparison_markdown(c: dict[str, Any]) -> str:
+    """The comparison as Markdown: our table, the MAP differences, the reference's numbers."""
+    k, w, ex = c["k"], c["test_window"], c["examples"]
+    lines = [
+        f"# Ranker comparison: {c['dataset']}",
+        "",
+        f"Mean ± std over {len(c['seeds'])} seeds ({', '.join(map(str, c['seeds']))}). Every "
+        f"ranker trains on the same {ex['train']} examples ({ex['train_positive']} purchases, "
+        f"{NEGATIVES_TEXT.get(c['negatives'], c['negatives'])}) and selects on the same "
+        f"{ex['validation']} validation "
+        f"examples. AUC / precision / recall (threshold 0.5): the labelled test set "
+        f"({ex['labelled_test']} examples, popularity-sampled negatives 1:1, the reference "
+        f"design's). AUC cand.: {ex['test_candidates']} retrieved test-window candidates. "
+        f"MAP / NDCG / Recall@{k}: each ranker re-ranks the Two-Tower (+ history) candidates "
+        f"of the {ex['test_customers']} customers who bought in the test window "
+        f"{w['start']} .. {w['end']}.",
+        "",
+        f"| ranker | AUC | precision | recall | AUC cand. | MAP@{k} | NDCG@{k} | Recall@{k} "
+        "| fit s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in c["rankers"].values():
+        m = r["metrics"]
+        lines.append(
+            f"| {r['label']} | "
+            + " | ".join(_pm(m[name]) for name in metric_names(k)[:-1])
+            + f" | {m['fit_seconds']['mean']:.0f} |"
+        )
+    versus = c["map_vs_first"]
+    if versus["rankers"]:
+        first = c["rankers"][versus["reference"]]["label"]
+        lines += [
+            "",
+            f"MAP@{k} minus {first}'s, paired bootstrap 95% interval over customers (AP "
+            "averaged over the seeds; an interval containing 0 is no significant difference):",
+            "",
+            f"| ranker | MAP@{k} difference | 95% interval |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {c['rankers'][kind]['label']} | {d['map_difference']:+.4f} | "
+            f"[{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}] |"
+            for kind, d in versus["rankers"].items()
+        ]
+    if c["baselines"]:
+        lines += [
+            "",
+            "Baselines from `shoprec evaluate` on the same customers and window: "
+            + "; ".join(
+                f"{name}: MAP@{k} {m[f'map@{k}']:.4f}, NDCG@{k} {m[f'ndcg@{k}']:.4f}"
+                for name, m in c["baselines"].items()
+            )
+            + ".",
+        ]
+    if c["tree_max_examples"]:
+        lines += [
+            "",
+            f"The trees fit on a seeded sample of {c['tree_max_examples']} of the "
+            "training examples.",
+        ]
+    lines += [
+        "",
+        "For context only, the reference work's numbers on its H&M labelled dataset (theirs, "
+        "not ours: other data, features and negatives at training time):",
+        "",
+        "| ranker (reference work, H&M) | AUC | precision | recall |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {r['auc']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} |"
+        for name, r in c["reference"].items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(
+    c: dict[str, Any], roc: dict[str, tuple[np.ndarray, np.ndarray]], path: Path
+) -> None:
+    """PNG: ROC curves on the labelled test set (first seed) and MAP@k / NDCG@k bars with
+    +- std error bars."""
+    k = c["k"]
+    fig = Figure(figsize=(15, 4.5), layout="constrained")
+    ax_roc, ax_map, ax_ndcg = fig.subplots(1, 3)
+    for kind, (fpr, tpr) in roc.items():
+        r = c["rankers"][kind]
+        ax_roc.plot(fpr, tpr, label=f"{r['label']} ({r['metrics']['auc']['values'][0]:.3f})")
+    ax_roc.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax_roc.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC, labelled test set (seed {c['seeds'][0]})",
+    )
+    ax_roc.legend(loc="lower right", fontsize="small")
+    labels = [r["label"] for r in c["rankers"].values()]
+    x = np.arange(len(labels))
+    for ax, name in ((ax_map, f"map@{k}"), (ax_ndcg, f"ndcg@{k}")):
+        means = [r["metrics"][name]["mean"] for r in c["rankers"].values()]
+        stds = [r["metrics"][name]["std"] for r in c["rankers"].values()]
+        ax.bar(x, means, yerr=stds, capsize=4, color="tab:blue")
+        for (label, m), style in zip(c["baselines"].items(), (":", "--"), strict=False):
+            ax.axhline(m[name], color="tab:red", linestyle=style, linewidth=1, label=label)
+        if c["baselines"]:
+            ax.legend(loc="lower right", fontsize="small")
+        ax.set_xticks(x, labels, rotation=30, ha="right")
+        ax.set(title=f"{name.upper()} re-ranking test candidates (± std, {len(c['seeds'])} seeds)")
+    fig.savefig(path, dpi=110)
