@@ -85,8 +85,10 @@ def test_cli_names_the_missing_input_file(tmp_path) -> None:
 
 
 def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path) -> None:
-    result = runner.invoke(app, ["train", "--name", "nothing", "--data-root", str(tmp_path)])
+    result = runner.invoke(app, ["train", "--name", "nothing", "--data-root", str(tmp_path),
+                                 "--models-root", str(tmp_path / "models")])
     assert result.exit_code == 2
+    assert not (tmp_path / "models" / "nothing").exists()  # nothing half-made is left
     assert result.output.startswith("error: canonical table 'articles' missing")
     assert "(run shoprec ingest)" in result.output
 

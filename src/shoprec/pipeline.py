@@ -189,9 +189,9 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timer = StepTimer()
     out = paths.models_dir
-    out.mkdir(parents=True, exist_ok=True)
     canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs exist
     train_w, (val_w,) = _window_ids(data, SPLIT_TRAIN), _window_ids(data, SPLIT_VAL)
     val_start = data.window(SPLIT_VAL)[0].start
 
