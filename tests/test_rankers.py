@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,11 @@ import torch
 import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+from typer.testing import CliRunner
 
 from shoprec import artifacts as A
 from shoprec import schema as s
+from shoprec.cli import app
 from shoprec.config import Paths, PipelineConfig, RankerKind, RankersConfig
 from shoprec.dataset.build import SPLIT_TEST, load_dataset
 from shoprec.errors import ArtifactError
@@ -450,3 +453,99 @@ def test_triton_recommend_ensemble_serves_the_gbdt_ranker(
     assert (np.diff(scores, axis=1) <= 0).all()
     _, dlrm_scores = _in_process(tiny, pair)  # the DLRM repository: other scores
     assert not np.allclose(scores, dlrm_scores)
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def _flat(output: str) -> str:
+    """CLI output without rich's panel borders and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def _cli_copy(tiny: TinyRun, root: Path) -> tuple[list[str], Path]:
+    """A copy of the tiny models under ``root/models/syn``; the CLI's common options."""
+    shutil.copytree(tiny.models_dir, root / "models" / "syn")
+    common = [
+        "--name", "syn",
+        "--data-root", str(tiny.dataset_dir.parent.parent),
+        "--models-root", str(root / "models"),
+    ]
+    return common, root / "models" / "syn"
+
+
+def test_cli_compare_rankers_prints_and_writes_the_table(tiny: TinyRun, tmp_path: Path) -> None:
+    common, models = _cli_copy(tiny, tmp_path)
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"rankers": dataclasses.asdict(SMALL.rankers)}))
+    result = CliRunner().invoke(
+        app,
+        ["compare-rankers", *common, "--rankers", "MLP, gbdt", "--seeds", "2",
+         "--config", str(small)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads((models / A.RANKERS_DIR / A.COMPARISON_JSON).read_text())
+    assert list(written["rankers"]) == ["mlp", "gbdt"]
+    assert written["seeds"] == [written["seeds"][0], written["seeds"][0] + 1]
+    k = written["k"]
+    mlp = written["rankers"]["mlp"]["metrics"]
+    assert len(mlp[f"map@{k}"]["values"]) == 2
+    out = _flat(result.output)  # rich wraps the table
+    assert "MLP" in out and "GBDT (LightGBM)" in out
+    assert f"{mlp['auc']['mean']:.4f}" in out
+    assert "comparison.md" in out and "comparison.png" in out
+    # the trees saved by the command export and load like the API's
+    repo = tmp_path / "repo"
+    export = CliRunner().invoke(
+        app, ["export", *common, "--ranker", "gbdt", "--triton-repo", str(repo)]
+    )
+    assert export.exit_code == 0, export.output
+    assert "ranker gbdt" in export.output
+    step = load_step(repo / s.TRITON_RANKING)
+    assert isinstance(step, RankingStep) and step.model.kind is RankerKind.GBDT
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rankers", "dlrm,xgboost"], "unknown ranker 'xgboost'; choose from dlrm, wide_deep"),
+        (["--rankers", "mlp,mlp"], "need distinct rankers, got 'mlp,mlp'"),
+        (["--seeds", "0"], "--seeds': Input should be greater than or equal to 1"),
+    ],
+)
+def test_cli_compare_rankers_rejects_bad_values(
+    tiny: TinyRun, tmp_path: Path, args: list[str], message: str
+) -> None:
+    common, models = _cli_copy(tiny, tmp_path)
+    result = CliRunner().invoke(app, ["compare-rankers", *common, *args])
+    assert result.exit_code == 2
+    assert message in _flat(result.output)
+    assert not (models / A.RANKERS_DIR).exists()  # nothing trained, nothing written
+
+
+def test_cli_compare_rankers_names_a_missing_model_and_a_bad_config(
+    tiny: TinyRun, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["compare-rankers", "--name", "nothing-here",
+                                  "--models-root", str(tmp_path), "--rankers", "mlp"])
+    assert missing.exit_code == 2
+    assert "nothing-here" in missing.output
+    assert ".json not found (run `shoprec train` first)" in _flat(missing.output)
+    common, _ = _cli_copy(tiny, tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rankers": {"rf_treez": 5}}))
+    result = runner.invoke(app, ["compare-rankers", *common, "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "rf_treez" in result.output
+
+
+def test_cli_export_rejects_an_unknown_ranker(tiny: TinyRun, tmp_path: Path) -> None:
+    common, _ = _cli_copy(tiny, tmp_path)
+    result = CliRunner().invoke(
+        app, ["export", *common, "--ranker", "svm", "--triton-repo", str(tmp_path / "repo")]
+    )
+    assert result.exit_code == 2
+    assert "'svm' is not one of" in _flat(result.output)
+    assert not (tmp_path / "repo").exists()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shoprec.config import Paths, PipelineConfig
+from shoprec.config import Paths, PipelineConfig, RankerKind
 from shoprec.errors import ShoprecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -274,27 +274,102 @@ ExportConfigOpt = Annotated[Path | None, typer.Option(
     exists=True, dir_okay=False)]
 
 
-def do_export(paths: Paths, out: Path, config_file: Path | None) -> None:
+def do_export(paths: Paths, out: Path, config_file: Path | None,
+              ranker: RankerKind | None = None) -> None:
     from shoprec.export.triton import ExportConfig, export_triton_repository
 
     try:
-        cfg = ExportConfig.from_dict(json.loads(config_file.read_text())) if config_file \
-            else ExportConfig()
+        fields = json.loads(config_file.read_text()) if config_file else {}
+        if ranker is not None:
+            fields["ranker"] = ranker.value
+        cfg = ExportConfig.from_dict(fields)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise typer.BadParameter(f"{config_file}: {exc}", param_hint="--export-config") from exc
     files = export_triton_repository(paths.models_dir, paths.dataset, out, cfg)
-    _log(f"Triton model repository -> {out} ({len(files)} files)")
+    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {cfg.ranker.value})")
+
+
+RankerOpt = Annotated[RankerKind | None, typer.Option(
+    "--ranker", help="Ranker the recommend ensemble runs: dlrm (`shoprec train`'s) or one "
+    "saved by `shoprec compare-rankers`. Overrides --export-config's \"ranker\".",
+    case_sensitive=False)]
 
 
 @app.command()
 def export(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
            triton_repo: TritonRepoOpt = Path("triton_repo"), export_config: ExportConfigOpt = None,
+           ranker: RankerOpt = None,
            data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
     """Generate the Triton model repository (recommend ensemble, similar_items)."""
     try:
-        do_export(_paths(name, data_root, models_root), triton_repo, export_config)
+        do_export(_paths(name, data_root, models_root), triton_repo, export_config, ranker)
     except ShoprecError as exc:
         raise _fail(exc) from exc
+
+
+def parse_rankers(text: str) -> list[RankerKind]:
+    """``"dlrm,gbdt"`` -> ``[RankerKind.DLRM, RankerKind.GBDT]``.
+
+    Raises:
+        typer.BadParameter: an unknown name (named in the message), a repeat, or none.
+    """
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    valid = [k.value for k in RankerKind]
+    for n in names:
+        if n not in valid:
+            raise typer.BadParameter(f"unknown ranker {n!r}; choose from {', '.join(valid)}",
+                                     param_hint="--rankers")
+    if not names or len(set(names)) != len(names):
+        raise typer.BadParameter(f"need distinct rankers, got {text!r}", param_hint="--rankers")
+    return [RankerKind(n) for n in names]
+
+
+@app.command("compare-rankers")
+def compare_rankers_cmd(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    rankers: Annotated[str, typer.Option(
+        help="Comma-separated rankers in table order; MAP differences are against the first")]
+    = ",".join(k.value for k in RankerKind),
+    seeds: Annotated[int, typer.Option(min=1, help="Training runs per ranker (mean +- std)")]
+    = 3,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="JSON overriding keys of the trained config.json, e.g. "
+        '{"rankers": {"rf_trees": 50}}.', exists=True, dir_okay=False)] = None,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
+    """Train and score DLRM, Wide&Deep, DCN-v2, MLP, random forest and GBDT on the same
+    examples: AUC / precision / recall on the labelled test set, MAP@12 / NDCG@12 re-ranking
+    the test window's candidates -> models/<name>/rankers/comparison.{md,json,png}."""
+    from shoprec import artifacts as A
+    from shoprec.ranking.compare import compare_rankers, comparison_config, metric_names
+
+    kinds = parse_rankers(rankers)
+    paths = _paths(name, data_root, models_root)
+    try:
+        overrides = json.loads(config.read_text()) if config else None
+        cfg = comparison_config(paths.models_dir, overrides) if overrides else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from exc
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    try:
+        result = compare_rankers(paths, cfg, kinds, seeds, _log)
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    k = result["k"]
+    rows = [
+        {"ranker": r["label"], **{m: f"{r['metrics'][m]['mean']:.4f} ± {r['metrics'][m]['std']:.4f}"
+                                  for m in metric_names(k)[:-1]},
+         "fit s": f"{r['metrics']['fit_seconds']['mean']:.0f}"}
+        for r in result["rankers"].values()
+    ]
+    console.print(_table(f"rankers, mean ± std over {seeds} seed(s), test window "
+                         f"{result['test_window']['start']}..{result['test_window']['end']}",
+                         rows))
+    out = paths.models_dir / A.RANKERS_DIR
+    console.print(f"report: {out / A.COMPARISON_MD}, {out / A.COMPARISON_JSON}, "
+                  f"{out / A.COMPARISON_PNG}")
 
 
 TritonHttpPortOpt = Annotated[int, typer.Option("--triton-http-port", help="Triton HTTP port")]
