@@ -506,6 +506,35 @@ def test_cli_compare_rankers_prints_and_writes_the_table(tiny: TinyRun, tmp_path
     assert isinstance(step, RankingStep) and step.model.kind is RankerKind.GBDT
 
 
+def test_cli_compare_rankers_with_sampled_negatives_elsewhere(
+    tiny: TinyRun, tmp_path: Path
+) -> None:
+    """``--negatives sampled --out DIR``: the reference design's training examples, written
+    to DIR; the exportable rankers in models/<name>/rankers are left alone."""
+    common, models = _cli_copy(tiny, tmp_path)
+    out = tmp_path / "sampled"
+    result = CliRunner().invoke(
+        app,
+        ["compare-rankers", *common, "--rankers", "gbdt,dlrm", "--seeds", "1",
+         "--negatives", "sampled", "--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / A.COMPARISON_JSON).read_text())
+    assert written["negatives"] == "sampled"
+    assert list(written["rankers"]) == ["gbdt", "dlrm"]
+    assert "popularity samples" in (out / A.COMPARISON_MD).read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [A.COMPARISON_JSON, A.COMPARISON_MD, A.COMPARISON_PNG, *ranker_files(RankerKind.GBDT)]
+    )
+    assert not (models / A.RANKERS_DIR).exists()
+    default = json.loads((models / A.CONFIG_FILE).read_text())["dlrm"]["negatives"]
+    assert default == "candidates"  # the trained configuration is not rewritten
+    # trained on the labelled dataset: its 1:1 purchases and popularity negatives
+    ex = written["examples"]
+    assert ex["train_positive"] / ex["train"] == pytest.approx(0.5, abs=0.02)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shoprec.config import Paths, PipelineConfig, RankerKind
+from shoprec.config import Paths, PipelineConfig, RankerKind, RankerNegatives
 from shoprec.errors import ShoprecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -332,9 +332,16 @@ def compare_rankers_cmd(
     = ",".join(k.value for k in RankerKind),
     seeds: Annotated[int, typer.Option(min=1, help="Training runs per ranker (mean +- std)")]
     = 3,
+    negatives: Annotated[RankerNegatives | None, typer.Option(
+        help="Training negatives of every ranker: retrieved-not-bought candidates (what "
+        "`shoprec train` uses) or the labelled dataset's popularity samples (the reference "
+        "design's). Default: the trained config's.", case_sensitive=False)] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="JSON overriding keys of the trained config.json, e.g. "
         '{"rankers": {"rf_trees": 50}}.', exists=True, dir_okay=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (default models/<name>/rankers, where `shoprec export "
+        "--ranker` reads the rankers from)", file_okay=False)] = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -342,32 +349,45 @@ def compare_rankers_cmd(
     examples: AUC / precision / recall on the labelled test set, MAP@12 / NDCG@12 re-ranking
     the test window's candidates -> models/<name>/rankers/comparison.{md,json,png}."""
     from shoprec import artifacts as A
-    from shoprec.ranking.compare import compare_rankers, comparison_config, metric_names
+    from shoprec.ranking.compare import compare_rankers, comparison_config
 
     kinds = parse_rankers(rankers)
     paths = _paths(name, data_root, models_root)
     try:
-        overrides = json.loads(config.read_text()) if config else None
-        cfg = comparison_config(paths.models_dir, overrides) if overrides else None
+        overrides = json.loads(config.read_text()) if config else {}
+        if negatives is not None:
+            overrides.setdefault("dlrm", {})["negatives"] = negatives.value
+        cfg = comparison_config(paths.models_dir, overrides)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from exc
     except ShoprecError as exc:
         raise _fail(exc) from exc
     try:
-        result = compare_rankers(paths, cfg, kinds, seeds, _log)
+        result = compare_rankers(paths, cfg, kinds, seeds, _log, out)
     except ShoprecError as exc:
         raise _fail(exc) from exc
     k = result["k"]
-    rows = [
-        {"ranker": r["label"], **{m: f"{r['metrics'][m]['mean']:.4f} ± {r['metrics'][m]['std']:.4f}"
-                                  for m in metric_names(k)[:-1]},
-         "fit s": f"{r['metrics']['fit_seconds']['mean']:.0f}"}
-        for r in result["rankers"].values()
-    ]
-    console.print(_table(f"rankers, mean ± std over {seeds} seed(s), test window "
-                         f"{result['test_window']['start']}..{result['test_window']['end']}",
-                         rows))
-    out = paths.models_dir / A.RANKERS_DIR
+    window = f"{result['test_window']['start']}..{result['test_window']['end']}"
+    for title, columns in (
+        (f"labelled test set (1:1 popularity negatives; AUC cand.: retrieved test "
+         f"candidates), mean ± std over {seeds} seed(s)",
+         {"auc": "AUC", "precision": "precision", "recall": "recall",
+          "candidate_auc": "AUC cand."}),
+        (f"re-ranking the test window's candidates ({window}), mean ± std over {seeds} seed(s)",
+         {f"map@{k}": f"MAP@{k}", f"ndcg@{k}": f"NDCG@{k}", f"recall@{k}": f"Recall@{k}",
+          "fit_seconds": "fit s"}),
+    ):
+        table = Table(title=title)
+        table.add_column("ranker", no_wrap=True)
+        for label in columns.values():
+            table.add_column(label, justify="right", no_wrap=True)
+        for r in result["rankers"].values():
+            m = r["metrics"]
+            table.add_row(r["label"], *(
+                f"{m[key]['mean']:.1f}" if key == "fit_seconds"
+                else f"{m[key]['mean']:.4f} ± {m[key]['std']:.4f}" for key in columns))
+        console.print(table)
+    out = out or paths.models_dir / A.RANKERS_DIR
     console.print(f"report: {out / A.COMPARISON_MD}, {out / A.COMPARISON_JSON}, "
                   f"{out / A.COMPARISON_PNG}")
 

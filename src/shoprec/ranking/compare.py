@@ -130,13 +130,14 @@ def compare_rankers(
     rankers: Sequence[RankerKind] = tuple(RankerKind),
     seeds: int = 3,
     log: Log = _noop,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train and score every ranker ``seeds`` times; write the comparison.
 
     Needs ``shoprec train``'s workflow and Two-Tower under ``paths.models_dir`` and the
-    labelled dataset under ``paths.dataset``. Writes ``rankers/comparison.{json,md,png}`` and
-    the first seed's model of each non-DLRM ranker (``ranking.models.ranker_files``) under
-    ``paths.models_dir / "rankers"``.
+    labelled dataset under ``paths.dataset``. Writes ``comparison.{json,md,png}`` and the
+    first seed's model of each non-DLRM ranker (``ranking.models.ranker_files``) to
+    ``out_dir``.
 
     Args:
         config: training and architecture settings; default the models' ``config.json``
@@ -145,6 +146,9 @@ def compare_rankers(
         rankers: which, in table order; the first is the reference of the MAP@k differences.
         seeds: runs per ranker (>= 1).
         log: receives progress lines.
+        out_dir: default ``paths.models_dir / "rankers"``, where ``shoprec export --ranker``
+            takes the rankers from; another folder keeps those (e.g. for a study with other
+            negatives).
 
     Returns:
         The comparison (what ``comparison.json`` holds): per ranker ``metrics`` as
@@ -181,7 +185,7 @@ def compare_rankers(
         f"({config.dlrm.negatives.value} negatives), {va.height} validation, "
         f"{len(sets.labels)} labelled test, {len(sets.customer_rows)} test customers"
     )
-    out_dir = models_dir / A.RANKERS_DIR
+    out_dir = out_dir or models_dir / A.RANKERS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {}
@@ -377,8 +381,11 @@ def plot_comparison(
         ax.bar(x, means, yerr=stds, capsize=4, color="tab:blue")
         for (label, m), style in zip(c["baselines"].items(), (":", "--"), strict=False):
             ax.axhline(m[name], color="tab:red", linestyle=style, linewidth=1, label=label)
+        tops = [m + sd for m, sd in zip(means, stds, strict=True)]
+        tops += [m[name] for m in c["baselines"].values()]
+        ax.set_ylim(0.0, 1.35 * max(tops) if max(tops) > 0 else 1.0)  # room for the legend
         if c["baselines"]:
-            ax.legend(loc="lower right", fontsize="small")
+            ax.legend(loc="upper left", fontsize="small")
         ax.set_xticks(x, labels, rotation=30, ha="right")
         ax.set(title=f"{name.upper()} re-ranking test candidates (± std, {len(c['seeds'])} seeds)")
     fig.savefig(path, dpi=110)
