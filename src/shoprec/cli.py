@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -377,15 +378,16 @@ def compare_rankers_cmd(
          {f"map@{k}": f"MAP@{k}", f"ndcg@{k}": f"NDCG@{k}", f"recall@{k}": f"Recall@{k}",
           "fit_seconds": "fit s"}),
     ):
-        table = Table(title=title)
-        table.add_column("ranker", no_wrap=True)
+        table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table.add_column("ranker", no_wrap=True, min_width=15)  # the table fits 80 columns
         for label in columns.values():
-            table.add_column(label, justify="right", no_wrap=True)
+            table.add_column(label, justify="right", no_wrap=True, min_width=13)
         for r in result["rankers"].values():
             m = r["metrics"]
             table.add_row(r["label"], *(
                 f"{m[key]['mean']:.1f}" if key == "fit_seconds"
-                else f"{m[key]['mean']:.4f} ± {m[key]['std']:.4f}" for key in columns))
+                else f"{m[key]['mean']:.4f} ±{m[key]['std']:.4f}".replace("±0.", "±.")
+                for key in columns))
         console.print(table)
     out = out or paths.models_dir / A.RANKERS_DIR
     console.print(f"report: {out / A.COMPARISON_MD}, {out / A.COMPARISON_JSON}, "
