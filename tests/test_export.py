@@ -492,14 +492,17 @@ def test_similar_items_collapses_articles_with_identical_text() -> None:
     e, f = [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]  # both cosine 0 to q, different articles
     index = faiss.IndexFlatIP(3)
     index.add(np.array([q, q, b, b, d, e, f], dtype=np.float32))
-    step = SimilarItemsStep(index, ["q", "q-twin", "b1", "b2", "d", "e", "f"], max_k=4)
-    ids, scores = step.similar(np.array([[b"q"]], dtype=object))
-    # q-twin has the query's text and b2 b1's: skipped; e and f tie on score but differ: kept
-    got = [x.decode() for x in ids[0]]
-    assert got[0] == "d"
-    assert got[1] in {"b1", "b2"}  # FAISS orders exact ties arbitrarily
-    assert sorted(got[2:]) == ["e", "f"]
-    np.testing.assert_allclose(scores[0], [0.8, 0.6, 0.0, 0.0], atol=1e-6)
+    step = SimilarItemsStep.build(index, ["q", "q-twin", "b1", "b2", "d", "e", "f"], max_k=5)
+    ids, scores = step.similar(np.array([[b"q"], [b"q-twin"], [b"b2"]], dtype=object))
+    got = [[x.decode() for x in row] for row in ids]
+    # q-twin has the query's text, b2 b1's: one article per text, the first in catalog order;
+    # e and f tie on score but differ: both kept; 4 other texts for k = 5: one empty slot
+    assert got[0][:2] == ["d", "b1"] and sorted(got[0][2:4]) == ["e", "f"] and got[0][4] == ""
+    np.testing.assert_allclose(scores[0], [0.8, 0.6, 0.0, 0.0, -np.inf], atol=1e-6)
+    assert got[1] == got[0]  # the twin asks the same question
+    assert "b1" not in got[2] and "b2" not in got[2]
+    assert got[2][:4] == ["f", "q", "d", "e"]  # cosine to b: 0.8, 0.6, 0.48, 0
+    np.testing.assert_allclose(scores[2][:4], [0.8, 0.6, 0.48, 0.0], atol=1e-6)
 
 
 def test_steps_reject_bad_requests_with_the_offending_value(

@@ -6,7 +6,8 @@
     retrieval/      config.pbtxt  1/model.py  1/item_index.faiss  1/history_rows.npy
     ranking/        config.pbtxt  1/model.py  1/<ranker files>  1/article_{ids,sparse,dense}.npy
                                               1/attributes.npy
-    similar_items/  config.pbtxt  1/model.py  1/text_index.faiss  1/text_article_ids.npy
+    similar_items/  config.pbtxt  1/model.py  1/text_article_ids.npy  1/text_groups.npy
+                                              1/text_neighbour{s,_scores}.npy
     recommend/      config.pbtxt  1/          (ensemble: query_tower -> retrieval -> ranking)
     manifest.json   dims, K, article counts, the export config
 
@@ -20,6 +21,10 @@ Every step model runs on Triton's Python backend with the same ``model.py`` (fro
 ``step`` parameter. The config.pbtxt text comes from :func:`render_model_configs`, a pure
 function of :class:`RepositoryDims` and :class:`ExportConfig` (no paths, no timestamps),
 checked by golden-file tests.
+
+``similar_items`` serves a neighbour table computed here with FAISS over the text index
+(``similarity.neighbours``): K nearest other texts of every distinct article text, so a
+request is a lookup.
 
 Shape letters as in ``schema``: Fc / Fdc = customer sparse / dense widths, N = history
 length, D = embedding dim, C = candidates, K = ``max_k``, A = served articles.
@@ -402,14 +407,13 @@ def export_triton_repository(
             rt.ARTICLE_DENSE_FILE: articles.dense,
             rt.ATTRIBUTES_FILE: attribute_table(wf, articles),
         },
-        s.TRITON_SIMILAR_ITEMS: {rt.TEXT_ARTICLE_IDS_FILE: models.text_ids.astype(str)},
     }
     ranker_source = A.ranker_dir(models_dir, config.ranker)
     copies: dict[str, tuple[Path, tuple[str, ...]]] = {
         s.TRITON_QUERY_TOWER: (models_dir, (A.TWO_TOWER_FILE,)),
         s.TRITON_RETRIEVAL: (models_dir, (A.ITEM_INDEX_FILE,)),
         s.TRITON_RANKING: (ranker_source, ranker_files(config.ranker)),
-        s.TRITON_SIMILAR_ITEMS: (models_dir, (A.TEXT_INDEX_FILE,)),
+        s.TRITON_SIMILAR_ITEMS: (models_dir, ()),
     }
     for source, names in copies.values():
         for name in names:
@@ -420,6 +424,10 @@ def export_triton_repository(
                     else f"run `shoprec compare-rankers --rankers {config.ranker.value}`"
                 )
                 raise ArtifactError(f"{source / name} not found ({hint} first)")
+    similar = rt.SimilarItemsStep.build(
+        models.text_index, models.text_ids.astype(str).tolist(), config.max_k,
+        models.config.index,
+    )
     model_py = resources.files("shoprec.export.templates").joinpath(MODEL_FILE).read_text()
 
     written: list[Path] = []
@@ -440,6 +448,8 @@ def export_triton_repository(
         for name, array in arrays.get(model, {}).items():
             np.save(version_dir / name, array, allow_pickle=False)
             written.append(version_dir / name)
+        if model == s.TRITON_SIMILAR_ITEMS:
+            written += similar.save(version_dir)
     manifest = {
         "format_version": MANIFEST_FORMAT_VERSION,
         "models": list(MODELS),
@@ -450,6 +460,7 @@ def export_triton_repository(
             "text_embedding_dim": int(models.text_index.d),
         },
         "text_articles": int(models.text_index.ntotal),
+        "text_groups": int(similar.table.neighbours.shape[0]),
         "serving_cutoff": data.serving_cutoff.isoformat(),
         "export_config": config.to_dict(),
     }

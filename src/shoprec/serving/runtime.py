@@ -16,7 +16,7 @@ Steps (the ``recommend`` ensemble chains the first three):
 * :class:`RankingStep` (``ranking``): ranker scores of the candidates -> top-K article ids
   (DLRM by default; any ``RankerKind`` exported with ``ExportConfig.ranker``).
 * :class:`SimilarItemsStep` (``similar_items``): article id -> K nearest articles by text
-  embedding, the query article excluded.
+  embedding, the query article excluded (a lookup in the neighbour table computed at export).
 
 The served article table is the serving snapshot's articles with a first sale, in article-id
 order: row i of it is row i of the item index (see ``pipeline.run_train``).
@@ -36,15 +36,16 @@ from torch import nn
 
 from shoprec import artifacts as A
 from shoprec import schema as s
-from shoprec.config import RankerKind
+from shoprec.config import IndexConfig, RankerKind
 from shoprec.errors import ArtifactError, ShoprecError
 from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
 from shoprec.features.workflow import FIRST_ID
 from shoprec.modules import SparseArch
 from shoprec.ranking.models import Ranker, load_ranker
 from shoprec.ranking.rerank import PAD, rank_candidates, retrieve_candidates
-from shoprec.retrieval.index import load_index, search
+from shoprec.retrieval.index import load_index
 from shoprec.retrieval.two_tower import QueryTower
+from shoprec.similarity.neighbours import TextNeighbours, text_neighbours
 
 # ---- config.pbtxt ``parameters`` keys (string values; written by shoprec.export.triton) ----
 P_STEP: Final = "step"  # which step class serves the model (a schema.TRITON_* model name)
@@ -64,6 +65,9 @@ ARTICLE_SPARSE_FILE: Final = "article_sparse.npy"  # int64 (A, Fa) encoded ARTIC
 ARTICLE_DENSE_FILE: Final = "article_dense.npy"  # float32 (A, Fda) encoded ARTICLE_DENSE
 ATTRIBUTES_FILE: Final = "attributes.npy"  # int64 (V, 3) from features.encode.attribute_table
 TEXT_ARTICLE_IDS_FILE: Final = "text_article_ids.npy"  # str (T,) article id of each text row
+TEXT_GROUPS_FILE: Final = "text_groups.npy"  # int32 (T,) group of identical text vectors
+TEXT_NEIGHBOURS_FILE: Final = "text_neighbours.npy"  # int32 (G, K) nearest other groups
+TEXT_NEIGHBOUR_SCORES_FILE: Final = "text_neighbour_scores.npy"  # float32 (G, K) cosine
 
 _EMPTY_ID: Final = b""
 
@@ -389,46 +393,86 @@ class RankingStep(Step):
 
 
 class SimilarItemsStep(Step):
-    """Item-to-item similarity: the K nearest articles by text embedding (cosine, FAISS).
+    """Item-to-item similarity: the K nearest articles by text embedding, looked up in the
+    neighbour table ``shoprec export`` computed with FAISS
+    (:func:`shoprec.similarity.neighbours.text_neighbours`).
 
-    The query article's own vector is read back from the text index, so the step needs no
-    embedding matrix; the query article itself is never returned. Catalogs often list one
-    product under several ids with the same text (Complete Journey: one milk under dozens of
-    UPCs), whose vectors are identical: a neighbour whose vector equals (within
-    ``DUPLICATE_EPS``) the query's or the previous kept neighbour's is skipped (identical
-    vectors score identically, so they are adjacent in the ranking), and the search looks
-    ``SEARCH_WIDTH`` times deeper than K to still fill the list.
+    Articles with identical text (identical vectors) form one group: a list never holds the
+    query's own text nor one text twice; each neighbour group is returned as its first article
+    in catalog order.
 
     Input: article_id bytes (B, 1). Outputs: article_ids bytes (B, K) most similar first
     (b"" = none), scores float32 (B, K) cosine similarities (-inf = none).
     """
 
     name = s.TRITON_SIMILAR_ITEMS
-    DUPLICATE_EPS = 1e-6
-    SEARCH_WIDTH = 4
     inputs = (s.T_ARTICLE_ID,)
     outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
 
-    def __init__(self, index: faiss.Index, article_ids: Sequence[str], max_k: int):
+    def __init__(self, table: TextNeighbours, article_ids: Sequence[str], max_k: int):
         if max_k < 1:
             raise ValueError(f"max_k must be >= 1, got {max_k}")
+        if len(table.groups) != len(article_ids):
+            raise ArtifactError(
+                f"the neighbour table has {len(table.groups)} text rows but there are "
+                f"{len(article_ids)} article ids"
+            )
+        if table.k < max_k:
+            raise ArtifactError(f"the neighbour table holds {table.k} neighbours, max_k is {max_k}")
+        self.max_k = max_k
+        self.table = table
+        self.article_ids = list(article_ids)
+        self.rows = {a: i for i, a in enumerate(self.article_ids)}
+        self._groups = table.groups
+        self._neighbours = table.neighbours[:, :max_k]
+        self._scores = table.scores[:, :max_k]
+        # each group's shown article id; index G (from neighbour -1) is the empty id
+        reps = table.representatives
+        self._group_ids = np.array(
+            [article_ids[r].encode() for r in reps] + [_EMPTY_ID], dtype=object
+        )
+
+    @classmethod
+    def build(
+        cls,
+        index: faiss.Index,
+        article_ids: Sequence[str],
+        max_k: int,
+        config: IndexConfig | None = None,
+    ) -> SimilarItemsStep:
+        """Compute the neighbour table from a text index (row i = ``article_ids[i]``)."""
         if index.ntotal != len(article_ids):
             raise ArtifactError(
                 f"text index holds {index.ntotal} vectors but {len(article_ids)} article ids"
             )
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None:
-            ivf.make_direct_map()  # IVF indexes reconstruct vectors only with a direct map
-        self.index = index
-        self.max_k = max_k
-        self.rows = {a: i for i, a in enumerate(article_ids)}
-        self._ids = np.array([a.encode() for a in article_ids] + [_EMPTY_ID], dtype=object)
+        vectors = index.reconstruct_n(0, index.ntotal)
+        return cls(text_neighbours(vectors, max_k, config), article_ids, max_k)
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write the step's files (what :meth:`load` reads) into ``directory``."""
+        arrays = {
+            TEXT_ARTICLE_IDS_FILE: np.array(self.article_ids, dtype=str),
+            TEXT_GROUPS_FILE: self.table.groups,
+            TEXT_NEIGHBOURS_FILE: self.table.neighbours,
+            TEXT_NEIGHBOUR_SCORES_FILE: self.table.scores,
+        }
+        for name, array in arrays.items():
+            np.save(directory / name, array, allow_pickle=False)
+        return [directory / name for name in arrays]
 
     @classmethod
     def load(cls, directory: Path, max_k: int) -> SimilarItemsStep:
-        """Load ``text_index.faiss`` and ``text_article_ids.npy``; ``ArtifactError`` if missing."""
+        """Load the neighbour table; ``ArtifactError`` if a file is missing or inconsistent."""
         ids = _load_array(directory / TEXT_ARTICLE_IDS_FILE).astype(str).tolist()
-        return cls(load_index(directory / A.TEXT_INDEX_FILE), ids, max_k)
+        try:
+            table = TextNeighbours(
+                groups=_load_array(directory / TEXT_GROUPS_FILE),
+                neighbours=_load_array(directory / TEXT_NEIGHBOURS_FILE),
+                scores=_load_array(directory / TEXT_NEIGHBOUR_SCORES_FILE),
+            )
+        except ValueError as exc:
+            raise ArtifactError(f"{directory}: {exc}") from exc
+        return cls(table, ids, max_k)
 
     @classmethod
     def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> SimilarItemsStep:
@@ -444,32 +488,10 @@ class SimilarItemsStep(Step):
         _batch_size({s.T_ARTICLE_ID: article_ids})
         _check_width(s.T_ARTICLE_ID, article_ids, 1)
         rows = np.array([self._row(v) for v in article_ids[:, 0]], dtype=np.int64)
-        k = self.max_k
-        out_rows = np.full((len(rows), k), PAD, dtype=np.int64)
-        out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
-        if len(rows) == 0:
-            return self._ids[out_rows], out_scores
-        queries = self.index.reconstruct_batch(rows)
-        self_scores = np.einsum("bd,bd->b", queries, queries)
-        scores, ids = search(self.index, queries, self.SEARCH_WIDTH * k + 1)
-        for b, row in enumerate(rows):
-            n, last_row, last_score = 0, int(row), float(self_scores[b])
-            for j, score in zip(ids[b], scores[b], strict=True):
-                if j < 0 or j == row or self._duplicate(int(j), float(score), last_row,
-                                                        last_score):
-                    continue
-                out_rows[b, n], out_scores[b, n] = j, score
-                last_row, last_score, n = int(j), float(score), n + 1
-                if n == k:
-                    break
-        return self._ids[out_rows], out_scores
-
-    def _duplicate(self, row: int, score: float, last_row: int, last_score: float) -> bool:
-        """Whether article ``row`` has the same vector as ``last_row`` (query or last kept)."""
-        if abs(score - last_score) > self.DUPLICATE_EPS:
-            return False
-        diff = self.index.reconstruct(row) - self.index.reconstruct(last_row)
-        return float(np.abs(diff).max()) <= self.DUPLICATE_EPS
+        groups = self._groups[rows]
+        neighbours = self._neighbours[groups]
+        shown = np.where(neighbours >= 0, neighbours, len(self._group_ids) - 1)
+        return self._group_ids[shown], self._scores[groups].copy()
 
     def _row(self, value: object) -> int:
         key = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
