@@ -163,9 +163,13 @@ def redis_repo(toy: Toy, redis_project: str) -> Iterator[Path]:
     assert _project_keys(redis_project) == []
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(
+    params=[("sqlite", "store"), ("redis", "store"), ("sqlite", "memory"), ("redis", "memory")],
+    ids="-".join,
+)
 def online(request: pytest.FixtureRequest) -> OnlineFeatures:
-    return OnlineFeatures(request.getfixturevalue(f"{request.param}_repo"))
+    store, display = request.param
+    return OnlineFeatures(request.getfixturevalue(f"{store}_repo"), article_display=display)
 
 
 # ---- export ----------------------------------------------------------------------------------
@@ -300,6 +304,22 @@ def test_article_display_fields(online: OnlineFeatures) -> None:
     assert a4 is not None
     assert (a4[s.NAME], a4[s.SECTION], a4[s.VARIANT]) == ("Article 4", None, "1kg")
     assert online.get_articles([]) == []
+    with pytest.raises(ValueError, match="article_id values must be str, got 7"):
+        online.get_articles(["a0", 7])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_article_display_from_memory_equals_the_online_store(
+    store: str, toy: Toy, request: pytest.FixtureRequest
+) -> None:
+    repo = request.getfixturevalue(f"{store}_repo")
+    ids = [f"a{i}" for i in range(8)] + ["zz", "a3", ""]
+    from_store = OnlineFeatures(repo, article_display="store").get_articles(ids)
+    from_memory = OnlineFeatures(repo, article_display="memory").get_articles(ids)
+    assert from_memory == from_store
+    assert sum(a is None for a in from_store) == 2
+    with pytest.raises(ValueError, match="'disk' is not a valid ArticleDisplay"):
+        OnlineFeatures(repo, article_display="disk")
 
 
 def test_popular_list(online: OnlineFeatures) -> None:

@@ -7,6 +7,7 @@ The declarations (entities, sources, feature views, feature services) live in th
 
 from shoprec.featurestore.online import OnlineTables, export_online_tables
 from shoprec.featurestore.store import (
+    ArticleDisplay,
     MaterializeReport,
     OnlineFeatures,
     OnlineStoreError,
@@ -15,6 +16,7 @@ from shoprec.featurestore.store import (
 )
 
 __all__ = [
+    "ArticleDisplay",
     "MaterializeReport",
     "OnlineFeatures",
     "OnlineStoreError",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -61,6 +62,13 @@ ENCODED_DTYPES: Final[dict[str, np.dtype]] = {
     s.T_HIST_COUNTS: np.dtype(np.float32),
 }
 _TIMESTAMP_TYPE: Final = pa.timestamp("us", tz="UTC")
+
+
+class ArticleDisplay(StrEnum):
+    """Where ``OnlineFeatures.get_articles`` reads article display fields from."""
+
+    MEMORY = "memory"  # the article feature view's source table, loaded once at start
+    STORE = "store"  # the online store, one Feast read per call
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,12 @@ from feast.repo_config import RepoConfig, load_repo_config
 from shoprec import schema as s
 from shoprec.errors import ArtifactError, ShoprecError
 from shoprec.featurestore.online import (
+    ARTICLES_FILE,
     DISPLAY_FIELDS,
     ENCODED_DTYPES,
     ONLINE_DATA_DIR,
     POPULAR_FILE,
+    ArticleDisplay,
     export_online_tables,
     read_manifest,
 )
@@ -378,6 +380,12 @@ class OnlineFeatures:
         repo_path: a feature repo written by :func:`materialize`.
         redis_url: overrides the Redis URL of a Redis repo (e.g. the host name a container
             sees); ``ValueError`` for a SQLite repo.
+        article_display: ``MEMORY`` (default) loads the article feature view's source table
+            (``articles.parquet``, what :func:`materialize` wrote to the store) once, and
+            :meth:`get_articles` answers from it without a store round trip; ``STORE`` reads
+            the online store on every call. Both return the same values
+            (``tests/test_feature_store.py``). The catalog changes only with a new
+            materialize, after which the gateway restarts.
 
     Raises:
         ArtifactError: the repo, its manifest or its registry is missing (not materialized).
@@ -390,8 +398,15 @@ class OnlineFeatures:
         feats["hist_ids"].shape     # (2, N) int64; row 1 is zeros, found == [True, False]
     """
 
-    def __init__(self, repo_path: Path, *, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        repo_path: Path,
+        *,
+        redis_url: str | None = None,
+        article_display: ArticleDisplay | str = ArticleDisplay.MEMORY,
+    ) -> None:
         self.repo_path = Path(repo_path)
+        self.article_display = ArticleDisplay(article_display)
         data_dir = self.repo_path / ONLINE_DATA_DIR
         manifest = read_manifest(data_dir)
         self.serving_cutoff = datetime.fromisoformat(manifest["serving_cutoff"])
@@ -406,6 +421,12 @@ class OnlineFeatures:
         self._popular: list[str] = (
             pl.read_parquet(data_dir / POPULAR_FILE).get_column(s.ARTICLE_ID).to_list()
         )
+        self._articles: dict[str, tuple[str | None, ...]] | None = None
+        if self.article_display is ArticleDisplay.MEMORY:
+            table = pl.read_parquet(
+                data_dir / ARTICLES_FILE, columns=[s.ARTICLE_ID, *DISPLAY_FIELDS]
+            )
+            self._articles = {row[0]: row[1:] for row in table.iter_rows()}
 
     def _feature_refs(self, service: str) -> list[str]:
         """``view:feature`` references of a feature service, resolved once.
@@ -503,6 +524,12 @@ class OnlineFeatures:
         """
         if not ids:
             return []
+        if self._articles is not None:
+            bad = [i for i in ids if not isinstance(i, str)]
+            if bad:
+                raise ValueError(f"{s.ARTICLE_ID} values must be str, got {bad[0]!r}")
+            rows = (self._articles.get(i) for i in ids)
+            return [None if r is None else dict(zip(DISPLAY_FIELDS, r, strict=True)) for r in rows]
         proto = self._read(self._display, s.ARTICLE_ID, ids)
         names = list(proto.metadata.feature_names.val)
         columns = [(name, proto.results[names.index(name)]) for name in DISPLAY_FIELDS]

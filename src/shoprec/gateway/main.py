@@ -13,8 +13,13 @@ from shoprec.gateway.settings import Settings
 
 
 def feast_store(settings: Settings) -> OnlineFeatures:
-    """The Feast reader over ``settings.feature_repo`` (Redis address from the settings)."""
-    return OnlineFeatures(settings.feature_repo, redis_url=settings.redis_url)
+    """The Feast reader over ``settings.feature_repo`` (Redis address and article display
+    source from the settings)."""
+    return OnlineFeatures(
+        settings.feature_repo,
+        redis_url=settings.redis_url,
+        article_display=settings.article_display,
+    )
 
 
 def make_app() -> FastAPI:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shoprec.featurestore.online import ArticleDisplay
+
 
 class Settings(BaseSettings):
     """Everything the gateway process is configured with.
@@ -29,6 +31,9 @@ class Settings(BaseSettings):
     # Redis online store (host:port) overriding the repo's own, e.g. the name a container sees;
     # None reads the store the repo was materialized to.
     redis_url: str | None = None
+    # Article display fields: "memory" loads the article table of the feature repo once at start
+    # (no store read per request); "store" reads the online store on every request.
+    article_display: ArticleDisplay = ArticleDisplay.MEMORY
     default_k: int = Field(default=12, ge=1)  # results when a request gives no ``k``
     # Largest ``k`` a request may ask for. Keep it <= the K the Triton models were exported
     # with: past that, personalised and similar lists hold at most K items.
