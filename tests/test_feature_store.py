@@ -314,8 +314,10 @@ def test_article_display_from_memory_equals_the_online_store(
 ) -> None:
     repo = request.getfixturevalue(f"{store}_repo")
     ids = [f"a{i}" for i in range(8)] + ["zz", "a3", ""]
-    from_store = OnlineFeatures(repo, article_display="store").get_articles(ids)
-    from_memory = OnlineFeatures(repo, article_display="memory").get_articles(ids)
+    store_reader = OnlineFeatures(repo, article_display="store")
+    memory_reader = OnlineFeatures(repo, article_display="memory")
+    assert (store_reader.articles_in_memory, memory_reader.articles_in_memory) == (False, True)
+    from_store, from_memory = store_reader.get_articles(ids), memory_reader.get_articles(ids)
     assert from_memory == from_store
     assert sum(a is None for a in from_store) == 2
     with pytest.raises(ValueError, match="'disk' is not a valid ArticleDisplay"):

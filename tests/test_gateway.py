@@ -763,3 +763,65 @@ def test_triton_recommender_maps_call_errors(triton: FakeTritonClient) -> None:
     assert asyncio.run(recommender.ready()) is True
     assert asyncio.run(recommender.similar(["a1"], 1)) == RankedBatch([["a5"]], [[0.875]])
     assert [timeout for *_, timeout in triton.calls] == [0.5, 0.5]
+
+
+class InMemoryArticlesStore(FakeStore):
+    """A store whose article reads are in-memory lookups (like ``ArticleDisplay.MEMORY``)
+    when ``articles_in_memory``; records whether each read ran on the event loop."""
+
+    def __init__(self, in_memory: bool) -> None:
+        super().__init__()
+        self.articles_in_memory = in_memory
+        self.on_event_loop: list[bool] = []
+
+    def get_articles(self, ids: Sequence[str]) -> list[dict[str, str | None] | None]:
+        try:
+            asyncio.get_running_loop()  # raises in a worker thread
+            self.on_event_loop.append(True)
+        except RuntimeError:
+            self.on_event_loop.append(False)
+        return super().get_articles(ids)
+
+
+@pytest.fixture
+def memory_client(
+    triton: FakeTritonClient, request: pytest.FixtureRequest
+) -> Iterator[tuple[TestClient, InMemoryArticlesStore]]:
+    store = InMemoryArticlesStore(getattr(request, "param", True))
+    app = create_app(
+        Settings(),
+        store_factory=lambda _: store,
+        recommender_factory=lambda s: TritonRecommender(triton, s.triton_timeout_s),
+    )
+    with TestClient(app) as client:
+        yield client, store
+
+
+@pytest.mark.parametrize("memory_client", [True, False], indirect=True, ids=["memory", "store"])
+def test_in_memory_articles_are_read_on_the_event_loop_with_metrics(
+    memory_client: tuple[TestClient, InMemoryArticlesStore],
+) -> None:
+    client, store = memory_client
+    inline = store.articles_in_memory
+    response = client.get("/v1/articles/a1")
+    assert response.status_code == 200
+    assert response.json() == {schema.ARTICLE_ID: "a1", **CATALOGUE["a1"]}
+    assert client.get("/v1/articles/nope").status_code == 404
+    assert client.get("/v1/customers/stranger/recommendations").status_code == 200
+    assert store.on_event_loop == [inline] * 3  # in memory: no worker thread; else one each
+    samples = metric_samples(client.get("/metrics").text)
+    stage = frozenset({("stage", "article_display")})
+    assert samples[("shoprec_gateway_stage_duration_seconds_count", stage)] == 3
+
+
+def test_in_memory_article_failure_is_503(
+    memory_client: tuple[TestClient, InMemoryArticlesStore],
+) -> None:
+    client, store = memory_client
+    store.errors["get_articles"] = KeyError("corrupt table")
+    response = client.get("/v1/articles/a1/similar")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "feature store unavailable"}
+    samples = metric_samples(client.get("/metrics").text)
+    labels = frozenset({("stage", "article_display"), ("reason", "error")})
+    assert samples[("shoprec_gateway_stage_failures_total", labels)] == 1

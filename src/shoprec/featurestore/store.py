@@ -428,6 +428,11 @@ class OnlineFeatures:
             )
             self._articles = {row[0]: row[1:] for row in table.iter_rows()}
 
+    @property
+    def articles_in_memory(self) -> bool:
+        """Whether :meth:`get_articles` is an in-memory lookup (``ArticleDisplay.MEMORY``)."""
+        return self._articles is not None
+
     def _feature_refs(self, service: str) -> list[str]:
         """``view:feature`` references of a feature service, resolved once.
 

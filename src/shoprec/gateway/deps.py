@@ -70,6 +70,8 @@ class FeatureStore(Protocol):
         """Display fields (``NAME``, ``ARTICLE_ATTRIBUTES``, ``DESCRIPTION``) of each article.
 
         Returns one entry per id, in order; ``None`` for an article the store does not know.
+        A store may also set an attribute ``articles_in_memory = True``: its ``get_articles``
+        is then a dictionary lookup, called on the event loop without a worker thread.
         """
         ...
 
@@ -136,6 +138,7 @@ class Backends:
         metrics: GatewayMetrics,
     ) -> None:
         self._store = store
+        self._articles_inline = getattr(store, "articles_in_memory", False) is True
         self._recommender = recommender
         self._store_timeout_s = settings.store_timeout_s
         self._triton_timeout_s = settings.triton_timeout_s
@@ -148,8 +151,24 @@ class Backends:
         return await self._from_store(Stage.FEATURE_FETCH, self._store.get_customers, customer_ids)
 
     async def articles(self, article_ids: Sequence[str]) -> list[dict[str, str | None] | None]:
-        """:meth:`FeatureStore.get_articles`, stage ``article_display``."""
-        return await self._from_store(Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids)
+        """:meth:`FeatureStore.get_articles`, stage ``article_display``; inline (no worker
+        thread, ~0.2 ms less per call) when the store holds the articles in memory."""
+        if not self._articles_inline:
+            return await self._from_store(
+                Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids
+            )
+        start = time.perf_counter()
+        failure: str | None = None
+        try:
+            return self._store.get_articles(article_ids)
+        except Exception:
+            failure = "error"
+            logger.warning("%s failed", Stage.ARTICLE_DISPLAY.value, exc_info=True)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, STORE_UNAVAILABLE) from None
+        finally:
+            self._metrics.observe_stage(
+                Stage.ARTICLE_DISPLAY, time.perf_counter() - start, failure
+            )
 
     async def popular(self, k: int) -> list[str]:
         """:meth:`FeatureStore.popular`, stage ``popular``."""
