@@ -34,7 +34,13 @@ from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.modules import SparseArch
 from shoprec.pipeline import ranker_test_sets
-from shoprec.ranking.compare import LABELS, REFERENCE_HM, compare_rankers, metric_names
+from shoprec.ranking.compare import (
+    LABELS,
+    REFERENCE_HM,
+    compare_rankers,
+    mean_std,
+    metric_names,
+)
 from shoprec.ranking.models import (
     CrossNet,
     DCNv2,
@@ -290,6 +296,8 @@ def test_compare_writes_json_markdown_and_png(compared: tuple[Paths, dict]) -> N
             assert len(m["values"]) == SEEDS
             assert m["mean"] == pytest.approx(np.mean(m["values"]))
             assert m["std"] == pytest.approx(np.std(m["values"], ddof=1))
+            if name in ("history_candidate_auc", "new_candidate_auc") and m["mean"] is None:
+                continue  # a subset with one class on tiny data: undefined, said so
             if name != "fit_seconds":
                 assert all(0.0 <= v <= 1.0 for v in m["values"]), (kind, name)
         assert len(r["val_auc"]) == SEEDS
@@ -307,6 +315,21 @@ def test_compare_writes_json_markdown_and_png(compared: tuple[Paths, dict]) -> N
         [A.COMPARISON_JSON, A.COMPARISON_MD, A.COMPARISON_PNG]
         + [f for kind in RankerKind if kind is not RankerKind.DLRM for f in ranker_files(kind)]
     )
+
+
+def test_history_split_of_the_candidate_auc() -> None:
+    from shoprec.pipeline import in_history, subset_auc
+
+    f = RANKING_HISTORY_FEATURE
+    sparse = np.zeros((3, f + 1), dtype=np.int64)
+    sparse[:, f] = [5, 6, 7]
+    hist = np.array([[5, 9, 0], [0, 0, 0], [7, 7, 2]])
+    inputs = RankingInputs(np.zeros((3, 1), np.float32), sparse, hist)
+    np.testing.assert_array_equal(in_history(inputs), [True, False, True])
+    assert subset_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.2])) == pytest.approx(1.0)
+    assert subset_auc(np.array([1, 0, 1]), np.array([0.1, 0.9, 0.2])) == pytest.approx(0.0)
+    assert np.isnan(subset_auc(np.array([1, 1]), np.array([0.1, 0.9])))
+    assert mean_std([0.5, float("nan")]) == {"mean": None, "std": None, "values": [0.5, None]}
 
 
 def test_compare_is_seed_deterministic(compared: tuple[Paths, dict], tmp_path: Path) -> None:

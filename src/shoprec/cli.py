@@ -370,10 +370,12 @@ def compare_rankers_cmd(
     k = result["k"]
     window = f"{result['test_window']['start']}..{result['test_window']['end']}"
     for title, columns in (
-        (f"labelled test set (1:1 popularity negatives; AUC cand.: retrieved test "
-         f"candidates), mean ± std over {seeds} seed(s)",
-         {"auc": "AUC", "precision": "precision", "recall": "recall",
-          "candidate_auc": "AUC cand."}),
+        (f"labelled test set (1:1 popularity negatives), mean ± std over {seeds} seed(s)",
+         {"auc": "AUC", "precision": "precision", "recall": "recall"}),
+        (f"AUC on the test window's retrieved candidates: all, from the customer's history, "
+         f"the others; mean ± std over {seeds} seed(s)",
+         {"candidate_auc": "AUC cand.", "history_candidate_auc": "AUC hist.",
+          "new_candidate_auc": "AUC new"}),
         (f"re-ranking the test window's candidates ({window}), mean ± std over {seeds} seed(s)",
          {f"map@{k}": f"MAP@{k}", f"ndcg@{k}": f"NDCG@{k}", f"recall@{k}": f"Recall@{k}",
           "fit_seconds": "fit s"}),
@@ -386,6 +388,7 @@ def compare_rankers_cmd(
             m = r["metrics"]
             table.add_row(r["label"], *(
                 f"{m[key]['mean']:.1f}" if key == "fit_seconds"
+                else "n/a" if m[key]["mean"] is None
                 else f"{m[key]['mean']:.4f} ±{m[key]['std']:.4f}".replace("±0.", "±.")
                 for key in columns))
         console.print(table)

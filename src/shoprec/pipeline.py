@@ -50,7 +50,12 @@ from shoprec.evaluation.metrics import (
     mean_recall_at_k,
     paired_bootstrap_ci,
 )
-from shoprec.features.assemble import EncodedDataset, RankingInputs, encode_dataset
+from shoprec.features.assemble import (
+    RANKING_HISTORY_FEATURE,
+    EncodedDataset,
+    RankingInputs,
+    encode_dataset,
+)
 from shoprec.features.encode import encode_articles, fit_workflow
 from shoprec.features.workflow import Workflow
 from shoprec.ingest.canonical import Canonical, read_canonical
@@ -372,18 +377,36 @@ def article_lists(enc: EncodedDataset, rows: np.ndarray) -> list[list[str]]:
     return [[ids[r] for r in row if r != PAD] for row in rows]
 
 
+def in_history(inputs: RankingInputs) -> np.ndarray:
+    """bool (M,): whether each example's article is in its customer's history list."""
+    article = inputs.sparse[:, RANKING_HISTORY_FEATURE]
+    return (inputs.hist_ids == article[:, None]).any(axis=1)
+
+
+def subset_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC, or NaN when ``labels`` hold one class only (AUC undefined)."""
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
 def score_ranker(ranker: Ranker, enc: EncodedDataset, sets: RankerTestSets,
                  k: int) -> tuple[dict[str, float], list[list[str]]]:
     """Score one ranker on the test sets.
 
     Returns:
         ({"auc", "precision", "recall"} on the labelled set (threshold 0.5),
-        "candidate_auc" on the retrieved candidates, and ``evaluate_lists`` of its re-ranked
+        "candidate_auc" on the retrieved candidates, "history_candidate_auc" /
+        "new_candidate_auc" on those from / not from the customer's history list (NaN when
+        a subset holds one class), and ``evaluate_lists`` of its re-ranked
         top-k lists: "map@k", "recall@k", "ndcg@k"}, those lists of article ids).
     """
     scores = binary_classification_metrics(sets.labels, predict(ranker, sets.labelled))
     cand_p = predict(ranker, sets.candidates)
     scores["candidate_auc"] = float(roc_auc_score(sets.candidate_labels, cand_p))
+    in_hist = in_history(sets.candidates)
+    for name, subset in (("history_candidate_auc", in_hist), ("new_candidate_auc", ~in_hist)):
+        scores[name] = subset_auc(sets.candidate_labels[subset], cand_p[subset])
     lists = article_lists(enc, rank_window(ranker, enc, sets.customer_rows,
                                            sets.candidate_rows, k))
     scores.update(evaluate_lists(lists, sets.relevant, k))
@@ -462,6 +485,9 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
             "examples": len(sets.candidate_labels),
             "positive_share": float(sets.candidate_labels.mean()),
             "auc": ranker_scores["candidate_auc"],
+            "history_share": float(in_history(sets.candidates).mean()),
+            "history_auc": ranker_scores["history_candidate_auc"],
+            "new_auc": ranker_scores["new_candidate_auc"],
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -500,7 +526,9 @@ def report_markdown(report: dict[str, Any]) -> str:
               "(threshold 0.5).", ""]
     c = report["ranker_test_candidates"]
     lines += [f"Ranker on test-window retrieval candidates ({c['examples']} examples, "
-              f"{c['positive_share']:.1%} purchased): AUC {c['auc']:.4f}.", ""]
+              f"{c['positive_share']:.1%} purchased): AUC {c['auc']:.4f}; among the "
+              f"{c['history_share']:.1%} from the customer's history (which of my usual "
+              f"articles) {c['history_auc']:.4f}, among the others {c['new_auc']:.4f}.", ""]
     return "\n".join(lines)
 
 

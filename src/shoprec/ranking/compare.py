@@ -107,6 +107,8 @@ def metric_names(k: int) -> tuple[str, ...]:
         "precision",
         "recall",
         "candidate_auc",
+        "history_candidate_auc",
+        "new_candidate_auc",
         f"map@{k}",
         f"ndcg@{k}",
         f"recall@{k}",
@@ -115,8 +117,11 @@ def metric_names(k: int) -> tuple[str, ...]:
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std", "values"}``; std is the sample standard deviation (0.0 for one)."""
+    """``{"mean", "std", "values"}``; std is the sample standard deviation (0.0 for one);
+    mean and std are None (and the NaN values None) when a value is NaN."""
     x = np.asarray(values, dtype=np.float64)
+    if np.isnan(x).any():  # an undefined AUC (one class): no mean either
+        return {"mean": None, "std": None, "values": [None if np.isnan(v) else float(v) for v in x]}
     return {
         "mean": float(x.mean()),
         "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
@@ -277,6 +282,8 @@ def _baselines(models_dir: Path, k: int) -> dict[str, dict[str, float]]:
 
 
 def _pm(m: dict[str, Any], digits: int = 4) -> str:
+    if m["mean"] is None:
+        return "n/a"
     return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
 
 
@@ -292,14 +299,15 @@ def comparison_markdown(c: dict[str, Any]) -> str:
         f"{ex['validation']} validation "
         f"examples. AUC / precision / recall (threshold 0.5): the labelled test set "
         f"({ex['labelled_test']} examples, popularity-sampled negatives 1:1, the reference "
-        f"design's). AUC cand.: {ex['test_candidates']} retrieved test-window candidates. "
+        f"design's). AUC cand.: {ex['test_candidates']} retrieved test-window candidates; "
+        "AUC hist. / AUC new: those from / not from the customer's history list. "
         f"MAP / NDCG / Recall@{k}: each ranker re-ranks the Two-Tower (+ history) candidates "
         f"of the {ex['test_customers']} customers who bought in the test window "
         f"{w['start']} .. {w['end']}.",
         "",
-        f"| ranker | AUC | precision | recall | AUC cand. | MAP@{k} | NDCG@{k} | Recall@{k} "
-        "| fit s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| ranker | AUC | precision | recall | AUC cand. | AUC hist. | AUC new | MAP@{k} "
+        f"| NDCG@{k} | Recall@{k} | fit s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in c["rankers"].values():
         m = r["metrics"]
