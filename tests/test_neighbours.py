@@ -75,9 +75,31 @@ def test_bad_arguments_are_named() -> None:
         text_neighbours(np.ones((2, 2), dtype=np.float32), 0)
     with pytest.raises(ValueError, match=r"non-empty \(T, D\) matrix, got \(0, 2\)"):
         text_neighbours(np.ones((0, 2), dtype=np.float32), 3)
-    with pytest.raises(ValueError, match="groups must take the values 0..1"):
-        TextNeighbours(
-            groups=np.array([0, 0, 3]),
-            neighbours=np.full((2, 1), -1, dtype=np.int32),
-            scores=np.full((2, 1), -np.inf, dtype=np.float32),
-        )
+    empty = np.full((2, 1), -1, dtype=np.int32)
+    no_scores = np.full((2, 1), -np.inf, dtype=np.float32)
+    for groups in ([0, 0, 3], [0, 0, 0]):  # a value out of range; a group that never occurs
+        with pytest.raises(ValueError, match="groups must take every value 0..1 and no other"):
+            TextNeighbours(groups=np.array(groups), neighbours=empty, scores=no_scores)
+    with pytest.raises(ValueError, match="neighbours must lie in -1..1"):
+        TextNeighbours(np.array([0, 1]), np.array([[1], [2]], dtype=np.int32), no_scores)
+    with pytest.raises(ValueError, match="scores has dtype float64, expected float32"):
+        TextNeighbours(np.array([0, 1]), empty, no_scores.astype(np.float64))
+
+
+def test_similar_items_step_rejects_an_inconsistent_table(tmp_path) -> None:
+    from shoprec.errors import ArtifactError
+    from shoprec.serving.runtime import SimilarItemsStep
+
+    x = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    step = SimilarItemsStep(text_neighbours(x, 2), ["a", "b", "c"], max_k=2)
+    step.save(tmp_path)
+    assert SimilarItemsStep.load(tmp_path, 2).similar(np.array([[b"a"]], dtype=object))[0][
+        0
+    ].tolist() == [b"c", b"b"]
+    with pytest.raises(ArtifactError, match="holds 2 neighbours, max_k is 3"):
+        SimilarItemsStep.load(tmp_path, 3)
+    np.save(tmp_path / "text_groups.npy", np.array([0, 2, 2], dtype=np.int32))
+    with pytest.raises(ArtifactError, match="groups must take every value"):
+        SimilarItemsStep.load(tmp_path, 2)
+    with pytest.raises(ArtifactError, match="an article id is empty"):
+        SimilarItemsStep(text_neighbours(x, 2), ["a", "", "c"], max_k=2)

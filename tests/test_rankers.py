@@ -294,10 +294,11 @@ def test_compare_writes_json_markdown_and_png(compared: tuple[Paths, dict]) -> N
         assert set(r["metrics"]) == set(metric_names(k))
         for name, m in r["metrics"].items():
             assert len(m["values"]) == SEEDS
+            if name in ("history_candidate_auc", "new_candidate_auc") and m["mean"] is None:
+                assert None in m["values"]  # a subset with one class on tiny data: undefined
+                continue
             assert m["mean"] == pytest.approx(np.mean(m["values"]))
             assert m["std"] == pytest.approx(np.std(m["values"], ddof=1))
-            if name in ("history_candidate_auc", "new_candidate_auc") and m["mean"] is None:
-                continue  # a subset with one class on tiny data: undefined, said so
             if name != "fit_seconds":
                 assert all(0.0 <= v <= 1.0 for v in m["values"]), (kind, name)
         assert len(r["val_auc"]) == SEEDS
@@ -326,6 +327,10 @@ def test_history_split_of_the_candidate_auc() -> None:
     hist = np.array([[5, 9, 0], [0, 0, 0], [7, 7, 2]])
     inputs = RankingInputs(np.zeros((3, 1), np.float32), sparse, hist)
     np.testing.assert_array_equal(in_history(inputs), [True, False, True])
+    sparse[:, f] = [1, 0, 2]  # OOV (1) and missing (0) ids are never "in the history"
+    hist = np.array([[1, 0, 0], [0, 0, 0], [2, 1, 0]])
+    inputs = RankingInputs(np.zeros((3, 1), np.float32), sparse, hist)
+    np.testing.assert_array_equal(in_history(inputs), [False, False, True])
     assert subset_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.2])) == pytest.approx(1.0)
     assert subset_auc(np.array([1, 0, 1]), np.array([0.1, 0.9, 0.2])) == pytest.approx(0.0)
     assert np.isnan(subset_auc(np.array([1, 1]), np.array([0.1, 0.9])))
@@ -564,12 +569,15 @@ def test_cli_compare_rankers_with_sampled_negatives_elsewhere(
         (["--rankers", "dlrm,xgboost"], "unknown ranker 'xgboost'; choose from dlrm, wide_deep"),
         (["--rankers", "mlp,mlp"], "need distinct rankers, got 'mlp,mlp'"),
         (["--seeds", "0"], "--seeds': Input should be greater than or equal to 1"),
+        (["--config", "LIST_JSON"], "expected a JSON object, got [1, 2]"),
     ],
 )
 def test_cli_compare_rankers_rejects_bad_values(
     tiny: TinyRun, tmp_path: Path, args: list[str], message: str
 ) -> None:
     common, models = _cli_copy(tiny, tmp_path)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    args = [str(tmp_path / "list.json") if a == "LIST_JSON" else a for a in args]
     result = CliRunner().invoke(app, ["compare-rankers", *common, *args])
     assert result.exit_code == 2
     assert message in _flat(result.output)

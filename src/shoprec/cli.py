@@ -356,13 +356,20 @@ def compare_rankers_cmd(
     paths = _paths(name, data_root, models_root)
     try:
         overrides = json.loads(config.read_text()) if config else {}
-        if negatives is not None:
-            overrides.setdefault("dlrm", {})["negatives"] = negatives.value
-        cfg = comparison_config(paths.models_dir, overrides)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from exc
+    if not isinstance(overrides, dict):
+        raise typer.BadParameter(f"{config}: expected a JSON object, got {overrides!r}",
+                                 param_hint="--config")
+    if negatives is not None:
+        overrides.setdefault("dlrm", {})["negatives"] = negatives.value
+    try:
+        cfg = comparison_config(paths.models_dir, overrides)
     except ShoprecError as exc:
         raise _fail(exc) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        source = config or paths.models_dir / "config.json"
+        raise typer.BadParameter(f"{source}: {exc}", param_hint="--config") from exc
     try:
         result = compare_rankers(paths, cfg, kinds, seeds, _log, out)
     except ShoprecError as exc:
@@ -370,13 +377,12 @@ def compare_rankers_cmd(
     k = result["k"]
     window = f"{result['test_window']['start']}..{result['test_window']['end']}"
     for title, columns in (
-        (f"labelled test set (1:1 popularity negatives), mean ± std over {seeds} seed(s)",
+        (f"labelled test set (1:1 popularity negatives); mean ± std, {seeds} seed(s)",
          {"auc": "AUC", "precision": "precision", "recall": "recall"}),
-        (f"AUC on the test window's retrieved candidates: all, from the customer's history, "
-         f"the others; mean ± std over {seeds} seed(s)",
+        (f"AUC on retrieved test candidates: all, from the history, others; {seeds} seed(s)",
          {"candidate_auc": "AUC cand.", "history_candidate_auc": "AUC hist.",
           "new_candidate_auc": "AUC new"}),
-        (f"re-ranking the test window's candidates ({window}), mean ± std over {seeds} seed(s)",
+        (f"re-ranking the candidates of the test window {window}; {seeds} seed(s)",
          {f"map@{k}": f"MAP@{k}", f"ndcg@{k}": f"NDCG@{k}", f"recall@{k}": f"Recall@{k}",
           "fit_seconds": "fit s"}),
     ):

@@ -57,7 +57,7 @@ from shoprec.features.assemble import (
     encode_dataset,
 )
 from shoprec.features.encode import encode_articles, fit_workflow
-from shoprec.features.workflow import Workflow
+from shoprec.features.workflow import FIRST_ID, Workflow
 from shoprec.ingest.canonical import Canonical, read_canonical
 from shoprec.modules import save_model
 from shoprec.ranking.models import Ranker, build_ranker, save_ranker
@@ -378,9 +378,13 @@ def article_lists(enc: EncodedDataset, rows: np.ndarray) -> list[list[str]]:
 
 
 def in_history(inputs: RankingInputs) -> np.ndarray:
-    """bool (M,): whether each example's article is in its customer's history list."""
+    """bool (M,): whether each example's article is in its customer's history list.
+
+    Compares encoded ids, so an article unknown to the workflow (OOV, or the missing id) is
+    never "in the history", even when the history holds other unknown articles.
+    """
     article = inputs.sparse[:, RANKING_HISTORY_FEATURE]
-    return (inputs.hist_ids == article[:, None]).any(axis=1)
+    return (inputs.hist_ids == article[:, None]).any(axis=1) & (article >= FIRST_ID)
 
 
 def subset_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -388,6 +392,14 @@ def subset_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     if len(np.unique(labels)) < 2:
         return float("nan")
     return float(roc_auc_score(labels, scores))
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if np.isnan(x) else x
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 def score_ranker(ranker: Ranker, enc: EncodedDataset, sets: RankerTestSets,
@@ -432,6 +444,7 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
     ranker_scores, two_stage = score_ranker(models.ranker, enc, sets, k)
+    labelled_hist, cand_hist = in_history(sets.labelled), in_history(sets.candidates)
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
     customer_ids = enc.customers.ids[cust_rows]
     ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)
@@ -480,14 +493,19 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
         "ranker_test_set": {
             "examples": len(sets.labels),
             **{m: ranker_scores[m] for m in ("auc", "precision", "recall")},
+            # how often the article is in the customer's history, purchases vs negatives
+            "positives_in_history": float(labelled_hist[sets.labels == 1].mean()),
+            "negatives_in_history": float(labelled_hist[sets.labels == 0].mean()),
         },
         "ranker_test_candidates": {
             "examples": len(sets.candidate_labels),
             "positive_share": float(sets.candidate_labels.mean()),
             "auc": ranker_scores["candidate_auc"],
-            "history_share": float(in_history(sets.candidates).mean()),
-            "history_auc": ranker_scores["history_candidate_auc"],
-            "new_auc": ranker_scores["new_candidate_auc"],
+            "history_share": float(cand_hist.mean()),
+            "history_positive_share": float(sets.candidate_labels[cand_hist].mean()),
+            "negatives_in_history": float(cand_hist[sets.candidate_labels == 0].mean()),
+            "history_auc": _none_if_nan(ranker_scores["history_candidate_auc"]),
+            "new_auc": _none_if_nan(ranker_scores["new_candidate_auc"]),
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -523,12 +541,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     r = report["ranker_test_set"]
     lines += ["", f"Ranker on the labelled test set ({r['examples']} examples, 1:1 negatives): "
               f"AUC {r['auc']:.4f}, precision {r['precision']:.4f}, recall {r['recall']:.4f} "
-              "(threshold 0.5).", ""]
+              f"(threshold 0.5). In the customer's history: {r['positives_in_history']:.1%} "
+              f"of its purchases, {r['negatives_in_history']:.1%} of its negatives.", ""]
     c = report["ranker_test_candidates"]
     lines += [f"Ranker on test-window retrieval candidates ({c['examples']} examples, "
               f"{c['positive_share']:.1%} purchased): AUC {c['auc']:.4f}; among the "
               f"{c['history_share']:.1%} from the customer's history (which of my usual "
-              f"articles) {c['history_auc']:.4f}, among the others {c['new_auc']:.4f}.", ""]
+              f"articles; {c['history_positive_share']:.1%} of them purchased, "
+              f"{c['negatives_in_history']:.1%} of all negatives) {_fmt(c['history_auc'])}, "
+              f"among the others {_fmt(c['new_auc'])}.", ""]
     return "\n".join(lines)
 
 

@@ -419,6 +419,8 @@ class SimilarItemsStep(Step):
             )
         if table.k < max_k:
             raise ArtifactError(f"the neighbour table holds {table.k} neighbours, max_k is {max_k}")
+        if any(a == "" for a in article_ids):
+            raise ArtifactError("an article id is empty (b'' marks 'no neighbour')")
         self.max_k = max_k
         self.table = table
         self.article_ids = list(article_ids)
