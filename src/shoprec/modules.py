@@ -27,6 +27,12 @@ def mlp(in_dim: int, dims: Sequence[int], final_activation: bool = True) -> nn.S
     return nn.Sequential(*layers)
 
 
+def logit_head(in_dim: int, dims: Sequence[int]) -> nn.Sequential:
+    """The rankers' over arch: :func:`mlp` of widths ``dims`` (ReLU after each), then one
+    linear layer to a logit: float32 (B, in_dim) -> (B, 1)."""
+    return nn.Sequential(mlp(in_dim, dims), nn.Linear(dims[-1], 1))
+
+
 class SparseArch(nn.Module):
     """One embedding table per sparse feature, plus optional pooled history.
 

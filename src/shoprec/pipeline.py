@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,11 @@ class RankerTestSets:
     candidate_rows: np.ndarray
     relevant: list[set[str]]
 
+    @cached_property
+    def candidate_in_history(self) -> np.ndarray:
+        """bool (Mc,): :func:`in_history` of ``candidates``, computed once per test set."""
+        return in_history(self.candidates)
+
 
 def ranker_test_sets(two_tower: Any, enc: EncodedDataset, data: DatasetArtifacts, window: int,
                      config: PipelineConfig) -> RankerTestSets:
@@ -416,7 +422,7 @@ def score_ranker(ranker: Ranker, enc: EncodedDataset, sets: RankerTestSets,
     scores = binary_classification_metrics(sets.labels, predict(ranker, sets.labelled))
     cand_p = predict(ranker, sets.candidates)
     scores["candidate_auc"] = float(roc_auc_score(sets.candidate_labels, cand_p))
-    in_hist = in_history(sets.candidates)
+    in_hist = sets.candidate_in_history
     for name, subset in (("history_candidate_auc", in_hist), ("new_candidate_auc", ~in_hist)):
         scores[name] = subset_auc(sets.candidate_labels[subset], cand_p[subset])
     lists = article_lists(enc, rank_window(ranker, enc, sets.customer_rows,
@@ -444,7 +450,7 @@ def run_evaluate(paths: Paths, config: PipelineConfig | None = None,
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
     ranker_scores, two_stage = score_ranker(models.ranker, enc, sets, k)
-    labelled_hist, cand_hist = in_history(sets.labelled), in_history(sets.candidates)
+    labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
     customer_ids = enc.customers.ids[cust_rows]
     ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from shoprec.config import DLRMConfig, RankerKind
-from shoprec.modules import SparseArch, mlp
+from shoprec.modules import SparseArch, logit_head, mlp
 
 
 class DotInteraction(nn.Module):
@@ -64,9 +64,7 @@ class DLRM(nn.Module):
         self.dense_arch = mlp(num_dense, (*config.bottom_mlp[:-1], d))
         k = self.sparse_arch.num_outputs + 1
         self.interaction = DotInteraction(k)
-        self.over_arch = nn.Sequential(
-            mlp(d + k * (k - 1) // 2, config.top_mlp), nn.Linear(config.top_mlp[-1], 1)
-        )
+        self.over_arch = logit_head(d + k * (k - 1) // 2, config.top_mlp)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor,
                 hist_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -42,7 +42,7 @@ from shoprec.config import (
 )
 from shoprec.errors import ArtifactError
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE
-from shoprec.modules import SparseArch, load_checkpoint, mlp, save_model
+from shoprec.modules import SparseArch, load_checkpoint, logit_head, save_model
 from shoprec.ranking.dlrm import DLRM
 from shoprec.ranking.trees import TreeRanker
 from shoprec.ranking.trees import ranker_files as tree_ranker_files
@@ -119,7 +119,26 @@ class WideArch(nn.Module):
         return self.sparse_arch(sparse).sum((1, 2)) + self.dense_arch(dense).squeeze(-1)
 
 
-class WideAndDeep(nn.Module):
+class FlatRanker(nn.Module):
+    """Base of the rankers over :class:`FlatFeatureArch` (Wide&Deep, DCN-v2, MLP): the widths
+    they were built with and their embeddings, ``sparse_arch`` (the front end shared with
+    DLRM). Subclasses set ``feature_arch``; this class creates no parameters, so a
+    subclass's initialisation order (and a seed's weights) is its own."""
+
+    feature_arch: FlatFeatureArch
+
+    def __init__(self, cardinalities: Sequence[int], num_dense: int):
+        super().__init__()
+        self.cardinalities = list(cardinalities)
+        self.num_dense = num_dense
+
+    @property
+    def sparse_arch(self) -> SparseArch:
+        """The embeddings (the front end shared with DLRM)."""
+        return self.feature_arch.sparse_arch
+
+
+class WideAndDeep(FlatRanker):
     """Wide & Deep (Cheng et al. 2016): ``logit = wide(x) + deep(x)``, trained jointly.
 
     The paper trains the wide part with FTRL + L1 and the deep part with AdaGrad; here one
@@ -142,19 +161,10 @@ class WideAndDeep(nn.Module):
         deep_mlp: Sequence[int],
         history_feature: int | None = None,
     ):
-        super().__init__()
-        self.cardinalities = list(cardinalities)
-        self.num_dense = num_dense
+        super().__init__(cardinalities, num_dense)
         self.wide = WideArch(cardinalities, num_dense)
         self.feature_arch = FlatFeatureArch(cardinalities, num_dense, dim, history_feature)
-        self.over_arch = nn.Sequential(
-            mlp(self.feature_arch.out_dim, deep_mlp), nn.Linear(deep_mlp[-1], 1)
-        )
-
-    @property
-    def sparse_arch(self) -> SparseArch:
-        """The deep part's embeddings (the front end shared with DLRM)."""
-        return self.feature_arch.sparse_arch
+        self.over_arch = logit_head(self.feature_arch.out_dim, deep_mlp)
 
     def forward(
         self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None
@@ -189,7 +199,7 @@ class CrossNet(nn.Module):
         return x
 
 
-class DCNv2(nn.Module):
+class DCNv2(FlatRanker):
     """DCN-v2, stacked: flat features -> :class:`CrossNet` -> MLP -> logit.
 
     Example::
@@ -210,18 +220,10 @@ class DCNv2(nn.Module):
         deep_mlp: Sequence[int],
         history_feature: int | None = None,
     ):
-        super().__init__()
-        self.cardinalities = list(cardinalities)
-        self.num_dense = num_dense
+        super().__init__(cardinalities, num_dense)
         self.feature_arch = FlatFeatureArch(cardinalities, num_dense, dim, history_feature)
         self.interaction = CrossNet(self.feature_arch.out_dim, cross_layers)
-        self.over_arch = nn.Sequential(
-            mlp(self.feature_arch.out_dim, deep_mlp), nn.Linear(deep_mlp[-1], 1)
-        )
-
-    @property
-    def sparse_arch(self) -> SparseArch:
-        return self.feature_arch.sparse_arch
+        self.over_arch = logit_head(self.feature_arch.out_dim, deep_mlp)
 
     def forward(
         self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None
@@ -231,7 +233,7 @@ class DCNv2(nn.Module):
         return self.over_arch(self.interaction(x0)).squeeze(-1)
 
 
-class MLPRanker(nn.Module):
+class MLPRanker(FlatRanker):
     """Flat features through one MLP to a logit (no explicit feature interactions).
 
     Example::
@@ -251,17 +253,9 @@ class MLPRanker(nn.Module):
         deep_mlp: Sequence[int],
         history_feature: int | None = None,
     ):
-        super().__init__()
-        self.cardinalities = list(cardinalities)
-        self.num_dense = num_dense
+        super().__init__(cardinalities, num_dense)
         self.feature_arch = FlatFeatureArch(cardinalities, num_dense, dim, history_feature)
-        self.over_arch = nn.Sequential(
-            mlp(self.feature_arch.out_dim, deep_mlp), nn.Linear(deep_mlp[-1], 1)
-        )
-
-    @property
-    def sparse_arch(self) -> SparseArch:
-        return self.feature_arch.sparse_arch
+        self.over_arch = logit_head(self.feature_arch.out_dim, deep_mlp)
 
     def forward(
         self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None
