@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINTED := src tests feature_repo
 
 .PHONY: demo test lint pipeline bench-offline clean
 
@@ -22,10 +23,15 @@ test: $(STAMP)
 	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq docker-compose) >/dev/null 2>&1; } || \
 	  echo "docker-compose unavailable: the compose validation tests will be skipped"
+	$(BIN)/lint-imports
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 
 clean:

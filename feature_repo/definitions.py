@@ -23,13 +23,14 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Array, Float32, Int64, String
 
 from shoprec import schema as s
-from shoprec.featurestore.online import (
+from shoprec.featurestore.tables import (
     ARTICLES_FILE,
     CUSTOMERS_FILE,
     DISPLAY_FIELDS,
     ONLINE_DATA_DIR,
 )
 
+FEAST_TYPES = {"INT64": Int64, "FP32": Float32}  # schema.TensorSpec.triton -> Feast type
 NEVER_EXPIRES = timedelta(0)  # Feast: ttl 0 = no expiry; the next materialization replaces rows
 
 customer = Entity(
@@ -66,26 +67,14 @@ customer_encoded_fv = FeatureView(
     ttl=NEVER_EXPIRES,
     schema=[
         Field(name=s.CUSTOMER_ID, dtype=String),
-        Field(
-            name=s.T_CUSTOMER_SPARSE,
-            dtype=Array(Int64),
-            description="(Fc,) workflow ids of the customer's categorical attributes",
-        ),
-        Field(
-            name=s.T_CUSTOMER_DENSE,
-            dtype=Array(Float32),
-            description="(Fdc,) normalised numeric features and missing indicators",
-        ),
-        Field(
-            name=s.T_HIST_IDS,
-            dtype=Array(Int64),
-            description="(N,) article vocabulary ids of past purchases, 0 = padding",
-        ),
-        Field(
-            name=s.T_HIST_COUNTS,
-            dtype=Array(Float32),
-            description="(N,) purchases of each history article, 0 for padding",
-        ),
+        *[
+            Field(
+                name=name,
+                dtype=Array(FEAST_TYPES[s.TENSORS[name].triton]),
+                description=f"({s.TENSORS[name].width},) {s.TENSORS[name].description}",
+            )
+            for name in s.ENCODED_CUSTOMER_FEATURES
+        ],
     ],
     source=customer_encoded_source,
     online=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoprec.ingest.canonical import Canonical
+from shoprec.data.ingest.canonical import Canonical
 from toydata import make_canonical
 
 

@@ -145,8 +145,10 @@ def test_parse_prometheus_keeps_names_labels_and_values() -> None:
 
 def test_parse_prometheus_keeps_counter_names_as_written() -> None:
     samples = parse_prometheus(TRITON_BEFORE)
-    assert samples[("nv_inference_request_success", (("model", "recommend"),
-                                                     ("version", "1")))] == 100.0
+    assert (
+        samples[("nv_inference_request_success", (("model", "recommend"), ("version", "1")))]
+        == 100.0
+    )
     assert len(samples) == 16
 
 
@@ -175,8 +177,12 @@ def test_gateway_stages_from_deltas() -> None:
     assert requests == 40
     assert server_ms == pytest.approx(400 / 40)  # 0.4 s over 40 requests
     # request order; triton_similar had no call and is left out
-    assert [s.stage for s in stages] == ["feature_fetch", "popular", "triton_recommend",
-                                         "article_display"]
+    assert [s.stage for s in stages] == [
+        "feature_fetch",
+        "popular",
+        "triton_recommend",
+        "article_display",
+    ]
     by_stage = {s.stage: s for s in stages}
     assert by_stage["triton_recommend"].calls_per_request == pytest.approx(38 / 40)
     assert by_stage["triton_recommend"].ms_per_request == pytest.approx(228 / 40)
@@ -196,11 +202,16 @@ def test_triton_models_means_per_request_in_ms() -> None:
     models = triton_models(delta)
     assert [m.model for m in models] == ["ranking", "recommend"]  # similar_items: no request
     ranking, recommend = models
-    assert ranking == ModelTime(model="ranking", requests=40, executions=30,
-                                request_ms=pytest.approx(2.5), queue_ms=pytest.approx(0.05),
-                                compute_input_ms=pytest.approx(0.02),
-                                compute_infer_ms=pytest.approx(2.4),
-                                compute_output_ms=pytest.approx(0.04))
+    assert ranking == ModelTime(
+        model="ranking",
+        requests=40,
+        executions=30,
+        request_ms=pytest.approx(2.5),
+        queue_ms=pytest.approx(0.05),
+        compute_input_ms=pytest.approx(0.02),
+        compute_infer_ms=pytest.approx(2.4),
+        compute_output_ms=pytest.approx(0.04),
+    )
     assert recommend.request_ms == pytest.approx(7.0)
     assert recommend.compute_infer_ms == pytest.approx(6.75)
 
@@ -228,10 +239,14 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([7.0], 1) == 7.0
 
 
-@pytest.mark.parametrize(("values", "p", "message"), [
-    ([], 50, "no observations"), ([1.0], 0, r"\(0, 100\], got 0"),
-    ([1.0], 100.5, r"\(0, 100\], got 100.5"),
-])
+@pytest.mark.parametrize(
+    ("values", "p", "message"),
+    [
+        ([], 50, "no observations"),
+        ([1.0], 0, r"\(0, 100\], got 0"),
+        ([1.0], 100.5, r"\(0, 100\], got 100.5"),
+    ],
+)
 def test_percentile_rejects(values: list[float], p: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         percentile(values, p)
@@ -240,14 +255,23 @@ def test_percentile_rejects(values: list[float], p: float, message: str) -> None
 def test_summarize_counts_failures_in_throughput_not_in_latency() -> None:
     summary = summarize([5.0, 1.0, 3.0, 2.0, 4.0], failures=1, seconds=2.0)
     assert (summary.requests, summary.failures, summary.throughput_rps) == (6, 1, 3.0)
-    assert (summary.mean_ms, summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.max_ms) \
-        == (3.0, 3.0, 5.0, 5.0, 5.0)
+    assert (summary.mean_ms, summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.max_ms) == (
+        3.0,
+        3.0,
+        5.0,
+        5.0,
+        5.0,
+    )
 
 
 def test_summarize_without_success() -> None:
     summary = summarize([], failures=4, seconds=4.0)
-    assert (summary.requests, summary.throughput_rps, summary.p50_ms, summary.mean_ms) == \
-        (4, 1.0, None, None)
+    assert (summary.requests, summary.throughput_rps, summary.p50_ms, summary.mean_ms) == (
+        4,
+        1.0,
+        None,
+        None,
+    )
     with pytest.raises(ValueError, match="seconds > 0"):
         summarize([1.0], failures=0, seconds=0.0)
 
@@ -255,8 +279,9 @@ def test_summarize_without_success() -> None:
 # ---- targets --------------------------------------------------------------------------------
 
 
-def _phase(workload: Workload, users: int, latencies: list[float], failures: int = 0,
-           seconds: float = 2.0) -> PhaseResult:
+def _phase(
+    workload: Workload, users: int, latencies: list[float], failures: int = 0, seconds: float = 2.0
+) -> PhaseResult:
     return PhaseResult(workload, users, summarize(latencies, failures, seconds), 50.0, 80.0)
 
 
@@ -295,21 +320,31 @@ def _tiny_result() -> BenchResult:
         _phase(Workload.GATEWAY_RECOMMEND, 1, [10.0, 12.0, 14.0, 40.0], seconds=2.0),
         _phase(Workload.GATEWAY_SIMILAR, 1, [4.0, 6.0], failures=1, seconds=1.0),
     ]
-    breakdowns = [Breakdown(
-        Workload.GATEWAY_RECOMMEND, 1, client_mean_ms=19.0, server_mean_ms=18.0,
-        stages=[StageTime("feature_fetch", 1.0, 2.0), StageTime("triton_recommend", 1.0, 12.5)],
-        overhead_ms=4.5,
-        models=[ModelTime("recommend", 4, 4, 12.0, 0.1, 0.05, 11.5, 0.02)],
-    )]
-    return BenchResult({"dataset": "toy", "cores": 2}, phases, breakdowns,
-                       check_targets(phases))
+    breakdowns = [
+        Breakdown(
+            Workload.GATEWAY_RECOMMEND,
+            1,
+            client_mean_ms=19.0,
+            server_mean_ms=18.0,
+            stages=[StageTime("feature_fetch", 1.0, 2.0), StageTime("triton_recommend", 1.0, 12.5)],
+            overhead_ms=4.5,
+            models=[ModelTime("recommend", 4, 4, 12.0, 0.1, 0.05, 11.5, 0.02)],
+        )
+    ]
+    return BenchResult({"dataset": "toy", "cores": 2}, phases, breakdowns, check_targets(phases))
 
 
 def test_render_markdown_of_a_section() -> None:
     section = Section("Title", ("name", "ms", "note"), (("a", "1.50", ""), ("b", "-", "x")))
     assert render_markdown([section, Section("empty", ("c",), ())], "## H").splitlines() == [
-        "## H", "", "### Title", "", "| name | ms | note |", "|---|---:|---|",
-        "| a | 1.50 |  |", "| b | - | x |",
+        "## H",
+        "",
+        "### Title",
+        "",
+        "| name | ms | note |",
+        "|---|---:|---|",
+        "| a | 1.50 |  |",
+        "| b | - | x |",
     ]
 
 
@@ -370,8 +405,13 @@ def test_to_json_round_trip() -> None:
     data = json.loads(to_json(_tiny_result()))
     assert data["phases"][1]["workload"] == "gateway_similar"
     assert data["phases"][1]["summary"]["p95_ms"] == 6.0
-    assert data["targets"][2] == {"target": "gateway similar-items p50 <= 5 ms", "users": 1,
-                                  "measured_ms": 4.0, "limit_ms": 5.0, "passed": False}
+    assert data["targets"][2] == {
+        "target": "gateway similar-items p50 <= 5 ms",
+        "users": 1,
+        "measured_ms": 4.0,
+        "limit_ms": 5.0,
+        "passed": False,
+    }
 
 
 # ---- names shared with the gateway ----------------------------------------------------------
@@ -386,7 +426,7 @@ def test_metric_names_and_routes_match_the_gateway() -> None:
 
     exposition = GatewayMetrics().exposition().decode()
     assert f"# TYPE {GATEWAY_REQUEST_SECONDS} histogram" in exposition
-    assert f"{GATEWAY_STAGE_SECONDS}_count{{stage=\"feature_fetch\"}}" in exposition
+    assert f'{GATEWAY_STAGE_SECONDS}_count{{stage="feature_fetch"}}' in exposition
     assert sorted(STAGE_ORDER) == sorted(stage.value for stage in Stage)
     app = FastAPI()
     app.include_router(api_router(Settings()))
@@ -405,8 +445,13 @@ def test_parse_users() -> None:
 
 
 def test_check_loopback() -> None:
-    for url in ("http://127.0.0.1:8080", "127.0.0.1:8001", "http://localhost:8002/metrics",
-                "http://[::1]:8080", "127.0.0.2:1"):
+    for url in (
+        "http://127.0.0.1:8080",
+        "127.0.0.1:8001",
+        "http://localhost:8002/metrics",
+        "http://[::1]:8080",
+        "127.0.0.2:1",
+    ):
         assert check_loopback(url) == url
     for url in ("http://10.0.0.1:8080", "example.com:8001", "http://0.0.0.0:80"):
         with pytest.raises(ValueError, match="must be on loopback"):
@@ -414,20 +459,30 @@ def test_check_loopback() -> None:
 
 
 def _config(**overrides: Any) -> BenchConfig:
-    return BenchConfig(name="x", triton_repo=Path("t"), feature_repo=Path("f"),
-                       out_dir=Path("o"), **overrides)
+    return BenchConfig(
+        name="x", triton_repo=Path("t"), feature_repo=Path("f"), out_dir=Path("o"), **overrides
+    )
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"users": ()}, "users must be"),
-    ({"users": (1, 257)}, "users must be"),
-    ({"seconds": 0}, "seconds must be"),
-    ({"seconds": 601}, "seconds must be"),
-    ({"unknown_fraction": 1.0}, "unknown_fraction"),
-    ({"gateway_url": "http://127.0.0.1:8080"}, "together or none"),
-    ({"gateway_url": "http://10.1.1.1:8080", "triton_grpc_url": "127.0.0.1:8001",
-      "triton_metrics_url": "http://127.0.0.1:8002/metrics"}, "loopback"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"users": ()}, "users must be"),
+        ({"users": (1, 257)}, "users must be"),
+        ({"seconds": 0}, "seconds must be"),
+        ({"seconds": 601}, "seconds must be"),
+        ({"unknown_fraction": 1.0}, "unknown_fraction"),
+        ({"gateway_url": "http://127.0.0.1:8080"}, "together or none"),
+        (
+            {
+                "gateway_url": "http://10.1.1.1:8080",
+                "triton_grpc_url": "127.0.0.1:8001",
+                "triton_metrics_url": "http://127.0.0.1:8002/metrics",
+            },
+            "loopback",
+        ),
+    ],
+)
 def test_bench_config_rejects(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _config(**overrides)
@@ -435,8 +490,11 @@ def test_bench_config_rejects(overrides: dict[str, object], message: str) -> Non
 
 def test_bench_config_external_stack() -> None:
     assert not _config().external
-    assert _config(gateway_url="http://127.0.0.1:8080", triton_grpc_url="127.0.0.1:8001",
-                   triton_metrics_url="http://127.0.0.1:8002/metrics").external
+    assert _config(
+        gateway_url="http://127.0.0.1:8080",
+        triton_grpc_url="127.0.0.1:8001",
+        triton_metrics_url="http://127.0.0.1:8002/metrics",
+    ).external
 
 
 def test_draw_samples_is_seeded_and_mixes_unknown_customers() -> None:
@@ -458,8 +516,14 @@ def test_importing_bench_does_not_patch_the_standard_library() -> None:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, shoprec.bench; "
-         "print(sorted(m for m in ('locust', 'gevent', 'grpc') if m in sys.modules))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, shoprec.bench; "
+            "print(sorted(m for m in ('locust', 'gevent', 'grpc') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.strip() == "[]"

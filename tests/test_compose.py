@@ -13,16 +13,19 @@ from shoprec.gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = shutil.which("docker-compose")
-pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed "
-                                "(make test installs it with apt-get where it can)")
+pytestmark = pytest.mark.skipif(
+    COMPOSE is None,
+    reason="docker-compose not installed (make test installs it with apt-get where it can)",
+)
 
 
 def _config(*files: Path) -> subprocess.CompletedProcess[str]:
     args = [str(COMPOSE)]
     for f in files:
         args += ["-f", str(f)]
-    return subprocess.run([*args, "config"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [*args, "config"], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
 
 
 def test_compose_file_is_valid_and_wires_the_stack() -> None:

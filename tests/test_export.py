@@ -32,7 +32,7 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.cli import app
 from shoprec.config import RankerKind
-from shoprec.dataset.build import load_dataset
+from shoprec.data.dataset import load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.export import ExportConfig, ModelTuning, RepositoryDims, render_model_configs
 from shoprec.export.triton import (
@@ -42,10 +42,8 @@ from shoprec.export.triton import (
     STEP_MODELS,
     export_triton_repository,
 )
-from shoprec.features.assemble import encode_dataset
 from shoprec.features.workflow import Workflow
-from shoprec.pipeline import window_candidates
-from shoprec.ranking.rerank import rank_candidates
+from shoprec.inference.scoring import rank_candidates
 from shoprec.serving.runtime import (
     STEPS,
     QueryTowerStep,
@@ -57,6 +55,8 @@ from shoprec.serving.runtime import (
     execute_requests,
     load_step,
 )
+from shoprec.training.encoded import encode_dataset
+from shoprec.training.examples import window_candidates
 from test_pipeline import FAST
 
 GOLDEN = Path(__file__).parent / "golden" / "triton"

@@ -31,25 +31,26 @@ from feast.types import Array, Float32, Int64, String
 from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.config import DatasetConfig, PipelineConfig
-from shoprec.dataset.build import SPLIT_TRAIN, build_dataset
+from shoprec.data.dataset import SPLIT_TRAIN, build_dataset
+from shoprec.data.ingest.canonical import write_canonical
 from shoprec.errors import ArtifactError
+from shoprec.export.online_tables import export_online_tables, materialize
 from shoprec.features.encode import EncodedCustomers, encode_customers, fit_workflow
 from shoprec.features.workflow import Workflow
-from shoprec.featurestore import OnlineFeatures, OnlineStoreError, export_online_tables, materialize
-from shoprec.featurestore.online import (
-    ARTICLES_FILE,
-    CUSTOMERS_FILE,
-    MANIFEST_FILE,
-    POPULAR_FILE,
-    encoded_columns,
-)
+from shoprec.featurestore import OnlineFeatures, OnlineStoreError
 from shoprec.featurestore.store import (
     FEATURE_STORE_YAML,
     default_definitions,
     load_definitions,
     teardown,
 )
-from shoprec.ingest.canonical import write_canonical
+from shoprec.featurestore.tables import (
+    ARTICLES_FILE,
+    CUSTOMERS_FILE,
+    MANIFEST_FILE,
+    POPULAR_FILE,
+    encoded_columns,
+)
 from toydata import make_canonical
 
 REDIS_URL = "127.0.0.1:6379"

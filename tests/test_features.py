@@ -8,7 +8,7 @@ import pytest
 
 from shoprec import schema as s
 from shoprec.config import DatasetConfig
-from shoprec.dataset.build import (
+from shoprec.data.dataset import (
     SPLIT_TEST,
     SPLIT_TRAIN,
     SPLIT_VAL,
@@ -18,10 +18,10 @@ from shoprec.dataset.build import (
     sample_negatives,
     window_positives,
 )
+from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import InputDataError
 from shoprec.features.build import article_features, customer_features
 from shoprec.features.encode import cross_features
-from shoprec.ingest.canonical import Canonical
 from toydata import make_canonical
 
 
@@ -75,10 +75,8 @@ def test_negatives_never_collide_with_positives_and_are_seeded(toy: Canonical) -
     windows = make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(train_windows=2))
     pos = window_positives(toy.transactions, windows[0])
     cfg = DatasetConfig(negatives_per_positive=1)
-    neg1 = sample_negatives(pos, toy.transactions, windows[0].start, cfg,
-                            np.random.default_rng(1))
-    neg2 = sample_negatives(pos, toy.transactions, windows[0].start, cfg,
-                            np.random.default_rng(1))
+    neg1 = sample_negatives(pos, toy.transactions, windows[0].start, cfg, np.random.default_rng(1))
+    neg2 = sample_negatives(pos, toy.transactions, windows[0].start, cfg, np.random.default_rng(1))
     assert neg1.equals(neg2)
     assert neg1.join(pos, on=[s.CUSTOMER_ID, s.ARTICLE_ID], how="inner").height == 0
     assert 0 < neg1.height <= pos.height
@@ -93,13 +91,16 @@ def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path) 
         tx = toy.transactions
         future = tx.filter(pl.col(s.T_DAT) >= w.start)
         # Replace the future with different purchases (same customers, shifted articles).
-        changed = future.with_columns(pl.lit("a7").alias(s.ARTICLE_ID),
-                                      (pl.col(s.PRICE) * 10).alias(s.PRICE))
-        perturbed = Canonical(toy.articles, toy.customers,
-                              pl.concat([tx.filter(pl.col(s.T_DAT) < w.start), changed]))
+        changed = future.with_columns(
+            pl.lit("a7").alias(s.ARTICLE_ID), (pl.col(s.PRICE) * 10).alias(s.PRICE)
+        )
+        perturbed = Canonical(
+            toy.articles, toy.customers, pl.concat([tx.filter(pl.col(s.T_DAT) < w.start), changed])
+        )
         ids = data.customer_features.filter(pl.col(s.WINDOW) == w.index).get_column(s.CUSTOMER_ID)
-        got = customer_features(perturbed.transactions, perturbed.customers, w.start,
-                                cfg.history_length, ids)
+        got = customer_features(
+            perturbed.transactions, perturbed.customers, w.start, cfg.history_length, ids
+        )
         want = data.customer_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
         assert got.equals(want), f"customer features of window {w.index} leak"
         got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
@@ -151,8 +152,14 @@ def test_history_order_frequency_versus_recency(toy: Canonical) -> None:
     from shoprec.config import HistoryOrder
 
     extra = pl.DataFrame(
-        {s.T_DAT: [date(2019, 12, 1)] * 3, s.CUSTOMER_ID: ["c0"] * 3, s.ARTICLE_ID: ["a3"] * 3,
-         s.PRICE: [1.0] * 3, s.QUANTITY: [1] * 3, s.SALES_CHANNEL_ID: [1] * 3},
+        {
+            s.T_DAT: [date(2019, 12, 1)] * 3,
+            s.CUSTOMER_ID: ["c0"] * 3,
+            s.ARTICLE_ID: ["a3"] * 3,
+            s.PRICE: [1.0] * 3,
+            s.QUANTITY: [1] * 3,
+            s.SALES_CHANNEL_ID: [1] * 3,
+        },
         schema=toy.transactions.schema,
     )
     tx = pl.concat([extra, toy.transactions])

@@ -14,8 +14,7 @@ import polars as pl
 import pytest
 
 from shoprec import schema
-from shoprec.errors import ArtifactError, InputDataError
-from shoprec.ingest import (
+from shoprec.data.ingest import (
     Canonical,
     IngestReport,
     age_range_midpoint,
@@ -27,8 +26,8 @@ from shoprec.ingest import (
     validate_canonical,
     write_canonical,
 )
-from shoprec.ingest.canonical import TABLE_SCHEMAS
-from shoprec.ingest.completejourney import (
+from shoprec.data.ingest.canonical import TABLE_SCHEMAS
+from shoprec.data.ingest.completejourney import (
     CJ_AGE,
     CJ_BRAND,
     CJ_DEPARTMENT,
@@ -47,6 +46,7 @@ from shoprec.ingest.completejourney import (
     read_completejourney,
     title_case,
 )
+from shoprec.errors import ArtifactError, InputDataError
 
 HM_FILES = (schema.HM_ARTICLES_CSV, schema.HM_CUSTOMERS_CSV, schema.HM_TRANSACTIONS_CSV)
 
@@ -450,8 +450,12 @@ def _cj_tables() -> dict[str, pd.DataFrame]:
             CJ_DEPARTMENT: ["GROCERY", "PRODUCE", "DRUG GM", "FUEL"],
             CJ_BRAND: ["National", "Private", "National", "Private"],
             CJ_PRODUCT_CATEGORY: ["SOFT DRINKS", "BANANAS", None, "COUPON/MISC ITEMS"],
-            CJ_PRODUCT_TYPE: ["SOFT DRINKS 12/18&15PK CAN CAR", "BANANAS", None,
-                              "GASOLINE-REG UNLEADED"],
+            CJ_PRODUCT_TYPE: [
+                "SOFT DRINKS 12/18&15PK CAN CAR",
+                "BANANAS",
+                None,
+                "GASOLINE-REG UNLEADED",
+            ],
             CJ_PACKAGE_SIZE: ["12 OZ", None, None, None],
         }
     )
@@ -468,8 +472,12 @@ def _cj_tables() -> dict[str, pd.DataFrame]:
 
 def test_read_completejourney_mapping_and_drops() -> None:
     c, dropped = read_completejourney(_cj_tables())
-    assert dropped == {"quantity_not_positive": 1, "negative_sales_value": 1, "unknown_product": 1,
-                       "non_merchandise": 1}
+    assert dropped == {
+        "quantity_not_positive": 1,
+        "negative_sales_value": 1,
+        "unknown_product": 1,
+        "non_merchandise": 1,
+    }
     validate_canonical(c)
     assert c.transactions.to_dicts() == [
         {schema.T_DAT: date(2017, 1, 1), schema.CUSTOMER_ID: "2", schema.ARTICLE_ID: "11",

@@ -7,12 +7,13 @@ import torch
 from shoprec.artifacts import load_dlrm, load_two_tower
 from shoprec.config import DLRMConfig, IndexConfig, IndexKind, TwoTowerConfig, to_plain
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
-from shoprec.modules import SparseArch, save_model
-from shoprec.ranking.dlrm import DLRM, DotInteraction
-from shoprec.ranking.rerank import PAD, dedupe_rows, rank_candidates
-from shoprec.ranking.train import predict, train_ranker
-from shoprec.retrieval.index import build_index, load_index, save_index, search
-from shoprec.retrieval.train import InBatchSoftmaxTask, build_two_tower, sampling_log_q
+from shoprec.inference.candidates import PAD, dedupe_rows
+from shoprec.inference.index import build_index, load_index, save_index, search
+from shoprec.inference.scoring import predict, rank_candidates
+from shoprec.models.dlrm import DLRM, DotInteraction
+from shoprec.models.modules import SparseArch, save_model
+from shoprec.training.ranker import train_ranker
+from shoprec.training.two_tower import InBatchSoftmaxTask, build_two_tower, sampling_log_q
 
 CUST_CARDS, ART_CARDS = [4, 5, 6], [10, 3, 3, 3, 3, 3]
 
@@ -23,8 +24,9 @@ def _two_tower(seed: int = 0):
 
 def test_two_tower_output_shapes_and_unit_norm() -> None:
     m = _two_tower()
-    q = m.query_tower(torch.ones(5, 3, dtype=torch.long), torch.zeros(5, 7),
-                      torch.tensor([[2, 3, 0]] * 5))
+    q = m.query_tower(
+        torch.ones(5, 3, dtype=torch.long), torch.zeros(5, 7), torch.tensor([[2, 3, 0]] * 5)
+    )
     v = m.item_tower(torch.ones(5, 6, dtype=torch.long), torch.zeros(5, 4))
     assert q.shape == (5, 8) and v.shape == (5, 8)
     torch.testing.assert_close(q.norm(dim=1), torch.ones(5))
@@ -33,8 +35,10 @@ def test_two_tower_output_shapes_and_unit_norm() -> None:
 
 def test_same_seed_gives_same_weights() -> None:
     a, b, c = _two_tower(1), _two_tower(1), _two_tower(2)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
-                                                 b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert not torch.equal(a.item_tower.mlp[-1].weight, c.item_tower.mlp[-1].weight)
 
 
@@ -49,7 +53,7 @@ def test_in_batch_softmax_by_hand() -> None:
     log_q = torch.log(torch.tensor([0.5, 0.5, 0.5, 0.25, 0.75]))
     corrected = InBatchSoftmaxTask(log_q, 1.0)(q, v, torch.tensor([3, 4]))
     # row 0 logits [1 - log .25, 1 - log .75]; row 1 [-log .25, -log .75], targets 0 and 1
-    rows = torch.tensor([[1 - np.log(.25), 1 - np.log(.75)], [-np.log(.25), -np.log(.75)]])
+    rows = torch.tensor([[1 - np.log(0.25), 1 - np.log(0.75)], [-np.log(0.25), -np.log(0.75)]])
     expected = torch.nn.functional.cross_entropy(rows.float(), torch.tensor([0, 1]))
     assert corrected.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -87,16 +91,27 @@ def test_dlrm_learns_and_round_trips(tmp_path) -> None:
     assert max(auc for _, auc in hist) > 0.95
     p = predict(m, val)
     assert p.shape == (400,) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
-    save_model(m, {"cardinalities": CUST_CARDS + ART_CARDS, "num_dense": 6,
-                   "config": to_plain(cfg)}, tmp_path / "dlrm.pt")
+    save_model(
+        m,
+        {"cardinalities": CUST_CARDS + ART_CARDS, "num_dense": 6, "config": to_plain(cfg)},
+        tmp_path / "dlrm.pt",
+    )
     np.testing.assert_array_equal(predict(load_dlrm(tmp_path / "dlrm.pt"), val), p)
 
 
 def test_two_tower_round_trip(tmp_path) -> None:
     m = _two_tower()
-    save_model(m, {"customer_cardinalities": CUST_CARDS, "customer_dense": 7,
-                   "article_cardinalities": ART_CARDS, "article_dense": 4,
-                   "config": to_plain(TwoTowerConfig(embedding_dim=8))}, tmp_path / "tt.pt")
+    save_model(
+        m,
+        {
+            "customer_cardinalities": CUST_CARDS,
+            "customer_dense": 7,
+            "article_cardinalities": ART_CARDS,
+            "article_dense": 4,
+            "config": to_plain(TwoTowerConfig(embedding_dim=8)),
+        },
+        tmp_path / "tt.pt",
+    )
     loaded = load_two_tower(tmp_path / "tt.pt")
     x = (torch.ones(2, 6, dtype=torch.long), torch.zeros(2, 4))
     torch.testing.assert_close(loaded.item_tower(*x), m.item_tower(*x))
@@ -142,19 +157,26 @@ class _ScoreByArticleId(torch.nn.Module):
 def test_rank_candidates_orders_pads_and_excludes() -> None:
     from shoprec.features.encode import EncodedArticles, EncodedCustomers
 
-    cust = EncodedCustomers(np.array(["c"], object), np.zeros((1, 3), np.int64),
-                            np.zeros((1, 2), np.float32), np.zeros((1, 4), np.int64),
-                            np.zeros((1, 4), np.float32))
+    cust = EncodedCustomers(
+        np.array(["c"], object),
+        np.zeros((1, 3), np.int64),
+        np.zeros((1, 2), np.float32),
+        np.zeros((1, 4), np.int64),
+        np.zeros((1, 4), np.float32),
+    )
     art_ids = np.array([5, 9, 2, 7])
-    arts = EncodedArticles(np.array(list("abcd"), object),
-                           np.stack([art_ids] + [np.zeros(4, np.int64)] * 5, axis=1),
-                           np.zeros((4, 1), np.float32))
+    arts = EncodedArticles(
+        np.array(list("abcd"), object),
+        np.stack([art_ids] + [np.zeros(4, np.int64)] * 5, axis=1),
+        np.zeros((4, 1), np.float32),
+    )
     attrs = np.zeros((10, 3), np.int64)
     cands = np.array([[0, 1, 2, 3, PAD]])
     rows, scores = rank_candidates(_ScoreByArticleId(), cust, np.array([0]), arts, attrs, cands, 3)
     assert rows.tolist() == [[1, 3, 0]]  # article ids 9 > 7 > 5
     assert (np.diff(scores) <= 0).all()
     exclude = np.array([[False, True, False, False, False]])
-    rows, _ = rank_candidates(_ScoreByArticleId(), cust, np.array([0]), arts, attrs, cands, 6,
-                              exclude)
+    rows, _ = rank_candidates(
+        _ScoreByArticleId(), cust, np.array([0]), arts, attrs, cands, 6, exclude
+    )
     assert rows.tolist() == [[3, 0, 2, PAD, PAD, PAD]]  # k larger than candidates: padded

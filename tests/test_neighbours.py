@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shoprec.config import IndexConfig, IndexKind
-from shoprec.similarity.neighbours import TextNeighbours, text_neighbours
+from shoprec.inference.neighbours import TextNeighbours, text_neighbours
 
 
 def _vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -33,20 +33,43 @@ def _run(*args: str) -> str:
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run")
     (root / "fast.json").write_text(json.dumps(FAST))
-    _run("pipeline", "synthetic", "--name", "syn", "--config", str(root / "fast.json"),
-         "--data-root", str(root / "data"), "--models-root", str(root / "models"))
+    _run(
+        "pipeline",
+        "synthetic",
+        "--name",
+        "syn",
+        "--config",
+        str(root / "fast.json"),
+        "--data-root",
+        str(root / "data"),
+        "--models-root",
+        str(root / "models"),
+    )
     return root
 
 
 @pytest.mark.slow
 def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None:
     models = trained / "models" / "syn"
-    for name in (A.WORKFLOW_FILE, A.TWO_TOWER_FILE, A.DLRM_FILE, A.ITEM_INDEX_FILE,
-                 A.ITEM_IDS_FILE, A.TEXT_INDEX_FILE, A.TEXT_IDS_FILE, A.REPORT_JSON, A.REPORT_MD):
+    for name in (
+        A.WORKFLOW_FILE,
+        A.TWO_TOWER_FILE,
+        A.DLRM_FILE,
+        A.ITEM_INDEX_FILE,
+        A.ITEM_IDS_FILE,
+        A.TEXT_INDEX_FILE,
+        A.TEXT_IDS_FILE,
+        A.REPORT_JSON,
+        A.REPORT_MD,
+    ):
         assert (models / name).exists(), name
     report = json.loads((models / A.REPORT_JSON).read_text())
-    assert set(report["metrics"]) >= {"two-stage (Two-Tower + DLRM)", "global popularity",
-                                      "last-week popularity", "implicit ALS"}
+    assert set(report["metrics"]) >= {
+        "two-stage (Two-Tower + DLRM)",
+        "global popularity",
+        "last-week popularity",
+        "implicit ALS",
+    }
     for row in report["metrics"].values():
         assert set(row) == {"map@12", "recall@12", "ndcg@12"}
         assert all(0.0 <= v <= 1.0 for v in row.values())
@@ -63,30 +86,52 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
 @pytest.mark.slow
 def test_same_seed_gives_same_artifacts(trained: Path) -> None:
     first = trained / "models" / "syn"
-    _run("train", "--name", "syn", "--config", str(trained / "fast.json"),
-         "--data-root", str(trained / "data"), "--models-root", str(trained / "again"))
+    _run(
+        "train",
+        "--name",
+        "syn",
+        "--config",
+        str(trained / "fast.json"),
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(trained / "again"),
+    )
     again = trained / "again" / "syn"
     for name in (A.TWO_TOWER_FILE, A.DLRM_FILE):
         a = torch.load(first / name, weights_only=True)["state_dict"]
         b = torch.load(again / name, weights_only=True)["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert (first / A.WORKFLOW_FILE).read_text() == (again / A.WORKFLOW_FILE).read_text()
-    np.testing.assert_array_equal(np.load(first / A.TEXT_EMBEDDINGS_FILE),
-                                  np.load(again / A.TEXT_EMBEDDINGS_FILE))
+    np.testing.assert_array_equal(
+        np.load(first / A.TEXT_EMBEDDINGS_FILE), np.load(again / A.TEXT_EMBEDDINGS_FILE)
+    )
 
 
 def test_cli_names_the_missing_input_file(tmp_path) -> None:
     (tmp_path / "raw").mkdir()
-    result = runner.invoke(app, ["ingest", "hm", "--raw-dir", str(tmp_path / "raw"),
-                                 "--data-root", str(tmp_path / "data")])
+    result = runner.invoke(
+        app,
+        ["ingest", "hm", "--raw-dir", str(tmp_path / "raw"), "--data-root", str(tmp_path / "data")],
+    )
     assert result.exit_code == 2
     assert "articles.csv" in result.output
     assert not (tmp_path / "data" / "hm" / "canonical").exists()
 
 
 def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path) -> None:
-    result = runner.invoke(app, ["train", "--name", "nothing", "--data-root", str(tmp_path),
-                                 "--models-root", str(tmp_path / "models")])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--name",
+            "nothing",
+            "--data-root",
+            str(tmp_path),
+            "--models-root",
+            str(tmp_path / "models"),
+        ],
+    )
     assert result.exit_code == 2
     assert not (tmp_path / "models" / "nothing").exists()  # nothing half-made is left
     assert result.output.startswith("error: canonical table 'articles' missing")

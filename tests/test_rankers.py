@@ -25,23 +25,18 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.cli import app
 from shoprec.config import Paths, PipelineConfig, RankerKind, RankersConfig
-from shoprec.dataset.build import SPLIT_TEST, load_dataset
+from shoprec.data.dataset import SPLIT_TEST, load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.evaluation.metrics import binary_classification_metrics
+from shoprec.evaluation.ranker_comparison import LABELS, REFERENCE_HM, mean_std, metric_names
+from shoprec.evaluation.testsets import ranker_test_sets
 from shoprec.export.triton import export_triton_repository
-from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs, encode_dataset
+from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
-from shoprec.modules import SparseArch
-from shoprec.pipeline import ranker_test_sets
-from shoprec.ranking.compare import (
-    LABELS,
-    REFERENCE_HM,
-    compare_rankers,
-    mean_std,
-    metric_names,
-)
-from shoprec.ranking.models import (
+from shoprec.inference.scoring import predict, rank_candidates
+from shoprec.models.modules import SparseArch
+from shoprec.models.rankers import (
     CrossNet,
     DCNv2,
     FlatFeatureArch,
@@ -54,11 +49,12 @@ from shoprec.ranking.models import (
     ranker_files,
     save_ranker,
 )
-from shoprec.ranking.rerank import rank_candidates
-from shoprec.ranking.train import fit_ranker, predict
-from shoprec.ranking.trees import tree_features
+from shoprec.models.trees import tree_features
+from shoprec.pipeline.compare import compare_rankers
 from shoprec.serving.runtime import RankingStep, load_step
 from shoprec.serving.tritonserver import TritonServer
+from shoprec.training.encoded import encode_dataset
+from shoprec.training.ranker import fit_ranker
 from test_export import TINY_EXPORT, TinyRun, tiny_run
 from test_triton_server import _in_process, _recommend
 
@@ -319,7 +315,7 @@ def test_compare_writes_json_markdown_and_png(compared: tuple[Paths, dict]) -> N
 
 
 def test_history_split_of_the_candidate_auc() -> None:
-    from shoprec.pipeline import in_history, subset_auc
+    from shoprec.evaluation.testsets import in_history, subset_auc
 
     f = RANKING_HISTORY_FEATURE
     sparse = np.zeros((3, f + 1), dtype=np.int64)
@@ -495,9 +491,12 @@ def _cli_copy(tiny: TinyRun, root: Path) -> tuple[list[str], Path]:
     """A copy of the tiny models under ``root/models/syn``; the CLI's common options."""
     shutil.copytree(tiny.models_dir, root / "models" / "syn")
     common = [
-        "--name", "syn",
-        "--data-root", str(tiny.dataset_dir.parent.parent),
-        "--models-root", str(root / "models"),
+        "--name",
+        "syn",
+        "--data-root",
+        str(tiny.dataset_dir.parent.parent),
+        "--models-root",
+        str(root / "models"),
     ]
     return common, root / "models" / "syn"
 
@@ -508,8 +507,16 @@ def test_cli_compare_rankers_prints_and_writes_the_table(tiny: TinyRun, tmp_path
     small.write_text(json.dumps({"rankers": dataclasses.asdict(SMALL.rankers)}))
     result = CliRunner().invoke(
         app,
-        ["compare-rankers", *common, "--rankers", "MLP, gbdt", "--seeds", "2",
-         "--config", str(small)],
+        [
+            "compare-rankers",
+            *common,
+            "--rankers",
+            "MLP, gbdt",
+            "--seeds",
+            "2",
+            "--config",
+            str(small),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -543,8 +550,18 @@ def test_cli_compare_rankers_with_sampled_negatives_elsewhere(
     out = tmp_path / "sampled"
     result = CliRunner().invoke(
         app,
-        ["compare-rankers", *common, "--rankers", "gbdt,dlrm", "--seeds", "1",
-         "--negatives", "sampled", "--out", str(out)],
+        [
+            "compare-rankers",
+            *common,
+            "--rankers",
+            "gbdt,dlrm",
+            "--seeds",
+            "1",
+            "--negatives",
+            "sampled",
+            "--out",
+            str(out),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -588,8 +605,18 @@ def test_cli_compare_rankers_names_a_missing_model_and_a_bad_config(
     tiny: TinyRun, tmp_path: Path
 ) -> None:
     runner = CliRunner()
-    missing = runner.invoke(app, ["compare-rankers", "--name", "nothing-here",
-                                  "--models-root", str(tmp_path), "--rankers", "mlp"])
+    missing = runner.invoke(
+        app,
+        [
+            "compare-rankers",
+            "--name",
+            "nothing-here",
+            "--models-root",
+            str(tmp_path),
+            "--rankers",
+            "mlp",
+        ],
+    )
     assert missing.exit_code == 2
     assert "nothing-here" in missing.output
     assert ".json not found (run `shoprec train` first)" in _flat(missing.output)

@@ -36,20 +36,20 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.cli import app
 from shoprec.config import Paths
-from shoprec.dataset.build import load_dataset
+from shoprec.data.dataset import load_dataset
+from shoprec.data.ingest.canonical import read_canonical
 from shoprec.export import ExportConfig
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
-from shoprec.featurestore.online import ONLINE_DATA_DIR, POPULAR_FILE
 from shoprec.featurestore.store import repo_dir
-from shoprec.ingest.canonical import read_canonical
+from shoprec.featurestore.tables import ONLINE_DATA_DIR, POPULAR_FILE
 from shoprec.serving.runtime import load_step
-from shoprec.serving.tritonserver import LOOPBACK, free_port, group_alive
-from shoprec.stack import (
+from shoprec.serving.stack import (
     ServingStack,
     StackConfig,
     StackError,
 )
+from shoprec.serving.tritonserver import LOOPBACK, free_port, group_alive
 from test_export import TinyRun, tiny_run
 
 NAME = "syn"  # tiny_run's dataset name: data/syn, models/syn

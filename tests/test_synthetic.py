@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from shoprec import schema
-from shoprec.ingest import SCALES, generate_synthetic
+from shoprec.data.ingest import SCALES, generate_synthetic
 
 FILES = (schema.HM_ARTICLES_CSV, schema.HM_CUSTOMERS_CSV, schema.HM_TRANSACTIONS_CSV)
 HEX64 = r"^[0-9a-f]{64}$"

@@ -1,4 +1,4 @@
-"""Tests for shoprec.similarity.text: article texts, MiniLM and open_clip encoders, dedup."""
+"""Tests for shoprec.models.text: article texts, MiniLM and open_clip encoders, dedup."""
 
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ import torch
 
 from shoprec.config import TextConfig, TextEncoderKind
 from shoprec.errors import ArtifactError
+from shoprec.models.text import (
+    MINILM_DIM,
+    MiniLMEncoder,
+    OpenClipTextEncoder,
+    article_texts,
+    embed_articles,
+    make_encoder,
+)
 from shoprec.schema import (
     ARTICLE_COLUMNS,
     ARTICLE_ID,
@@ -23,14 +31,6 @@ from shoprec.schema import (
     PRODUCT_TYPE,
     SECTION,
     VARIANT,
-)
-from shoprec.similarity import (
-    MINILM_DIM,
-    MiniLMEncoder,
-    OpenClipTextEncoder,
-    article_texts,
-    embed_articles,
-    make_encoder,
 )
 
 SMALL_CLIP = "ViT-S-32-alt"  # smallest built-in open_clip text tower: width 256, 10 layers

@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from shoprec import artifacts as A
 from shoprec import schema as s
-from shoprec.dataset.build import load_dataset
+from shoprec.data.dataset import load_dataset
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.serving.runtime import RankingStep, load_step

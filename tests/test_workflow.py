@@ -56,8 +56,9 @@ def test_workflow_save_load_round_trip_gives_identical_outputs(tmp_path) -> None
     wf = Workflow([Categorify("c")], [Normalize("n", missing_indicator=True)]).fit(frame)
     wf.save(tmp_path / "wf.json")
     loaded = Workflow.load(tmp_path / "wf.json")
-    np.testing.assert_array_equal(loaded.categorical_matrix(frame, ["c"]),
-                                  wf.categorical_matrix(frame, ["c"]))
+    np.testing.assert_array_equal(
+        loaded.categorical_matrix(frame, ["c"]), wf.categorical_matrix(frame, ["c"])
+    )
     np.testing.assert_array_equal(loaded.dense(frame, ["n"]), wf.dense(frame, ["n"]))
     assert loaded.dense_names(["n"]) == ["n", "n_missing"]
 

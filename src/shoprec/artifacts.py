@@ -15,11 +15,11 @@ from shoprec import schema as s
 from shoprec.config import PipelineConfig, RankerKind, TwoTowerConfig, section_from_dict
 from shoprec.errors import ArtifactError
 from shoprec.features.workflow import Workflow
-from shoprec.modules import load_checkpoint
-from shoprec.ranking.dlrm import DLRM
-from shoprec.ranking.models import load_neural_ranker
-from shoprec.retrieval.index import load_index
-from shoprec.retrieval.two_tower import TwoTower
+from shoprec.inference.index import load_index
+from shoprec.models.dlrm import DLRM
+from shoprec.models.modules import load_checkpoint
+from shoprec.models.rankers import load_neural_ranker
+from shoprec.models.two_tower import TwoTower
 
 CONFIG_FILE = "config.json"
 WORKFLOW_FILE = "workflow.json"
@@ -62,8 +62,13 @@ def read_json(path: Path) -> dict[str, Any]:
 def load_two_tower(path: Path) -> TwoTower:
     ckpt = load_checkpoint(path)
     h = ckpt["hparams"]
-    model = TwoTower(h["customer_cardinalities"], h["customer_dense"], h["article_cardinalities"],
-                     h["article_dense"], section_from_dict(TwoTowerConfig, h["config"]))
+    model = TwoTower(
+        h["customer_cardinalities"],
+        h["customer_dense"],
+        h["article_cardinalities"],
+        h["article_dense"],
+        section_from_dict(TwoTowerConfig, h["config"]),
+    )
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 

@@ -97,8 +97,13 @@ GATEWAY_ROUTES: Final[Mapping[Workload, str]] = {
 GATEWAY_REQUEST_SECONDS: Final = "shoprec_gateway_request_duration_seconds"
 GATEWAY_STAGE_SECONDS: Final = "shoprec_gateway_stage_duration_seconds"
 # Gateway stages (shoprec.gateway.metrics.Stage values) in the order a request calls them.
-STAGE_ORDER: Final = ("feature_fetch", "popular", "triton_recommend", "triton_similar",
-                      "article_display")
+STAGE_ORDER: Final = (
+    "feature_fetch",
+    "popular",
+    "triton_recommend",
+    "triton_similar",
+    "article_display",
+)
 # Triton's per-model cumulative counters (label ``model``); durations in microseconds.
 TRITON_REQUESTS: Final = "nv_inference_request_success"
 TRITON_EXECUTIONS: Final = "nv_inference_exec_count"
@@ -130,8 +135,10 @@ class Target:
 
     @property
     def label(self) -> str:
-        return f"{WORKLOAD_LABELS[self.workload]} {self.stat.removesuffix('_ms')} <= " \
-               f"{self.limit_ms:g} ms"
+        return (
+            f"{WORKLOAD_LABELS[self.workload]} {self.stat.removesuffix('_ms')} <= "
+            f"{self.limit_ms:g} ms"
+        )
 
 
 # The targets of the serving issue, and the reference system's time per request (ms).
@@ -201,8 +208,7 @@ class BenchConfig:
         if not 0 < self.seconds <= MAX_PHASE_SECONDS:
             raise ValueError(f"seconds must be in (0, {MAX_PHASE_SECONDS:g}], got {self.seconds}")
         if not 0 <= self.warmup_s <= MAX_PHASE_SECONDS:
-            raise ValueError(f"warmup_s must be in [0, {MAX_PHASE_SECONDS:g}], "
-                             f"got {self.warmup_s}")
+            raise ValueError(f"warmup_s must be in [0, {MAX_PHASE_SECONDS:g}], got {self.warmup_s}")
         if self.k < 1 or self.sample_size < 1:
             raise ValueError(f"k and sample_size must be >= 1, got {self.k}, {self.sample_size}")
         if not 0 <= self.unknown_fraction < 1:
@@ -211,8 +217,10 @@ class BenchConfig:
             raise ValueError("workloads is empty")
         urls = (self.gateway_url, self.triton_grpc_url, self.triton_metrics_url)
         if any(u is None for u in urls) and any(u is not None for u in urls):
-            raise ValueError("give gateway_url, triton_grpc_url and triton_metrics_url together "
-                             f"or none of them, got {urls}")
+            raise ValueError(
+                "give gateway_url, triton_grpc_url and triton_metrics_url together "
+                f"or none of them, got {urls}"
+            )
         for url in urls:
             if url is not None:
                 check_loopback(url)
@@ -310,13 +318,23 @@ def summarize(latencies_ms: Sequence[float], failures: int, seconds: float) -> L
     requests = len(ordered) + failures
     stats: dict[str, float | None] = dict.fromkeys(("mean", "p50", "p95", "p99", "max"))
     if ordered:
-        stats = {"mean": sum(ordered) / len(ordered), "p50": percentile(ordered, 50),
-                 "p95": percentile(ordered, 95), "p99": percentile(ordered, 99),
-                 "max": ordered[-1]}
+        stats = {
+            "mean": sum(ordered) / len(ordered),
+            "p50": percentile(ordered, 50),
+            "p95": percentile(ordered, 95),
+            "p99": percentile(ordered, 99),
+            "max": ordered[-1],
+        }
     return LatencySummary(
-        requests=requests, failures=failures, seconds=seconds,
-        throughput_rps=requests / seconds, mean_ms=stats["mean"], p50_ms=stats["p50"],
-        p95_ms=stats["p95"], p99_ms=stats["p99"], max_ms=stats["max"],
+        requests=requests,
+        failures=failures,
+        seconds=seconds,
+        throughput_rps=requests / seconds,
+        mean_ms=stats["mean"],
+        p50_ms=stats["p50"],
+        p95_ms=stats["p95"],
+        p99_ms=stats["p99"],
+        max_ms=stats["max"],
     )
 
 
@@ -357,7 +375,7 @@ def parse_prometheus(text: str) -> dict[SampleKey, float]:
                     raise ValueError
                 value = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m[0]], pair[2])
                 labels.append((pair[1], value))
-                rest = rest[pair.end():]
+                rest = rest[pair.end() :]
             samples[(match["name"], tuple(sorted(labels)))] = float(match["value"])
         except ValueError:
             raise ValueError(f"line {number} is not a Prometheus sample: {raw!r}") from None
@@ -383,8 +401,13 @@ def metric_sum(samples: Mapping[SampleKey, float], name: str, **labels: str) -> 
 
 def label_values(samples: Mapping[SampleKey, float], name: str, label: str) -> list[str]:
     """Sorted distinct values of ``label`` among the samples called ``name``."""
-    return sorted({dict(pairs)[label] for (sample, pairs) in samples
-                   if sample == name and label in dict(pairs)})
+    return sorted(
+        {
+            dict(pairs)[label]
+            for (sample, pairs) in samples
+            if sample == name and label in dict(pairs)
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -411,8 +434,9 @@ class ModelTime:
     compute_output_ms: float
 
 
-def gateway_stages(delta: Mapping[SampleKey, float], endpoint: str) -> tuple[float, int,
-                                                                              list[StageTime]]:
+def gateway_stages(
+    delta: Mapping[SampleKey, float], endpoint: str
+) -> tuple[float, int, list[StageTime]]:
     """Server time and stages of the gateway requests to ``endpoint`` in a window.
 
     Assumes ``endpoint`` is the only route loaded in the window, so every stage call in it
@@ -429,16 +453,17 @@ def gateway_stages(delta: Mapping[SampleKey, float], endpoint: str) -> tuple[flo
         stages after, by name). Zeros and no
         stages when the window holds no request.
     """
-    requests = int(round(metric_sum(delta, f"{GATEWAY_REQUEST_SECONDS}_count",
-                                    endpoint=endpoint)))
+    requests = int(round(metric_sum(delta, f"{GATEWAY_REQUEST_SECONDS}_count", endpoint=endpoint)))
     if requests == 0:
         return 0.0, 0, []
-    server_ms = metric_sum(delta, f"{GATEWAY_REQUEST_SECONDS}_sum", endpoint=endpoint) \
-        * 1e3 / requests
+    server_ms = (
+        metric_sum(delta, f"{GATEWAY_REQUEST_SECONDS}_sum", endpoint=endpoint) * 1e3 / requests
+    )
     stages = []
     names = label_values(delta, f"{GATEWAY_STAGE_SECONDS}_count", "stage")
-    for stage in sorted(names, key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER
-                                              else len(STAGE_ORDER), n)):
+    for stage in sorted(
+        names, key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n)
+    ):
         calls = metric_sum(delta, f"{GATEWAY_STAGE_SECONDS}_count", stage=stage)
         if calls > 0:
             seconds = metric_sum(delta, f"{GATEWAY_STAGE_SECONDS}_sum", stage=stage)
@@ -460,15 +485,22 @@ def triton_models(delta: Mapping[SampleKey, float]) -> list[ModelTime]:
         requests = metric_sum(delta, TRITON_REQUESTS, model=model)
         if requests <= 0:
             continue
-        ms = {key: metric_sum(delta, name, model=model) / requests / 1e3
-              for key, name in TRITON_DURATIONS_US.items()}
-        out.append(ModelTime(
-            model=model, requests=int(round(requests)),
-            executions=int(round(metric_sum(delta, TRITON_EXECUTIONS, model=model))),
-            request_ms=ms["request"], queue_ms=ms["queue"],
-            compute_input_ms=ms["compute_input"], compute_infer_ms=ms["compute_infer"],
-            compute_output_ms=ms["compute_output"],
-        ))
+        ms = {
+            key: metric_sum(delta, name, model=model) / requests / 1e3
+            for key, name in TRITON_DURATIONS_US.items()
+        }
+        out.append(
+            ModelTime(
+                model=model,
+                requests=int(round(requests)),
+                executions=int(round(metric_sum(delta, TRITON_EXECUTIONS, model=model))),
+                request_ms=ms["request"],
+                queue_ms=ms["queue"],
+                compute_input_ms=ms["compute_input"],
+                compute_infer_ms=ms["compute_infer"],
+                compute_output_ms=ms["compute_output"],
+            )
+        )
     return out
 
 
@@ -495,9 +527,13 @@ class Breakdown:
     models: list[ModelTime]
 
 
-def breakdown(workload: Workload, users: int, client_mean_ms: float,
-              gateway_delta: Mapping[SampleKey, float] | None,
-              triton_delta: Mapping[SampleKey, float]) -> Breakdown:
+def breakdown(
+    workload: Workload,
+    users: int,
+    client_mean_ms: float,
+    gateway_delta: Mapping[SampleKey, float] | None,
+    triton_delta: Mapping[SampleKey, float],
+) -> Breakdown:
     """:class:`Breakdown` of a phase from its metric deltas (``gateway_delta`` None or
     ignored for a Triton-direct workload)."""
     server_ms: float | None = None
@@ -507,8 +543,9 @@ def breakdown(workload: Workload, users: int, client_mean_ms: float,
     if route is not None and gateway_delta is not None:
         server_ms, _, stages = gateway_stages(gateway_delta, route)
         overhead = client_mean_ms - sum(s.ms_per_request for s in stages)
-    return Breakdown(workload, users, client_mean_ms, server_ms, stages, overhead,
-                     triton_models(triton_delta))
+    return Breakdown(
+        workload, users, client_mean_ms, server_ms, stages, overhead, triton_models(triton_delta)
+    )
 
 
 # ---- targets ---------------------------------------------------------------------------------
@@ -529,8 +566,9 @@ class TargetCheck:
         return {True: "PASS", False: "MISS", None: "n/a"}[self.passed]
 
 
-def check_targets(phases: Sequence[PhaseResult],
-                  targets: Sequence[Target] = TARGETS) -> list[TargetCheck]:
+def check_targets(
+    phases: Sequence[PhaseResult], targets: Sequence[Target] = TARGETS
+) -> list[TargetCheck]:
     """Every target at every level its workload ran at: PASS when the statistic is at most
     the limit, MISS when above it or when any request failed (a failing endpoint does not
     pass on its fast errors), n/a when no request succeeded."""
@@ -540,8 +578,11 @@ def check_targets(phases: Sequence[PhaseResult],
             if phase.workload is not target.workload:
                 continue
             value = getattr(phase.summary, target.stat)
-            passed = None if value is None else (
-                value <= target.limit_ms and phase.summary.failures == 0)
+            passed = (
+                None
+                if value is None
+                else (value <= target.limit_ms and phase.summary.failures == 0)
+            )
             checks.append(TargetCheck(target.label, phase.users, value, target.limit_ms, passed))
     return checks
 
@@ -578,8 +619,7 @@ class BenchResult:
     targets: list[TargetCheck]
 
     def phase(self, workload: Workload, users: int) -> PhaseResult | None:
-        return next((p for p in self.phases if p.workload is workload and p.users == users),
-                    None)
+        return next((p for p in self.phases if p.workload is workload and p.users == users), None)
 
 
 def to_json(result: BenchResult) -> str:
@@ -607,61 +647,132 @@ def report_sections(result: BenchResult) -> list[Section]:
     """The report's tables: setup, latency and throughput, stage breakdown, Triton models,
     targets and the speed-up over the reference system."""
     facts = result.facts
-    sections = [Section("Setup", ("item", "value"), tuple(
-        (key, str(value)) for key, value in facts.items() if not isinstance(value, dict)))]
-    sections.append(Section(
-        "Latency and throughput (client side, closed loop)",
-        ("endpoint", "users", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms",
-         "load generator CPU %", "machine CPU %"),
-        tuple(
-            (WORKLOAD_LABELS[p.workload], str(p.users), str(p.summary.requests),
-             str(p.summary.failures), f"{p.summary.throughput_rps:.1f}", _ms(p.summary.p50_ms),
-             _ms(p.summary.p95_ms), _ms(p.summary.p99_ms), _ms(p.loadgen_cpu_pct, 0),
-             _ms(p.machine_cpu_pct, 0))
-            for p in result.phases
-        ),
-    ))
+    sections = [
+        Section(
+            "Setup",
+            ("item", "value"),
+            tuple((key, str(value)) for key, value in facts.items() if not isinstance(value, dict)),
+        )
+    ]
+    sections.append(
+        Section(
+            "Latency and throughput (client side, closed loop)",
+            (
+                "endpoint",
+                "users",
+                "requests",
+                "failures",
+                "req/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "load generator CPU %",
+                "machine CPU %",
+            ),
+            tuple(
+                (
+                    WORKLOAD_LABELS[p.workload],
+                    str(p.users),
+                    str(p.summary.requests),
+                    str(p.summary.failures),
+                    f"{p.summary.throughput_rps:.1f}",
+                    _ms(p.summary.p50_ms),
+                    _ms(p.summary.p95_ms),
+                    _ms(p.summary.p99_ms),
+                    _ms(p.loadgen_cpu_pct, 0),
+                    _ms(p.machine_cpu_pct, 0),
+                )
+                for p in result.phases
+            ),
+        )
+    )
     stage_rows: list[tuple[str, ...]] = []
     for b in result.breakdowns:
         if b.server_mean_ms is None:
             continue
         label = WORKLOAD_LABELS[b.workload]
         stage_rows.append((label, "client mean latency", "", _ms(b.client_mean_ms)))
-        stage_rows.extend((label, f"stage {s.stage}", f"{s.calls_per_request:.2f}",
-                           _ms(s.ms_per_request)) for s in b.stages)
+        stage_rows.extend(
+            (label, f"stage {s.stage}", f"{s.calls_per_request:.2f}", _ms(s.ms_per_request))
+            for s in b.stages
+        )
         stage_rows.append((label, "HTTP + gateway overhead", "", _ms(b.overhead_ms)))
         if b.overhead_ms is not None:
             outside = b.client_mean_ms - b.server_mean_ms
-            stage_rows.append((label, "of which in the gateway app (routing, validation, JSON)",
-                               "", _ms(b.overhead_ms - outside)))
-            stage_rows.append((label, "of which HTTP, uvicorn and the client", "",
-                               _ms(outside)))
+            stage_rows.append(
+                (
+                    label,
+                    "of which in the gateway app (routing, validation, JSON)",
+                    "",
+                    _ms(b.overhead_ms - outside),
+                )
+            )
+            stage_rows.append((label, "of which HTTP, uvicorn and the client", "", _ms(outside)))
     users = result.breakdowns[0].users if result.breakdowns else 1
-    sections.append(Section(f"Gateway stages at {users} user(s), mean ms per request",
-                            ("endpoint", "part", "calls/request", "ms"), tuple(stage_rows)))
-    sections.append(Section(
-        f"Triton models at {users} user(s), mean ms per request",
-        ("workload", "model", "requests", "batches", "queue", "compute input", "compute infer",
-         "compute output", "total in Triton"),
-        tuple(
-            (WORKLOAD_LABELS[b.workload], m.model, str(m.requests), str(m.executions),
-             _ms(m.queue_ms, 3), _ms(m.compute_input_ms, 3), _ms(m.compute_infer_ms, 3),
-             _ms(m.compute_output_ms, 3), _ms(m.request_ms, 3))
-            for b in result.breakdowns for m in b.models
-        ),
-    ))
-    sections.append(Section("Targets", ("target", "users", "measured ms", "result"), tuple(
-        (c.target, str(c.users), _ms(c.measured_ms), c.verdict) for c in result.targets)))
+    sections.append(
+        Section(
+            f"Gateway stages at {users} user(s), mean ms per request",
+            ("endpoint", "part", "calls/request", "ms"),
+            tuple(stage_rows),
+        )
+    )
+    sections.append(
+        Section(
+            f"Triton models at {users} user(s), mean ms per request",
+            (
+                "workload",
+                "model",
+                "requests",
+                "batches",
+                "queue",
+                "compute input",
+                "compute infer",
+                "compute output",
+                "total in Triton",
+            ),
+            tuple(
+                (
+                    WORKLOAD_LABELS[b.workload],
+                    m.model,
+                    str(m.requests),
+                    str(m.executions),
+                    _ms(m.queue_ms, 3),
+                    _ms(m.compute_input_ms, 3),
+                    _ms(m.compute_infer_ms, 3),
+                    _ms(m.compute_output_ms, 3),
+                    _ms(m.request_ms, 3),
+                )
+                for b in result.breakdowns
+                for m in b.models
+            ),
+        )
+    )
+    sections.append(
+        Section(
+            "Targets",
+            ("target", "users", "measured ms", "result"),
+            tuple((c.target, str(c.users), _ms(c.measured_ms), c.verdict) for c in result.targets),
+        )
+    )
     speedups = []
     for workload, reference in REFERENCE_MS.items():
         phase = result.phase(workload, users)
         if phase is not None and phase.summary.mean_ms:
-            speedups.append((WORKLOAD_LABELS[workload], f"{reference:.0f}",
-                             _ms(phase.summary.mean_ms),
-                             f"{reference / phase.summary.mean_ms:.0f}x"))
-    sections.append(Section(f"Versus the reference system (mean at {users} user(s))",
-                            ("endpoint", "reference ms", "measured ms", "speed-up"),
-                            tuple(speedups)))
+            speedups.append(
+                (
+                    WORKLOAD_LABELS[workload],
+                    f"{reference:.0f}",
+                    _ms(phase.summary.mean_ms),
+                    f"{reference / phase.summary.mean_ms:.0f}x",
+                )
+            )
+    sections.append(
+        Section(
+            f"Versus the reference system (mean at {users} user(s))",
+            ("endpoint", "reference ms", "measured ms", "speed-up"),
+            tuple(speedups),
+        )
+    )
     return sections
 
 
@@ -690,9 +801,12 @@ def render_markdown(sections: Sequence[Section], heading: str = "") -> str:
         if not section.rows:
             continue
         numeric = _numeric_columns(section)
-        lines += [f"### {section.title}", "",
-                  "| " + " | ".join(section.columns) + " |",
-                  "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+        lines += [
+            f"### {section.title}",
+            "",
+            "| " + " | ".join(section.columns) + " |",
+            "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in section.rows]
         lines.append("")
     return "\n".join(lines)
@@ -723,9 +837,14 @@ def machine_facts() -> dict[str, Any]:
     """Cores, CPU model, memory, platform and the time (UTC) of this machine."""
     cpu_model = ""
     with suppress(OSError):
-        cpu_model = next((line.split(":", 1)[1].strip()
-                          for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name")), "")
+        cpu_model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     memory_gib: float | None = None
     with suppress(ValueError, OSError):
         memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
@@ -758,7 +877,7 @@ def _cpu_times() -> tuple[float, float] | None:
 def dataset_facts(config: BenchConfig) -> dict[str, Any]:
     """Dataset name, articles served, customers in the store and the served model tuning."""
     from shoprec.export.triton import MANIFEST_FILE
-    from shoprec.featurestore.online import CUSTOMERS_FILE, ONLINE_DATA_DIR, read_manifest
+    from shoprec.featurestore.tables import CUSTOMERS_FILE, ONLINE_DATA_DIR, read_manifest
 
     store = read_manifest(config.feature_repo / ONLINE_DATA_DIR)
     path = config.triton_repo / MANIFEST_FILE
@@ -774,10 +893,11 @@ def dataset_facts(config: BenchConfig) -> dict[str, Any]:
         "serving cutoff": triton.get("serving_cutoff"),
         "k": config.k,
         "Triton max_batch_size / queue delay us": f"{export.get('max_batch_size')} / "
-                                                   f"{export.get('max_queue_delay_microseconds')}",
+        f"{export.get('max_queue_delay_microseconds')}",
         "model tuning (instances x threads)": ", ".join(
             f"{model} {tune.get('instances')}x{tune.get('intra_op_threads')}"
-            for model, tune in export.get("tuning", {}).items()),
+            for model, tune in export.get("tuning", {}).items()
+        ),
     }
 
 
@@ -793,8 +913,13 @@ class Samples:
     articles: list[str]
 
 
-def draw_samples(customer_ids: Sequence[str], article_ids: Sequence[str], size: int,
-                 unknown_fraction: float, seed: int) -> Samples:
+def draw_samples(
+    customer_ids: Sequence[str],
+    article_ids: Sequence[str],
+    size: int,
+    unknown_fraction: float,
+    seed: int,
+) -> Samples:
     """A seeded sample of ``size`` customers and articles (all when fewer), plus
     ``unknown_fraction`` of the customer requests as ids outside ``customer_ids``.
 
@@ -802,8 +927,9 @@ def draw_samples(customer_ids: Sequence[str], article_ids: Sequence[str], size: 
         ValueError: no customer or no article ids.
     """
     if not customer_ids or not article_ids:
-        raise ValueError(f"need customer and article ids, got {len(customer_ids)} and "
-                         f"{len(article_ids)}")
+        raise ValueError(
+            f"need customer and article ids, got {len(customer_ids)} and {len(article_ids)}"
+        )
     rng = random.Random(seed)
     customers = rng.sample(list(customer_ids), min(size, len(customer_ids)))
     articles = rng.sample(list(article_ids), min(size, len(article_ids)))
@@ -825,7 +951,7 @@ def _load_samples(config: BenchConfig) -> Samples:
 
     from shoprec import schema as s
     from shoprec.export.triton import VERSION
-    from shoprec.featurestore.online import CUSTOMERS_FILE, ONLINE_DATA_DIR
+    from shoprec.featurestore.tables import CUSTOMERS_FILE, ONLINE_DATA_DIR
     from shoprec.serving.runtime import TEXT_ARTICLE_IDS_FILE
 
     customers_file = config.feature_repo / ONLINE_DATA_DIR / CUSTOMERS_FILE
@@ -833,11 +959,13 @@ def _load_samples(config: BenchConfig) -> Samples:
     for path in (customers_file, articles_file):
         if not path.is_file():
             raise BenchError(f"{path} not found: materialize and export first")
-    customers = pl.read_parquet(customers_file, columns=[s.CUSTOMER_ID]).get_column(
-        s.CUSTOMER_ID).to_list()
+    customers = (
+        pl.read_parquet(customers_file, columns=[s.CUSTOMER_ID]).get_column(s.CUSTOMER_ID).to_list()
+    )
     articles = np.load(articles_file, allow_pickle=False).astype(str).tolist()
-    return draw_samples(customers, articles, config.sample_size, config.unknown_fraction,
-                        config.seed)
+    return draw_samples(
+        customers, articles, config.sample_size, config.unknown_fraction, config.seed
+    )
 
 
 def _save_features(config: BenchConfig, customers: Sequence[str], path: Path) -> int:
@@ -848,7 +976,8 @@ def _save_features(config: BenchConfig, customers: Sequence[str], path: Path) ->
     from shoprec.featurestore import OnlineFeatures
 
     found, features = OnlineFeatures(config.feature_repo).get_customers(
-        list(customers[:TRITON_FEATURE_SAMPLE]))
+        list(customers[:TRITON_FEATURE_SAMPLE])
+    )
     if not found.any():
         raise BenchError(f"none of the sampled customers is in {config.feature_repo}'s store")
     np.savez(path, **{name: array[found] for name, array in features.items()})
@@ -868,7 +997,8 @@ class Endpoints:
 @contextmanager
 def _target(config: BenchConfig, log: Callable[[str], None]) -> Iterator[Endpoints]:
     """The URLs of the stack under test: the configured one (checked ready), else a
-    :class:`~shoprec.stack.ServingStack` started on free loopback ports and stopped after."""
+    :class:`~shoprec.serving.stack.ServingStack` started on free loopback ports and stopped
+    after."""
     if config.gateway_url and config.triton_grpc_url and config.triton_metrics_url:
         try:
             with urllib.request.urlopen(f"{config.gateway_url}/readyz", timeout=5) as response:
@@ -879,8 +1009,8 @@ def _target(config: BenchConfig, log: Callable[[str], None]) -> Iterator[Endpoin
             raise BenchError(f"gateway {config.gateway_url} is not ready")
         yield Endpoints(config.gateway_url, config.triton_grpc_url, config.triton_metrics_url)
         return
+    from shoprec.serving.stack import LOOPBACK, ServingStack, StackConfig
     from shoprec.serving.tritonserver import free_port
-    from shoprec.stack import LOOPBACK, ServingStack, StackConfig
 
     ports: list[int] = []
     while len(ports) < 4:
@@ -888,13 +1018,19 @@ def _target(config: BenchConfig, log: Callable[[str], None]) -> Iterator[Endpoin
         if port not in ports:
             ports.append(port)
     stack_config = StackConfig(
-        triton_repo=config.triton_repo, feature_repo=config.feature_repo, host=LOOPBACK,
-        gateway_port=ports[0], triton_http_port=ports[1], triton_grpc_port=ports[2],
+        triton_repo=config.triton_repo,
+        feature_repo=config.feature_repo,
+        host=LOOPBACK,
+        gateway_port=ports[0],
+        triton_http_port=ports[1],
+        triton_grpc_port=ports[2],
         triton_metrics_port=ports[3],
     )
     t = time.perf_counter()
-    log(f"starting tritonserver ({config.triton_repo}) and the gateway "
-        f"({config.feature_repo}) on loopback ports {ports}")
+    log(
+        f"starting tritonserver ({config.triton_repo}) and the gateway "
+        f"({config.feature_repo}) on loopback ports {ports}"
+    )
     with ServingStack(stack_config) as stack:
         log(f"stack ready in {time.perf_counter() - t:.1f} s")
         yield Endpoints(stack.gateway_url, stack.triton.grpc_url, stack.triton.metrics_url)
@@ -903,8 +1039,7 @@ def _target(config: BenchConfig, log: Callable[[str], None]) -> Iterator[Endpoin
 # ---- orchestration -------------------------------------------------------------------------
 
 
-def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: None
-                  ) -> BenchResult:
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> BenchResult:
     """Load the stack at every level and workload of ``config``; write the report.
 
     Writes :data:`BENCH_JSON`, :data:`BENCH_MD` and the load generator's log
@@ -919,11 +1054,17 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: No
     """
     facts: dict[str, Any] = {**machine_facts(), "load average before": load_average()}
     facts.update(dataset_facts(config))
-    facts.update({"users": ",".join(map(str, config.users)), "seconds per phase": config.seconds,
-                  "warm-up s": config.warmup_s,
-                  "unknown customers": f"{config.unknown_fraction:.0%}",
-                  "target": "running stack" if config.external else
-                  "stack started by the benchmark (1 gateway worker)"})
+    facts.update(
+        {
+            "users": ",".join(map(str, config.users)),
+            "seconds per phase": config.seconds,
+            "warm-up s": config.warmup_s,
+            "unknown customers": f"{config.unknown_fraction:.0%}",
+            "target": "running stack"
+            if config.external
+            else "stack started by the benchmark (1 gateway worker)",
+        }
+    )
     samples = _load_samples(config)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shoprec-bench-") as tmp:
@@ -933,10 +1074,15 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: No
             log(f"encoded features of {n} customers fetched for the direct Triton calls")
         with _target(config, log) as endpoints:
             spec = {
-                "endpoints": asdict(endpoints), "users": list(config.users),
-                "workloads": [w.value for w in config.workloads], "seconds": config.seconds,
-                "warmup_s": config.warmup_s, "k": config.k, "seed": config.seed,
-                "breakdown_users": min(config.users), "samples": asdict(samples),
+                "endpoints": asdict(endpoints),
+                "users": list(config.users),
+                "workloads": [w.value for w in config.workloads],
+                "seconds": config.seconds,
+                "warmup_s": config.warmup_s,
+                "k": config.k,
+                "seed": config.seed,
+                "breakdown_users": min(config.users),
+                "samples": asdict(samples),
                 "features": str(features),
             }
             raw = _run_loadgen(spec, Path(tmp), config.out_dir / LOADGEN_LOG, log)
@@ -945,30 +1091,43 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: No
     breakdowns: list[Breakdown] = []
     for item in raw:
         phase = PhaseResult(
-            workload=Workload(item["workload"]), users=item["users"],
-            summary=LatencySummary(**item["summary"]), loadgen_cpu_pct=item["loadgen_cpu_pct"],
-            machine_cpu_pct=item["machine_cpu_pct"], errors=item["errors"],
+            workload=Workload(item["workload"]),
+            users=item["users"],
+            summary=LatencySummary(**item["summary"]),
+            loadgen_cpu_pct=item["loadgen_cpu_pct"],
+            machine_cpu_pct=item["machine_cpu_pct"],
+            errors=item["errors"],
         )
         phases.append(phase)
         metrics = item.get("metrics")
         if metrics and phase.summary.mean_ms is not None:
-            gateway_delta = (metric_delta(parse_prometheus(metrics["gateway_before"]),
-                                          parse_prometheus(metrics["gateway_after"])))
-            triton_delta = metric_delta(parse_prometheus(metrics["triton_before"]),
-                                        parse_prometheus(metrics["triton_after"]))
-            breakdowns.append(breakdown(phase.workload, phase.users, phase.summary.mean_ms,
-                                        gateway_delta, triton_delta))
+            gateway_delta = metric_delta(
+                parse_prometheus(metrics["gateway_before"]),
+                parse_prometheus(metrics["gateway_after"]),
+            )
+            triton_delta = metric_delta(
+                parse_prometheus(metrics["triton_before"]),
+                parse_prometheus(metrics["triton_after"]),
+            )
+            breakdowns.append(
+                breakdown(
+                    phase.workload, phase.users, phase.summary.mean_ms, gateway_delta, triton_delta
+                )
+            )
     result = BenchResult(facts, phases, breakdowns, check_targets(phases))
     (config.out_dir / BENCH_JSON).write_text(to_json(result))
-    heading = (f"## Serving benchmark: {config.name} ({facts['date']}, {facts['cores']} cores, "
-               f"load average {facts['load average before']} before, "
-               f"{facts['load average after']} after)")
+    heading = (
+        f"## Serving benchmark: {config.name} ({facts['date']}, {facts['cores']} cores, "
+        f"load average {facts['load average before']} before, "
+        f"{facts['load average after']} after)"
+    )
     (config.out_dir / BENCH_MD).write_text(render_markdown(report_sections(result), heading))
     return result
 
 
-def _run_loadgen(spec: dict[str, Any], tmp: Path, log_file: Path,
-                 log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _run_loadgen(
+    spec: dict[str, Any], tmp: Path, log_file: Path, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """Run the load generator (this module as ``__main__``) on ``spec``; its phase results."""
     spec_path, result_path = tmp / "spec.json", tmp / "result.json"
     spec_path.write_text(json.dumps(spec))
@@ -977,7 +1136,9 @@ def _run_loadgen(spec: dict[str, Any], tmp: Path, log_file: Path,
     with log_file.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "shoprec.bench", str(spec_path), str(result_path)],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
         overran = threading.Event()
 
@@ -998,9 +1159,13 @@ def _run_loadgen(spec: dict[str, Any], tmp: Path, log_file: Path,
                 process.wait()
     if process.returncode != 0 or not result_path.is_file():
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-        why = (f"overran {limit_s:.0f} s and was killed" if overran.is_set()
-               else f"was killed by signal {-process.returncode}" if process.returncode < 0
-               else f"exited with {process.returncode}")
+        why = (
+            f"overran {limit_s:.0f} s and was killed"
+            if overran.is_set()
+            else f"was killed by signal {-process.returncode}"
+            if process.returncode < 0
+            else f"exited with {process.returncode}"
+        )
         raise BenchError(f"load generator {why}; {log_file} ends with:\n{tail}")
     phases_out: list[dict[str, Any]] = json.loads(result_path.read_text())["phases"]
     return phases_out
@@ -1018,9 +1183,15 @@ class _Recorder:
         self.failures = 0
         self.errors: Counter[str] = Counter()
 
-    def __call__(self, request_type: str, name: str, response_time: float,
-                 response_length: int, exception: BaseException | None = None,
-                 **kwargs: Any) -> None:
+    def __call__(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int,
+        exception: BaseException | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.recording:
             return
         if exception is None:
@@ -1060,15 +1231,18 @@ def _loadgen_main(spec_path: Path, result_path: Path) -> None:
         GATEWAY_ROUTES[Workload.GATEWAY_RECOMMEND].format(customer_id=c) + f"?k={k}"
         for c in samples["customers"] + samples["unknown_customers"]
     ]
-    article_paths = [GATEWAY_ROUTES[Workload.GATEWAY_SIMILAR].format(article_id=a) + f"?k={k}"
-                     for a in samples["articles"]]
+    article_paths = [
+        GATEWAY_ROUTES[Workload.GATEWAY_SIMILAR].format(article_id=a) + f"?k={k}"
+        for a in samples["articles"]
+    ]
     recommend_requests: list[Any] = []
     if Workload.TRITON_RECOMMEND.value in spec["workloads"]:
         with np.load(spec["features"]) as arrays:
             features = {name: arrays[name] for name in arrays.files}
         rows = len(next(iter(features.values())))
-        recommend_requests = [recommend_inputs({n: a[i : i + 1] for n, a in features.items()})
-                              for i in range(rows)]
+        recommend_requests = [
+            recommend_inputs({n: a[i : i + 1] for n, a in features.items()}) for i in range(rows)
+        ]
     similar_requests = [similar_inputs([a]) for a in samples["articles"]]
 
     class GatewayUser(FastHttpUser):
@@ -1104,8 +1278,9 @@ def _loadgen_main(spec_path: Path, result_path: Path) -> None:
             length = 0
             start = time.perf_counter()
             try:
-                answer = self.triton.infer(self.model, inputs, outputs=self.outputs,
-                                           client_timeout=REQUEST_TIMEOUT_S)
+                answer = self.triton.infer(
+                    self.model, inputs, outputs=self.outputs, client_timeout=REQUEST_TIMEOUT_S
+                )
                 ids = answer.as_numpy(s.T_ARTICLE_IDS)
                 if ids is None:
                     raise BenchError(f"{self.model}: no {s.T_ARTICLE_IDS} output")
@@ -1113,33 +1288,46 @@ def _loadgen_main(spec_path: Path, result_path: Path) -> None:
             except Exception as exc:  # any failure of the call is a failed request
                 error = exc
             self.environment.events.request.fire(
-                request_type="grpc", name=self.label,
-                response_time=(time.perf_counter() - start) * 1e3, response_length=length,
-                exception=error, context={},
+                request_type="grpc",
+                name=self.label,
+                response_time=(time.perf_counter() - start) * 1e3,
+                response_length=length,
+                exception=error,
+                context={},
             )
 
     def user_class(workload: Workload) -> type[locust.User]:
         attrs: dict[str, Any] = {"label": WORKLOAD_LABELS[workload]}
         if workload is Workload.GATEWAY_RECOMMEND:
-            return type("GatewayRecommendUser", (GatewayUser,), {**attrs, "paths":
-                                                                  customer_paths})
+            return type("GatewayRecommendUser", (GatewayUser,), {**attrs, "paths": customer_paths})
         if workload is Workload.GATEWAY_SIMILAR:
             return type("GatewaySimilarUser", (GatewayUser,), {**attrs, "paths": article_paths})
         if workload is Workload.TRITON_RECOMMEND:
-            return type("TritonRecommendUser", (TritonUser,), {
-                **attrs, "model": s.TRITON_RECOMMEND, "requests": recommend_requests})
-        return type("TritonSimilarUser", (TritonUser,), {
-            **attrs, "model": s.TRITON_SIMILAR_ITEMS, "requests": similar_requests})
+            return type(
+                "TritonRecommendUser",
+                (TritonUser,),
+                {**attrs, "model": s.TRITON_RECOMMEND, "requests": recommend_requests},
+            )
+        return type(
+            "TritonSimilarUser",
+            (TritonUser,),
+            {**attrs, "model": s.TRITON_SIMILAR_ITEMS, "requests": similar_requests},
+        )
 
     def metrics() -> dict[str, str]:
-        return {"gateway": _fetch(f"{endpoints['gateway_url']}/metrics"),
-                "triton": _fetch(endpoints["triton_metrics_url"])}
+        return {
+            "gateway": _fetch(f"{endpoints['gateway_url']}/metrics"),
+            "triton": _fetch(endpoints["triton_metrics_url"]),
+        }
 
     phases = []
     for users in spec["users"]:
         for workload in map(Workload, spec["workloads"]):
-            env = Environment(user_classes=[user_class(workload)],
-                              host=endpoints["gateway_url"], stop_timeout=REQUEST_TIMEOUT_S)
+            env = Environment(
+                user_classes=[user_class(workload)],
+                host=endpoints["gateway_url"],
+                stop_timeout=REQUEST_TIMEOUT_S,
+            )
             recorder = _Recorder()
             env.events.request.add_listener(recorder)
             runner = env.create_local_runner()
@@ -1159,18 +1347,28 @@ def _loadgen_main(spec_path: Path, result_path: Path) -> None:
             machine_pct = None
             if machine0 and machine1 and machine1[1] > machine0[1]:
                 machine_pct = 100 * (machine1[0] - machine0[0]) / (machine1[1] - machine0[1])
-            phases.append({
-                "workload": workload.value, "users": users, "summary": asdict(summary),
-                "loadgen_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
-                "machine_cpu_pct": machine_pct,
-                "errors": dict(recorder.errors.most_common(5)),
-                "metrics": {f"{source}_{when}": text for when, snap in
-                            (("before", before), ("after", after))
-                            for source, text in snap.items()} or None,
-            })
-            print(f"{users:>3} users  {WORKLOAD_LABELS[workload]:<28} {summary.requests:>6} req "
-                  f"{summary.failures:>4} failed {summary.throughput_rps:8.1f} req/s  "
-                  f"p50 {_ms(summary.p50_ms)} p99 {_ms(summary.p99_ms)} ms", flush=True)
+            phases.append(
+                {
+                    "workload": workload.value,
+                    "users": users,
+                    "summary": asdict(summary),
+                    "loadgen_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+                    "machine_cpu_pct": machine_pct,
+                    "errors": dict(recorder.errors.most_common(5)),
+                    "metrics": {
+                        f"{source}_{when}": text
+                        for when, snap in (("before", before), ("after", after))
+                        for source, text in snap.items()
+                    }
+                    or None,
+                }
+            )
+            print(
+                f"{users:>3} users  {WORKLOAD_LABELS[workload]:<28} {summary.requests:>6} req "
+                f"{summary.failures:>4} failed {summary.throughput_rps:8.1f} req/s  "
+                f"p50 {_ms(summary.p50_ms)} p99 {_ms(summary.p99_ms)} ms",
+                flush=True,
+            )
             for message, count in recorder.errors.most_common(3):
                 print(f"      {count} x {message}", flush=True)
     result_path.write_text(json.dumps({"phases": phases}))
@@ -1182,6 +1380,8 @@ def _loadgen_main(spec_path: Path, result_path: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m shoprec.bench SPEC_JSON RESULT_JSON "
-                         "(run by shoprec.bench.run_benchmark)")
+        raise SystemExit(
+            "usage: python -m shoprec.bench SPEC_JSON RESULT_JSON "
+            "(run by shoprec.bench.run_benchmark)"
+        )
     _loadgen_main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -16,8 +16,11 @@ from rich.table import Table
 from shoprec.config import Paths, PipelineConfig, RankerKind, RankerNegatives
 from shoprec.errors import ShoprecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="shoprec: e-commerce recommendations (Two-Tower + DLRM + FAISS).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="shoprec: e-commerce recommendations (Two-Tower + DLRM + FAISS).",
+)
 console = Console(highlight=False)
 
 
@@ -29,13 +32,23 @@ class Source(StrEnum):
     SYNTHETIC = "synthetic"
 
 
-NameOpt = Annotated[str | None, typer.Option(
-    "--name", help="Dataset name: data/<name>, models/<name>. Default: the source name.")]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name", help="Dataset name: data/<name>, models/<name>. Default: the source name."
+    ),
+]
 DataRoot = Annotated[Path, typer.Option("--data-root", help="Root of data/<name>.")]
 ModelsRoot = Annotated[Path, typer.Option("--models-root", help="Root of models/<name>.")]
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", help="JSON file overriding PipelineConfig sections, e.g. "
-    '{"two_tower": {"epochs": 2}}.', exists=True, dir_okay=False)]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help='JSON file overriding PipelineConfig sections, e.g. {"two_tower": {"epochs": 2}}.',
+        exists=True,
+        dir_okay=False,
+    ),
+]
 
 
 def _paths(name: str, data_root: Path, models_root: Path) -> Paths:
@@ -71,7 +84,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
     """Ingest one source into ``paths.canonical``."""
-    from shoprec.ingest import generate_synthetic, ingest_completejourney, ingest_hm
+    from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
 
     if source is Source.COMPLETEJOURNEY:
         report = ingest_completejourney(paths.canonical)
@@ -81,8 +94,9 @@ def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, se
             counts = generate_synthetic(raw_dir, scale=scale, seed=seed)
             _log(f"synthetic H&M-schema CSVs ({scale}) written to {raw_dir}: {counts}")
         if raw_dir is None:
-            raise typer.BadParameter("hm needs --raw-dir holding the Kaggle CSVs",
-                                     param_hint="--raw-dir")
+            raise typer.BadParameter(
+                "hm needs --raw-dir holding the Kaggle CSVs", param_hint="--raw-dir"
+            )
         report = ingest_hm(raw_dir, paths.canonical)
     info = report.to_dict()
     _log(f"ingested {source.value} into {paths.canonical}: {json.dumps(info, default=str)}")
@@ -91,9 +105,14 @@ def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, se
 @app.command()
 def ingest(
     source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic")],
-    raw_dir: Annotated[Path | None, typer.Option(
-        "--raw-dir", help="hm: folder with articles.csv, customers.csv, transactions_train.csv;"
-        " synthetic: where to write them (default data/<name>/raw).")] = None,
+    raw_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--raw-dir",
+            help="hm: folder with articles.csv, customers.csv, transactions_train.csv;"
+            " synthetic: where to write them (default data/<name>/raw).",
+        ),
+    ] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
     name: NameOpt = None,
@@ -102,23 +121,28 @@ def ingest(
 ) -> None:
     """Ingest raw data into the canonical Parquet tables (data/<name>/canonical)."""
     try:
-        do_ingest(source, _paths(name or source.value, data_root, models_root), raw_dir, scale,
-                  seed)
+        do_ingest(
+            source, _paths(name or source.value, data_root, models_root), raw_dir, scale, seed
+        )
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
 
 def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
-    from shoprec.pipeline import dataset_summary, run_build_dataset
+    from shoprec.data.dataset import dataset_summary
+    from shoprec.pipeline.steps import run_build_dataset
 
     data = run_build_dataset(paths, config)
     console.print(_table(f"labelled dataset -> {paths.dataset}", dataset_summary(data)))
 
 
 @app.command("build-dataset")
-def build_dataset_cmd(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-                      config: ConfigOpt = None, data_root: DataRoot = Path("data"),
-                      models_root: ModelsRoot = Path("models")) -> None:
+def build_dataset_cmd(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    config: ConfigOpt = None,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
     """Chronological windows, features as of each window, labels and sampled negatives."""
     try:
         do_build_dataset(_paths(name, data_root, models_root), _config(config))
@@ -127,17 +151,24 @@ def build_dataset_cmd(name: Annotated[str, typer.Option(help="Dataset name")] = 
 
 
 def do_train(paths: Paths, config: PipelineConfig) -> None:
-    from shoprec.pipeline import run_train
+    from shoprec.pipeline.steps import run_train
 
     summary = run_train(paths, config, _log)
-    console.print(_table(f"trained -> {paths.models_dir}", [
-        {"step": k, "seconds": v} for k, v in summary["seconds"].items()]))
+    console.print(
+        _table(
+            f"trained -> {paths.models_dir}",
+            [{"step": k, "seconds": v} for k, v in summary["seconds"].items()],
+        )
+    )
 
 
 @app.command()
-def train(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-          config: ConfigOpt = None, data_root: DataRoot = Path("data"),
-          models_root: ModelsRoot = Path("models")) -> None:
+def train(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    config: ConfigOpt = None,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
     """Fit the preprocessing workflow, train Two-Tower and DLRM, build FAISS indexes."""
     try:
         do_train(_paths(name, data_root, models_root), _config(config))
@@ -146,28 +177,45 @@ def train(name: Annotated[str, typer.Option(help="Dataset name")] = "completejou
 
 
 def do_evaluate(paths: Paths) -> dict[str, Any]:
-    from shoprec.pipeline import run_evaluate
+    from shoprec.pipeline.steps import run_evaluate
 
     report = run_evaluate(paths, log=_log)
-    console.print(_table(
-        f"test window {report['test_window']['start']}..{report['test_window']['end']}, "
-        f"{report['test_customers']} customers",
-        [{"model": n, **{m.upper(): v for m, v in r.items()}}
-         for n, r in report["metrics"].items()]))
-    console.print(_table("retrieval and ranker", [
-        *({"metric": key, "value": v} for key, v in report["retrieval"].items()),
-        *({"metric": f"ranker (labelled test set) {key}", "value": v}
-          for key, v in report["ranker_test_set"].items()),
-        *({"metric": f"ranker (test candidates) {key}", "value": v}
-          for key, v in report["ranker_test_candidates"].items()),
-    ]))
+    console.print(
+        _table(
+            f"test window {report['test_window']['start']}..{report['test_window']['end']}, "
+            f"{report['test_customers']} customers",
+            [
+                {"model": n, **{m.upper(): v for m, v in r.items()}}
+                for n, r in report["metrics"].items()
+            ],
+        )
+    )
+    console.print(
+        _table(
+            "retrieval and ranker",
+            [
+                *({"metric": key, "value": v} for key, v in report["retrieval"].items()),
+                *(
+                    {"metric": f"ranker (labelled test set) {key}", "value": v}
+                    for key, v in report["ranker_test_set"].items()
+                ),
+                *(
+                    {"metric": f"ranker (test candidates) {key}", "value": v}
+                    for key, v in report["ranker_test_candidates"].items()
+                ),
+            ],
+        )
+    )
     console.print(f"report: {paths.models_dir / 'report.md'}")
     return report
 
 
 @app.command()
-def evaluate(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-             data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
+def evaluate(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
     """Evaluate the two-stage pipeline and the baselines on the test window."""
     try:
         do_evaluate(_paths(name, data_root, models_root))
@@ -175,8 +223,9 @@ def evaluate(name: Annotated[str, typer.Option(help="Dataset name")] = "complete
         raise _fail(exc) from exc
 
 
-def _run_pipeline(source: Source, paths: Paths, cfg: PipelineConfig, raw_dir: Path | None,
-                  scale: str, seed: int) -> None:
+def _run_pipeline(
+    source: Source, paths: Paths, cfg: PipelineConfig, raw_dir: Path | None, scale: str, seed: int
+) -> None:
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
     for step, fn in (
@@ -195,8 +244,9 @@ def _run_pipeline(source: Source, paths: Paths, cfg: PipelineConfig, raw_dir: Pa
 
 @app.command()
 def pipeline(
-    source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic")] =
-    Source.COMPLETEJOURNEY,
+    source: Annotated[
+        Source, typer.Argument(help="completejourney | hm | synthetic")
+    ] = Source.COMPLETEJOURNEY,
     raw_dir: Annotated[Path | None, typer.Option("--raw-dir", help="hm: Kaggle CSV folder")] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
@@ -207,8 +257,14 @@ def pipeline(
 ) -> None:
     """Run ingest -> build-dataset -> train -> evaluate end to end and print the report."""
     try:
-        _run_pipeline(source, _paths(name or source.value, data_root, models_root),
-                      _config(config), raw_dir, scale, seed)
+        _run_pipeline(
+            source,
+            _paths(name or source.value, data_root, models_root),
+            _config(config),
+            raw_dir,
+            scale,
+            seed,
+        )
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
@@ -223,37 +279,53 @@ class StoreKind(StrEnum):
 @app.command()
 def materialize(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-    online_store: Annotated[StoreKind, typer.Option(
-        "--online-store", help="sqlite (default, a file under models/<name>) or redis")] =
-    StoreKind.SQLITE,
-    redis_url: Annotated[str, typer.Option("--redis-url", help="host:port of Redis")] =
-    "127.0.0.1:6379",
+    online_store: Annotated[
+        StoreKind,
+        typer.Option(
+            "--online-store", help="sqlite (default, a file under models/<name>) or redis"
+        ),
+    ] = StoreKind.SQLITE,
+    redis_url: Annotated[
+        str, typer.Option("--redis-url", help="host:port of Redis")
+    ] = "127.0.0.1:6379",
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Export encoded customer features and article display fields, load the Feast online store."""
-    from shoprec.featurestore import materialize as run_materialize
+    from shoprec.export.online_tables import materialize as run_materialize
 
     paths = _paths(name, data_root, models_root)
     try:
-        report = run_materialize(paths.models_dir, paths.dataset, paths.canonical,
-                                 online_store=online_store.value, redis_url=redis_url)
+        report = run_materialize(
+            paths.models_dir,
+            paths.dataset,
+            paths.canonical,
+            online_store=online_store.value,
+            redis_url=redis_url,
+        )
     except ShoprecError as exc:
         raise _fail(exc) from exc
     rows = [{"item": f"rows {view}", "value": n} for view, n in report.rows.items()]
     rows += [{"item": "popular articles", "value": report.n_popular}]
     rows += [{"item": f"seconds {step}", "value": sec} for step, sec in report.seconds.items()]
-    console.print(_table(f"feature store {report.project} ({report.online_store.value}) -> "
-                         f"{report.repo_path}", rows))
+    console.print(
+        _table(
+            f"feature store {report.project} ({report.online_store.value}) -> {report.repo_path}",
+            rows,
+        )
+    )
 
 
 @app.command()
 def gateway(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8080,
-    name: Annotated[str | None, typer.Option(
-        help="Dataset name: sets SHOPREC_FEATURE_REPO to models/<name>/feature_repo unless set")]
-    = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset name: sets SHOPREC_FEATURE_REPO to models/<name>/feature_repo unless set"
+        ),
+    ] = None,
     models_root: ModelsRoot = Path("models"),
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
@@ -264,19 +336,33 @@ def gateway(
 
     if name is not None and "SHOPREC_FEATURE_REPO" not in os.environ:
         os.environ["SHOPREC_FEATURE_REPO"] = str(models_root / name / "feature_repo")
-    uvicorn.run("shoprec.gateway.main:make_app", factory=True, host=host, port=port,
-                workers=workers, log_level="warning")
+    uvicorn.run(
+        "shoprec.gateway.main:make_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
-TritonRepoOpt = Annotated[Path, typer.Option("--triton-repo",
-                                             help="Triton model repository folder")]
-ExportConfigOpt = Annotated[Path | None, typer.Option(
-    "--export-config", help='JSON overriding ExportConfig fields, e.g. {"max_k": 50}.',
-    exists=True, dir_okay=False)]
+TritonRepoOpt = Annotated[
+    Path, typer.Option("--triton-repo", help="Triton model repository folder")
+]
+ExportConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--export-config",
+        help='JSON overriding ExportConfig fields, e.g. {"max_k": 50}.',
+        exists=True,
+        dir_okay=False,
+    ),
+]
 
 
-def do_export(paths: Paths, out: Path, config_file: Path | None,
-              ranker: RankerKind | None = None) -> None:
+def do_export(
+    paths: Paths, out: Path, config_file: Path | None, ranker: RankerKind | None = None
+) -> None:
     from shoprec.export.triton import ExportConfig, export_triton_repository
 
     try:
@@ -290,17 +376,26 @@ def do_export(paths: Paths, out: Path, config_file: Path | None,
     _log(f"Triton model repository -> {out} ({len(files)} files, ranker {cfg.ranker.value})")
 
 
-RankerOpt = Annotated[RankerKind | None, typer.Option(
-    "--ranker", help="Ranker the recommend ensemble runs: dlrm (`shoprec train`'s) or one "
-    "saved by `shoprec compare-rankers`. Overrides --export-config's \"ranker\".",
-    case_sensitive=False)]
+RankerOpt = Annotated[
+    RankerKind | None,
+    typer.Option(
+        "--ranker",
+        help="Ranker the recommend ensemble runs: dlrm (`shoprec train`'s) or one "
+        'saved by `shoprec compare-rankers`. Overrides --export-config\'s "ranker".',
+        case_sensitive=False,
+    ),
+]
 
 
 @app.command()
-def export(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-           triton_repo: TritonRepoOpt = Path("triton_repo"), export_config: ExportConfigOpt = None,
-           ranker: RankerOpt = None,
-           data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
+def export(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    triton_repo: TritonRepoOpt = Path("triton_repo"),
+    export_config: ExportConfigOpt = None,
+    ranker: RankerOpt = None,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
     """Generate the Triton model repository (recommend ensemble, similar_items)."""
     try:
         do_export(_paths(name, data_root, models_root), triton_repo, export_config, ranker)
@@ -318,8 +413,9 @@ def parse_rankers(text: str) -> list[RankerKind]:
     valid = [k.value for k in RankerKind]
     for n in names:
         if n not in valid:
-            raise typer.BadParameter(f"unknown ranker {n!r}; choose from {', '.join(valid)}",
-                                     param_hint="--rankers")
+            raise typer.BadParameter(
+                f"unknown ranker {n!r}; choose from {', '.join(valid)}", param_hint="--rankers"
+            )
     if not names or len(set(names)) != len(names):
         raise typer.BadParameter(f"need distinct rankers, got {text!r}", param_hint="--rankers")
     return [RankerKind(n) for n in names]
@@ -328,21 +424,41 @@ def parse_rankers(text: str) -> list[RankerKind]:
 @app.command("compare-rankers")
 def compare_rankers_cmd(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-    rankers: Annotated[str, typer.Option(
-        help="Comma-separated rankers in table order; MAP differences are against the first")]
-    = ",".join(k.value for k in RankerKind),
-    seeds: Annotated[int, typer.Option(min=1, help="Training runs per ranker (mean +- std)")]
-    = 3,
-    negatives: Annotated[RankerNegatives | None, typer.Option(
-        help="Training negatives of every ranker: retrieved-not-bought candidates (what "
-        "`shoprec train` uses) or the labelled dataset's popularity samples (the reference "
-        "design's). Default: the trained config's.", case_sensitive=False)] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="JSON overriding keys of the trained config.json, e.g. "
-        '{"rankers": {"rf_trees": 50}}.', exists=True, dir_okay=False)] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Output folder (default models/<name>/rankers, where `shoprec export "
-        "--ranker` reads the rankers from)", file_okay=False)] = None,
+    rankers: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated rankers in table order; MAP differences are against the first"
+        ),
+    ] = ",".join(k.value for k in RankerKind),
+    seeds: Annotated[int, typer.Option(min=1, help="Training runs per ranker (mean +- std)")] = 3,
+    negatives: Annotated[
+        RankerNegatives | None,
+        typer.Option(
+            help="Training negatives of every ranker: retrieved-not-bought candidates (what "
+            "`shoprec train` uses) or the labelled dataset's popularity samples (the reference "
+            "design's). Default: the trained config's.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="JSON overriding keys of the trained config.json, e.g. "
+            '{"rankers": {"rf_trees": 50}}.',
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder (default models/<name>/rankers, where `shoprec export "
+            "--ranker` reads the rankers from)",
+            file_okay=False,
+        ),
+    ] = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -350,7 +466,7 @@ def compare_rankers_cmd(
     examples: AUC / precision / recall on the labelled test set, MAP@12 / NDCG@12 re-ranking
     the test window's candidates -> models/<name>/rankers/comparison.{md,json,png}."""
     from shoprec import artifacts as A
-    from shoprec.ranking.compare import compare_rankers, comparison_config
+    from shoprec.pipeline.compare import compare_rankers, comparison_config
 
     kinds = parse_rankers(rankers)
     paths = _paths(name, data_root, models_root)
@@ -359,8 +475,9 @@ def compare_rankers_cmd(
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from exc
     if not isinstance(overrides, dict):
-        raise typer.BadParameter(f"{config}: expected a JSON object, got {overrides!r}",
-                                 param_hint="--config")
+        raise typer.BadParameter(
+            f"{config}: expected a JSON object, got {overrides!r}", param_hint="--config"
+        )
     if negatives is not None:
         overrides.setdefault("dlrm", {})["negatives"] = negatives.value
     try:
@@ -377,14 +494,27 @@ def compare_rankers_cmd(
     k = result["k"]
     window = f"{result['test_window']['start']}..{result['test_window']['end']}"
     for title, columns in (
-        (f"labelled test set (1:1 popularity negatives); mean ± std, {seeds} seed(s)",
-         {"auc": "AUC", "precision": "precision", "recall": "recall"}),
-        (f"AUC on retrieved test candidates: all, from the history, others; {seeds} seed(s)",
-         {"candidate_auc": "AUC cand.", "history_candidate_auc": "AUC hist.",
-          "new_candidate_auc": "AUC new"}),
-        (f"re-ranking the candidates of the test window {window}; {seeds} seed(s)",
-         {f"map@{k}": f"MAP@{k}", f"ndcg@{k}": f"NDCG@{k}", f"recall@{k}": f"Recall@{k}",
-          "fit_seconds": "fit s"}),
+        (
+            f"labelled test set (1:1 popularity negatives); mean ± std, {seeds} seed(s)",
+            {"auc": "AUC", "precision": "precision", "recall": "recall"},
+        ),
+        (
+            f"AUC on retrieved test candidates: all, from the history, others; {seeds} seed(s)",
+            {
+                "candidate_auc": "AUC cand.",
+                "history_candidate_auc": "AUC hist.",
+                "new_candidate_auc": "AUC new",
+            },
+        ),
+        (
+            f"re-ranking the candidates of the test window {window}; {seeds} seed(s)",
+            {
+                f"map@{k}": f"MAP@{k}",
+                f"ndcg@{k}": f"NDCG@{k}",
+                f"recall@{k}": f"Recall@{k}",
+                "fit_seconds": "fit s",
+            },
+        ),
     ):
         table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         table.add_column("ranker", no_wrap=True, min_width=15)  # the table fits 80 columns
@@ -392,38 +522,55 @@ def compare_rankers_cmd(
             table.add_column(label, justify="right", no_wrap=True, min_width=13)
         for r in result["rankers"].values():
             m = r["metrics"]
-            table.add_row(r["label"], *(
-                f"{m[key]['mean']:.1f}" if key == "fit_seconds"
-                else "n/a" if m[key]["mean"] is None
-                else f"{m[key]['mean']:.4f} ±{m[key]['std']:.4f}".replace("±0.", "±.")
-                for key in columns))
+            table.add_row(
+                r["label"],
+                *(
+                    f"{m[key]['mean']:.1f}"
+                    if key == "fit_seconds"
+                    else "n/a"
+                    if m[key]["mean"] is None
+                    else f"{m[key]['mean']:.4f} ±{m[key]['std']:.4f}".replace("±0.", "±.")
+                    for key in columns
+                ),
+            )
         console.print(table)
     out = out or paths.models_dir / A.RANKERS_DIR
-    console.print(f"report: {out / A.COMPARISON_MD}, {out / A.COMPARISON_JSON}, "
-                  f"{out / A.COMPARISON_PNG}")
+    console.print(
+        f"report: {out / A.COMPARISON_MD}, {out / A.COMPARISON_JSON}, {out / A.COMPARISON_PNG}"
+    )
 
 
 TritonHttpPortOpt = Annotated[int, typer.Option("--triton-http-port", help="Triton HTTP port")]
 TritonGrpcPortOpt = Annotated[int, typer.Option("--triton-grpc-port", help="Triton gRPC port")]
-TritonMetricsPortOpt = Annotated[int, typer.Option("--triton-metrics-port",
-                                                   help="Triton metrics port")]
+TritonMetricsPortOpt = Annotated[
+    int, typer.Option("--triton-metrics-port", help="Triton metrics port")
+]
 
 
-def _stack_config(paths: Paths, triton_repo: Path, host: str, port: int,
-                  triton_ports: tuple[int, int, int]) -> Any:
+def _stack_config(
+    paths: Paths, triton_repo: Path, host: str, port: int, triton_ports: tuple[int, int, int]
+) -> Any:
     from shoprec.featurestore.store import repo_dir
-    from shoprec.stack import StackConfig
+    from shoprec.serving.stack import StackConfig
 
     http, grpc, metrics = triton_ports
-    return StackConfig(triton_repo=triton_repo, feature_repo=repo_dir(paths.models_dir),
-                       host=host, gateway_port=port, triton_http_port=http,
-                       triton_grpc_port=grpc, triton_metrics_port=metrics)
+    return StackConfig(
+        triton_repo=triton_repo,
+        feature_repo=repo_dir(paths.models_dir),
+        host=host,
+        gateway_port=port,
+        triton_http_port=http,
+        triton_grpc_port=grpc,
+        triton_metrics_port=metrics,
+    )
 
 
 def _serve_forever(stack: Any) -> None:
     """Block until Ctrl-C/TERM; exit code 1 (after the stack stops) when a server dies."""
-    console.print(f"serving: REST {stack.gateway_url} (docs {stack.gateway_url}/docs), "
-                  f"Triton gRPC {stack.triton.grpc_url}. Ctrl-C stops both.")
+    console.print(
+        f"serving: REST {stack.gateway_url} (docs {stack.gateway_url}/docs), "
+        f"Triton gRPC {stack.triton.grpc_url}. Ctrl-C stops both."
+    )
     while stack.triton.is_running() and stack.gateway_running():
         time.sleep(0.5)
     dead = "tritonserver" if not stack.triton.is_running() else "gateway"
@@ -432,20 +579,24 @@ def _serve_forever(stack: Any) -> None:
 
 
 @app.command()
-def serve(name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-          triton_repo: TritonRepoOpt = Path("triton_repo"),
-          host: Annotated[str, typer.Option(help="Bind address of every port")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
-          triton_http_port: TritonHttpPortOpt = 8000,
-          triton_grpc_port: TritonGrpcPortOpt = 8001,
-          triton_metrics_port: TritonMetricsPortOpt = 8002,
-          data_root: DataRoot = Path("data"), models_root: ModelsRoot = Path("models")) -> None:
+def serve(
+    name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    triton_repo: TritonRepoOpt = Path("triton_repo"),
+    host: Annotated[str, typer.Option(help="Bind address of every port")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
+    triton_http_port: TritonHttpPortOpt = 8000,
+    triton_grpc_port: TritonGrpcPortOpt = 8001,
+    triton_metrics_port: TritonMetricsPortOpt = 8002,
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
     """Start tritonserver and the gateway, wait until both are ready, stop both on Ctrl-C/TERM."""
-    from shoprec.stack import ServingStack, sigterm_as_keyboard_interrupt
+    from shoprec.serving.stack import ServingStack, sigterm_as_keyboard_interrupt
 
     paths = _paths(name, data_root, models_root)
-    config = _stack_config(paths, triton_repo, host, port,
-                           (triton_http_port, triton_grpc_port, triton_metrics_port))
+    config = _stack_config(
+        paths, triton_repo, host, port, (triton_http_port, triton_grpc_port, triton_metrics_port)
+    )
     try:
         with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
             _serve_forever(stack)
@@ -461,8 +612,14 @@ def _items_table(title: str, items: list[dict[str, Any]]) -> Table:
         table.add_column(col, justify="right" if col in ("#", "score") else "left")
     for i, it in enumerate(items, 1):
         score = it.get("score")
-        table.add_row(str(i), it["article_id"], it.get("name") or "", it.get("department") or "",
-                      it.get("product_group") or "", "" if score is None else f"{score:.3f}")
+        table.add_row(
+            str(i),
+            it["article_id"],
+            it.get("name") or "",
+            it.get("department") or "",
+            it.get("product_group") or "",
+            "" if score is None else f"{score:.3f}",
+        )
     return table
 
 
@@ -472,13 +629,13 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
     import polars as pl
 
     from shoprec import schema as s
-    from shoprec.dataset.build import LATEST_CUSTOMERS_FILE
+    from shoprec.data.dataset import LATEST_CUSTOMERS_FILE
 
     latest = pl.read_parquet(paths.dataset / LATEST_CUSTOMERS_FILE)
     regular = latest.sort([s.N_PURCHASES, s.CUSTOMER_ID], descending=[True, False]).row(
-        0, named=True)
-    articles = pl.read_parquet(paths.canonical / "articles.parquet").select(
-        s.ARTICLE_ID, s.NAME)
+        0, named=True
+    )
+    articles = pl.read_parquet(paths.canonical / "articles.parquet").select(s.ARTICLE_ID, s.NAME)
     names = dict(articles.iter_rows())
     bought = ", ".join(names.get(a, a) for a in regular[s.HIST_ARTICLE_IDS][:5])
     with httpx.Client(base_url=base_url, timeout=10.0) as http:
@@ -488,17 +645,22 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
         ms = (time.perf_counter() - t0) * 1e3
         rec.raise_for_status()
         body = rec.json()
-        console.print(f"\n[bold]GET /v1/customers/{cid}/recommendations?k={k}[/bold] "
-                      f"({ms:.1f} ms, source: {body['source']})")
+        console.print(
+            f"\n[bold]GET /v1/customers/{cid}/recommendations?k={k}[/bold] "
+            f"({ms:.1f} ms, source: {body['source']})"
+        )
         console.print(f"customer {cid}: {regular[s.N_PURCHASES]} purchases; bought most: {bought}")
         console.print(_items_table("selected for you", body["items"]))
         new_id = "new-customer-0001"
         cold = http.get(f"/v1/customers/{new_id}/recommendations", params={"k": k}).json()
-        console.print(f"\n[bold]GET /v1/customers/{new_id}/recommendations?k={k}[/bold] "
-                      f"(source: {cold['source']}: unknown customer, recent popularity)")
+        console.print(
+            f"\n[bold]GET /v1/customers/{new_id}/recommendations?k={k}[/bold] "
+            f"(source: {cold['source']}: unknown customer, recent popularity)"
+        )
         console.print(_items_table("popular now", cold["items"]))
-        article = body["items"][0]["article_id"] if body["items"] else cold["items"][0][
-            "article_id"]
+        article = (
+            body["items"][0]["article_id"] if body["items"] else cold["items"][0]["article_id"]
+        )
         detail = http.get(f"/v1/articles/{article}").json()
         t0 = time.perf_counter()
         sim = http.get(f"/v1/articles/{article}/similar", params={"k": k})
@@ -513,9 +675,12 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
 
 @app.command()
 def demo(
-    keep_serving: Annotated[bool, typer.Option(
-        "--keep-serving", help="Leave the stack up for a storefront after the demo calls")] =
-    False,
+    keep_serving: Annotated[
+        bool,
+        typer.Option(
+            "--keep-serving", help="Leave the stack up for a storefront after the demo calls"
+        ),
+    ] = False,
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     triton_repo: TritonRepoOpt = Path("triton_repo"),
     port: Annotated[int, typer.Option(help="Gateway HTTP port")] = 8080,
@@ -528,7 +693,7 @@ def demo(
     """The main job: offline pipeline on Complete Journey (if not built yet), export, feature
     store, the online stack, and REST calls for real customers and articles."""
     from shoprec import artifacts as art
-    from shoprec.stack import ServingStack, sigterm_as_keyboard_interrupt
+    from shoprec.serving.stack import ServingStack, sigterm_as_keyboard_interrupt
 
     paths = _paths(name, data_root, models_root)
     start = time.perf_counter()
@@ -537,19 +702,30 @@ def demo(
             _log("[bold]offline pipeline[/bold] (artifacts missing)")
             _run_pipeline(Source.COMPLETEJOURNEY, paths, PipelineConfig(), None, "tiny", 0)
         else:
-            _log(f"artifacts found in {paths.models_dir}; "
-                 "`make clean` or `shoprec pipeline` rebuilds them")
+            _log(
+                f"artifacts found in {paths.models_dir}; "
+                "`make clean` or `shoprec pipeline` rebuilds them"
+            )
             console.print((paths.models_dir / art.REPORT_MD).read_text())
         _log("[bold]export[/bold]")
         do_export(paths, triton_repo, None)
         _log("[bold]materialize[/bold] (SQLite online store)")
-        from shoprec.featurestore import materialize as run_materialize
+        from shoprec.export.online_tables import materialize as run_materialize
 
         run_materialize(paths.models_dir, paths.dataset, paths.canonical)
         _log("[bold]serve[/bold]: starting tritonserver and the gateway")
-        with sigterm_as_keyboard_interrupt(), \
-                ServingStack(_stack_config(paths, triton_repo, "127.0.0.1", port, (
-                    triton_http_port, triton_grpc_port, triton_metrics_port))) as stack:
+        with (
+            sigterm_as_keyboard_interrupt(),
+            ServingStack(
+                _stack_config(
+                    paths,
+                    triton_repo,
+                    "127.0.0.1",
+                    port,
+                    (triton_http_port, triton_grpc_port, triton_metrics_port),
+                )
+            ) as stack,
+        ):
             _log(f"stack ready ({time.perf_counter() - start:.0f} s since start)")
             demo_calls(stack.gateway_url, paths)
             if keep_serving:
@@ -558,29 +734,46 @@ def demo(
         console.print("stopped")
     except ShoprecError as exc:
         raise _fail(exc) from exc
-    console.print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; the stack is stopped"
-                  + ("" if keep_serving else " (use --keep-serving to leave it up)"))
+    console.print(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s; the stack is stopped"
+        + ("" if keep_serving else " (use --keep-serving to leave it up)")
+    )
 
 
 @app.command()
 def bench(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
-    users: Annotated[str, typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16")]
-    = "1,4,16",
+    users: Annotated[
+        str, typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16")
+    ] = "1,4,16",
     seconds: Annotated[float, typer.Option(help="Measured seconds per endpoint and level")] = 20.0,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Output folder for bench.json and bench.md (default models/<name>/bench)")]
-    = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Output folder for bench.json and bench.md (default models/<name>/bench)"
+        ),
+    ] = None,
     triton_repo: TritonRepoOpt = Path("triton_repo"),
-    gateway_url: Annotated[str | None, typer.Option(
-        "--gateway-url", help="Gateway of a running stack on loopback, e.g. "
-        "http://127.0.0.1:8080 (with --triton-grpc-url and --triton-metrics-url); "
-        "default: start one on free ports")] = None,
-    triton_grpc_url: Annotated[str | None, typer.Option(
-        "--triton-grpc-url", help="Triton gRPC of that stack, e.g. 127.0.0.1:8001")] = None,
-    triton_metrics_url: Annotated[str | None, typer.Option(
-        "--triton-metrics-url", help="Triton metrics of that stack, e.g. "
-        "http://127.0.0.1:8002/metrics")] = None,
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway-url",
+            help="Gateway of a running stack on loopback, e.g. "
+            "http://127.0.0.1:8080 (with --triton-grpc-url and --triton-metrics-url); "
+            "default: start one on free ports",
+        ),
+    ] = None,
+    triton_grpc_url: Annotated[
+        str | None,
+        typer.Option("--triton-grpc-url", help="Triton gRPC of that stack, e.g. 127.0.0.1:8001"),
+    ] = None,
+    triton_metrics_url: Annotated[
+        str | None,
+        typer.Option(
+            "--triton-metrics-url",
+            help="Triton metrics of that stack, e.g. http://127.0.0.1:8002/metrics",
+        ),
+    ] = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -596,14 +789,19 @@ def bench(
         run_benchmark,
     )
     from shoprec.featurestore.store import repo_dir
-    from shoprec.stack import sigterm_as_keyboard_interrupt
+    from shoprec.serving.stack import sigterm_as_keyboard_interrupt
 
     paths = _paths(name, data_root, models_root)
     try:
         cfg = BenchConfig(
-            name=name, triton_repo=triton_repo, feature_repo=repo_dir(paths.models_dir),
-            out_dir=out or paths.models_dir / "bench", users=parse_users(users), seconds=seconds,
-            gateway_url=gateway_url, triton_grpc_url=triton_grpc_url,
+            name=name,
+            triton_repo=triton_repo,
+            feature_repo=repo_dir(paths.models_dir),
+            out_dir=out or paths.models_dir / "bench",
+            users=parse_users(users),
+            seconds=seconds,
+            gateway_url=gateway_url,
+            triton_grpc_url=triton_grpc_url,
             triton_metrics_url=triton_metrics_url,
         )
     except ValueError as exc:

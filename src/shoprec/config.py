@@ -260,8 +260,9 @@ class Paths:
     models_dir: Path
 
     @classmethod
-    def for_name(cls, name: str, data_root: Path = Path("data"),
-                 models_root: Path = Path("models")) -> Paths:
+    def for_name(
+        cls, name: str, data_root: Path = Path("data"), models_root: Path = Path("models")
+    ) -> Paths:
         return cls(data_dir=data_root / name, models_dir=models_root / name)
 
     @property

@@ -17,6 +17,7 @@ Canonical tables (Parquet, written by ``shoprec ingest``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 # ---- canonical table and file names -------------------------------------------------------
@@ -146,6 +147,77 @@ T_ARTICLE_ID: Final = "article_id"  # BYTES (B, 1) input of similar_items
 T_ARTICLE_IDS: Final = "article_ids"  # BYTES (B, K) output, best first, b"" = none
 T_SCORES: Final = "scores"  # FP32 (B, K) output, -inf where none
 ENCODED_CUSTOMER_FEATURES: Final = (T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of the serving contract, spelled for numpy, Triton and Feast.
+
+    Attributes:
+        name: the tensor name (Triton input/output, Feast feature of the customer view).
+        triton: Triton's data type as the client API spells it (``INT64``, ``FP32``,
+            ``BYTES``); ``config.pbtxt`` writes :attr:`config_type`.
+        numpy: the numpy dtype name (``int64``, ``float32``, ``object`` for BYTES).
+        width: the shape letter of the trailing dimension (shapes are (B, width)).
+        description: what one row holds (also the Feast feature's description).
+    """
+
+    name: str
+    triton: str
+    numpy: str
+    width: str
+    description: str
+
+    @property
+    def config_type(self) -> str:
+        """The ``data_type`` of ``config.pbtxt`` (``TYPE_INT64``; BYTES is ``TYPE_STRING``)."""
+        return "TYPE_STRING" if self.triton == "BYTES" else f"TYPE_{self.triton}"
+
+
+TENSORS: Final = {
+    spec.name: spec
+    for spec in (
+        TensorSpec(
+            T_CUSTOMER_SPARSE,
+            "INT64",
+            "int64",
+            "Fc",
+            "workflow ids of the customer's categorical attributes",
+        ),
+        TensorSpec(
+            T_CUSTOMER_DENSE,
+            "FP32",
+            "float32",
+            "Fdc",
+            "normalised numeric features and missing indicators",
+        ),
+        TensorSpec(
+            T_HIST_IDS,
+            "INT64",
+            "int64",
+            "N",
+            "article vocabulary ids of past purchases, 0 = padding",
+        ),
+        TensorSpec(
+            T_HIST_COUNTS,
+            "FP32",
+            "float32",
+            "N",
+            "purchases of each history article, 0 for padding",
+        ),
+        TensorSpec(
+            T_QUERY_EMBEDDING, "FP32", "float32", "D", "L2-normalised query-tower embedding"
+        ),
+        TensorSpec(
+            T_CANDIDATES, "INT64", "int64", "C", "rows of the served article table, -1 = none"
+        ),
+        TensorSpec(T_ARTICLE_ID, "BYTES", "object", "1", "UTF-8 article id"),
+        TensorSpec(
+            T_ARTICLE_IDS, "BYTES", "object", "K", "UTF-8 article ids, best first, b'' = none"
+        ),
+        TensorSpec(T_SCORES, "FP32", "float32", "K", "scores of those articles, -inf = none"),
+    )
+}
 
 # ---- online serving contract: Feast objects ------------------------------------------------
 FEAST_CUSTOMER_ENTITY: Final = "customer"

@@ -197,7 +197,10 @@ def evaluate_lists(
 
 
 def paired_bootstrap_ci(
-    a: Sequence[float], b: Sequence[float], n_resamples: int = 2000, level: float = 0.95,
+    a: Sequence[float],
+    b: Sequence[float],
+    n_resamples: int = 2000,
+    level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """Mean of ``a - b`` and its percentile bootstrap confidence interval.
@@ -233,7 +236,8 @@ def paired_bootstrap_ci(
 
 
 def binary_classification_metrics(
-    labels: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    probabilities: Sequence[float] | np.ndarray,
     threshold: float = 0.5,
 ) -> dict[str, float]:
     """ROC AUC, precision and recall of purchase probabilities against 0/1 labels.

@@ -46,11 +46,11 @@ import polars as pl
 from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.config import RankerKind
-from shoprec.dataset.build import load_dataset
+from shoprec.data.dataset import load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.features.encode import attribute_table, encode_articles
-from shoprec.ranking.models import ranker_files
-from shoprec.ranking.rerank import vocab_to_row
+from shoprec.inference.candidates import vocab_to_row
+from shoprec.models.rankers import ranker_files
 from shoprec.serving import runtime as rt
 
 MANIFEST_FILE: Final = "manifest.json"
@@ -236,19 +236,17 @@ _Message = list[tuple[str, Any]]
 
 
 def _tensor_types(dims: RepositoryDims, config: ExportConfig) -> dict[str, tuple[str, int]]:
-    """Triton data type and width of every tensor of the serving contract."""
-    k = config.max_k
-    return {
-        s.T_CUSTOMER_SPARSE: ("TYPE_INT64", dims.customer_sparse),
-        s.T_CUSTOMER_DENSE: ("TYPE_FP32", dims.customer_dense),
-        s.T_HIST_IDS: ("TYPE_INT64", dims.history_length),
-        s.T_HIST_COUNTS: ("TYPE_FP32", dims.history_length),
-        s.T_QUERY_EMBEDDING: ("TYPE_FP32", dims.embedding_dim),
-        s.T_CANDIDATES: ("TYPE_INT64", dims.candidates(config)),
-        s.T_ARTICLE_ID: ("TYPE_STRING", 1),
-        s.T_ARTICLE_IDS: ("TYPE_STRING", k),
-        s.T_SCORES: ("TYPE_FP32", k),
+    """``config.pbtxt`` data type and width of every tensor of the serving contract."""
+    widths = {
+        "Fc": dims.customer_sparse,
+        "Fdc": dims.customer_dense,
+        "N": dims.history_length,
+        "D": dims.embedding_dim,
+        "C": dims.candidates(config),
+        "K": config.max_k,
+        "1": 1,
     }
+    return {name: (spec.config_type, widths[spec.width]) for name, spec in s.TENSORS.items()}
 
 
 def _tensors(names: Sequence[str], types: Mapping[str, tuple[str, int]]) -> list[_Message]:
@@ -425,7 +423,9 @@ def export_triton_repository(
                 )
                 raise ArtifactError(f"{source / name} not found ({hint} first)")
     similar = rt.SimilarItemsStep.build(
-        models.text_index, models.text_ids.astype(str).tolist(), config.max_k,
+        models.text_index,
+        models.text_ids.astype(str).tolist(),
+        config.max_k,
         models.config.index,
     )
     model_py = resources.files("shoprec.export.templates").joinpath(MODEL_FILE).read_text()

@@ -64,7 +64,9 @@ def customer_features(
         hist = hist.filter(pl.col(s.CUSTOMER_ID).is_in(ids))
     agg = hist.group_by(s.CUSTOMER_ID).agg(
         pl.len().cast(pl.Int64).alias(s.N_PURCHASES),
-        (pl.col(s.T_DAT) >= cutoff - timedelta(days=28)).sum().cast(pl.Int64)
+        (pl.col(s.T_DAT) >= cutoff - timedelta(days=28))
+        .sum()
+        .cast(pl.Int64)
         .alias(s.N_PURCHASES_28D),
         pl.col(s.T_DAT).max().alias(_LAST),
         pl.col(s.T_DAT).min().alias(_FIRST),
@@ -96,8 +98,10 @@ def customer_features(
             pl.col(s.HIST_COUNTS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
         )
         .select(
-            *s.CUSTOMER_COLUMNS, *[c for c in s.CUSTOMER_DENSE if c != s.AGE],
-            s.HIST_ARTICLE_IDS, s.HIST_COUNTS,
+            *s.CUSTOMER_COLUMNS,
+            *[c for c in s.CUSTOMER_DENSE if c != s.AGE],
+            s.HIST_ARTICLE_IDS,
+            s.HIST_COUNTS,
         )
         .sort(s.CUSTOMER_ID)
     )
@@ -127,7 +131,8 @@ def article_features(
         .with_columns(
             pl.col(s.SALES_7D).fill_null(0),
             pl.col(s.SALES_28D).fill_null(0),
-            (pl.lit(cutoff, dtype=pl.Date) - pl.col(_FIRST)).dt.total_days()
+            (pl.lit(cutoff, dtype=pl.Date) - pl.col(_FIRST))
+            .dt.total_days()
             .alias(s.DAYS_SINCE_FIRST_SALE),
         )
         .drop(_FIRST)

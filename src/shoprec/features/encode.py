@@ -87,8 +87,13 @@ class EncodedCustomers:
     hist_counts: np.ndarray
 
     def take(self, index: np.ndarray) -> EncodedCustomers:
-        return EncodedCustomers(self.ids[index], self.sparse[index], self.dense[index],
-                                self.hist_ids[index], self.hist_counts[index])
+        return EncodedCustomers(
+            self.ids[index],
+            self.sparse[index],
+            self.dense[index],
+            self.hist_ids[index],
+            self.hist_counts[index],
+        )
 
 
 @dataclass
@@ -177,8 +182,10 @@ def cross_features(
     hist_attr = attributes[hist_ids]  # (B, N, 3)
     cand_attr = attributes[candidates]  # (B, C, 3)
     for j in range(len(CROSS_ATTRIBUTES)):
-        match = (hist_attr[:, None, :, j] == cand_attr[:, :, None, j]) & (
-            cand_attr[:, :, None, j] > 0
-        ) & valid[:, None, :]
+        match = (
+            (hist_attr[:, None, :, j] == cand_attr[:, :, None, j])
+            & (cand_attr[:, :, None, j] > 0)
+            & valid[:, None, :]
+        )
         out[..., 2 + j] = np.log1p((match * counts).sum(-1))
     return out

@@ -44,7 +44,9 @@ class Categorify:
         if self.min_frequency < 1:
             raise ValueError(f"{self.name}: min_frequency must be >= 1, got {self.min_frequency}")
         counts = (
-            values.drop_nulls().cast(pl.Utf8).value_counts(name="n")
+            values.drop_nulls()
+            .cast(pl.Utf8)
+            .value_counts(name="n")
             .filter(pl.col("n") >= self.min_frequency)
             .sort(["n", values.name], descending=[True, False])
         )
@@ -62,9 +64,7 @@ class Categorify:
         series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.Utf8)
         series = series.cast(pl.Utf8)
         mapped = series.replace_strict(self.vocab, default=OOV_ID, return_dtype=pl.Int64)
-        mapped = pl.select(
-            pl.when(series.is_null()).then(PAD_ID).otherwise(mapped)
-        ).to_series()
+        mapped = pl.select(pl.when(series.is_null()).then(PAD_ID).otherwise(mapped)).to_series()
         return mapped.to_numpy().astype(np.int64, copy=False)
 
     def transform_lists(self, lists: pl.Series, length: int) -> np.ndarray:
@@ -120,8 +120,13 @@ class Normalize:
         return z[:, None]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "log": self.log, "missing_indicator": self.missing_indicator,
-                "mean": self.mean, "std": self.std}
+        return {
+            "name": self.name,
+            "log": self.log,
+            "missing_indicator": self.missing_indicator,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 class Workflow:

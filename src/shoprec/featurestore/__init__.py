@@ -1,19 +1,20 @@
-"""Online feature store: export the serving snapshot, materialize it with Feast, read it back.
+"""Online feature store: the tables Feast reads, loading them into Feast, reading them back.
 
 The declarations (entities, sources, feature views, feature services) live in the project's
-``feature_repo/definitions.py``; this package writes the tables they read
-(:mod:`~shoprec.featurestore.online`) and runs Feast (:mod:`~shoprec.featurestore.store`).
+``feature_repo/definitions.py``; :mod:`~shoprec.featurestore.tables` describes the tables
+they read, :mod:`~shoprec.featurestore.store` runs Feast (apply, materialize, online reads).
+Exporting the tables from a trained dataset is offline work:
+:mod:`shoprec.export.online_tables`.
 """
 
-from shoprec.featurestore.online import OnlineTables, export_online_tables
 from shoprec.featurestore.store import (
     ArticleDisplay,
     MaterializeReport,
     OnlineFeatures,
     OnlineStoreError,
     OnlineStoreKind,
-    materialize,
 )
+from shoprec.featurestore.tables import OnlineTables
 
 __all__ = [
     "ArticleDisplay",
@@ -22,6 +23,4 @@ __all__ = [
     "OnlineStoreError",
     "OnlineStoreKind",
     "OnlineTables",
-    "export_online_tables",
-    "materialize",
 ]

@@ -7,7 +7,7 @@ Layout of a dataset's feature repo, ``models/<name>/feature_repo/`` (:func:`repo
 
     feature_store.yaml   project, registry, online store (SQLite or Redis)
     definitions.py       verbatim copy of the project's feature_repo/definitions.py
-    data/                exported Parquet tables + manifest (shoprec.featurestore.online),
+    data/                exported Parquet tables + manifest (shoprec.featurestore.tables),
                          registry.db and, for SQLite, online_store.db
 
 The declarations use source paths relative to the repo (see ``feature_repo/definitions.py``),
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import polars as pl
+import pyarrow.parquet as pq
 import redis
 import yaml
 from feast import Entity, FeatureService, FeatureStore, FeatureView
@@ -57,14 +57,13 @@ from feast.repo_config import RepoConfig, load_repo_config
 
 from shoprec import schema as s
 from shoprec.errors import ArtifactError, ShoprecError
-from shoprec.featurestore.online import (
+from shoprec.featurestore.tables import (
     ARTICLES_FILE,
     DISPLAY_FIELDS,
     ENCODED_DTYPES,
     ONLINE_DATA_DIR,
     POPULAR_FILE,
     ArticleDisplay,
-    export_online_tables,
     read_manifest,
 )
 
@@ -271,58 +270,45 @@ def teardown(repo_path: Path) -> None:
     (repo_path / ONLINE_DATA_DIR / REGISTRY_FILE).unlink(missing_ok=True)
 
 
-def materialize(
-    models_dir: Path,
-    dataset_dir: Path,
-    canonical_dir: Path,
-    *,
-    online_store: OnlineStoreKind | str = OnlineStoreKind.SQLITE,
-    redis_url: str = DEFAULT_REDIS_URL,
-    project: str | None = None,
-    definitions: Path | None = None,
-) -> MaterializeReport:
-    """Export the serving snapshot, ``feast apply`` the declarations and materialize it.
-
-    Writes the dataset's feature repo (module docstring) under ``models_dir``, removes the
-    project's previously materialized rows and registry (a full refresh), applies the
-    declarations from ``definitions`` and materializes every exported row (event time = the
-    serving cutoff) into the online store.
-
-    Args:
-        models_dir: ``models/<name>`` (workflow, config; receives ``feature_repo/``).
-        dataset_dir / canonical_dir: ``data/<name>/dataset`` and ``data/<name>/canonical``.
-        online_store: ``"sqlite"`` (file under the repo) or ``"redis"``.
-        redis_url: ``host:port[,key=value...]`` (Feast's format, e.g. ``,password=...``);
-            only with Redis.
-        project: Feast project (letters, digits, ``_``); default :func:`default_project`.
-            Rows of different projects never collide in a shared Redis.
-        definitions: the declarations file copied into the repo; default
-            :func:`default_definitions`.
-
-    Returns:
-        Repo path, project, row counts and seconds per step.
+def check_online_store(
+    online_store: OnlineStoreKind | str, redis_url: str, project: str
+) -> dict[str, Any]:
+    """Validate a store choice and return its ``feature_store.yaml`` content; pings Redis.
 
     Raises:
-        ValueError: unknown ``online_store`` or invalid ``project``.
-        ArtifactError: an input artifact or ``definitions`` is missing.
-        OnlineStoreError: Redis is unreachable (checked before anything is written).
+        ValueError: unknown ``online_store`` or a ``project`` that is not letters, digits, ``_``.
+        OnlineStoreError: Redis is unreachable.
     """
     kind = OnlineStoreKind(online_store)
-    project = project or default_project(models_dir)
     if re.fullmatch(r"[A-Za-z0-9]\w*", project) is None:
         raise ValueError(f"Feast project must be letters, digits and '_', got {project!r}")
-    definitions = definitions or default_definitions()
-    objects = load_definitions(definitions)
     config = feature_store_config(project, kind, redis_url)
     if kind is OnlineStoreKind.REDIS:
         _ping_redis(config["online_store"]["connection_string"])
+    return config
 
-    repo = repo_dir(models_dir)
+
+def apply_and_materialize(
+    repo: Path, config: dict[str, Any], definitions: Path, objects: list[Any]
+) -> dict[str, float]:
+    """``feast apply`` the declarations and materialize the tables exported in ``repo/data``.
+
+    Writes ``feature_store.yaml`` (``config``, from :func:`check_online_store`) and a copy of
+    ``definitions`` into ``repo``, removes the project's previously materialized rows and
+    registry (a full refresh, see the module docstring), applies ``objects`` (the Feast objects
+    of ``definitions``) and materializes every exported row (event time = the serving cutoff
+    of the manifest).
+
+    Returns:
+        Seconds per step: ``apply``, ``materialize``.
+
+    Raises:
+        ArtifactError: the manifest is missing (the tables were not exported).
+        OnlineStoreError: Redis is unreachable.
+    """
+    manifest = read_manifest(repo / ONLINE_DATA_DIR)
+    cutoff = datetime.fromisoformat(manifest["serving_cutoff"])
     seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    tables = export_online_tables(models_dir, dataset_dir, canonical_dir, repo / ONLINE_DATA_DIR)
-    seconds["export"] = time.perf_counter() - t
-
     t = time.perf_counter()
     shutil.copyfile(definitions, repo / DEFINITIONS_FILE)
     (repo / FEATURE_STORE_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
@@ -332,20 +318,9 @@ def materialize(
     seconds["apply"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    store.materialize(start_date=_EPOCH, end_date=tables.serving_cutoff + timedelta(seconds=1))
+    store.materialize(start_date=_EPOCH, end_date=cutoff + timedelta(seconds=1))
     seconds["materialize"] = time.perf_counter() - t
-    return MaterializeReport(
-        repo_path=repo,
-        project=project,
-        online_store=kind,
-        serving_cutoff=tables.serving_cutoff,
-        rows={
-            s.CUSTOMER_FEATURE_VIEW: tables.n_customers,
-            s.ARTICLE_FEATURE_VIEW: tables.n_articles,
-        },
-        n_popular=tables.n_popular,
-        seconds=seconds,
-    )
+    return seconds
 
 
 def _found(result: Any, B: int) -> np.ndarray:
@@ -419,14 +394,18 @@ class OnlineFeatures:
         self._recommend = self._feature_refs(s.RECOMMEND_FEATURE_SERVICE)
         self._display = self._feature_refs(s.ARTICLE_FEATURE_SERVICE)
         self._popular: list[str] = (
-            pl.read_parquet(data_dir / POPULAR_FILE).get_column(s.ARTICLE_ID).to_list()
+            pq.read_table(data_dir / POPULAR_FILE, columns=[s.ARTICLE_ID]).column(0).to_pylist()
         )
         self._articles: dict[str, tuple[str | None, ...]] | None = None
         if self.article_display is ArticleDisplay.MEMORY:
-            table = pl.read_parquet(
+            table = pq.read_table(
                 data_dir / ARTICLES_FILE, columns=[s.ARTICLE_ID, *DISPLAY_FIELDS]
-            )
-            self._articles = {row[0]: row[1:] for row in table.iter_rows()}
+            ).to_pydict()
+            columns = [table[name] for name in DISPLAY_FIELDS]
+            self._articles = {
+                article_id: tuple(column[i] for column in columns)
+                for i, article_id in enumerate(table[s.ARTICLE_ID])
+            }
 
     @property
     def articles_in_memory(self) -> bool:

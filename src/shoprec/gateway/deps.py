@@ -160,7 +160,10 @@ class Backends:
                 return self._store.get_articles(article_ids)
 
             return await self._bounded(
-                Stage.ARTICLE_DISPLAY, lookup(), self._store_timeout_s, (Exception,),
+                Stage.ARTICLE_DISPLAY,
+                lookup(),
+                self._store_timeout_s,
+                (Exception,),
                 STORE_UNAVAILABLE,
             )
         return await self._from_store(Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids)

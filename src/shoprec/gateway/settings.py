@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shoprec.featurestore.online import ArticleDisplay
+from shoprec.featurestore.tables import ArticleDisplay
 
 
 class Settings(BaseSettings):

@@ -29,11 +29,9 @@ from shoprec.gateway.deps import RankedBatch, UpstreamUnavailableError
 from shoprec.gateway.settings import Settings
 
 # Inputs of the ``recommend`` ensemble: name -> (Triton datatype, numpy dtype). Shapes (B, ...).
-RECOMMEND_INPUTS: Final[Mapping[str, tuple[str, type[np.generic]]]] = {
-    schema.T_CUSTOMER_SPARSE: ("INT64", np.int64),
-    schema.T_CUSTOMER_DENSE: ("FP32", np.float32),
-    schema.T_HIST_IDS: ("INT64", np.int64),
-    schema.T_HIST_COUNTS: ("FP32", np.float32),
+RECOMMEND_INPUTS: Final[Mapping[str, tuple[str, np.dtype]]] = {
+    name: (schema.TENSORS[name].triton, np.dtype(schema.TENSORS[name].numpy))
+    for name in schema.ENCODED_CUSTOMER_FEATURES
 }
 RANKED_OUTPUTS: Final = (schema.T_ARTICLE_IDS, schema.T_SCORES)
 SERVED_MODELS: Final = (schema.TRITON_RECOMMEND, schema.TRITON_SIMILAR_ITEMS)

@@ -40,12 +40,13 @@ from shoprec.config import IndexConfig, RankerKind
 from shoprec.errors import ArtifactError, ShoprecError
 from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
 from shoprec.features.workflow import FIRST_ID
-from shoprec.modules import SparseArch
-from shoprec.ranking.models import Ranker, load_ranker
-from shoprec.ranking.rerank import PAD, rank_candidates, retrieve_candidates
-from shoprec.retrieval.index import load_index
-from shoprec.retrieval.two_tower import QueryTower
-from shoprec.similarity.neighbours import TextNeighbours, text_neighbours
+from shoprec.inference.candidates import PAD, retrieve_candidates
+from shoprec.inference.index import load_index
+from shoprec.inference.neighbours import TextNeighbours, text_neighbours
+from shoprec.inference.scoring import rank_candidates
+from shoprec.models.modules import SparseArch
+from shoprec.models.rankers import Ranker, load_ranker
+from shoprec.models.two_tower import QueryTower
 
 # ---- config.pbtxt ``parameters`` keys (string values; written by shoprec.export.triton) ----
 P_STEP: Final = "step"  # which step class serves the model (a schema.TRITON_* model name)
@@ -240,7 +241,7 @@ class RetrievalStep(Step):
 
 
 class RankingStep(Step):
-    """Ranker scoring of the candidates (``ranking.rerank.rank_candidates``), top K.
+    """Ranker scoring of the candidates (``inference.scoring.rank_candidates``), top K.
 
     The ranker is any ``RankerKind`` (parameter ``ranker``; its files, ``ranker_files``, lie
     in the version directory): a neural one runs in torch, a tree in scikit-learn/LightGBM,
@@ -395,7 +396,7 @@ class RankingStep(Step):
 class SimilarItemsStep(Step):
     """Item-to-item similarity: the K nearest articles by text embedding, looked up in the
     neighbour table ``shoprec export`` computed with FAISS
-    (:func:`shoprec.similarity.neighbours.text_neighbours`).
+    (:func:`shoprec.inference.neighbours.text_neighbours`).
 
     Articles with identical text (identical vectors) form one group: a list never holds the
     query's own text nor one text twice; each neighbour group is returned as its first article

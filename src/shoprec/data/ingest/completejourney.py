@@ -37,8 +37,7 @@ import pandas as pd
 import polars as pl
 
 from shoprec import schema
-from shoprec.errors import InputDataError
-from shoprec.ingest.canonical import (
+from shoprec.data.ingest.canonical import (
     ARTICLE_SCHEMA,
     CUSTOMER_SCHEMA,
     TRANSACTION_SCHEMA,
@@ -46,6 +45,7 @@ from shoprec.ingest.canonical import (
     IngestReport,
     write_canonical,
 )
+from shoprec.errors import InputDataError
 
 SOURCE: Final = "completejourney"
 CJ_TABLES: Final = ("transactions", "products", "demographics")
@@ -219,12 +219,15 @@ def _transactions(
         (DROP_QUANTITY, pl.col(CJ_QUANTITY) > 0),
         (DROP_SALES_VALUE, pl.col(CJ_SALES_VALUE) >= 0),
         (DROP_UNKNOWN_PRODUCT, pl.col(CJ_PRODUCT_ID).is_in(products[CJ_PRODUCT_ID].implode())),
-        (DROP_NON_MERCHANDISE, ~pl.col(CJ_PRODUCT_ID).is_in(
-            products.filter(
-                pl.col(CJ_DEPARTMENT).is_in(list(NON_MERCHANDISE_DEPARTMENTS))
-                | pl.col(CJ_PRODUCT_CATEGORY).is_in(list(NON_MERCHANDISE_PRODUCT_GROUPS))
-            )[CJ_PRODUCT_ID].implode()
-        )),
+        (
+            DROP_NON_MERCHANDISE,
+            ~pl.col(CJ_PRODUCT_ID).is_in(
+                products.filter(
+                    pl.col(CJ_DEPARTMENT).is_in(list(NON_MERCHANDISE_DEPARTMENTS))
+                    | pl.col(CJ_PRODUCT_CATEGORY).is_in(list(NON_MERCHANDISE_PRODUCT_GROUPS))
+                )[CJ_PRODUCT_ID].implode()
+            ),
+        ),
     )
     kept = transactions
     for reason, keep in rules:

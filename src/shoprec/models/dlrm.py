@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from shoprec.config import DLRMConfig, RankerKind
-from shoprec.modules import SparseArch, logit_head, mlp
+from shoprec.models.modules import SparseArch, logit_head, mlp
 
 
 class DotInteraction(nn.Module):
@@ -54,8 +54,13 @@ class DLRM(nn.Module):
 
     kind: ClassVar[RankerKind] = RankerKind.DLRM
 
-    def __init__(self, cardinalities: Sequence[int], num_dense: int, config: DLRMConfig,
-                 history_feature: int | None = None):
+    def __init__(
+        self,
+        cardinalities: Sequence[int],
+        num_dense: int,
+        config: DLRMConfig,
+        history_feature: int | None = None,
+    ):
         super().__init__()
         self.cardinalities = list(cardinalities)
         self.num_dense = num_dense
@@ -66,8 +71,9 @@ class DLRM(nn.Module):
         self.interaction = DotInteraction(k)
         self.over_arch = logit_head(d + k * (k - 1) // 2, config.top_mlp)
 
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor,
-                hist_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """dense float32 (B, Fd), sparse int64 (B, F), hist_ids int64 (B, N) -> logits (B,)."""
         dense_vec = self.dense_arch(dense)  # (B, D)
         vectors = torch.cat([dense_vec.unsqueeze(1), self.sparse_arch(sparse, hist_ids)], dim=1)

@@ -24,8 +24,7 @@ from typing import Final
 import polars as pl
 
 from shoprec import schema
-from shoprec.errors import InputDataError
-from shoprec.ingest.canonical import (
+from shoprec.data.ingest.canonical import (
     ARTICLE_SCHEMA,
     CUSTOMER_SCHEMA,
     SALES_CHANNELS,
@@ -34,6 +33,7 @@ from shoprec.ingest.canonical import (
     IngestReport,
     write_canonical,
 )
+from shoprec.errors import InputDataError
 
 DATE_FORMAT: Final = "%Y-%m-%d"
 # Article ids are written with or without their leading zero; both pad to HM_ARTICLE_ID_DIGITS.

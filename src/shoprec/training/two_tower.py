@@ -12,15 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shoprec.config import TwoTowerConfig
+from shoprec.config import IndexConfig, IndexKind, TwoTowerConfig
+from shoprec.evaluation.metrics import mean_recall_at_k
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
-from shoprec.retrieval.two_tower import TwoTower
+from shoprec.inference.index import build_index, search
+from shoprec.models.two_tower import TwoTower
+from shoprec.training.encoded import EncodedDataset
 
 
 class InBatchSoftmaxTask(nn.Module):
@@ -38,8 +42,9 @@ class InBatchSoftmaxTask(nn.Module):
         self.temperature = temperature
         self.log_q = log_q
 
-    def forward(self, queries: torch.Tensor, items: torch.Tensor,
-                item_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, items: torch.Tensor, item_ids: torch.Tensor
+    ) -> torch.Tensor:
         """queries, items: float32 (B, D) L2-normalised; item_ids: int64 (B,). Returns scalar."""
         logits = queries @ items.T / self.temperature  # (B, B)
         if self.log_q is not None:
@@ -66,8 +71,13 @@ def sampling_log_q(article_ids: np.ndarray, cardinality: int) -> torch.Tensor:
     return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
-def build_two_tower(customer_cards: list[int], customer_dense: int, article_cards: list[int],
-                    article_dense: int, config: TwoTowerConfig) -> TwoTower:
+def build_two_tower(
+    customer_cards: list[int],
+    customer_dense: int,
+    article_cards: list[int],
+    article_dense: int,
+    config: TwoTowerConfig,
+) -> TwoTower:
     torch.manual_seed(config.seed)
     return TwoTower(customer_cards, customer_dense, article_cards, article_dense, config)
 
@@ -89,8 +99,9 @@ def train_two_tower(
     task = InBatchSoftmaxTask(
         sampling_log_q(art_ids, cards) if config.logq_correction else None, config.temperature
     )
-    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                           weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     c, a = examples.customers, examples.articles
     losses = []
     n = len(examples.customer_rows)
@@ -99,12 +110,15 @@ def train_two_tower(
         order = rng.permutation(n)
         total, batches = 0.0, 0
         for start in range(0, n - 1, config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             if len(idx) < 2:
                 continue
             cr, ar = examples.customer_rows[idx], examples.article_rows[idx]
-            q = model.query_tower(torch.from_numpy(c.sparse[cr]), torch.from_numpy(c.dense[cr]),
-                                  torch.from_numpy(c.hist_ids[cr]))
+            q = model.query_tower(
+                torch.from_numpy(c.sparse[cr]),
+                torch.from_numpy(c.dense[cr]),
+                torch.from_numpy(c.hist_ids[cr]),
+            )
             ids = torch.from_numpy(a.sparse[ar])
             v = model.item_tower(ids, torch.from_numpy(a.dense[ar]))
             loss = task(q, v, ids[:, 0])
@@ -122,25 +136,56 @@ def train_two_tower(
 
 
 @torch.no_grad()
-def embed_items(model: TwoTower, articles: EncodedArticles, rows: np.ndarray,
-                batch_size: int = 8192) -> np.ndarray:
+def embed_items(
+    model: TwoTower, articles: EncodedArticles, rows: np.ndarray, batch_size: int = 8192
+) -> np.ndarray:
     """Item-tower embeddings of ``articles`` rows. Returns float32 (len(rows), D)."""
     model.eval()
-    out = [model.item_tower(torch.from_numpy(articles.sparse[rows[i:i + batch_size]]),
-                            torch.from_numpy(articles.dense[rows[i:i + batch_size]])).numpy()
-           for i in range(0, len(rows), batch_size)]
+    out = [
+        model.item_tower(
+            torch.from_numpy(articles.sparse[rows[i : i + batch_size]]),
+            torch.from_numpy(articles.dense[rows[i : i + batch_size]]),
+        ).numpy()
+        for i in range(0, len(rows), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), dtype=np.float32)
 
 
 @torch.no_grad()
-def embed_queries(model: TwoTower, customers: EncodedCustomers, rows: np.ndarray,
-                  batch_size: int = 8192) -> np.ndarray:
+def embed_queries(
+    model: TwoTower, customers: EncodedCustomers, rows: np.ndarray, batch_size: int = 8192
+) -> np.ndarray:
     """Query-tower embeddings of ``customers`` rows. Returns float32 (len(rows), D)."""
     model.eval()
     out = []
     for i in range(0, len(rows), batch_size):
-        r = rows[i:i + batch_size]
-        out.append(model.query_tower(torch.from_numpy(customers.sparse[r]),
-                                     torch.from_numpy(customers.dense[r]),
-                                     torch.from_numpy(customers.hist_ids[r])).numpy())
+        r = rows[i : i + batch_size]
+        out.append(
+            model.query_tower(
+                torch.from_numpy(customers.sparse[r]),
+                torch.from_numpy(customers.dense[r]),
+                torch.from_numpy(customers.hist_ids[r]),
+            ).numpy()
+        )
     return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), dtype=np.float32)
+
+
+def ann_recall(
+    model: Any,
+    enc: EncodedDataset,
+    window: int,
+    index_rows: np.ndarray,
+    truth: dict[str, set[str]],
+    n: int,
+) -> float:
+    cust_rows = enc.window_customers(window)
+    index = build_index(embed_items(model, enc.articles, index_rows), _flat())
+    _, ids = search(index, embed_queries(model, enc.customers, cust_rows), n)
+    art_ids = enc.articles.ids
+    recs = [[art_ids[index_rows[j]] for j in row if j >= 0] for row in ids]
+    rel = [truth[c] for c in enc.customers.ids[cust_rows]]
+    return mean_recall_at_k(recs, rel, n)
+
+
+def _flat() -> IndexConfig:
+    return IndexConfig(kind=IndexKind.FLAT, use_gpu=False)

@@ -18,15 +18,16 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from shoprec import schema as s
 from shoprec.config import DatasetConfig
+from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import ArtifactError, InputDataError
 from shoprec.features.build import article_features, customer_features, transactions_before
-from shoprec.ingest.canonical import Canonical
 
 SPLIT_TEST = "test"
 SPLIT_VAL = "val"
@@ -55,8 +56,12 @@ class Window:
 
     @classmethod
     def from_dict(cls, d: dict) -> Window:
-        return cls(int(d["index"]), str(d["split"]), date.fromisoformat(d["start"]),
-                   date.fromisoformat(d["end"]))
+        return cls(
+            int(d["index"]),
+            str(d["split"]),
+            date.fromisoformat(d["start"]),
+            date.fromisoformat(d["end"]),
+        )
 
 
 def make_windows(first_day: date, last_day: date, config: DatasetConfig) -> list[Window]:
@@ -92,9 +97,7 @@ def make_windows(first_day: date, last_day: date, config: DatasetConfig) -> list
 def window_positives(transactions: pl.DataFrame, window: Window) -> pl.DataFrame:
     """Distinct (customer, article) pairs purchased in the window, sorted."""
     return (
-        transactions.filter(
-            (pl.col(s.T_DAT) >= window.start) & (pl.col(s.T_DAT) < window.end)
-        )
+        transactions.filter((pl.col(s.T_DAT) >= window.start) & (pl.col(s.T_DAT) < window.end))
         .select(s.CUSTOMER_ID, s.ARTICLE_ID)
         .unique()
         .sort([s.CUSTOMER_ID, s.ARTICLE_ID])
@@ -174,20 +177,23 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         pos = window_positives(tx, w)
         neg = sample_negatives(pos, tx, w.start, config, rng)
         ex_frames.append(
-            pl.concat([
-                pos.with_columns(pl.lit(1, dtype=pl.Int8).alias(s.LABEL)),
-                neg.with_columns(pl.lit(0, dtype=pl.Int8).alias(s.LABEL)),
-            ]).with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
+            pl.concat(
+                [
+                    pos.with_columns(pl.lit(1, dtype=pl.Int8).alias(s.LABEL)),
+                    neg.with_columns(pl.lit(0, dtype=pl.Int8).alias(s.LABEL)),
+                ]
+            ).with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
         )
         ids = pos.get_column(s.CUSTOMER_ID).unique()
         cust_frames.append(
-            customer_features(tx, canonical.customers, w.start, config.history_length, ids,
-                              config.history_order)
-            .with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
+            customer_features(
+                tx, canonical.customers, w.start, config.history_length, ids, config.history_order
+            ).with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
         )
         art_frames.append(
-            article_features(tx, canonical.articles, w.start)
-            .with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
+            article_features(tx, canonical.articles, w.start).with_columns(
+                pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW)
+            )
         )
     serving_cutoff = last_day + timedelta(days=1)
     art = DatasetArtifacts(
@@ -196,7 +202,10 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         article_features=pl.concat(art_frames),
         examples=pl.concat(ex_frames).select(s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID, s.LABEL),
         latest_customers=customer_features(
-            tx, canonical.customers, serving_cutoff, config.history_length,
+            tx,
+            canonical.customers,
+            serving_cutoff,
+            config.history_length,
             history_order=config.history_order,
         ),
         latest_articles=article_features(tx, canonical.articles, serving_cutoff),
@@ -219,15 +228,23 @@ def _write(art: DatasetArtifacts, out_dir: Path) -> None:
     art.examples.write_parquet(out_dir / EXAMPLES_FILE)
     art.latest_customers.write_parquet(out_dir / LATEST_CUSTOMERS_FILE)
     art.latest_articles.write_parquet(out_dir / LATEST_ARTICLES_FILE)
-    meta = {"windows": [w.to_dict() for w in art.windows],
-            "serving_cutoff": art.serving_cutoff.isoformat()}
+    meta = {
+        "windows": [w.to_dict() for w in art.windows],
+        "serving_cutoff": art.serving_cutoff.isoformat(),
+    }
     (out_dir / WINDOWS_FILE).write_text(json.dumps(meta, indent=2))
 
 
 def load_dataset(out_dir: Path) -> DatasetArtifacts:
     """Load what ``build_dataset`` wrote. Raises ``ArtifactError`` naming a missing file."""
-    files = (WINDOWS_FILE, CUSTOMER_FEATURES_FILE, ARTICLE_FEATURES_FILE, EXAMPLES_FILE,
-             LATEST_CUSTOMERS_FILE, LATEST_ARTICLES_FILE)
+    files = (
+        WINDOWS_FILE,
+        CUSTOMER_FEATURES_FILE,
+        ARTICLE_FEATURES_FILE,
+        EXAMPLES_FILE,
+        LATEST_CUSTOMERS_FILE,
+        LATEST_ARTICLES_FILE,
+    )
     for f in files:
         if not (out_dir / f).exists():
             raise ArtifactError(f"{out_dir / f} not found (run `shoprec build-dataset` first)")
@@ -241,3 +258,23 @@ def load_dataset(out_dir: Path) -> DatasetArtifacts:
         latest_articles=pl.read_parquet(out_dir / LATEST_ARTICLES_FILE),
         serving_cutoff=date.fromisoformat(meta["serving_cutoff"]),
     )
+
+
+def dataset_summary(data: DatasetArtifacts) -> list[dict[str, Any]]:
+    """Per window: split, dates, positives, negatives, customers."""
+    counts = data.examples.group_by(s.WINDOW).agg(
+        (pl.col(s.LABEL) == 1).sum().alias("positives"),
+        (pl.col(s.LABEL) == 0).sum().alias("negatives"),
+        pl.col(s.CUSTOMER_ID).n_unique().alias("customers"),
+    )
+    by_w = {r[s.WINDOW]: r for r in counts.iter_rows(named=True)}
+    return [
+        {
+            "window": w.index,
+            "split": w.split,
+            "start": w.start.isoformat(),
+            "end": w.end.isoformat(),
+            **{k: by_w[w.index][k] for k in ("positives", "negatives", "customers")},
+        }
+        for w in data.windows
+    ]

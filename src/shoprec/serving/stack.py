@@ -61,9 +61,12 @@ class ServingStack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.triton = TritonServer(
-            config.triton_repo, http_port=config.triton_http_port,
-            grpc_port=config.triton_grpc_port, metrics_port=config.triton_metrics_port,
-            host=config.host, work_dir=config.log_dir,
+            config.triton_repo,
+            http_port=config.triton_http_port,
+            grpc_port=config.triton_grpc_port,
+            metrics_port=config.triton_metrics_port,
+            host=config.host,
+            work_dir=config.log_dir,
         )
         self._gateway: subprocess.Popen[bytes] | None = None
 
@@ -103,9 +106,12 @@ class ServingStack:
         its own (its tritonserver and uvicorn then fail to bind and exit).
         """
         c = self.config
-        for what, port in (("gateway", c.gateway_port), ("Triton HTTP", c.triton_http_port),
-                           ("Triton gRPC", c.triton_grpc_port),
-                           ("Triton metrics", c.triton_metrics_port)):
+        for what, port in (
+            ("gateway", c.gateway_port),
+            ("Triton HTTP", c.triton_http_port),
+            ("Triton gRPC", c.triton_grpc_port),
+            ("Triton metrics", c.triton_metrics_port),
+        ):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -119,25 +125,44 @@ class ServingStack:
 
     def _start_gateway(self) -> None:
         log_dir = self.triton.log_path.parent
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "shoprec.gateway.main:make_app",
-               "--host", self.config.host, "--port", str(self.config.gateway_port),
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "shoprec.gateway.main:make_app",
+            "--host",
+            self.config.host,
+            "--port",
+            str(self.config.gateway_port),
+            "--log-level",
+            "warning",
+        ]
         with (log_dir / "gateway.log").open("ab") as log:  # the child keeps its own copy
-            self._gateway = subprocess.Popen(cmd, env=self.gateway_env(), stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+            self._gateway = subprocess.Popen(
+                cmd,
+                env=self.gateway_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + self.config.ready_timeout_s
         while time.monotonic() < deadline:
             if self._gateway.poll() is not None:
-                raise StackError(f"gateway exited with {self._gateway.returncode}:\n"
-                                 f"{_tail(log_dir / 'gateway.log')}")
+                raise StackError(
+                    f"gateway exited with {self._gateway.returncode}:\n"
+                    f"{_tail(log_dir / 'gateway.log')}"
+                )
             try:
                 if httpx.get(f"{self.gateway_url}/readyz", timeout=2.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        raise StackError(f"gateway not ready after {self.config.ready_timeout_s} s:\n"
-                         f"{_tail(log_dir / 'gateway.log')}")
+        raise StackError(
+            f"gateway not ready after {self.config.ready_timeout_s} s:\n"
+            f"{_tail(log_dir / 'gateway.log')}"
+        )
 
     def stop(self) -> None:
         """Stop the gateway, then Triton; SIGTERM, then SIGKILL after a grace period."""
@@ -156,8 +181,12 @@ class ServingStack:
     def __enter__(self) -> ServingStack:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

@@ -20,23 +20,8 @@ from torch import nn
 
 from shoprec.config import DLRMConfig
 from shoprec.features.assemble import RankingInputs
-from shoprec.ranking.trees import TreeRanker
-
-
-@torch.no_grad()
-def predict(model: nn.Module | TreeRanker, inputs: RankingInputs,
-            batch_size: int = 16384) -> np.ndarray:
-    """Purchase probabilities, float32 (M,)."""
-    if isinstance(model, TreeRanker):
-        return model.predict(inputs)
-    model.eval()
-    out = []
-    for i in range(0, len(inputs), batch_size):
-        b = inputs.slice(i, i + batch_size)
-        logits = model(torch.from_numpy(b.dense), torch.from_numpy(b.sparse),
-                       torch.from_numpy(b.hist_ids))
-        out.append(torch.sigmoid(logits).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+from shoprec.inference.scoring import predict
+from shoprec.models.trees import TreeRanker
 
 
 def train_ranker(
@@ -61,8 +46,9 @@ def train_ranker(
         raise ValueError("inputs and labels differ in length")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                           weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     y = torch.from_numpy(train_labels.astype(np.float32))
     history: list[tuple[float, float]] = []
     best_auc, best_state = -1.0, copy.deepcopy(model.state_dict())
@@ -71,17 +57,23 @@ def train_ranker(
         order = rng.permutation(len(train))
         total, batches = 0.0, 0
         for start in range(0, len(train), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            logits = model(torch.from_numpy(train.dense[idx]), torch.from_numpy(train.sparse[idx]),
-                           torch.from_numpy(train.hist_ids[idx]))
+            idx = order[start : start + config.batch_size]
+            logits = model(
+                torch.from_numpy(train.dense[idx]),
+                torch.from_numpy(train.sparse[idx]),
+                torch.from_numpy(train.hist_ids[idx]),
+            )
             loss = F.binary_cross_entropy_with_logits(logits, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item()
             batches += 1
-        auc = float(roc_auc_score(val_labels, predict(model, val))) if len(set(val_labels)) > 1 \
+        auc = (
+            float(roc_auc_score(val_labels, predict(model, val)))
+            if len(set(val_labels)) > 1
             else float("nan")
+        )
         history.append((total / max(batches, 1), auc))
         if on_epoch is not None:
             on_epoch(epoch, *history[-1])
@@ -110,5 +102,12 @@ def fit_ranker(
     if isinstance(model, TreeRanker):
         auc = model.fit(train, train_labels, val, val_labels)["val_auc"]
         return [(float("nan"), float("nan") if auc is None else auc)]
-    return train_ranker(model, train, train_labels, val, val_labels,
-                        dataclasses.replace(config, seed=seed), on_epoch)
+    return train_ranker(
+        model,
+        train,
+        train_labels,
+        val,
+        val_labels,
+        dataclasses.replace(config, seed=seed),
+        on_epoch,
+    )

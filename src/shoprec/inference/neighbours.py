@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shoprec.config import IndexConfig
-from shoprec.retrieval.index import build_index, search
+from shoprec.inference.index import build_index, search
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,7 @@ class TextNeighbours:
             raise ValueError(f"scores has dtype {self.scores.dtype}, expected float32")
         if not np.array_equal(np.unique(self.groups), np.arange(g)):
             raise ValueError(f"groups must take every value 0..{g - 1} and no other")
-        if self.neighbours.size and (
-            self.neighbours.min() < -1 or self.neighbours.max() >= g
-        ):
+        if self.neighbours.size and (self.neighbours.min() < -1 or self.neighbours.max() >= g):
             raise ValueError(f"neighbours must lie in -1..{g - 1}")
 
     @property

@@ -13,7 +13,7 @@ Neural rankers (PyTorch, ``forward(dense, sparse, hist_ids) -> logits (B,)``, so
   layers, then an MLP (the "stacked" structure), after TorchRec's ``modules/crossnet.py``.
 * :class:`MLPRanker`: embeddings and dense features through one MLP (the plain baseline).
 
-All four embed the sparse features with the same :class:`~shoprec.modules.SparseArch` (one
+All four embed the sparse features with the same :class:`~shoprec.models.modules.SparseArch` (one
 table per feature, mean-pooled purchase history over the article table) and take the same
 ``RankingInputs``; Wide&Deep, DCN-v2 and the MLP flatten them with :class:`FlatFeatureArch`.
 
@@ -42,10 +42,10 @@ from shoprec.config import (
 )
 from shoprec.errors import ArtifactError
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE
-from shoprec.modules import SparseArch, load_checkpoint, logit_head, save_model
-from shoprec.ranking.dlrm import DLRM
-from shoprec.ranking.trees import TreeRanker
-from shoprec.ranking.trees import ranker_files as tree_ranker_files
+from shoprec.models.dlrm import DLRM
+from shoprec.models.modules import SparseArch, load_checkpoint, logit_head, save_model
+from shoprec.models.trees import TreeRanker
+from shoprec.models.trees import ranker_files as tree_ranker_files
 
 __all__ = [
     "DLRM",

@@ -1,6 +1,6 @@
 """Ingest: raw sources (H&M Kaggle files, Complete Journey, synthetic) -> canonical tables."""
 
-from shoprec.ingest.canonical import (
+from shoprec.data.ingest.canonical import (
     Canonical,
     IngestReport,
     read_canonical,
@@ -8,9 +8,9 @@ from shoprec.ingest.canonical import (
     validate_canonical,
     write_canonical,
 )
-from shoprec.ingest.completejourney import age_range_midpoint, ingest_completejourney
-from shoprec.ingest.hm import ingest_hm, read_hm
-from shoprec.ingest.synthetic import SCALES, SyntheticScale, generate_synthetic
+from shoprec.data.ingest.completejourney import age_range_midpoint, ingest_completejourney
+from shoprec.data.ingest.hm import ingest_hm, read_hm
+from shoprec.data.ingest.synthetic import SCALES, SyntheticScale, generate_synthetic
 
 __all__ = [
     "SCALES",

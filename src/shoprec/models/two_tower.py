@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shoprec.config import TwoTowerConfig
-from shoprec.modules import SparseArch, mlp
+from shoprec.models.modules import SparseArch, mlp
 
 
 class ItemTower(nn.Module):
@@ -30,8 +30,9 @@ class ItemTower(nn.Module):
         super().__init__()
         self.sparse_arch = SparseArch(cardinalities, config.feature_dim)
         width = len(cardinalities) * config.feature_dim + num_dense
-        self.mlp = nn.Sequential(mlp(width, config.hidden_dims),
-                                 nn.Linear(config.hidden_dims[-1], config.embedding_dim))
+        self.mlp = nn.Sequential(
+            mlp(width, config.hidden_dims), nn.Linear(config.hidden_dims[-1], config.embedding_dim)
+        )
 
     @property
     def article_table(self) -> nn.Embedding:
@@ -49,17 +50,24 @@ class QueryTower(nn.Module):
     (0 = padding). Output: float32 (B, D).
     """
 
-    def __init__(self, cardinalities: Sequence[int], num_dense: int, config: TwoTowerConfig,
-                 article_table: nn.Embedding):
+    def __init__(
+        self,
+        cardinalities: Sequence[int],
+        num_dense: int,
+        config: TwoTowerConfig,
+        article_table: nn.Embedding,
+    ):
         super().__init__()
         self.sparse_arch = SparseArch(cardinalities, config.feature_dim)
         self.article_table = article_table  # shared with the item tower
         width = (len(cardinalities) + 1) * config.feature_dim + num_dense
-        self.mlp = nn.Sequential(mlp(width, config.hidden_dims),
-                                 nn.Linear(config.hidden_dims[-1], config.embedding_dim))
+        self.mlp = nn.Sequential(
+            mlp(width, config.hidden_dims), nn.Linear(config.hidden_dims[-1], config.embedding_dim)
+        )
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor,
-                hist_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sparse: torch.Tensor, dense: torch.Tensor, hist_ids: torch.Tensor
+    ) -> torch.Tensor:
         mask = (hist_ids > 0).unsqueeze(-1).float()
         pooled = (self.article_table(hist_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         x = torch.cat([self.sparse_arch(sparse).flatten(1), pooled, dense], dim=1)
@@ -69,11 +77,17 @@ class QueryTower(nn.Module):
 class TwoTower(nn.Module):
     """Query tower + item tower sharing the article-id embedding table."""
 
-    def __init__(self, customer_cardinalities: Sequence[int], customer_dense: int,
-                 article_cardinalities: Sequence[int], article_dense: int,
-                 config: TwoTowerConfig):
+    def __init__(
+        self,
+        customer_cardinalities: Sequence[int],
+        customer_dense: int,
+        article_cardinalities: Sequence[int],
+        article_dense: int,
+        config: TwoTowerConfig,
+    ):
         super().__init__()
         self.embedding_dim = config.embedding_dim
         self.item_tower = ItemTower(article_cardinalities, article_dense, config)
-        self.query_tower = QueryTower(customer_cardinalities, customer_dense, config,
-                                      self.item_tower.article_table)
+        self.query_tower = QueryTower(
+            customer_cardinalities, customer_dense, config, self.item_tower.article_table
+        )

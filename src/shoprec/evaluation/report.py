@@ -1,0 +1,68 @@
+"""The offline evaluation report (``report.json`` / ``report.md``) rendered as Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def none_if_nan(x: float) -> float | None:
+    return None if np.isnan(x) else x
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    k = report["k"]
+    w = report["test_window"]
+    lines = [
+        f"# Offline evaluation: {report['dataset']}",
+        "",
+        f"Test window {w['start']} .. {w['end']} (exclusive), {report['test_customers']} "
+        f"customers with at least one purchase. Metrics at k = {k}.",
+        "",
+        f"| model | MAP@{k} | Recall@{k} | NDCG@{k} |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in report["metrics"].items():
+        lines.append(
+            f"| {name} | {m[f'map@{k}']:.4f} | {m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Two-stage minus each row on MAP@{k}, with a paired bootstrap 95% interval "
+        "over customers (an interval containing 0 is no significant difference):",
+        "",
+        f"| versus | MAP@{k} difference | 95% interval |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {c['map_difference']:+.4f} | [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] |"
+        for name, c in report["two_stage_minus_baseline_map"].items()
+    ]
+    lines += ["", "| retrieval | value |", "|---|---:|"]
+    lines += [f"| {key} | {val:.4f} |" for key, val in report["retrieval"].items()]
+    r = report["ranker_test_set"]
+    lines += [
+        "",
+        f"Ranker on the labelled test set ({r['examples']} examples, 1:1 negatives): "
+        f"AUC {r['auc']:.4f}, precision {r['precision']:.4f}, recall {r['recall']:.4f} "
+        f"(threshold 0.5). In the customer's history: {r['positives_in_history']:.1%} "
+        f"of its purchases, {r['negatives_in_history']:.1%} of its negatives.",
+        "",
+    ]
+    c = report["ranker_test_candidates"]
+    lines += [
+        f"Ranker on test-window retrieval candidates ({c['examples']} examples, "
+        f"{c['positive_share']:.1%} purchased): AUC {c['auc']:.4f}; among the "
+        f"{c['history_share']:.1%} from the customer's history (which of my usual "
+        f"articles; {c['history_positive_share']:.1%} of them purchased, "
+        f"{c['negatives_in_history']:.1%} of all negatives) {_fmt(c['history_auc'])}, "
+        f"among the others {_fmt(c['new_auc'])}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""Export the serving snapshot as the Parquet tables the Feast feature views read, and load
+them into the online store (``shoprec materialize``).
+
+The tables and their manifest are described in :mod:`shoprec.featurestore.tables`; loading
+them into Feast is :func:`shoprec.featurestore.store.apply_and_materialize`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shoprec import schema as s
+from shoprec.config import PipelineConfig
+from shoprec.data.dataset import load_dataset
+from shoprec.data.ingest.canonical import read_canonical
+from shoprec.errors import ArtifactError
+from shoprec.features.encode import encode_customers
+from shoprec.features.workflow import Workflow
+from shoprec.featurestore.store import (
+    DEFAULT_REDIS_URL,
+    MaterializeReport,
+    OnlineStoreKind,
+    apply_and_materialize,
+    check_online_store,
+    default_definitions,
+    default_project,
+    load_definitions,
+    repo_dir,
+)
+from shoprec.featurestore.tables import (
+    ARTICLES_FILE,
+    CUSTOMERS_FILE,
+    DISPLAY_FIELDS,
+    MANIFEST_FILE,
+    ONLINE_DATA_DIR,
+    POPULAR_FILE,
+    POPULAR_SIZE,
+    TIMESTAMP_TYPE,
+    OnlineTables,
+    customer_table,
+    cutoff_timestamp,
+    encoded_columns,
+)
+
+
+def article_table(articles: pl.DataFrame, event_time: datetime) -> pa.Table:
+    """Arrow table of article display fields, sorted by article id."""
+    frame = articles.select(s.ARTICLE_ID, *DISPLAY_FIELDS).sort(s.ARTICLE_ID)
+    columns: dict[str, pa.Array] = {
+        s.ARTICLE_ID: pa.array(frame.get_column(s.ARTICLE_ID).to_list(), type=pa.string()),
+        s.EVENT_TIMESTAMP: pa.array([event_time] * frame.height, type=TIMESTAMP_TYPE),
+    }
+    for name in DISPLAY_FIELDS:
+        columns[name] = pa.array(frame.get_column(name).to_list(), type=pa.string())
+    return pa.table(columns)
+
+
+def popular_articles(article_features: pl.DataFrame, k: int = POPULAR_SIZE) -> pl.DataFrame:
+    """The ``k`` articles with most ``SALES_7D``, ties by article id; unsold ones left out.
+
+    Args:
+        article_features: ``article_features`` rows as of the serving cutoff (``SALES_7D`` =
+            purchase lines in the 7 days before it, the same count the "last-week popularity"
+            baseline ranks by).
+
+    Returns:
+        ``ARTICLE_ID`` (str), ``SALES_7D`` (int64), at most ``k`` rows, best first.
+    """
+    return (
+        article_features.select(s.ARTICLE_ID, pl.col(s.SALES_7D).cast(pl.Int64))
+        .filter(pl.col(s.SALES_7D) > 0)
+        .sort([s.SALES_7D, s.ARTICLE_ID], descending=[True, False])
+        .head(k)
+    )
+
+
+def _read_model_inputs(models_dir: Path) -> tuple[Workflow, int]:
+    # Imported here: shoprec.artifacts imports torch and faiss (~4 s), and the feature repo and
+    # the gateway import this module for its file names only.
+    from shoprec.artifacts import CONFIG_FILE, WORKFLOW_FILE, read_json
+
+    config = PipelineConfig.from_dict(read_json(models_dir / CONFIG_FILE))
+    return Workflow.load(models_dir / WORKFLOW_FILE), config.dataset.history_length
+
+
+def export_online_tables(
+    models_dir: Path, dataset_dir: Path, canonical_dir: Path, out_dir: Path
+) -> OnlineTables:
+    """Write the customer, article and popular tables and the manifest to ``out_dir``.
+
+    Args:
+        models_dir: ``models/<name>``: ``workflow.json`` and ``config.json`` (for N =
+            ``dataset.history_length``).
+        dataset_dir: ``data/<name>/dataset``: the serving snapshot (latest customer and article
+            features, serving cutoff).
+        canonical_dir: ``data/<name>/canonical``: the article catalog (display fields).
+        out_dir: created if missing; existing files of the same names are replaced.
+
+    Returns:
+        Paths, row counts, the cutoff and the encoded widths.
+
+    Raises:
+        ArtifactError: an input file is missing, or the snapshot's history lists are longer
+            than the model's N (dataset and models built with different configs).
+    """
+    workflow, history_length = _read_model_inputs(models_dir)
+    data = load_dataset(dataset_dir)
+    canonical = read_canonical(canonical_dir)
+    longest = data.latest_customers.get_column(s.HIST_ARTICLE_IDS).list.len().max()
+    if isinstance(longest, int) and longest > history_length:
+        raise ArtifactError(
+            f"{dataset_dir}: history lists hold up to {longest} articles but {models_dir} was "
+            f"trained with history_length={history_length}; rebuild one of them"
+        )
+    enc = encode_customers(workflow, data.latest_customers, history_length)
+    event_time = cutoff_timestamp(data.serving_cutoff)
+    customers = customer_table(enc, event_time)
+    articles = article_table(canonical.articles, event_time)
+    popular = popular_articles(data.latest_articles)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in (CUSTOMERS_FILE, ARTICLES_FILE, POPULAR_FILE)}
+    pq.write_table(customers, paths[CUSTOMERS_FILE])
+    pq.write_table(articles, paths[ARTICLES_FILE])
+    popular.write_parquet(paths[POPULAR_FILE])
+    widths = {name: int(m.shape[1]) for name, m in encoded_columns(enc).items()}
+    manifest: dict[str, Any] = {
+        "serving_cutoff": event_time.isoformat(),
+        "rows": {
+            CUSTOMERS_FILE: customers.num_rows,
+            ARTICLES_FILE: articles.num_rows,
+            POPULAR_FILE: popular.height,
+        },
+        "widths": widths,
+    }
+    manifest_path = out_dir / MANIFEST_FILE
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return OnlineTables(
+        customers=paths[CUSTOMERS_FILE],
+        articles=paths[ARTICLES_FILE],
+        popular=paths[POPULAR_FILE],
+        manifest=manifest_path,
+        n_customers=customers.num_rows,
+        n_articles=articles.num_rows,
+        n_popular=popular.height,
+        serving_cutoff=event_time,
+        widths=widths,
+    )
+
+
+def materialize(
+    models_dir: Path,
+    dataset_dir: Path,
+    canonical_dir: Path,
+    *,
+    online_store: OnlineStoreKind | str = OnlineStoreKind.SQLITE,
+    redis_url: str = DEFAULT_REDIS_URL,
+    project: str | None = None,
+    definitions: Path | None = None,
+) -> MaterializeReport:
+    """Export the serving snapshot, ``feast apply`` the declarations and materialize it.
+
+    Writes the dataset's feature repo (:mod:`shoprec.featurestore.store`) under
+    ``models_dir``: the exported tables (:func:`export_online_tables`), then
+    :func:`~shoprec.featurestore.store.apply_and_materialize` (a full refresh).
+
+    Args:
+        models_dir: ``models/<name>`` (workflow, config; receives ``feature_repo/``).
+        dataset_dir / canonical_dir: ``data/<name>/dataset`` and ``data/<name>/canonical``.
+        online_store: ``"sqlite"`` (file under the repo) or ``"redis"``.
+        redis_url: ``host:port[,key=value...]`` (Feast's format, e.g. ``,password=...``);
+            only with Redis.
+        project: Feast project (letters, digits, ``_``); default ``default_project``.
+            Rows of different projects never collide in a shared Redis.
+        definitions: the declarations file copied into the repo; default
+            ``default_definitions``.
+
+    Returns:
+        Repo path, project, row counts and seconds per step (``export``, ``apply``,
+        ``materialize``).
+
+    Raises:
+        ValueError: unknown ``online_store`` or invalid ``project``.
+        ArtifactError: an input artifact or ``definitions`` is missing.
+        OnlineStoreError: Redis is unreachable (checked before anything is written).
+    """
+    kind = OnlineStoreKind(online_store)
+    project = project or default_project(models_dir)
+    definitions = definitions or default_definitions()
+    objects = load_definitions(definitions)
+    config = check_online_store(kind, redis_url, project)
+    repo = repo_dir(models_dir)
+    t = time.perf_counter()
+    tables = export_online_tables(models_dir, dataset_dir, canonical_dir, repo / ONLINE_DATA_DIR)
+    seconds = {"export": time.perf_counter() - t}
+    seconds.update(apply_and_materialize(repo, config, definitions, objects))
+    return MaterializeReport(
+        repo_path=repo,
+        project=project,
+        online_store=kind,
+        serving_cutoff=tables.serving_cutoff,
+        rows={
+            s.CUSTOMER_FEATURE_VIEW: tables.n_customers,
+            s.ARTICLE_FEATURE_VIEW: tables.n_articles,
+        },
+        n_popular=tables.n_popular,
+        seconds=seconds,
+    )

@@ -1,0 +1,79 @@
+"""Ranking: score candidates with any ranker and keep the top k.
+
+The same functions run in offline evaluation and inside the Triton ``ranking`` step.
+Shape letters: B = customers, C = candidates per customer, M = (customer, article) pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from shoprec.features.assemble import RankingInputs, ranking_inputs
+from shoprec.features.encode import EncodedArticles, EncodedCustomers
+from shoprec.inference.candidates import PAD
+from shoprec.models.trees import TreeRanker
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module | TreeRanker, inputs: RankingInputs, batch_size: int = 16384
+) -> np.ndarray:
+    """Purchase probabilities, float32 (M,)."""
+    if isinstance(model, TreeRanker):
+        return model.predict(inputs)
+    model.eval()
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        b = inputs.slice(i, i + batch_size)
+        logits = model(
+            torch.from_numpy(b.dense), torch.from_numpy(b.sparse), torch.from_numpy(b.hist_ids)
+        )
+        out.append(torch.sigmoid(logits).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def rank_candidates(
+    model: nn.Module | TreeRanker,
+    customers: EncodedCustomers,
+    customer_rows: np.ndarray,
+    articles: EncodedArticles,
+    attributes: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every candidate with the ranker and keep the top k.
+
+    Args:
+        model: a neural ranker (``forward(dense, sparse, hist_ids) -> logits``) or a tree.
+        customer_rows: int64 (B,) rows of ``customers``.
+        candidates: int64 (B, C) article rows, PAD where empty.
+        k: results per customer (>= 1).
+        exclude: optional bool (B, C), True = never return this candidate.
+
+    Returns:
+        (article rows int64 (B, k), probabilities float32 (B, k)), best first; PAD / -inf pad
+        when fewer than k valid candidates.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    valid = candidates != PAD
+    if exclude is not None:
+        valid &= ~exclude
+    b_idx, c_idx = np.nonzero(valid)
+    scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
+    if len(b_idx):
+        inputs = ranking_inputs(
+            customers, articles, attributes, customer_rows[b_idx], candidates[b_idx, c_idx]
+        )
+        scores[b_idx, c_idx] = predict(model, inputs)
+    kk = min(k, candidates.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    top_rows = np.where(np.isfinite(top_scores), np.take_along_axis(candidates, top, axis=1), PAD)
+    if kk < k:
+        top_rows = np.pad(top_rows, ((0, 0), (0, k - kk)), constant_values=PAD)
+        top_scores = np.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return top_rows, top_scores

@@ -1,0 +1,324 @@
+"""The offline pipeline: ingest -> labelled dataset -> train -> indexes -> evaluate.
+
+Each ``run_*`` function is one CLI command; they communicate only through files under
+``Paths`` so any step can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from shoprec import artifacts as A
+from shoprec import schema as s
+from shoprec.config import (
+    Paths,
+    PipelineConfig,
+    RankerKind,
+    to_plain,
+)
+from shoprec.data.dataset import (
+    SPLIT_TEST,
+    SPLIT_TRAIN,
+    SPLIT_VAL,
+    DatasetArtifacts,
+    build_dataset,
+    load_dataset,
+)
+from shoprec.data.ingest.canonical import Canonical, read_canonical
+from shoprec.evaluation.baselines import (
+    ALSRecommender,
+    GlobalPopularity,
+    RecentPopularity,
+    Recommender,
+    Repurchase,
+)
+from shoprec.evaluation.metrics import (
+    average_precision_at_k,
+    evaluate_lists,
+    mean_recall_at_k,
+    paired_bootstrap_ci,
+)
+from shoprec.evaluation.report import none_if_nan, report_markdown
+from shoprec.evaluation.testsets import (
+    article_lists,
+    in_history,
+    ranker_test_sets,
+    score_ranker,
+    window_truth,
+)
+from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.inference.index import build_index, save_index
+from shoprec.models.modules import save_model
+from shoprec.models.rankers import build_ranker, save_ranker
+from shoprec.models.text import embed_articles, make_encoder
+from shoprec.training.encoded import encode_dataset
+from shoprec.training.examples import (
+    article_rows,
+    indexable_articles,
+    ranker_examples,
+    ranker_widths,
+    window_ids,
+)
+from shoprec.training.ranker import fit_ranker
+from shoprec.training.two_tower import (
+    RetrievalExamples,
+    ann_recall,
+    build_two_tower,
+    embed_items,
+    train_two_tower,
+)
+
+Log = Callable[[str], None]
+TWO_STAGE = "two-stage (Two-Tower + DLRM)"
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+@dataclass
+class StepTimer:
+    """Wall time per named step, in seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, name: str, start: float) -> None:
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
+    """Read the canonical tables and write the labelled dataset under ``paths.dataset``."""
+    return build_dataset(read_canonical(paths.canonical), config.dataset, paths.dataset)
+
+
+def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[str, Any]:
+    """Fit the workflow, train the Two-Tower and DLRM, build the item and text indexes.
+
+    Writes everything in ``artifacts`` under ``paths.models_dir``; returns a summary dict
+    (epoch losses, validation metrics, wall times).
+    """
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    timer = StepTimer()
+    out = paths.models_dir
+    canonical = read_canonical(paths.canonical)
+    data = load_dataset(paths.dataset)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs exist
+    train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
+    val_start = data.window(SPLIT_VAL)[0].start
+
+    t = time.perf_counter()
+    purchases = canonical.transactions.filter(pl.col(s.T_DAT) < val_start).join(
+        canonical.articles.select(s.ARTICLE_SPARSE), on=s.ARTICLE_ID, how="left"
+    )
+    wf = fit_workflow(
+        config.workflow,
+        data.customer_features.filter(pl.col(s.WINDOW).is_in(train_w)),
+        data.article_features.filter(pl.col(s.WINDOW).is_in(train_w)),
+        purchases,
+    )
+    wf.save(out / A.WORKFLOW_FILE)
+    enc = encode_dataset(wf, data, config.dataset.history_length)
+    timer("workflow", t)
+    log(
+        f"workflow fitted: {len(wf.categorical_ops)} vocabularies, "
+        f"{wf.categorical_ops[s.ARTICLE_ID].cardinality - 2} article ids"
+    )
+
+    # ---- Two-Tower ------------------------------------------------------------------------
+    t = time.perf_counter()
+    ex = data.examples
+    pos_train = ex.filter(pl.col(s.WINDOW).is_in(train_w) & (pl.col(s.LABEL) == 1))
+    c_rows, a_rows = enc.rows(pos_train)
+    tt_cfg = config.two_tower
+    two_tower = build_two_tower(
+        wf.cardinalities(s.CUSTOMER_SPARSE),
+        enc.customers.dense.shape[1],
+        wf.cardinalities(s.ARTICLE_SPARSE),
+        enc.articles.dense.shape[1],
+        tt_cfg,
+    )
+    val_truth = window_truth(ex, val_w)
+    val_rows = article_rows(enc, val_w, indexable_articles(data, val_w))
+
+    def tt_epoch(epoch: int, loss: float) -> None:
+        recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
+        log(
+            f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
+            f"val candidate recall@{config.eval.candidates} {recall:.4f}"
+        )
+
+    tt_losses = train_two_tower(
+        two_tower, RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows), tt_cfg, tt_epoch
+    )
+    save_model(
+        two_tower,
+        {
+            "customer_cardinalities": wf.cardinalities(s.CUSTOMER_SPARSE),
+            "customer_dense": int(enc.customers.dense.shape[1]),
+            "article_cardinalities": wf.cardinalities(s.ARTICLE_SPARSE),
+            "article_dense": int(enc.articles.dense.shape[1]),
+            "config": to_plain(tt_cfg),
+        },
+        out / A.TWO_TOWER_FILE,
+    )
+    timer("two_tower", t)
+
+    # ---- DLRM -------------------------------------------------------------------------------
+    t = time.perf_counter()
+    tr, va = ranker_examples(two_tower, enc, data, config)
+    log(
+        f"ranker examples ({config.dlrm.negatives.value} negatives): {tr.height} train "
+        f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
+    )
+    train_inputs = enc.ranking_inputs(*enc.rows(tr))
+    val_inputs = enc.ranking_inputs(*enc.rows(va))
+    cards, num_dense = ranker_widths(wf, train_inputs)
+    ranker = build_ranker(RankerKind.DLRM, cards, num_dense, config, config.dlrm.seed)
+    dlrm_hist = fit_ranker(
+        ranker,
+        train_inputs,
+        tr.get_column(s.LABEL).to_numpy(),
+        val_inputs,
+        va.get_column(s.LABEL).to_numpy(),
+        config.dlrm,
+        config.dlrm.seed,
+        lambda e, loss, auc: log(
+            f"dlrm epoch {e + 1}/{config.dlrm.epochs}: loss {loss:.4f}, val AUC {auc:.4f}"
+        ),
+    )
+    save_ranker(ranker, config, out)
+    timer("dlrm", t)
+
+    # ---- item index over the serving snapshot ---------------------------------------------
+    t = time.perf_counter()
+    latest = data.latest_articles.filter(pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
+    latest_enc = encode_articles(wf, latest)
+    item_vecs = embed_items(two_tower, latest_enc, np.arange(latest.height))
+    save_index(build_index(item_vecs, config.index), out / A.ITEM_INDEX_FILE)
+    A.write_ids(latest_enc.ids, out / A.ITEM_IDS_FILE)
+    timer("item_index", t)
+
+    # ---- text embeddings for item similarity ----------------------------------------------
+    t = time.perf_counter()
+    # The whole catalog: text similarity is what serves articles that never sold (cold items).
+    catalog = canonical.articles
+    encoder = make_encoder(config.text)
+    text_ids, text_vecs = embed_articles(catalog, encoder, config.text.batch_size)
+    np.save(out / A.TEXT_EMBEDDINGS_FILE, text_vecs)
+    save_index(build_index(text_vecs, config.index), out / A.TEXT_INDEX_FILE)
+    A.write_ids(np.asarray(text_ids, dtype=object), out / A.TEXT_IDS_FILE)
+    timer("text_embeddings", t)
+
+    A.write_json(config.to_dict(), out / A.CONFIG_FILE)
+    summary = {
+        "two_tower_epoch_loss": tt_losses,
+        "dlrm_epochs": [{"loss": lo, "val_auc": au} for lo, au in dlrm_hist],
+        "train_examples": {"two_tower": int(len(c_rows)), "dlrm": int(tr.height)},
+        "indexed_articles": int(latest.height),
+        "text_embedding_dim": int(text_vecs.shape[1]),
+        "seconds": timer.seconds,
+    }
+    A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
+    return summary
+
+
+def run_evaluate(
+    paths: Paths, config: PipelineConfig | None = None, log: Log = _noop
+) -> dict[str, Any]:
+    """Evaluate on the test window; writes ``report.json`` and ``report.md`` to the models dir.
+
+    Rows: the two-stage pipeline (retrieve N + history, rank with DLRM, keep k), the Two-Tower
+    alone (ANN top k), and the baselines, all with features/fit as of the test window's first
+    day. Also candidate Recall@N and the ranker's AUC / precision / recall (threshold 0.5) on
+    the labelled test set.
+    """
+    t0 = time.perf_counter()
+    models = A.TrainedModels.load(paths.models_dir)
+    config = config or models.config
+    canonical: Canonical = read_canonical(paths.canonical)
+    data = load_dataset(paths.dataset)
+    (test,) = data.window(SPLIT_TEST)
+    enc = encode_dataset(models.workflow, data, config.dataset.history_length)
+    k, n = config.eval.k, config.eval.candidates
+    sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
+    ranker_scores, two_stage = score_ranker(models.ranker, enc, sets, k)
+    labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
+    cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
+    customer_ids = enc.customers.ids[cust_rows]
+    ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)
+    recommended: dict[str, list[list[str]]] = {
+        TWO_STAGE: two_stage,
+        "Two-Tower only": [a[:k] for a in ann],
+    }
+    log("two-stage pipeline evaluated")
+    cutoff = test.start
+    baselines: dict[str, Recommender] = {
+        "global popularity": GlobalPopularity(),
+        "last-week popularity": RecentPopularity(days=7),
+        "repurchase (+ last-week popularity)": Repurchase(),
+        "implicit ALS": ALSRecommender(
+            factors=config.eval.als_factors,
+            iterations=config.eval.als_iterations,
+            seed=config.eval.seed,
+        ),
+    }
+    for name, model in baselines.items():
+        model.fit(canonical.transactions, cutoff)
+        recommended[name] = model.recommend(list(customer_ids), k)
+        log(f"baseline evaluated: {name}")
+    rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
+    ap = {
+        name: [average_precision_at_k(r, rel, k) for r, rel in zip(recs, relevant, strict=True)]
+        for name, recs in recommended.items()
+    }
+    comparison = {}
+    for name in recommended:
+        if name != TWO_STAGE:
+            diff, low, high = paired_bootstrap_ci(ap[TWO_STAGE], ap[name], seed=config.eval.seed)
+            comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
+
+    report = {
+        "dataset": str(paths.data_dir),
+        "test_window": test.to_dict(),
+        "test_customers": len(relevant),
+        "k": k,
+        "candidates": n,
+        "history_candidates": config.eval.history_candidates,
+        "metrics": rows,
+        "two_stage_minus_baseline_map": comparison,
+        "retrieval": {
+            f"candidate_recall@{n} (ANN)": mean_recall_at_k(ann, relevant, n),
+            "candidate_recall (ANN + history)": mean_recall_at_k(
+                everything, relevant, cands.shape[1]
+            ),
+            "mean_candidates_per_customer": float(np.mean([len(c) for c in everything])),
+        },
+        "ranker_test_set": {
+            "examples": len(sets.labels),
+            **{m: ranker_scores[m] for m in ("auc", "precision", "recall")},
+            # how often the article is in the customer's history, purchases vs negatives
+            "positives_in_history": float(labelled_hist[sets.labels == 1].mean()),
+            "negatives_in_history": float(labelled_hist[sets.labels == 0].mean()),
+        },
+        "ranker_test_candidates": {
+            "examples": len(sets.candidate_labels),
+            "positive_share": float(sets.candidate_labels.mean()),
+            "auc": ranker_scores["candidate_auc"],
+            "history_share": float(cand_hist.mean()),
+            "history_positive_share": float(sets.candidate_labels[cand_hist].mean()),
+            "negatives_in_history": float(cand_hist[sets.candidate_labels == 0].mean()),
+            "history_auc": none_if_nan(ranker_scores["history_candidate_auc"]),
+            "new_auc": none_if_nan(ranker_scores["new_candidate_auc"]),
+        },
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    A.write_json(report, paths.models_dir / A.REPORT_JSON)
+    (paths.models_dir / A.REPORT_MD).write_text(report_markdown(report))
+    return report

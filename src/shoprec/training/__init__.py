@@ -1,0 +1,1 @@
+"""Offline: training loops (Two-Tower, rankers), ranker example mining, the encoded dataset."""
