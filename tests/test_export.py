@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -44,17 +44,17 @@ from shoprec.export.triton import (
 )
 from shoprec.features.workflow import Workflow
 from shoprec.inference.scoring import rank_candidates
+from shoprec.serving.query_tower import QueryTowerStep
+from shoprec.serving.ranking import RankingStep
+from shoprec.serving.retrieval import RetrievalStep
 from shoprec.serving.runtime import (
-    STEPS,
-    QueryTowerStep,
-    RankingStep,
     RequestError,
-    RetrievalStep,
-    SimilarItemsStep,
     Step,
     execute_requests,
     load_step,
+    step_class,
 )
+from shoprec.serving.similar_items import SimilarItemsStep
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import window_candidates
 from test_pipeline import FAST
@@ -122,7 +122,7 @@ def _parse(text: str) -> Any:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_config_matches_golden_file(model: str) -> None:
-    text = render_model_configs(GOLDEN_DIMS, ExportConfig())[model]
+    text = render_model_configs(GOLDEN_DIMS, ExportConfig(ranker=RankerKind.DLRM))[model]
     golden = GOLDEN / model / "config.pbtxt"
     if UPDATE_GOLDEN:
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +229,7 @@ def test_ensemble_wiring_check_catches_a_renamed_tensor() -> None:
 def test_step_models_declare_the_step_tensors() -> None:
     for model in STEP_MODELS:
         config = _parse((GOLDEN / model / "config.pbtxt").read_text())
-        step = STEPS[model]
+        step = step_class(model)
         assert tuple(t.name for t in config.input) == step.inputs
         assert tuple(t.name for t in config.output) == step.outputs
         assert dict(config.parameters)["step"].string_value == model
@@ -300,7 +300,11 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
     )
     assert manifest["dims"]["candidates"] == 20 + 16
     assert manifest["dims"]["max_k"] == 10
-    rendered = render_model_configs(dims, TINY_EXPORT)
+    served_config = ExportConfig.from_dict(manifest["export_config"])
+    assert served_config == replace(
+        TINY_EXPORT, ranker=RankerKind.DLRM, tuning=served_config.tuning
+    )
+    rendered = render_model_configs(dims, served_config)
     for model in MODELS:
         text = (tiny.repo / model / "config.pbtxt").read_text()
         assert text == rendered[model]
@@ -342,7 +346,7 @@ def test_export_replaces_its_own_folders_only(tiny: TinyRun, tmp_path: Path) -> 
     assert not (tmp_path / s.TRITON_RANKING / "1" / "stale.npy").exists()
 
 
-@pytest.mark.parametrize("missing", [A.DLRM_FILE, A.TEXT_INDEX_FILE, A.WORKFLOW_FILE])
+@pytest.mark.parametrize("missing", ["dlrm.pt", A.TEXT_INDEX_FILE, A.WORKFLOW_FILE])
 def test_export_names_a_missing_artifact(tiny: TinyRun, tmp_path: Path, missing: str) -> None:
     models = tmp_path / "models"
     shutil.copytree(tiny.models_dir, models)
@@ -388,7 +392,7 @@ def offline(tiny: TinyRun) -> SimpleNamespace:
     )
     cust_rows, cands = window_candidates(models.two_tower, enc, snapshot, 0, config)
     rows, scores = rank_candidates(
-        models.ranker,
+        models.load_ranker(),
         enc.customers,
         cust_rows,
         enc.articles,

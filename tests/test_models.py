@@ -4,14 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from shoprec.artifacts import load_dlrm, load_two_tower
-from shoprec.config import DLRMConfig, IndexConfig, IndexKind, TwoTowerConfig, to_plain
+from shoprec.config import (
+    DLRMConfig,
+    IndexConfig,
+    IndexKind,
+    PipelineConfig,
+    RankerConfig,
+    RankerKind,
+    TwoTowerConfig,
+    to_plain,
+)
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
 from shoprec.inference.candidates import PAD, dedupe_rows
 from shoprec.inference.index import build_index, load_index, save_index, search
 from shoprec.inference.scoring import predict, rank_candidates
 from shoprec.models.dlrm import DLRM, DotInteraction
 from shoprec.models.modules import SparseArch, save_model
+from shoprec.models.rankers import load_ranker, save_ranker
+from shoprec.models.two_tower import load_two_tower
 from shoprec.training.ranker import train_ranker
 from shoprec.training.two_tower import InBatchSoftmaxTask, build_two_tower, sampling_log_q
 
@@ -83,20 +93,16 @@ def test_dlrm_learns_and_round_trips(tmp_path) -> None:
     rng = np.random.default_rng(0)
     train, y = _ranking_inputs(2000, rng)
     val, yv = _ranking_inputs(400, rng)
-    cfg = DLRMConfig(epochs=3, batch_size=128, learning_rate=1e-2)
+    cfg = RankerConfig(epochs=3, batch_size=128, learning_rate=1e-2)
     torch.manual_seed(0)
-    m = DLRM(CUST_CARDS + ART_CARDS, 6, cfg, RANKING_HISTORY_FEATURE)
+    m = DLRM(CUST_CARDS + ART_CARDS, 6, cfg.embedding_dim, DLRMConfig(), RANKING_HISTORY_FEATURE)
     hist = train_ranker(m, train, y, val, yv, cfg)
     assert len(hist) == 3
     assert max(auc for _, auc in hist) > 0.95
     p = predict(m, val)
     assert p.shape == (400,) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
-    save_model(
-        m,
-        {"cardinalities": CUST_CARDS + ART_CARDS, "num_dense": 6, "config": to_plain(cfg)},
-        tmp_path / "dlrm.pt",
-    )
-    np.testing.assert_array_equal(predict(load_dlrm(tmp_path / "dlrm.pt"), val), p)
+    save_ranker(m, PipelineConfig(ranker=cfg), tmp_path)
+    np.testing.assert_array_equal(predict(load_ranker(tmp_path, RankerKind.DLRM), val), p)
 
 
 def test_two_tower_round_trip(tmp_path) -> None:

@@ -88,7 +88,7 @@ def test_bad_arguments_are_named() -> None:
 
 def test_similar_items_step_rejects_an_inconsistent_table(tmp_path) -> None:
     from shoprec.errors import ArtifactError
-    from shoprec.serving.runtime import SimilarItemsStep
+    from shoprec.serving.similar_items import SimilarItemsStep
 
     x = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
     step = SimilarItemsStep(text_neighbours(x, 2), ["a", "b", "c"], max_k=2)

@@ -12,15 +12,19 @@ from typer.testing import CliRunner
 
 from shoprec import artifacts as A
 from shoprec.cli import app
+from shoprec.config import RankerKind
+from shoprec.models.rankers import ranker_files
 
 FAST = {
     "dataset": {"train_windows": 3, "history_length": 16},
     "two_tower": {"epochs": 1, "batch_size": 256, "embedding_dim": 16},
-    "dlrm": {"epochs": 1, "batch_size": 512, "candidate_negatives": 8},
+    "ranker": {"epochs": 1, "batch_size": 512, "candidate_negatives": 8},
     "eval": {"candidates": 20, "als_iterations": 3, "als_factors": 8},
 }
 
 runner = CliRunner()
+
+DLRM_FILE = ranker_files(RankerKind.DLRM)[0]  # the default ranker's file
 
 
 def _run(*args: str) -> str:
@@ -54,7 +58,7 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     for name in (
         A.WORKFLOW_FILE,
         A.TWO_TOWER_FILE,
-        A.DLRM_FILE,
+        DLRM_FILE,
         A.ITEM_INDEX_FILE,
         A.ITEM_IDS_FILE,
         A.TEXT_INDEX_FILE,
@@ -98,7 +102,7 @@ def test_same_seed_gives_same_artifacts(trained: Path) -> None:
         str(trained / "again"),
     )
     again = trained / "again" / "syn"
-    for name in (A.TWO_TOWER_FILE, A.DLRM_FILE):
+    for name in (A.TWO_TOWER_FILE, DLRM_FILE):
         a = torch.load(first / name, weights_only=True)["state_dict"]
         b = torch.load(again / name, weights_only=True)["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -140,7 +144,67 @@ def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path) -> None:
 
 def test_cli_rejects_an_unknown_config_key(tmp_path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text('{"dlrm": {"epochz": 1}}')
+    bad.write_text('{"ranker": {"epochz": 1}}')
     result = runner.invoke(app, ["build-dataset", "--config", str(bad)])
     assert result.exit_code == 2
     assert "epochz" in result.output
+
+
+@pytest.mark.slow
+def test_train_with_another_ranker_saves_it_and_export_serves_it(
+    trained: Path, tmp_path: Path
+) -> None:
+    """``shoprec train --ranker gbdt``: the GBDT is trained, saved in models/<name>/ and
+    recorded in config.json; ``evaluate`` names it; ``export`` serves it without any DLRM."""
+    _run(
+        "train",
+        "--name",
+        "syn",
+        "--ranker",
+        "gbdt",
+        "--config",
+        str(trained / "fast.json"),
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(tmp_path / "models"),
+    )
+    models = tmp_path / "models" / "syn"
+    assert json.loads((models / A.CONFIG_FILE).read_text())["ranker"]["kind"] == "gbdt"
+    assert all((models / name).is_file() for name in ranker_files(RankerKind.GBDT))
+    assert not (models / DLRM_FILE).exists()
+    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
+    assert summary["ranker"] == "gbdt" and len(summary["ranker_epochs"]) == 1
+    out = _run(
+        "evaluate",
+        "--name",
+        "syn",
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(tmp_path / "models"),
+    )
+    assert "two-stage (Two-Tower + GBDT (LightGBM))" in out
+    _run(
+        "export",
+        "--name",
+        "syn",
+        "--triton-repo",
+        str(tmp_path / "repo"),
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(tmp_path / "models"),
+    )
+    version = tmp_path / "repo" / "ranking" / "1"
+    assert sorted(p.name for p in version.iterdir() if p.name in {"dlrm.pt", "gbdt.txt"}) == [
+        "gbdt.txt"
+    ]
+    manifest = json.loads((tmp_path / "repo" / "manifest.json").read_text())
+    assert manifest["export_config"]["ranker"] == "gbdt"
+
+
+def test_cli_rejects_an_unknown_ranker_for_train(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--ranker", "xgboost"])
+    assert result.exit_code == 2
+    assert "xgboost" in result.output

@@ -50,8 +50,10 @@ from shoprec.models.rankers import (
     save_ranker,
 )
 from shoprec.models.trees import tree_features
+from shoprec.models.two_tower import load_two_tower
 from shoprec.pipeline.compare import compare_rankers
-from shoprec.serving.runtime import RankingStep, load_step
+from shoprec.serving.ranking import RankingStep
+from shoprec.serving.runtime import load_step
 from shoprec.serving.tritonserver import TritonServer
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.ranker import fit_ranker
@@ -94,10 +96,11 @@ def data() -> tuple[RankingInputs, np.ndarray, RankingInputs, np.ndarray]:
 def _fit(kind: RankerKind, data, seed: int = 0):
     train, y, val, yv = data
     config = dataclasses.replace(
-        SMALL, dlrm=dataclasses.replace(SMALL.dlrm, epochs=3, batch_size=128, learning_rate=1e-2)
+        SMALL,
+        ranker=dataclasses.replace(SMALL.ranker, epochs=3, batch_size=128, learning_rate=1e-2),
     )
     ranker = build_ranker(kind, CARDS, NUM_DENSE, config, seed)
-    history = fit_ranker(ranker, train, y, val, yv, config.dlrm, seed)
+    history = fit_ranker(ranker, train, y, val, yv, config.ranker, seed)
     return ranker, history, config
 
 
@@ -128,7 +131,7 @@ def test_neural_rankers_share_the_dlrm_front_end() -> None:
         assert type(arch) is SparseArch, kind
         assert arch.history_feature == RANKING_HISTORY_FEATURE
         assert [t.num_embeddings for t in arch.tables] == CARDS
-        assert arch.dim == SMALL.dlrm.embedding_dim
+        assert arch.dim == SMALL.ranker.embedding_dim
         if kind is not RankerKind.DLRM:
             assert type(model.feature_arch) is FlatFeatureArch
             assert model.feature_arch.out_dim == (len(CARDS) + 1) * arch.dim + NUM_DENSE
@@ -306,11 +309,11 @@ def test_compare_writes_json_markdown_and_png(compared: tuple[Paths, dict]) -> N
     assert "| Random Forest | 0.8050 | 0.8326 | 0.7488 |" in md  # the reference's, labelled
     assert REFERENCE_HM["DLRM"]["auc"] == 0.8794
     assert set(result["map_vs_first"]["rankers"]) == {k.value for k in RankerKind} - {"dlrm"}
-    for kind in RankerKind:  # every ranker but DLRM saved for export; DLRM is dlrm.pt
-        assert (result["rankers"][kind.value]["files"] == []) == (kind is RankerKind.DLRM)
+    for kind in RankerKind:  # every ranker's first seed is saved for export
+        assert result["rankers"][kind.value]["files"] == list(ranker_files(kind))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [A.COMPARISON_JSON, A.COMPARISON_MD, A.COMPARISON_PNG]
-        + [f for kind in RankerKind if kind is not RankerKind.DLRM for f in ranker_files(kind)]
+        + [f for kind in RankerKind for f in ranker_files(kind)]
     )
 
 
@@ -361,9 +364,9 @@ def test_compare_dlrm_first_seed_is_the_trained_dlrm(compared: tuple[Paths, dict
     )
     (test,) = data.window(SPLIT_TEST)
     sets = ranker_test_sets(
-        A.load_two_tower(paths.models_dir / A.TWO_TOWER_FILE), enc, data, test.index, config
+        load_two_tower(paths.models_dir / A.TWO_TOWER_FILE), enc, data, test.index, config
     )
-    trained = A.load_dlrm(paths.models_dir / A.DLRM_FILE)
+    trained = load_ranker(paths.models_dir, RankerKind.DLRM)
     auc = binary_classification_metrics(sets.labels, predict(trained, sets.labelled))["auc"]
     assert result["rankers"]["dlrm"]["metrics"]["auc"]["values"][0] == pytest.approx(auc, abs=1e-7)
 
@@ -406,7 +409,7 @@ def test_exported_ranker_scores_like_the_in_process_ranker(
         assert (version / name).read_bytes() == (
             paths.models_dir / A.RANKERS_DIR / name
         ).read_bytes()
-    assert not (version / A.DLRM_FILE).exists()
+    assert not (version / "dlrm.pt").exists()
     config = text_format.Parse(
         (repo / s.TRITON_RANKING / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
@@ -437,7 +440,7 @@ def test_export_of_a_ranker_not_compared_names_the_command(tiny: TinyRun, tmp_pa
     with pytest.raises(
         ArtifactError,
         match=r"rankers/gbdt\.json not found \(run `shoprec "
-        r"compare-rankers --rankers gbdt` first\)",
+        r"compare-rankers --rankers gbdt` or `shoprec train --ranker gbdt` first\)",
     ):
         export_triton_repository(
             tiny.models_dir,
@@ -570,10 +573,16 @@ def test_cli_compare_rankers_with_sampled_negatives_elsewhere(
     assert list(written["rankers"]) == ["gbdt", "dlrm"]
     assert "popularity samples" in (out / A.COMPARISON_MD).read_text()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [A.COMPARISON_JSON, A.COMPARISON_MD, A.COMPARISON_PNG, *ranker_files(RankerKind.GBDT)]
+        [
+            A.COMPARISON_JSON,
+            A.COMPARISON_MD,
+            A.COMPARISON_PNG,
+            *ranker_files(RankerKind.GBDT),
+            *ranker_files(RankerKind.DLRM),
+        ]
     )
     assert not (models / A.RANKERS_DIR).exists()
-    default = json.loads((models / A.CONFIG_FILE).read_text())["dlrm"]["negatives"]
+    default = json.loads((models / A.CONFIG_FILE).read_text())["ranker"]["negatives"]
     assert default == "candidates"  # the trained configuration is not rewritten
     # trained on the labelled dataset: its 1:1 purchases and popularity negatives
     ex = written["examples"]

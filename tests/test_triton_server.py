@@ -20,7 +20,8 @@ from shoprec import schema as s
 from shoprec.data.dataset import load_dataset
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
-from shoprec.serving.runtime import RankingStep, load_step
+from shoprec.serving.ranking import RankingStep
+from shoprec.serving.runtime import load_step
 from shoprec.serving.tritonserver import LOOPBACK, TritonServer, TritonServerError, group_alive
 from test_export import TINY_EXPORT, TinyRun, tiny_run
 

@@ -1,30 +1,32 @@
-"""File layout of the trained artifacts under ``models/<name>/`` and loading them back."""
+"""File layout of the trained artifacts under ``models/<name>/`` and loading them back.
+
+Imports no model library at module level: online steps read the file names here and load
+only what they serve (:class:`TrainedModels` imports torch, FAISS and polars when used).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
-import polars as pl
 
 from shoprec import schema as s
-from shoprec.config import PipelineConfig, RankerKind, TwoTowerConfig, section_from_dict
+from shoprec.config import PipelineConfig, RankerKind
 from shoprec.errors import ArtifactError
-from shoprec.features.workflow import Workflow
-from shoprec.inference.index import load_index
-from shoprec.models.dlrm import DLRM
-from shoprec.models.modules import load_checkpoint
-from shoprec.models.rankers import load_neural_ranker
-from shoprec.models.two_tower import TwoTower
+
+if TYPE_CHECKING:
+    import faiss
+
+    from shoprec.features.workflow import Workflow
+    from shoprec.models.rankers import Ranker
+    from shoprec.models.two_tower import TwoTower
 
 CONFIG_FILE = "config.json"
 WORKFLOW_FILE = "workflow.json"
 TWO_TOWER_FILE = "two_tower.pt"
-DLRM_FILE = "dlrm.pt"
 ITEM_INDEX_FILE = "item_index.faiss"
 ITEM_IDS_FILE = "item_index_ids.parquet"  # article id of each index row
 TEXT_INDEX_FILE = "text_index.faiss"
@@ -40,10 +42,20 @@ COMPARISON_PNG = "comparison.png"
 
 
 def write_ids(ids: np.ndarray, path: Path) -> None:
+    """Write article ids (A,) as a one-column Parquet file (``ARTICLE_ID``)."""
+    import polars as pl
+
     pl.DataFrame({s.ARTICLE_ID: ids.astype(str)}).write_parquet(path)
 
 
 def read_ids(path: Path) -> np.ndarray:
+    """The article ids :func:`write_ids` wrote, object array of str (A,).
+
+    Raises:
+        ArtifactError: ``path`` is missing.
+    """
+    import polars as pl
+
     if not path.exists():
         raise ArtifactError(f"{path} not found (run `shoprec train` first)")
     return pl.read_parquet(path).get_column(s.ARTICLE_ID).to_numpy().astype(object)
@@ -59,46 +71,25 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_two_tower(path: Path) -> TwoTower:
-    ckpt = load_checkpoint(path)
-    h = ckpt["hparams"]
-    model = TwoTower(
-        h["customer_cardinalities"],
-        h["customer_dense"],
-        h["article_cardinalities"],
-        h["article_dense"],
-        section_from_dict(TwoTowerConfig, h["config"]),
-    )
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+def ranker_dir(models_dir: Path, kind: RankerKind, trained: RankerKind) -> Path:
+    """Where the files of a ranker of ``kind`` lie.
 
-
-def ranker_dir(models_dir: Path, kind: RankerKind) -> Path:
-    """Where the ranker of ``kind`` exported by ``shoprec export --ranker`` lies.
-
-    DLRM: ``models/<name>/dlrm.pt``, written by ``shoprec train`` (the ranker ``evaluate``
-    reports). The others: ``models/<name>/rankers/``, written by ``shoprec compare-rankers``
-    (the first seed's model).
+    The ranker ``shoprec train`` trained (``trained``, ``RankerConfig.kind``) lies in
+    ``models/<name>/``; the others in ``models/<name>/rankers/``, written by ``shoprec
+    compare-rankers`` (the first seed's model).
     """
-    return models_dir if RankerKind(kind) is RankerKind.DLRM else models_dir / RANKERS_DIR
-
-
-def load_dlrm(path: Path) -> DLRM:
-    """The pipeline's DLRM (``dlrm.pt``). Raises ``ArtifactError`` if missing or not a DLRM."""
-    model = load_neural_ranker(path, RankerKind.DLRM)
-    if not isinstance(model, DLRM):
-        raise ArtifactError(f"{path} does not hold a DLRM")
-    return model
+    return models_dir if RankerKind(kind) is RankerKind(trained) else models_dir / RANKERS_DIR
 
 
 @dataclass
 class TrainedModels:
-    """Everything ``shoprec train`` writes, loaded."""
+    """Everything ``shoprec train`` writes, loaded; the ranker on demand (:meth:`load_ranker`),
+    so that exporting another ranker never loads the trained one."""
 
+    models_dir: Path
     config: PipelineConfig
     workflow: Workflow
     two_tower: TwoTower
-    ranker: DLRM
     item_index: faiss.Index
     item_ids: np.ndarray  # article id of each item-index row
     text_index: faiss.Index
@@ -106,13 +97,38 @@ class TrainedModels:
 
     @classmethod
     def load(cls, models_dir: Path) -> TrainedModels:
+        """Load from ``models/<name>``. Raises ``ArtifactError`` naming a missing file."""
+        from shoprec.features.workflow import Workflow
+        from shoprec.inference.index import load_index
+        from shoprec.models.two_tower import load_two_tower
+
         return cls(
+            models_dir=models_dir,
             config=PipelineConfig.from_dict(read_json(models_dir / CONFIG_FILE)),
             workflow=Workflow.load(models_dir / WORKFLOW_FILE),
             two_tower=load_two_tower(models_dir / TWO_TOWER_FILE),
-            ranker=load_dlrm(models_dir / DLRM_FILE),
             item_index=load_index(models_dir / ITEM_INDEX_FILE),
             item_ids=read_ids(models_dir / ITEM_IDS_FILE),
             text_index=load_index(models_dir / TEXT_INDEX_FILE),
             text_ids=read_ids(models_dir / TEXT_IDS_FILE),
         )
+
+    @property
+    def ranker_kind(self) -> RankerKind:
+        """The ranker ``shoprec train`` trained (``config.ranker.kind``)."""
+        return self.config.ranker.kind
+
+    def ranker_dir(self, kind: RankerKind | None = None) -> Path:
+        """:func:`ranker_dir` of ``kind`` (default: the trained ranker)."""
+        return ranker_dir(self.models_dir, kind or self.ranker_kind, self.ranker_kind)
+
+    def load_ranker(self, kind: RankerKind | None = None, threads: int = 0) -> Ranker:
+        """The ranker of ``kind`` (default: the trained one) from :meth:`ranker_dir`.
+
+        Raises:
+            ArtifactError: its files are missing (another kind: run ``shoprec
+                compare-rankers`` or ``shoprec train --ranker`` first).
+        """
+        from shoprec.models.rankers import load_ranker
+
+        return load_ranker(self.ranker_dir(kind), kind or self.ranker_kind, threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -150,9 +151,11 @@ def build_dataset_cmd(
         raise _fail(exc) from exc
 
 
-def do_train(paths: Paths, config: PipelineConfig) -> None:
+def do_train(paths: Paths, config: PipelineConfig, ranker: RankerKind | None = None) -> None:
     from shoprec.pipeline.steps import run_train
 
+    if ranker is not None:
+        config = replace(config, ranker=replace(config.ranker, kind=ranker))
     summary = run_train(paths, config, _log)
     console.print(
         _table(
@@ -166,12 +169,20 @@ def do_train(paths: Paths, config: PipelineConfig) -> None:
 def train(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     config: ConfigOpt = None,
+    ranker: Annotated[
+        RankerKind | None,
+        typer.Option(
+            "--ranker",
+            help='Ranker to train and serve; overrides --config\'s "ranker.kind" (default dlrm).',
+            case_sensitive=False,
+        ),
+    ] = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
-    """Fit the preprocessing workflow, train Two-Tower and DLRM, build FAISS indexes."""
+    """Fit the preprocessing workflow, train the Two-Tower and the ranker, build FAISS indexes."""
     try:
-        do_train(_paths(name, data_root, models_root), _config(config))
+        do_train(_paths(name, data_root, models_root), _config(config), ranker)
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
@@ -323,27 +334,32 @@ def gateway(
     name: Annotated[
         str | None,
         typer.Option(
-            help="Dataset name: sets SHOPREC_FEATURE_REPO to models/<name>/feature_repo unless set"
+            help="Dataset name: the feature repo is models/<name>/feature_repo unless "
+            "SHOPREC_FEATURE_REPO says otherwise"
         ),
     ] = None,
     models_root: ModelsRoot = Path("models"),
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
-    """Run the REST gateway (FastAPI + uvicorn); settings from SHOPREC_* variables."""
+    """Run the REST gateway (FastAPI + uvicorn); settings from SHOPREC_* variables.
+
+    This process becomes the uvicorn server (exec), with the settings in its environment."""
     import os
 
-    import uvicorn
+    from pydantic import ValidationError
 
-    if name is not None and "SHOPREC_FEATURE_REPO" not in os.environ:
-        os.environ["SHOPREC_FEATURE_REPO"] = str(models_root / name / "feature_repo")
-    uvicorn.run(
-        "shoprec.gateway.main:make_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-    )
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.gateway.main import uvicorn_command
+    from shoprec.gateway.settings import Settings
+
+    try:
+        settings = Settings()
+        if name is not None and "SHOPREC_FEATURE_REPO" not in os.environ:
+            settings = settings.model_copy(update={"feature_repo": repo_dir(models_root / name)})
+    except ValidationError as exc:
+        raise _fail(exc) from exc
+    command = uvicorn_command(host, port, workers)
+    os.execve(command[0], command, {**os.environ, **settings.environment()})
 
 
 TritonRepoOpt = Annotated[
@@ -363,7 +379,7 @@ ExportConfigOpt = Annotated[
 def do_export(
     paths: Paths, out: Path, config_file: Path | None, ranker: RankerKind | None = None
 ) -> None:
-    from shoprec.export.triton import ExportConfig, export_triton_repository
+    from shoprec.export.triton import MANIFEST_FILE, ExportConfig, export_triton_repository
 
     try:
         fields = json.loads(config_file.read_text()) if config_file else {}
@@ -373,15 +389,17 @@ def do_export(
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise typer.BadParameter(f"{config_file}: {exc}", param_hint="--export-config") from exc
     files = export_triton_repository(paths.models_dir, paths.dataset, out, cfg)
-    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {cfg.ranker.value})")
+    served = json.loads((out / MANIFEST_FILE).read_text())["export_config"]["ranker"]
+    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {served})")
 
 
 RankerOpt = Annotated[
     RankerKind | None,
     typer.Option(
         "--ranker",
-        help="Ranker the recommend ensemble runs: dlrm (`shoprec train`'s) or one "
-        'saved by `shoprec compare-rankers`. Overrides --export-config\'s "ranker".',
+        help="Ranker the recommend ensemble runs: default the one `shoprec train` trained; "
+        "another is taken from `shoprec compare-rankers`. Overrides --export-config's "
+        '"ranker".',
         case_sensitive=False,
     ),
 ]
@@ -479,7 +497,7 @@ def compare_rankers_cmd(
             f"{config}: expected a JSON object, got {overrides!r}", param_hint="--config"
         )
     if negatives is not None:
-        overrides.setdefault("dlrm", {})["negatives"] = negatives.value
+        overrides.setdefault("ranker", {})["negatives"] = negatives.value
     try:
         cfg = comparison_config(paths.models_dir, overrides)
     except ShoprecError as exc:

@@ -6,10 +6,12 @@ Every random step takes ``seed``; the same config gives the same artifacts.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -38,7 +40,7 @@ class RankerNegatives(StrEnum):
 
 
 class RankerKind(StrEnum):
-    """Which ranking model scores the candidates (``ranking.models.build_ranker``)."""
+    """Which ranking model scores the candidates (``models.rankers.build_ranker``)."""
 
     DLRM = "dlrm"  # Naumov et al. 2019: the pipeline's ranker
     WIDE_DEEP = "wide_deep"  # Cheng et al. 2016
@@ -48,9 +50,24 @@ class RankerKind(StrEnum):
     GBDT = "gbdt"  # LightGBM gradient-boosted trees
 
     @property
+    def label(self) -> str:
+        """The name tables and reports show (``DCN-v2``, ``GBDT (LightGBM)``)."""
+        return _RANKER_LABELS[self]
+
+    @property
     def is_tree(self) -> bool:
-        """Tree ensembles (not PyTorch modules; trained on ``ranking.trees.tree_features``)."""
+        """Tree ensembles (not PyTorch modules; trained on ``models.trees.tree_features``)."""
         return self in (RankerKind.RF, RankerKind.GBDT)
+
+
+_RANKER_LABELS = {
+    RankerKind.DLRM: "DLRM",
+    RankerKind.WIDE_DEEP: "Wide&Deep",
+    RankerKind.DCN: "DCN-v2",
+    RankerKind.MLP: "MLP",
+    RankerKind.RF: "Random Forest",
+    RankerKind.GBDT: "GBDT (LightGBM)",
+}
 
 
 class TextEncoderKind(StrEnum):
@@ -103,29 +120,54 @@ class TwoTowerConfig:
 
 
 @dataclass(frozen=True)
-class DLRMConfig:
-    """DLRM ranking model (Naumov et al. 2019) and its training (binary cross-entropy)."""
+class RankerConfig:
+    """The ranker ``shoprec train`` trains, and the settings every ranker shares.
 
+    Attributes:
+        kind: which ranker scores the candidates (``models.rankers.build_ranker``); what
+            ``shoprec train`` trains and ``shoprec export`` serves by default.
+        embedding_dim: D of every neural ranker's embedding tables.
+        batch_size, epochs, learning_rate, weight_decay: neural rankers' training (Adam,
+            binary cross-entropy; the epoch with the best validation AUC is kept).
+        negatives: what the ranker learns to tell purchases apart from.
+        candidate_negatives: retrieved, not purchased candidates per customer and window
+            (``RankerNegatives.CANDIDATES``).
+        max_customers_per_window: seeded sample of customers above this (scale cap).
+        seed: weights, batch order, example sampling, or the trees' random state.
+    """
+
+    kind: RankerKind = RankerKind.DLRM
     embedding_dim: int = 16
-    bottom_mlp: tuple[int, ...] = (64, 16)
-    top_mlp: tuple[int, ...] = (128, 64)
     batch_size: int = 2048
     epochs: int = 2
     learning_rate: float = 2e-3
     weight_decay: float = 1e-6
     negatives: RankerNegatives = RankerNegatives.CANDIDATES
-    candidate_negatives: int = 32  # per customer and window, with RankerNegatives.CANDIDATES
-    max_customers_per_window: int = 20_000  # seeded sample of customers above this (scale cap)
+    candidate_negatives: int = 32
+    max_customers_per_window: int = 20_000
     seed: int = 42
 
 
 @dataclass(frozen=True)
-class RankersConfig:
-    """The rankers compared with DLRM (``shoprec compare-rankers``): architectures and trees.
+class DLRMConfig:
+    """DLRM's layers (Naumov et al. 2019); its training is ``RankerConfig``'s.
 
-    The neural rankers take ``DLRMConfig.embedding_dim`` and train exactly like DLRM
-    (``DLRMConfig`` batch size, epochs, learning rate, weight decay, negatives); the trees see
-    the same examples through ``ranking.trees.tree_features``.
+    Attributes:
+        bottom_mlp: dense arch widths; the last is forced to ``RankerConfig.embedding_dim``.
+        top_mlp: over arch widths before the logit.
+    """
+
+    bottom_mlp: tuple[int, ...] = (64, 16)
+    top_mlp: tuple[int, ...] = (128, 64)
+
+
+@dataclass(frozen=True)
+class RankersConfig:
+    """The other rankers' architectures: Wide&Deep, DCN-v2, MLP, random forest, LightGBM.
+
+    The neural rankers take ``RankerConfig.embedding_dim`` and train like DLRM (``RankerConfig``
+    batch size, epochs, learning rate, weight decay, negatives); the trees see the same
+    examples through ``models.trees.tree_features``.
 
     Attributes:
         deep_mlp: hidden widths of the MLP ranker, of Wide&Deep's deep part and of the deep
@@ -200,6 +242,7 @@ class PipelineConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
     dlrm: DLRMConfig = field(default_factory=DLRMConfig)
     rankers: RankersConfig = field(default_factory=RankersConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -211,41 +254,70 @@ class PipelineConfig:
         return to_plain(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
-        """Inverse of :meth:`to_dict`. Unknown sections or keys raise ``KeyError``."""
-        names = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
-        unknown = set(data) - set(names)
-        if unknown:
-            raise KeyError(f"unknown config section(s): {sorted(unknown)}")
-        return cls(**{k: section_from_dict(names[k], v, k) for k, v in data.items()})
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        """Inverse of :meth:`to_dict` (:func:`from_plain`); a section may be left out."""
+        return from_plain(cls, data)
 
 
-def to_plain(section: Any) -> dict[str, Any]:
+def to_plain(config: Any) -> dict[str, Any]:
     """A config dataclass as JSON-ready values (Enums as values, tuples as lists)."""
-    return json.loads(json.dumps(asdict(section), default=lambda o: o.value))
+    plain: dict[str, Any] = json.loads(json.dumps(asdict(config), default=lambda o: o.value))
+    return plain
 
 
-def section_from_dict(cls: type[T], data: dict[str, Any], name: str = "") -> T:
-    """Rebuild a config dataclass from ``to_plain`` output, restoring Enums and tuples.
+def from_plain(cls: type[T], data: Mapping[str, Any], name: str = "") -> T:
+    """Rebuild a config dataclass from JSON-ready values (the inverse of :func:`to_plain`).
+
+    The one way every config is read from JSON (``--config``, ``--export-config``, the
+    ``config.json`` of a trained model, checkpoints): nested dataclasses, Enums (by value),
+    tuples, ``X | None`` and ``Mapping[str, dataclass]`` fields are rebuilt from their
+    annotations; keys left out keep their defaults.
+
+    Args:
+        cls: the config dataclass.
+        data: a JSON object.
+        name: where ``data`` sits, for messages (e.g. ``"two_tower"``).
 
     Raises:
-        KeyError: a key that ``cls`` does not have (named with the section ``name``).
-        ValueError: a value not among an Enum field's choices.
+        KeyError: a key ``cls`` does not have, named with its path (``two_tower.epochz``).
+        ValueError: ``data`` (or a nested section) is not an object, or a value is not one
+            of an Enum's choices (the choices are listed); the dataclass's own checks too.
     """
-    defaults = cls()
+    where = name or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a JSON object, got {data!r}")
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = set(data) - known
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise KeyError(f"unknown {name or cls.__name__} config key(s): {sorted(unknown)}")
-    kwargs = {}
-    for key, value in data.items():
-        default = getattr(defaults, key)
-        if isinstance(default, Enum):
-            value = type(default)(value)
-        elif isinstance(default, tuple):
-            value = tuple(value)
-        kwargs[key] = value
+        raise KeyError(f"unknown config key(s) in {where}: {unknown}")
+    hints = get_type_hints(cls)
+    kwargs = {
+        key: _from_plain_value(hints[key], value, f"{name}.{key}" if name else key)
+        for key, value in data.items()
+    }
     return cls(**kwargs)
+
+
+def _from_plain_value(tp: Any, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if get_origin(tp) in (UnionType, Union) and len(args) == 1:
+        tp = args[0]
+    origin = get_origin(tp)
+    if isinstance(tp, type) and is_dataclass(tp):
+        return from_plain(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ValueError(f"{where}: {value!r} is not one of {[e.value for e in tp]}") from None
+    if origin is tuple:
+        return tuple(value)
+    if origin in (dict, Mapping) and isinstance(value, Mapping):
+        value_type = get_args(tp)[1]
+        return {k: _from_plain_value(value_type, v, f"{where}.{k}") for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

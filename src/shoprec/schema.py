@@ -143,6 +143,7 @@ T_HIST_IDS: Final = "hist_ids"  # INT64 (B, N) article vocabulary ids, 0 = paddi
 T_HIST_COUNTS: Final = "hist_counts"  # FP32 (B, N)
 T_QUERY_EMBEDDING: Final = "query_embedding"  # FP32 (B, D)
 T_CANDIDATES: Final = "candidates"  # INT64 (B, C) rows of the served article table, -1 = none
+NO_CANDIDATE: Final = -1  # the padding of candidate and result rows ("none")
 T_ARTICLE_ID: Final = "article_id"  # BYTES (B, 1) input of similar_items
 T_ARTICLE_IDS: Final = "article_ids"  # BYTES (B, K) output, best first, b"" = none
 T_SCORES: Final = "scores"  # FP32 (B, K) output, -inf where none

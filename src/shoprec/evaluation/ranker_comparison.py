@@ -14,14 +14,7 @@ from matplotlib.figure import Figure
 
 from shoprec.config import RankerKind, RankerNegatives
 
-LABELS: Final = {
-    RankerKind.DLRM: "DLRM",
-    RankerKind.WIDE_DEEP: "Wide&Deep",
-    RankerKind.DCN: "DCN-v2",
-    RankerKind.MLP: "MLP",
-    RankerKind.RF: "Random Forest",
-    RankerKind.GBDT: "GBDT (LightGBM)",
-}
+LABELS: Final = {kind: kind.label for kind in RankerKind}
 
 
 REFERENCE_HM: Final = {

@@ -11,7 +11,7 @@
     recommend/      config.pbtxt  1/          (ensemble: query_tower -> retrieval -> ranking)
     manifest.json   dims, K, article counts, the export config
 
-The ranker files are those of ``ExportConfig.ranker`` (``ranking.models.ranker_files``):
+The ranker files are those of ``ExportConfig.ranker`` (``models.rankers.ranker_files``):
 ``dlrm.pt`` by default, ``<kind>.pt`` for another neural ranker, ``<kind>.json`` plus
 ``gbdt.txt`` (LightGBM) or ``rf.joblib`` (scikit-learn) for a tree; the ranking model's
 ``ranker`` parameter tells the step which.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -45,13 +45,14 @@ import polars as pl
 
 from shoprec import artifacts as A
 from shoprec import schema as s
-from shoprec.config import RankerKind
+from shoprec.config import RankerKind, from_plain, to_plain
 from shoprec.data.dataset import load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.features.encode import attribute_table, encode_articles
 from shoprec.inference.candidates import vocab_to_row
 from shoprec.models.rankers import ranker_files
 from shoprec.serving import runtime as rt
+from shoprec.serving.similar_items import SimilarItemsStep
 
 MANIFEST_FILE: Final = "manifest.json"
 MODEL_FILE: Final = "model.py"
@@ -104,9 +105,10 @@ class ExportConfig:
             batch it with others.
         tuning: per step model (``schema.TRITON_*`` name) instances and threads; models not
             named get ``ModelTuning()``.
-        ranker: which ranker the ranking step serves: DLRM is ``shoprec train``'s
-            ``dlrm.pt``, the others what ``shoprec compare-rankers`` saved in
-            ``models/<name>/rankers/`` (``artifacts.ranker_dir``).
+        ranker: which ranker the ranking step serves; None (default) serves the one ``shoprec
+            train`` trained (``RankerConfig.kind``), another kind is taken from what
+            ``shoprec compare-rankers`` saved in ``models/<name>/rankers/``
+            (``artifacts.ranker_dir``). :func:`render_model_configs` needs it set.
 
     Raises:
         ValueError: a value out of range (named with the value).
@@ -121,11 +123,12 @@ class ExportConfig:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
     tuning: Mapping[str, ModelTuning] = field(default_factory=dict)
-    ranker: RankerKind = RankerKind.DLRM
+    ranker: RankerKind | None = None
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "ranker", RankerKind(self.ranker))
+            if self.ranker is not None:
+                object.__setattr__(self, "ranker", RankerKind(self.ranker))
         except ValueError as exc:
             raise ValueError(
                 f"ExportConfig.ranker must be one of {[k.value for k in RankerKind]}, "
@@ -168,31 +171,12 @@ class ExportConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (every step model's tuning spelled out)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tuning"}
-        out["preferred_batch_sizes"] = list(self.preferred_batch_sizes)
-        out["ranker"] = self.ranker.value
-        out["tuning"] = {m: asdict(self.model_tuning(m)) for m in STEP_MODELS}
-        return out
+        return to_plain(replace(self, tuning={m: self.model_tuning(m) for m in STEP_MODELS}))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExportConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``KeyError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise KeyError(f"unknown export config key(s): {unknown}")
-        kwargs = dict(data)
-        if "preferred_batch_sizes" in kwargs:
-            kwargs["preferred_batch_sizes"] = tuple(kwargs["preferred_batch_sizes"])
-        if "tuning" in kwargs:
-            tuning = {}
-            for model, values in kwargs["tuning"].items():
-                bad = sorted(set(values) - {f.name for f in fields(ModelTuning)})
-                if bad:
-                    raise KeyError(f"unknown tuning key(s) for {model!r}: {bad}")
-                tuning[model] = ModelTuning(**values)
-            kwargs["tuning"] = tuning
-        return cls(**kwargs)
+        """Inverse of :meth:`to_dict` (``config.from_plain``); unknown keys raise ``KeyError``."""
+        return from_plain(cls, data, "export")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -264,6 +248,8 @@ def _step_params(model: str, config: ExportConfig) -> dict[str, str]:
     elif model == s.TRITON_RANKING:
         params[rt.P_MAX_K] = str(config.max_k)
         params[rt.P_EXCLUDE_PURCHASED] = _bool(config.exclude_purchased)
+        if config.ranker is None:
+            raise ValueError("ExportConfig.ranker must be set to render the ranking model")
         params[rt.P_RANKER] = config.ranker.value
     elif model == s.TRITON_SIMILAR_ITEMS:
         params[rt.P_MAX_K] = str(config.max_k)
@@ -277,7 +263,7 @@ def _bool(value: bool) -> str:
 def _step_config(
     model: str, types: Mapping[str, tuple[str, int]], config: ExportConfig
 ) -> _Message:
-    step = rt.STEPS[model]
+    step = rt.step_class(model)
     batching: _Message = []
     if config.preferred_batch_sizes:
         batching.append(("preferred_batch_size", config.preferred_batch_sizes))
@@ -306,7 +292,7 @@ def _step_config(
 def _ensemble_config(types: Mapping[str, tuple[str, int]], config: ExportConfig) -> _Message:
     steps: list[_Message] = []
     for model in RECOMMEND_STEPS:
-        step = rt.STEPS[model]
+        step = rt.step_class(model)
         entry: _Message = [("model_name", model), ("model_version", -1)]
         entry += [("input_map", [("key", n), ("value", n)]) for n in step.inputs]
         entry += [("output_map", [("key", n), ("value", n)]) for n in step.outputs]
@@ -317,7 +303,7 @@ def _ensemble_config(types: Mapping[str, tuple[str, int]], config: ExportConfig)
         ("max_batch_size", config.max_batch_size),
     ]
     msg += [("input", t) for t in _tensors(s.ENCODED_CUSTOMER_FEATURES, types)]
-    msg += [("output", t) for t in _tensors(rt.STEPS[s.TRITON_RANKING].outputs, types)]
+    msg += [("output", t) for t in _tensors(rt.step_class(s.TRITON_RANKING).outputs, types)]
     msg.append(("ensemble_scheduling", [("step", e) for e in steps]))
     return msg
 
@@ -372,6 +358,9 @@ def export_triton_repository(
             served article table (models and dataset from different runs).
     """
     models = A.TrainedModels.load(models_dir)
+    config = replace(config, ranker=config.ranker or models.ranker_kind)
+    ranker = config.ranker
+    ranker_source = models.ranker_dir(ranker)
     data = load_dataset(dataset_dir)
     wf = models.workflow
     served = data.latest_articles.filter(pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
@@ -406,11 +395,10 @@ def export_triton_repository(
             rt.ATTRIBUTES_FILE: attribute_table(wf, articles),
         },
     }
-    ranker_source = A.ranker_dir(models_dir, config.ranker)
     copies: dict[str, tuple[Path, tuple[str, ...]]] = {
         s.TRITON_QUERY_TOWER: (models_dir, (A.TWO_TOWER_FILE,)),
         s.TRITON_RETRIEVAL: (models_dir, (A.ITEM_INDEX_FILE,)),
-        s.TRITON_RANKING: (ranker_source, ranker_files(config.ranker)),
+        s.TRITON_RANKING: (ranker_source, ranker_files(ranker)),
         s.TRITON_SIMILAR_ITEMS: (models_dir, ()),
     }
     for source, names in copies.values():
@@ -419,10 +407,11 @@ def export_triton_repository(
                 hint = (
                     "run `shoprec train`"
                     if source == models_dir
-                    else f"run `shoprec compare-rankers --rankers {config.ranker.value}`"
+                    else f"run `shoprec compare-rankers --rankers {ranker.value}` or "
+                    f"`shoprec train --ranker {ranker.value}`"
                 )
                 raise ArtifactError(f"{source / name} not found ({hint} first)")
-    similar = rt.SimilarItemsStep.build(
+    similar = SimilarItemsStep.build(
         models.text_index,
         models.text_ids.astype(str).tolist(),
         config.max_k,

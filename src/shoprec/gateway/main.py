@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
 
 from shoprec.featurestore import OnlineFeatures
@@ -20,6 +22,16 @@ def feast_store(settings: Settings) -> OnlineFeatures:
         redis_url=settings.redis_url,
         article_display=settings.article_display,
     )
+
+
+def uvicorn_command(host: str, port: int, workers: int = 1) -> list[str]:
+    """The command line of a gateway server process (``make_app`` under uvicorn), as
+    ``shoprec gateway`` and ``shoprec serve`` run it; settings travel in its environment
+    (:meth:`Settings.environment`)."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "shoprec.gateway.main:make_app",
+        "--host", host, "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
 
 
 def make_app() -> FastAPI:

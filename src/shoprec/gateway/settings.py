@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     # with: past that, personalised and similar lists hold at most K items.
     max_k: int = Field(default=100, ge=1)
 
+    def environment(self) -> dict[str, str]:
+        """These settings as the ``SHOPREC_*`` variables that reproduce them in another process
+        (unset optional fields are left out)."""
+        return {
+            f"SHOPREC_{name.upper()}": str(value)
+            for name, value in self.model_dump(mode="json").items()
+            if value is not None
+        }
+
     @model_validator(mode="after")
     def _default_k_within_max_k(self) -> Settings:
         if self.default_k > self.max_k:

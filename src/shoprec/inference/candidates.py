@@ -6,13 +6,19 @@ Shape letters: B = customers, C = candidates per customer, N = history length.
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING, Final
+
 import numpy as np
 
-from shoprec.features.encode import EncodedArticles
+from shoprec import schema as s
 from shoprec.inference.index import search
 
-PAD = -1
+if TYPE_CHECKING:
+    import faiss
+
+    from shoprec.features.encode import EncodedArticles
+
+PAD: Final = s.NO_CANDIDATE  # padding of candidate rows
 
 
 def vocab_to_row(articles: EncodedArticles, rows: np.ndarray, cardinality: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from shoprec.config import IndexConfig
-from shoprec.inference.index import build_index, search
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,8 @@ def text_neighbours(
     groups = rank[inverse.reshape(-1)].astype(np.int32)
     distinct = x[first[order]]
     g = len(distinct)
+    from shoprec.inference.index import build_index, search  # FAISS: only to build
+
     index = build_index(distinct, config or IndexConfig())
     neighbours = np.full((g, k), -1, dtype=np.int32)
     scores = np.full((g, k), -np.inf, dtype=np.float32)

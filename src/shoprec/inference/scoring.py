@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from shoprec import schema as s
 from shoprec.features.assemble import RankingInputs, ranking_inputs
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
-from shoprec.inference.candidates import PAD
 from shoprec.models.trees import TreeRanker
 
 
@@ -49,17 +49,17 @@ def rank_candidates(
     Args:
         model: a neural ranker (``forward(dense, sparse, hist_ids) -> logits``) or a tree.
         customer_rows: int64 (B,) rows of ``customers``.
-        candidates: int64 (B, C) article rows, PAD where empty.
+        candidates: int64 (B, C) article rows, -1 where empty.
         k: results per customer (>= 1).
         exclude: optional bool (B, C), True = never return this candidate.
 
     Returns:
-        (article rows int64 (B, k), probabilities float32 (B, k)), best first; PAD / -inf pad
+        (article rows int64 (B, k), probabilities float32 (B, k)), best first; -1 / -inf pad
         when fewer than k valid candidates.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    valid = candidates != PAD
+    valid = candidates != s.NO_CANDIDATE
     if exclude is not None:
         valid &= ~exclude
     b_idx, c_idx = np.nonzero(valid)
@@ -72,8 +72,10 @@ def rank_candidates(
     kk = min(k, candidates.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
     top_scores = np.take_along_axis(scores, top, axis=1)
-    top_rows = np.where(np.isfinite(top_scores), np.take_along_axis(candidates, top, axis=1), PAD)
+    top_rows = np.where(
+        np.isfinite(top_scores), np.take_along_axis(candidates, top, axis=1), s.NO_CANDIDATE
+    )
     if kk < k:
-        top_rows = np.pad(top_rows, ((0, 0), (0, k - kk)), constant_values=PAD)
+        top_rows = np.pad(top_rows, ((0, 0), (0, k - kk)), constant_values=s.NO_CANDIDATE)
         top_scores = np.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
     return top_rows, top_scores

@@ -42,12 +42,13 @@ class DLRM(nn.Module):
     Args:
         cardinalities: embedding-table sizes of the F sparse features.
         num_dense: Fd.
-        config: layer widths; ``bottom_mlp[-1]`` is forced to ``embedding_dim``.
+        dim: D, the embedding dim (``RankerConfig.embedding_dim``).
+        config: layer widths; ``bottom_mlp[-1]`` is forced to ``dim``.
         history_feature: index of the article-id table to pool the history with.
 
     Example::
 
-        m = DLRM([5, 7], num_dense=3, config=DLRMConfig(), history_feature=1)
+        m = DLRM([5, 7], num_dense=3, dim=4, config=DLRMConfig(), history_feature=1)
         logits = m(torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.long),
                    torch.zeros(2, 4, dtype=torch.long))  # (2,)
     """
@@ -58,13 +59,14 @@ class DLRM(nn.Module):
         self,
         cardinalities: Sequence[int],
         num_dense: int,
+        dim: int,
         config: DLRMConfig,
         history_feature: int | None = None,
     ):
         super().__init__()
         self.cardinalities = list(cardinalities)
         self.num_dense = num_dense
-        d = config.embedding_dim
+        d = dim
         self.sparse_arch = SparseArch(cardinalities, d, history_feature)
         self.dense_arch = mlp(num_dense, (*config.bottom_mlp[:-1], d))
         k = self.sparse_arch.num_outputs + 1

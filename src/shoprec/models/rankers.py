@@ -35,9 +35,10 @@ from torch import nn
 from shoprec.config import (
     DLRMConfig,
     PipelineConfig,
+    RankerConfig,
     RankerKind,
     RankersConfig,
-    section_from_dict,
+    from_plain,
     to_plain,
 )
 from shoprec.errors import ArtifactError
@@ -281,8 +282,8 @@ def build_ranker(
         kind: which ranker.
         cardinalities: F sparse table sizes (customer sparse, then article sparse).
         num_dense: Fd.
-        config: ``config.dlrm`` (DLRM layers, the shared embedding dim) and
-            ``config.rankers`` (the other architectures, the trees).
+        config: ``config.ranker`` (the shared embedding dim), ``config.dlrm`` (DLRM's
+            layers) and ``config.rankers`` (the other architectures, the trees).
         seed: torch's seed before the weights are drawn (neural), the estimator's random
             state (trees).
 
@@ -306,9 +307,9 @@ def _build_neural(
     """``seed`` None: draw the initial weights from torch's current state (before a load)."""
     if seed is not None:
         torch.manual_seed(seed)
-    dim, rk, hist = config.dlrm.embedding_dim, config.rankers, RANKING_HISTORY_FEATURE
+    dim, rk, hist = config.ranker.embedding_dim, config.rankers, RANKING_HISTORY_FEATURE
     if kind is RankerKind.DLRM:
-        return DLRM(cardinalities, num_dense, config.dlrm, hist)
+        return DLRM(cardinalities, num_dense, dim, config.dlrm, hist)
     if kind is RankerKind.WIDE_DEEP:
         return WideAndDeep(cardinalities, num_dense, dim, rk.deep_mlp, hist)
     if kind is RankerKind.DCN:
@@ -327,8 +328,9 @@ def ranker_files(kind: RankerKind) -> tuple[str, ...]:
 def save_ranker(ranker: Ranker, config: PipelineConfig, directory: Path) -> list[Path]:
     """Write ``ranker_files(ranker.kind)`` into ``directory``; returns their paths.
 
-    A neural ranker's checkpoint holds the widths and ``config.dlrm`` / ``config.rankers``
-    it was built with, so :func:`load_ranker` rebuilds it without the pipeline config.
+    A neural ranker's checkpoint holds the widths and ``config.ranker`` / ``config.dlrm`` /
+    ``config.rankers`` it was built with, so :func:`load_ranker` rebuilds it without the
+    pipeline config.
     """
     if isinstance(ranker, TreeRanker):
         return ranker.save(directory)
@@ -338,7 +340,8 @@ def save_ranker(ranker: Ranker, config: PipelineConfig, directory: Path) -> list
         "kind": ranker.kind.value,
         "cardinalities": ranker.cardinalities,
         "num_dense": int(ranker.num_dense),
-        "config": to_plain(config.dlrm),
+        "ranker": to_plain(config.ranker),
+        "dlrm": to_plain(config.dlrm),
         "rankers": to_plain(config.rankers),
     }
     save_model(ranker, hparams, path)
@@ -362,19 +365,23 @@ def load_ranker(directory: Path, kind: RankerKind, threads: int = 0) -> Ranker:
 
 
 def load_neural_ranker(path: Path, kind: RankerKind) -> NeuralRanker:
-    """Load a neural ranker checkpoint (eval mode); one without ``"kind"`` is a DLRM.
+    """Load a neural ranker checkpoint (eval mode).
 
     Raises:
-        ArtifactError: a missing file, or a checkpoint of another kind.
+        ArtifactError: a missing file, a checkpoint of another kind, or one written by an
+            older shoprec (no ``ranker`` settings: train again).
     """
     ckpt = load_checkpoint(path)
     h = ckpt["hparams"]
-    saved = RankerKind(h.get("kind", RankerKind.DLRM.value))
+    if "kind" not in h or "ranker" not in h:
+        raise ArtifactError(f"{path} was written by an older shoprec: run `shoprec train` again")
+    saved = RankerKind(h["kind"])
     if saved is not kind:
         raise ArtifactError(f"{path} holds a {saved.value} ranker, expected {kind.value}")
     config = PipelineConfig(
-        dlrm=section_from_dict(DLRMConfig, h["config"]),
-        rankers=section_from_dict(RankersConfig, h.get("rankers", {})),
+        ranker=from_plain(RankerConfig, h["ranker"], "ranker"),
+        dlrm=from_plain(DLRMConfig, h["dlrm"], "dlrm"),
+        rankers=from_plain(RankersConfig, h["rankers"], "rankers"),
     )
     model = _build_neural(kind, h["cardinalities"], int(h["num_dense"]), config, seed=None)
     model.load_state_dict(ckpt["state_dict"])

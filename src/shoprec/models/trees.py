@@ -33,18 +33,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import joblib
-import lightgbm as lgb
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import roc_auc_score
 
-from shoprec.config import RankerKind, RankersConfig, section_from_dict, to_plain
+from shoprec.config import RankerKind, RankersConfig, from_plain, to_plain
 from shoprec.errors import ArtifactError
 from shoprec.features.assemble import RankingInputs
 from shoprec.features.workflow import FIRST_ID
+
+if TYPE_CHECKING:  # imported where used: a Triton process serving DLRM never loads them
+    import lightgbm as lgb
+    from sklearn.ensemble import RandomForestClassifier
 
 HISTORY_SUMMARIES: Final = ("history_length", "history_log2_rank")
 _MODEL_FILES: Final = {RankerKind.GBDT: "gbdt.txt", RankerKind.RF: "rf.joblib"}
@@ -113,7 +113,7 @@ class TreeRanker:
         self.config = config
         self.seed = seed
         self.threads = threads
-        self.estimator: RandomForestClassifier | lgb.Booster | None = None
+        self.estimator: RandomForestClassifier | lgb.Booster | None = None  # after fit/load
         self.fit_summary: dict[str, Any] = {}
 
     @property
@@ -158,6 +158,8 @@ class TreeRanker:
         x_val = self._check(val)
         cfg = self.config
         if self.kind is RankerKind.RF:
+            from sklearn.ensemble import RandomForestClassifier
+
             self.estimator = RandomForestClassifier(
                 n_estimators=cfg.rf_trees,
                 min_samples_leaf=cfg.rf_min_samples_leaf,
@@ -168,6 +170,8 @@ class TreeRanker:
             ).fit(x, y)
             self.fit_summary = {"examples": len(x), "trees": cfg.rf_trees}
         else:
+            import lightgbm as lgb
+
             booster = lgb.train(
                 self._lgb_params(),
                 lgb.Dataset(x, y, categorical_feature=self.categorical, free_raw_data=True),
@@ -178,6 +182,8 @@ class TreeRanker:
             )
             self.estimator = booster
             self.fit_summary = {"examples": len(x), "rounds": int(booster.best_iteration)}
+        from sklearn.metrics import roc_auc_score
+
         p = self.predict(val)
         self.fit_summary["val_auc"] = (
             float(roc_auc_score(val_labels, p)) if len(set(val_labels.tolist())) > 1 else None
@@ -207,7 +213,7 @@ class TreeRanker:
         x = self._check(inputs)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
-        if isinstance(self.estimator, RandomForestClassifier):
+        if self.kind is RankerKind.RF:
             self.estimator.n_jobs = self.threads or -1
             p = self.estimator.predict_proba(x)[:, 1]
         else:
@@ -222,7 +228,9 @@ class TreeRanker:
             raise ValueError(f"{self.kind.value} ranker is not fitted")
         directory.mkdir(parents=True, exist_ok=True)
         meta_name, model_name = ranker_files(self.kind)
-        if isinstance(self.estimator, RandomForestClassifier):
+        if self.kind is RankerKind.RF:
+            import joblib
+
             joblib.dump(self.estimator, directory / model_name, compress=3)
         else:
             self.estimator.save_model(
@@ -260,13 +268,17 @@ class TreeRanker:
             kind,
             meta["cardinalities"],
             int(meta["num_dense"]),
-            section_from_dict(RankersConfig, meta["config"]),
+            from_plain(RankersConfig, meta["config"], "rankers"),
             int(meta["seed"]),
             threads,
         )
         if kind is RankerKind.RF:
+            import joblib
+
             ranker.estimator = joblib.load(directory / model_name)
         else:
+            import lightgbm as lgb
+
             ranker.estimator = lgb.Booster(model_file=str(directory / model_name))
         ranker.fit_summary = meta.get("fit", {})
         return ranker

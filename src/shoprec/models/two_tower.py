@@ -10,13 +10,14 @@ customer's recent purchases, so history and candidates live in one space.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shoprec.config import TwoTowerConfig
-from shoprec.models.modules import SparseArch, mlp
+from shoprec.config import TwoTowerConfig, from_plain
+from shoprec.models.modules import SparseArch, load_checkpoint, mlp
 
 
 class ItemTower(nn.Module):
@@ -91,3 +92,22 @@ class TwoTower(nn.Module):
         self.query_tower = QueryTower(
             customer_cardinalities, customer_dense, config, self.item_tower.article_table
         )
+
+
+def load_two_tower(path: Path) -> TwoTower:
+    """Load a Two-Tower saved with ``models.modules.save_model`` (eval mode).
+
+    Raises:
+        ArtifactError: the file is missing.
+    """
+    ckpt = load_checkpoint(path)
+    h = ckpt["hparams"]
+    model = TwoTower(
+        h["customer_cardinalities"],
+        h["customer_dense"],
+        h["article_cardinalities"],
+        h["article_dense"],
+        from_plain(TwoTowerConfig, h["config"], "two_tower"),
+    )
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

@@ -1,27 +1,28 @@
-"""Ranker comparison (``shoprec compare-rankers``): DLRM against Wide&Deep, DCN-v2, an MLP,
-a random forest and gradient-boosted trees, on the same examples, split and labels.
+"""Ranker comparison (``shoprec compare-rankers``): DLRM, Wide&Deep, DCN-v2, an MLP, a
+random forest and gradient-boosted trees, on the same examples, split and labels.
 
 The reference work compared scoring models on its H&M labelled dataset (chronological
 split, popularity-sampled negatives 1:1) by AUC / precision / recall only
 (:data:`REFERENCE_HM`). Here every ranker
 
-* trains on the examples ``shoprec train`` gives DLRM (``pipeline.ranker_examples``: the
+* trains on the examples ``shoprec train`` gives its ranker (``training.examples``: the
   configured negatives, by default retrieved-but-not-bought Two-Tower candidates), with the
   same validation window and model selection (best validation AUC epoch; LightGBM: early
   stopping on validation AUC; the random forest: none);
-* is scored by ``pipeline.score_ranker``, the function ``shoprec evaluate`` uses for DLRM:
+* is scored by ``evaluation.testsets.score_ranker``, as ``shoprec evaluate`` scores its ranker:
   AUC / precision / recall (threshold 0.5) on the labelled test set (the reference design's
   popularity negatives), AUC on the test window's retrieved candidates, and MAP@k / NDCG@k /
   Recall@k of its top k when it re-ranks every test customer's Two-Tower (+ history)
   candidates, which is what a customer would see;
-* runs with ``seeds`` seeds (``DLRMConfig.seed + i``: weights and batch order, or the trees'
+* runs with ``seeds`` seeds (``RankerConfig.seed + i``: weights and batch order, or the trees'
   random state; the examples stay the same), reported as mean +- sample standard deviation;
 * is compared with the first ranker listed on MAP@k by a paired bootstrap over customers
   (per-customer AP averaged over the seeds).
 
-The first seed's model of every ranker but DLRM is saved under ``models/<name>/rankers/``
-for ``shoprec export --ranker``; DLRM's first seed is ``shoprec train``'s ``dlrm.pt`` (same
-examples, same seed) when the configuration is unchanged, and that file is what is exported.
+The first seed's model of every ranker is saved under ``models/<name>/rankers/``, where
+``shoprec export --ranker`` takes a ranker other than the one ``shoprec train`` trained (that
+one is exported from ``models/<name>/``; with an unchanged configuration it is the same model
+as the first seed here: same examples, same seed).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from shoprec.evaluation.testsets import ranker_test_sets, score_ranker
 from shoprec.features.workflow import Workflow
 from shoprec.inference.scoring import predict
 from shoprec.models.rankers import build_ranker, save_ranker
+from shoprec.models.two_tower import load_two_tower
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import ranker_examples, ranker_widths
 from shoprec.training.ranker import fit_ranker
@@ -95,8 +97,7 @@ def compare_rankers(
 
     Needs ``shoprec train``'s workflow and Two-Tower under ``paths.models_dir`` and the
     labelled dataset under ``paths.dataset``. Writes ``comparison.{json,md,png}`` and the
-    first seed's model of each non-DLRM ranker (``ranking.models.ranker_files``) to
-    ``out_dir``.
+    first seed's model of each ranker (``models.rankers.ranker_files``) to ``out_dir``.
 
     Args:
         config: training and architecture settings; default the models' ``config.json``
@@ -128,7 +129,7 @@ def compare_rankers(
     models_dir = paths.models_dir
     config = config or comparison_config(models_dir)
     wf = Workflow.load(models_dir / A.WORKFLOW_FILE)
-    two_tower = A.load_two_tower(models_dir / A.TWO_TOWER_FILE)
+    two_tower = load_two_tower(models_dir / A.TWO_TOWER_FILE)
     data = load_dataset(paths.dataset)
     enc = encode_dataset(wf, data, config.dataset.history_length)
     tr, va = ranker_examples(two_tower, enc, data, config)
@@ -138,10 +139,10 @@ def compare_rankers(
     sets = ranker_test_sets(two_tower, enc, data, test.index, config)
     cards, num_dense = ranker_widths(wf, train_in)
     k = config.eval.k
-    seed_list = [config.dlrm.seed + i for i in range(seeds)]
+    seed_list = [config.ranker.seed + i for i in range(seeds)]
     log(
         f"{len(kinds)} rankers x {seeds} seeds; {tr.height} training examples "
-        f"({config.dlrm.negatives.value} negatives), {va.height} validation, "
+        f"({config.ranker.negatives.value} negatives), {va.height} validation, "
         f"{len(sets.labels)} labelled test, {len(sets.customer_rows)} test customers"
     )
     out_dir = out_dir or models_dir / A.RANKERS_DIR
@@ -158,7 +159,7 @@ def compare_rankers(
         for i, seed in enumerate(seed_list):
             ranker = build_ranker(kind, cards, num_dense, config, seed)
             start = time.perf_counter()
-            history = fit_ranker(ranker, train_in, y_tr, val_in, y_va, config.dlrm, seed)
+            history = fit_ranker(ranker, train_in, y_tr, val_in, y_va, config.ranker, seed)
             fit_s = time.perf_counter() - start
             scores, lists = score_ranker(ranker, enc, sets, k)
             runs.append({**scores, "fit_seconds": fit_s})
@@ -172,8 +173,7 @@ def compare_rankers(
             if i == 0:
                 fpr, tpr, _ = roc_curve(sets.labels, predict(ranker, sets.labelled))
                 roc[kind] = (fpr, tpr)
-                if kind is not RankerKind.DLRM:
-                    files = [p.name for p in save_ranker(ranker, config, out_dir)]
+                files = [p.name for p in save_ranker(ranker, config, out_dir)]
             log(
                 f"{LABELS[kind]} seed {seed}: fit {fit_s:.1f} s, val AUC {val_auc[-1]:.4f}, "
                 f"test AUC {scores['auc']:.4f}, MAP@{k} {scores[f'map@{k}']:.4f}, "
@@ -197,7 +197,7 @@ def compare_rankers(
         "test_window": test.to_dict(),
         "k": k,
         "seeds": seed_list,
-        "negatives": config.dlrm.negatives.value,
+        "negatives": config.ranker.negatives.value,
         "examples": {
             "train": tr.height,
             "train_positive": int(y_tr.sum()),

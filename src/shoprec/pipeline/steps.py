@@ -76,7 +76,6 @@ from shoprec.training.two_tower import (
 )
 
 Log = Callable[[str], None]
-TWO_STAGE = "two-stage (Two-Tower + DLRM)"
 
 
 def _noop(_: str) -> None:
@@ -170,31 +169,32 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     )
     timer("two_tower", t)
 
-    # ---- DLRM -------------------------------------------------------------------------------
+    # ---- ranker -----------------------------------------------------------------------------
     t = time.perf_counter()
     tr, va = ranker_examples(two_tower, enc, data, config)
     log(
-        f"ranker examples ({config.dlrm.negatives.value} negatives): {tr.height} train "
+        f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
         f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
     )
     train_inputs = enc.ranking_inputs(*enc.rows(tr))
     val_inputs = enc.ranking_inputs(*enc.rows(va))
     cards, num_dense = ranker_widths(wf, train_inputs)
-    ranker = build_ranker(RankerKind.DLRM, cards, num_dense, config, config.dlrm.seed)
-    dlrm_hist = fit_ranker(
+    kind = config.ranker.kind
+    ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
+    ranker_hist = fit_ranker(
         ranker,
         train_inputs,
         tr.get_column(s.LABEL).to_numpy(),
         val_inputs,
         va.get_column(s.LABEL).to_numpy(),
-        config.dlrm,
-        config.dlrm.seed,
+        config.ranker,
+        config.ranker.seed,
         lambda e, loss, auc: log(
-            f"dlrm epoch {e + 1}/{config.dlrm.epochs}: loss {loss:.4f}, val AUC {auc:.4f}"
+            f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC {auc:.4f}"
         ),
     )
     save_ranker(ranker, config, out)
-    timer("dlrm", t)
+    timer("ranker", t)
 
     # ---- item index over the serving snapshot ---------------------------------------------
     t = time.perf_counter()
@@ -219,14 +219,20 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     A.write_json(config.to_dict(), out / A.CONFIG_FILE)
     summary = {
         "two_tower_epoch_loss": tt_losses,
-        "dlrm_epochs": [{"loss": lo, "val_auc": au} for lo, au in dlrm_hist],
-        "train_examples": {"two_tower": int(len(c_rows)), "dlrm": int(tr.height)},
+        "ranker": kind.value,
+        "ranker_epochs": [{"loss": lo, "val_auc": au} for lo, au in ranker_hist],
+        "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
         "indexed_articles": int(latest.height),
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
     return summary
+
+
+def two_stage_label(kind: RankerKind) -> str:
+    """The report's name of the two-stage pipeline, e.g. ``two-stage (Two-Tower + DLRM)``."""
+    return f"two-stage (Two-Tower + {kind.label})"
 
 
 def run_evaluate(
@@ -248,13 +254,14 @@ def run_evaluate(
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
-    ranker_scores, two_stage = score_ranker(models.ranker, enc, sets, k)
+    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k)
+    two_stage_name = two_stage_label(models.ranker_kind)
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
     customer_ids = enc.customers.ids[cust_rows]
     ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)
     recommended: dict[str, list[list[str]]] = {
-        TWO_STAGE: two_stage,
+        two_stage_name: two_stage,
         "Two-Tower only": [a[:k] for a in ann],
     }
     log("two-stage pipeline evaluated")
@@ -280,8 +287,10 @@ def run_evaluate(
     }
     comparison = {}
     for name in recommended:
-        if name != TWO_STAGE:
-            diff, low, high = paired_bootstrap_ci(ap[TWO_STAGE], ap[name], seed=config.eval.seed)
+        if name != two_stage_name:
+            diff, low, high = paired_bootstrap_ci(
+                ap[two_stage_name], ap[name], seed=config.eval.seed
+            )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
     report = {

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from types import FrameType, TracebackType
 import httpx
 
 from shoprec.errors import ShoprecError
+from shoprec.gateway.main import uvicorn_command
+from shoprec.gateway.settings import Settings
 from shoprec.serving.tritonserver import TritonServer, group_alive
 
 TRITON_HTTP_PORT = 8000
@@ -76,11 +77,10 @@ class ServingStack:
 
     def gateway_env(self) -> dict[str, str]:
         """Environment of the gateway process (the same variables docker-compose sets)."""
-        return {
-            **os.environ,
-            "SHOPREC_TRITON_URL": self.triton.grpc_url,
-            "SHOPREC_FEATURE_REPO": str(self.config.feature_repo.resolve()),
-        }
+        settings = Settings(
+            triton_url=self.triton.grpc_url, feature_repo=self.config.feature_repo.resolve()
+        )
+        return {**os.environ, **settings.environment()}
 
     def start(self) -> ServingStack:
         """Start Triton, wait until its models are ready, then the gateway until /readyz is 200.
@@ -125,19 +125,7 @@ class ServingStack:
 
     def _start_gateway(self) -> None:
         log_dir = self.triton.log_path.parent
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "shoprec.gateway.main:make_app",
-            "--host",
-            self.config.host,
-            "--port",
-            str(self.config.gateway_port),
-            "--log-level",
-            "warning",
-        ]
+        cmd = uvicorn_command(self.config.host, self.config.gateway_port)
         with (log_dir / "gateway.log").open("ab") as log:  # the child keeps its own copy
             self._gateway = subprocess.Popen(
                 cmd,

@@ -79,8 +79,8 @@ def candidate_examples(
     ``candidate_negatives`` retrieved, not purchased candidates per customer (label 0), for at
     most ``max_customers_per_window`` customers (a seeded sample)."""
     rows = enc.window_customers(window)
-    if len(rows) > config.dlrm.max_customers_per_window:
-        rows = np.sort(rng.choice(rows, config.dlrm.max_customers_per_window, replace=False))
+    if len(rows) > config.ranker.max_customers_per_window:
+        rows = np.sort(rng.choice(rows, config.ranker.max_customers_per_window, replace=False))
     cust_rows, cands = window_candidates(two_tower, enc, data, window, config, rows)
     b, c = np.nonzero(cands != PAD)
     pairs = pl.DataFrame(
@@ -100,7 +100,7 @@ def candidate_examples(
     negatives = (
         labelled.filter(pl.col(s.LABEL) == 0)
         .sort("_random")
-        .filter(pl.int_range(pl.len()).over(s.CUSTOMER_ID) < config.dlrm.candidate_negatives)
+        .filter(pl.int_range(pl.len()).over(s.CUSTOMER_ID) < config.ranker.candidate_negatives)
     )
     return (
         pl.concat([labelled.filter(pl.col(s.LABEL) == 1), negatives])
@@ -114,13 +114,13 @@ def ranker_examples(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The rankers' (training, validation) examples: WINDOW, CUSTOMER_ID, ARTICLE_ID, LABEL.
 
-    ``config.dlrm.negatives`` picks the negatives: retrieved, not purchased candidates of the
-    Two-Tower (seeded by ``config.dlrm.seed``) or the labelled dataset's sampled ones. Every
+    ``config.ranker.negatives`` picks the negatives: retrieved, not purchased candidates of the
+    Two-Tower (seeded by ``config.ranker.seed``) or the labelled dataset's sampled ones. Every
     ranker (``shoprec train``'s DLRM, ``shoprec compare-rankers``) trains on these.
     """
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
-    if config.dlrm.negatives is RankerNegatives.CANDIDATES:
-        rng = np.random.default_rng(config.dlrm.seed)
+    if config.ranker.negatives is RankerNegatives.CANDIDATES:
+        rng = np.random.default_rng(config.ranker.seed)
         tr = pl.concat([candidate_examples(two_tower, enc, data, w, config, rng) for w in train_w])
         return tr, candidate_examples(two_tower, enc, data, val_w, config, rng)
     ex = data.examples

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from shoprec.config import DLRMConfig
+from shoprec.config import RankerConfig
 from shoprec.features.assemble import RankingInputs
 from shoprec.inference.scoring import predict
 from shoprec.models.trees import TreeRanker
@@ -30,7 +30,7 @@ def train_ranker(
     train_labels: np.ndarray,
     val: RankingInputs,
     val_labels: np.ndarray,
-    config: DLRMConfig,
+    config: RankerConfig,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> list[tuple[float, float]]:
     """Train in place; afterwards ``model`` holds the epoch with the best validation AUC.
@@ -89,7 +89,7 @@ def fit_ranker(
     train_labels: np.ndarray,
     val: RankingInputs,
     val_labels: np.ndarray,
-    config: DLRMConfig,
+    config: RankerConfig,
     seed: int,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> list[tuple[float, float]]:

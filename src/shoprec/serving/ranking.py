@@ -1,0 +1,191 @@
+"""The ``ranking`` step: any ranker scores the candidates, top K (torch or trees)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from shoprec import schema as s
+from shoprec.config import RankerKind
+from shoprec.errors import ArtifactError
+from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
+from shoprec.features.workflow import FIRST_ID
+from shoprec.inference.scoring import rank_candidates
+from shoprec.models.rankers import Ranker, load_ranker
+from shoprec.serving.runtime import (
+    ARTICLE_DENSE_FILE,
+    ARTICLE_IDS_FILE,
+    ARTICLE_SPARSE_FILE,
+    ATTRIBUTES_FILE,
+    EMPTY_ID,
+    P_EXCLUDE_PURCHASED,
+    P_MAX_K,
+    P_THREADS,
+    Step,
+    as_float32,
+    as_int64,
+    batch_size_of,
+    bool_param,
+    check_range,
+    check_sparse,
+    check_width,
+    int_param,
+    load_array,
+    ranker_param,
+)
+
+
+class RankingStep(Step):
+    """Ranker scoring of the candidates (``inference.scoring.rank_candidates``), top K.
+
+    The ranker is any ``RankerKind`` (parameter ``ranker``; its files, ``ranker_files``, lie
+    in the version directory): a neural one runs in torch, a tree in scikit-learn/LightGBM,
+    both in this Python-backend process. Holds the encoded served article table in memory;
+    the customer x article features are built by ``features.assemble.ranking_inputs``, the
+    same code as training and evaluation. With ``exclude_purchased`` a candidate whose
+    article is in the customer's ``hist_ids`` is never returned.
+
+    Inputs: customer_sparse int64 (B, Fc), customer_dense float32 (B, Fdc), hist_ids int64
+    (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none).
+    Outputs: article_ids bytes (B, K) best first (b"" = none), scores float32 (B, K) purchase
+    probabilities (-inf = none).
+    """
+
+    name = s.TRITON_RANKING
+    inputs = (
+        s.T_CUSTOMER_SPARSE,
+        s.T_CUSTOMER_DENSE,
+        s.T_HIST_IDS,
+        s.T_HIST_COUNTS,
+        s.T_CANDIDATES,
+    )
+    outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
+
+    def __init__(
+        self,
+        model: Ranker,
+        articles: EncodedArticles,
+        attributes: np.ndarray,
+        max_k: int,
+        exclude_purchased: bool,
+    ):
+        if max_k < 1:
+            raise ValueError(f"max_k must be >= 1, got {max_k}")
+        if attributes.ndim != 2 or attributes.shape[1] != len(CROSS_ATTRIBUTES):
+            raise ArtifactError(
+                f"attribute table has shape {attributes.shape}, expected "
+                f"(V, {len(CROSS_ATTRIBUTES)})"
+            )
+        self.model = model.eval() if isinstance(model, nn.Module) else model
+        self.articles = articles
+        self.attributes = as_int64(attributes)
+        self.max_k = max_k
+        self.exclude_purchased = exclude_purchased
+        self.customer_cards = model.cardinalities[: len(s.CUSTOMER_SPARSE)]
+        self.dense_width = model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE)
+        # Row -1 (-1, none) of these lookups is the extra last element: b"" / vocabulary id 0.
+        self._ids = np.array([a.encode() for a in articles.ids] + [EMPTY_ID], dtype=object)
+        self._vocab = np.append(articles.sparse[:, 0], 0).astype(np.int64)
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        max_k: int,
+        exclude_purchased: bool,
+        ranker: RankerKind = RankerKind.DLRM,
+        threads: int = 0,
+    ) -> RankingStep:
+        """Load the ranker's files and the served article table; ``ArtifactError`` if missing.
+
+        ``threads``: a tree ranker's prediction threads (0 = every core).
+        """
+        ids = load_array(directory / ARTICLE_IDS_FILE).astype(str).astype(object)
+        articles = EncodedArticles(
+            ids,
+            load_array(directory / ARTICLE_SPARSE_FILE),
+            load_array(directory / ARTICLE_DENSE_FILE),
+        )
+        return cls(
+            load_ranker(directory, ranker, threads),
+            articles,
+            load_array(directory / ATTRIBUTES_FILE),
+            max_k,
+            exclude_purchased,
+        )
+
+    @classmethod
+    def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> RankingStep:
+        return cls.load(
+            directory,
+            int_param(params, P_MAX_K),
+            bool_param(params, P_EXCLUDE_PURCHASED),
+            ranker_param(params),
+            int_param(params, P_THREADS),
+        )
+
+    def rank(
+        self,
+        sparse: np.ndarray,
+        dense: np.ndarray,
+        hist_ids: np.ndarray,
+        hist_counts: np.ndarray,
+        candidates: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(article ids bytes (B, K), scores float32 (B, K)), best first.
+
+        Raises:
+            RequestError: inconsistent shapes, ids outside the vocabularies, candidate rows
+                outside the served table.
+        """
+        batch = batch_size_of(
+            {
+                s.T_CUSTOMER_SPARSE: sparse,
+                s.T_CUSTOMER_DENSE: dense,
+                s.T_HIST_IDS: hist_ids,
+                s.T_HIST_COUNTS: hist_counts,
+                s.T_CANDIDATES: candidates,
+            }
+        )
+        check_width(s.T_CUSTOMER_SPARSE, sparse, len(self.customer_cards))
+        check_width(s.T_CUSTOMER_DENSE, dense, self.dense_width)
+        check_width(s.T_HIST_COUNTS, hist_counts, hist_ids.shape[1])
+        check_sparse(s.T_CUSTOMER_SPARSE, sparse, self.customer_cards)
+        check_range(s.T_HIST_IDS, hist_ids, len(self.attributes))
+        check_range(s.T_CANDIDATES, candidates, len(self.articles.ids), lower=s.NO_CANDIDATE)
+        if batch == 0:
+            return (
+                np.zeros((0, self.max_k), dtype=object),
+                np.zeros((0, self.max_k), dtype=np.float32),
+            )
+        hist = as_int64(hist_ids)
+        cands = as_int64(candidates)
+        customers = EncodedCustomers(
+            np.zeros(batch, dtype=object),
+            as_int64(sparse),
+            as_float32(dense),
+            hist,
+            as_float32(hist_counts),
+        )
+        exclude = None
+        if self.exclude_purchased:
+            vocab = self._vocab[cands]
+            exclude = (vocab[:, :, None] == hist[:, None, :]).any(-1) & (vocab >= FIRST_ID)
+        rows, scores = rank_candidates(
+            self.model,
+            customers,
+            np.arange(batch),
+            self.articles,
+            self.attributes,
+            cands,
+            self.max_k,
+            exclude,
+        )
+        return self._ids[rows], scores.astype(np.float32, copy=False)
+
+    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, scores = self.rank(*(tensors[name] for name in self.inputs))
+        return {s.T_ARTICLE_IDS: ids, s.T_SCORES: scores}

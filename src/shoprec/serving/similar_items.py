@@ -1,0 +1,146 @@
+"""The ``similar_items`` step: a lookup in the text neighbour table (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shoprec import schema as s
+from shoprec.config import IndexConfig
+from shoprec.errors import ArtifactError
+from shoprec.inference.neighbours import TextNeighbours, text_neighbours
+from shoprec.serving.runtime import (
+    EMPTY_ID,
+    P_MAX_K,
+    TEXT_ARTICLE_IDS_FILE,
+    TEXT_GROUPS_FILE,
+    TEXT_NEIGHBOUR_SCORES_FILE,
+    TEXT_NEIGHBOURS_FILE,
+    RequestError,
+    Step,
+    batch_size_of,
+    check_width,
+    int_param,
+    load_array,
+)
+
+if TYPE_CHECKING:
+    import faiss
+
+
+class SimilarItemsStep(Step):
+    """Item-to-item similarity: the K nearest articles by text embedding, looked up in the
+    neighbour table ``shoprec export`` computed with FAISS
+    (:func:`shoprec.inference.neighbours.text_neighbours`).
+
+    Articles with identical text (identical vectors) form one group: a list never holds the
+    query's own text nor one text twice; each neighbour group is returned as its first article
+    in catalog order.
+
+    Input: article_id bytes (B, 1). Outputs: article_ids bytes (B, K) most similar first
+    (b"" = none), scores float32 (B, K) cosine similarities (-inf = none).
+    """
+
+    name = s.TRITON_SIMILAR_ITEMS
+    inputs = (s.T_ARTICLE_ID,)
+    outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
+
+    def __init__(self, table: TextNeighbours, article_ids: Sequence[str], max_k: int):
+        if max_k < 1:
+            raise ValueError(f"max_k must be >= 1, got {max_k}")
+        if len(table.groups) != len(article_ids):
+            raise ArtifactError(
+                f"the neighbour table has {len(table.groups)} text rows but there are "
+                f"{len(article_ids)} article ids"
+            )
+        if table.k < max_k:
+            raise ArtifactError(f"the neighbour table holds {table.k} neighbours, max_k is {max_k}")
+        if any(a == "" for a in article_ids):
+            raise ArtifactError("an article id is empty (b'' marks 'no neighbour')")
+        self.max_k = max_k
+        self.table = table
+        self.article_ids = list(article_ids)
+        self.rows = {a: i for i, a in enumerate(self.article_ids)}
+        self._groups = table.groups
+        self._neighbours = table.neighbours[:, :max_k]
+        self._scores = table.scores[:, :max_k]
+        # each group's shown article id; index G (from neighbour -1) is the empty id
+        reps = table.representatives
+        self._group_ids = np.array(
+            [article_ids[r].encode() for r in reps] + [EMPTY_ID], dtype=object
+        )
+
+    @classmethod
+    def build(
+        cls,
+        index: faiss.Index,
+        article_ids: Sequence[str],
+        max_k: int,
+        config: IndexConfig | None = None,
+    ) -> SimilarItemsStep:
+        """Compute the neighbour table from a text index (row i = ``article_ids[i]``)."""
+        if index.ntotal != len(article_ids):
+            raise ArtifactError(
+                f"text index holds {index.ntotal} vectors but {len(article_ids)} article ids"
+            )
+        vectors = index.reconstruct_n(0, index.ntotal)
+        return cls(text_neighbours(vectors, max_k, config), article_ids, max_k)
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write the step's files (what :meth:`load` reads) into ``directory``."""
+        arrays = {
+            TEXT_ARTICLE_IDS_FILE: np.array(self.article_ids, dtype=str),
+            TEXT_GROUPS_FILE: self.table.groups,
+            TEXT_NEIGHBOURS_FILE: self.table.neighbours,
+            TEXT_NEIGHBOUR_SCORES_FILE: self.table.scores,
+        }
+        for name, array in arrays.items():
+            np.save(directory / name, array, allow_pickle=False)
+        return [directory / name for name in arrays]
+
+    @classmethod
+    def load(cls, directory: Path, max_k: int) -> SimilarItemsStep:
+        """Load the neighbour table; ``ArtifactError`` if a file is missing or inconsistent."""
+        ids = load_array(directory / TEXT_ARTICLE_IDS_FILE).astype(str).tolist()
+        try:
+            table = TextNeighbours(
+                groups=load_array(directory / TEXT_GROUPS_FILE),
+                neighbours=load_array(directory / TEXT_NEIGHBOURS_FILE),
+                scores=load_array(directory / TEXT_NEIGHBOUR_SCORES_FILE),
+            )
+        except ValueError as exc:
+            raise ArtifactError(f"{directory}: {exc}") from exc
+        return cls(table, ids, max_k)
+
+    @classmethod
+    def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> SimilarItemsStep:
+        return cls.load(directory, int_param(params, P_MAX_K))
+
+    def similar(self, article_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(article ids bytes (B, K), scores float32 (B, K)) for article ids (B, 1).
+
+        Raises:
+            RequestError: an id not in the catalog (``unknown article_id '<id>'``) or a shape
+                other than (B, 1).
+        """
+        batch_size_of({s.T_ARTICLE_ID: article_ids})
+        check_width(s.T_ARTICLE_ID, article_ids, 1)
+        rows = np.array([self._row(v) for v in article_ids[:, 0]], dtype=np.int64)
+        groups = self._groups[rows]
+        neighbours = self._neighbours[groups]
+        shown = np.where(neighbours >= 0, neighbours, len(self._group_ids) - 1)
+        return self._group_ids[shown], self._scores[groups].copy()
+
+    def _row(self, value: object) -> int:
+        key = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+        row = self.rows.get(key)
+        if row is None:
+            raise RequestError(f"unknown {s.T_ARTICLE_ID} {key!r}")
+        return row
+
+    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, scores = self.similar(tensors[s.T_ARTICLE_ID])
+        return {s.T_ARTICLE_IDS: ids, s.T_SCORES: scores}
