@@ -52,10 +52,9 @@ from shoprec.features.encode import attribute_table, encode_articles
 from shoprec.inference.candidates import vocab_to_row
 from shoprec.models.rankers import ranker_files
 from shoprec.serving import runtime as rt
+from shoprec.serving.repository import MANIFEST_FILE, VERSION
 
-MANIFEST_FILE: Final = "manifest.json"
 MODEL_FILE: Final = "model.py"
-VERSION: Final = "1"
 MANIFEST_FORMAT_VERSION: Final = 1
 STEP_MODELS: Final = (
     s.TRITON_QUERY_TOWER,
