@@ -1,7 +1,7 @@
 """Latency statistics of a measured window, and the result of one phase (a workload at one
 concurrency level).
 
-Latencies are in milliseconds as the client sees them (send to last byte); throughput in
+Latencies are in milliseconds as the client sees them (request sent to answer read); throughput in
 requests per second of the window; CPU in percent.
 """
 
