@@ -46,6 +46,7 @@ from shoprec.features.workflow import Workflow
 from shoprec.inference.scoring import rank_candidates
 from shoprec.serving.query_tower import QueryTowerStep
 from shoprec.serving.ranking import RankingStep
+from shoprec.serving.repository import read_repository_manifest, similar_items_article_ids
 from shoprec.serving.retrieval import RetrievalStep
 from shoprec.serving.runtime import (
     RequestError,
@@ -319,6 +320,19 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
         assert (tiny.repo / model / "1" / "model.py").read_text().count(
             "from shoprec.serving.runtime import"
         ) == 1
+
+
+def test_serving_readers_read_what_the_export_wrote(tiny: TinyRun, tmp_path: Path) -> None:
+    manifest = read_repository_manifest(tiny.repo)
+    assert manifest == json.loads((tiny.repo / MANIFEST_FILE).read_text())
+    assert manifest["models"] == list(MODELS)
+    text_ids = A.read_ids(tiny.models_dir / A.TEXT_IDS_FILE).astype(str).tolist()
+    assert similar_items_article_ids(tiny.repo) == text_ids
+    assert len(text_ids) == manifest["text_articles"]
+    with pytest.raises(ArtifactError, match=f"{MANIFEST_FILE} not found: export the Triton"):
+        read_repository_manifest(tmp_path)
+    with pytest.raises(ArtifactError, match="text_article_ids.npy not found: export the Triton"):
+        similar_items_article_ids(tmp_path)
 
 
 def test_export_is_deterministic_and_relocatable(tiny: TinyRun, tmp_path: Path) -> None:

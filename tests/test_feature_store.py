@@ -50,6 +50,7 @@ from shoprec.featurestore.tables import (
     MANIFEST_FILE,
     POPULAR_FILE,
     encoded_columns,
+    read_customer_ids,
 )
 from toydata import make_canonical
 
@@ -216,6 +217,13 @@ def test_popular_is_last_week_purchases_most_first_ties_by_id(toy: Toy, tmp_path
     popular = pl.read_parquet(tables.popular)
     assert list(popular.iter_rows()) == EXPECTED_POPULAR
     assert popular.columns == [s.ARTICLE_ID, s.SALES_7D]
+
+
+def test_read_customer_ids_of_the_exported_table(toy: Toy, tmp_path: Path) -> None:
+    export_online_tables(toy.models, toy.dataset, toy.canonical, tmp_path / "data")
+    assert read_customer_ids(tmp_path / "data") == [f"c{i}" for i in range(6)]
+    with pytest.raises(ArtifactError, match=f"{CUSTOMERS_FILE} not found"):
+        read_customer_ids(tmp_path)
 
 
 def test_export_rejects_a_model_with_a_shorter_history(toy: Toy, tmp_path: Path) -> None:

@@ -51,12 +51,12 @@ from shoprec.errors import ArtifactError
 from shoprec.features.encode import attribute_table, encode_articles
 from shoprec.inference.candidates import vocab_to_row
 from shoprec.models.rankers import ranker_files
+from shoprec.serving import repository as repo_files
 from shoprec.serving import runtime as rt
+from shoprec.serving.repository import MANIFEST_FILE, VERSION
 from shoprec.serving.similar_items import SimilarItemsStep
 
-MANIFEST_FILE: Final = "manifest.json"
 MODEL_FILE: Final = "model.py"
-VERSION: Final = "1"
 MANIFEST_FORMAT_VERSION: Final = 1
 STEP_MODELS: Final = (
     s.TRITON_QUERY_TOWER,
@@ -387,12 +387,12 @@ def export_triton_repository(
         served_articles=len(served_ids),
     )
     arrays: dict[str, dict[str, np.ndarray]] = {
-        s.TRITON_RETRIEVAL: {rt.HISTORY_ROWS_FILE: vocab_to_row(articles, rows, card)},
+        s.TRITON_RETRIEVAL: {repo_files.HISTORY_ROWS_FILE: vocab_to_row(articles, rows, card)},
         s.TRITON_RANKING: {
-            rt.ARTICLE_IDS_FILE: served_ids,
-            rt.ARTICLE_SPARSE_FILE: articles.sparse,
-            rt.ARTICLE_DENSE_FILE: articles.dense,
-            rt.ATTRIBUTES_FILE: attribute_table(wf, articles),
+            repo_files.ARTICLE_IDS_FILE: served_ids,
+            repo_files.ARTICLE_SPARSE_FILE: articles.sparse,
+            repo_files.ARTICLE_DENSE_FILE: articles.dense,
+            repo_files.ATTRIBUTES_FILE: attribute_table(wf, articles),
         },
     }
     copies: dict[str, tuple[Path, tuple[str, ...]]] = {
@@ -427,7 +427,7 @@ def export_triton_repository(
             shutil.rmtree(model_dir)
         version_dir = model_dir / VERSION
         version_dir.mkdir(parents=True)
-        written.append(_write_text(model_dir / rt.CONFIG_FILE, text))
+        written.append(_write_text(model_dir / repo_files.CONFIG_FILE, text))
         if model == s.TRITON_RECOMMEND:
             continue
         written.append(_write_text(version_dir / MODEL_FILE, model_py))

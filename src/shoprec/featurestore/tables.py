@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shoprec import schema as s
 from shoprec.errors import ArtifactError
@@ -133,3 +134,17 @@ def read_manifest(data_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} not found (run the feature store materialization first)")
     manifest: dict[str, Any] = json.loads(path.read_text())
     return manifest
+
+
+def read_customer_ids(data_dir: Path) -> list[str]:
+    """The ids of the customers in the customer table exported to ``data_dir`` (B of them,
+    sorted by id as written), read without Feast.
+
+    Raises:
+        ArtifactError: the table is missing (the tables were never exported there).
+    """
+    path = data_dir / CUSTOMERS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found (run the feature store materialization first)")
+    ids: list[str] = pq.read_table(path, columns=[s.CUSTOMER_ID]).column(0).to_pylist()
+    return ids

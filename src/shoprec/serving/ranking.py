@@ -15,11 +15,13 @@ from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCu
 from shoprec.features.workflow import FIRST_ID
 from shoprec.inference.scoring import rank_candidates
 from shoprec.models.rankers import Ranker, load_ranker
-from shoprec.serving.runtime import (
+from shoprec.serving.repository import (
     ARTICLE_DENSE_FILE,
     ARTICLE_IDS_FILE,
     ARTICLE_SPARSE_FILE,
     ATTRIBUTES_FILE,
+)
+from shoprec.serving.runtime import (
     EMPTY_ID,
     P_EXCLUDE_PURCHASED,
     P_MAX_K,

@@ -12,8 +12,10 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.inference.candidates import retrieve_candidates
 from shoprec.inference.index import load_index
-from shoprec.serving.runtime import (
+from shoprec.serving.repository import (
     HISTORY_ROWS_FILE,
+)
+from shoprec.serving.runtime import (
     P_CANDIDATES,
     P_HISTORY_CANDIDATES,
     Step,

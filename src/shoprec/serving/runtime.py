@@ -23,7 +23,9 @@ Steps (the ``recommend`` ensemble chains the first three):
   embedding, the query article excluded (a lookup in the neighbour table computed at export).
 
 The served article table is the serving snapshot's articles with a first sale, in article-id
-order: row i of it is row i of the item index (see ``pipeline.steps.run_train``).
+order: row i of it is row i of the item index (see ``pipeline.steps.run_train``). The names
+of the files each step reads are those of the repository layout,
+:mod:`shoprec.serving.repository`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import numpy as np
 from shoprec import schema as s
 from shoprec.config import RankerKind
 from shoprec.errors import ArtifactError, ShoprecError
+from shoprec.serving.repository import CONFIG_FILE, VERSION
 
 # ---- config.pbtxt ``parameters`` keys (string values; written by shoprec.export.triton) ----
 P_STEP: Final = "step"  # which step class serves the model (a schema.TRITON_* model name)
@@ -49,19 +52,6 @@ P_CANDIDATES: Final = "candidates"
 P_HISTORY_CANDIDATES: Final = "history_candidates"
 P_EXCLUDE_PURCHASED: Final = "exclude_purchased"
 P_RANKER: Final = "ranker"  # a RankerKind value: which ranker's files the ranking step loads
-
-CONFIG_FILE: Final = "config.pbtxt"  # a model's Triton config, in ``<repository>/<model>/``
-
-# ---- files of each step's version directory (``<model>/1/``) ------------------------------
-HISTORY_ROWS_FILE: Final = "history_rows.npy"  # int64 (V,) vocab id -> served row, -1 = none
-ARTICLE_IDS_FILE: Final = "article_ids.npy"  # str (A,) served table ids, article-id order
-ARTICLE_SPARSE_FILE: Final = "article_sparse.npy"  # int64 (A, Fa) encoded ARTICLE_SPARSE
-ARTICLE_DENSE_FILE: Final = "article_dense.npy"  # float32 (A, Fda) encoded ARTICLE_DENSE
-ATTRIBUTES_FILE: Final = "attributes.npy"  # int64 (V, 3) from features.encode.attribute_table
-TEXT_ARTICLE_IDS_FILE: Final = "text_article_ids.npy"  # str (T,) article id of each text row
-TEXT_GROUPS_FILE: Final = "text_groups.npy"  # int32 (T,) group of identical text vectors
-TEXT_NEIGHBOURS_FILE: Final = "text_neighbours.npy"  # int32 (G, K) nearest other groups
-TEXT_NEIGHBOUR_SCORES_FILE: Final = "text_neighbour_scores.npy"  # float32 (G, K) cosine
 
 EMPTY_ID: Final = b""
 
@@ -175,7 +165,7 @@ def step_from_model_config(
     return step
 
 
-def load_step(model_dir: Path, version: str = "1") -> Step:
+def load_step(model_dir: Path, version: str = VERSION) -> Step:
     """Load a step from an exported model directory (``<repository>/<model>``), as Triton would.
 
     Parses ``config.pbtxt`` with Triton's ``ModelConfig`` protobuf, so an invalid file fails

@@ -12,13 +12,15 @@ from shoprec import schema as s
 from shoprec.config import IndexConfig
 from shoprec.errors import ArtifactError
 from shoprec.inference.neighbours import TextNeighbours, text_neighbours
-from shoprec.serving.runtime import (
-    EMPTY_ID,
-    P_MAX_K,
+from shoprec.serving.repository import (
     TEXT_ARTICLE_IDS_FILE,
     TEXT_GROUPS_FILE,
     TEXT_NEIGHBOUR_SCORES_FILE,
     TEXT_NEIGHBOURS_FILE,
+)
+from shoprec.serving.runtime import (
+    EMPTY_ID,
+    P_MAX_K,
     RequestError,
     Step,
     batch_size_of,
