@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 
@@ -213,9 +213,10 @@ class TreeRanker:
         x = self._check(inputs)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self.kind is RankerKind.RF:
-            self.estimator.n_jobs = self.threads or -1
-            p = self.estimator.predict_proba(x)[:, 1]
+        if self.kind is RankerKind.RF:  # fit and load set a forest for RF, a Booster for GBDT
+            forest = cast("RandomForestClassifier", self.estimator)
+            forest.n_jobs = self.threads or -1
+            p = forest.predict_proba(x)[:, 1]
         else:
             p = self.estimator.predict(
                 x, num_iteration=self.estimator.best_iteration or None, num_threads=self.threads
