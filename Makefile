@@ -26,6 +26,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

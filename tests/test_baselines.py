@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
+from typing import Literal
 
 import polars as pl
 import pytest
@@ -144,7 +146,7 @@ def _als() -> ALSRecommender:
     [GlobalPopularity, RecentPopularity, Repurchase, _als],
     ids=["global", "recent", "repurchase", "als"],
 )
-def test_rows_on_or_after_cutoff_change_nothing(make) -> None:
+def test_rows_on_or_after_cutoff_change_nothing(make: Callable[[], Recommender]) -> None:
     past = make().fit(HISTORY, CUTOFF).recommend(CUSTOMERS, 12)
     everything = make().fit(pl.concat([FUTURE, HISTORY]), CUTOFF).recommend(CUSTOMERS, 12)
     assert everything == past
@@ -156,7 +158,7 @@ def test_rows_on_or_after_cutoff_change_nothing(make) -> None:
     [GlobalPopularity, RecentPopularity, Repurchase, _als],
     ids=["global", "recent", "repurchase", "als"],
 )
-def test_lists_are_distinct_and_at_most_k(make) -> None:
+def test_lists_are_distinct_and_at_most_k(make: Callable[[], Recommender]) -> None:
     model: Recommender = make().fit(HISTORY, CUTOFF)
     for k in (1, 2, 3, 50):
         for rec in model.recommend(CUSTOMERS, k):
@@ -171,7 +173,7 @@ def test_lists_are_distinct_and_at_most_k(make) -> None:
     ids=["global", "recent", "repurchase", "als"],
 )
 @pytest.mark.parametrize("k", [0, -3])
-def test_k_below_one_raises(make, k: int) -> None:
+def test_k_below_one_raises(make: Callable[[], Recommender], k: int) -> None:
     model = make().fit(HISTORY, CUTOFF)
     with pytest.raises(ValueError, match=rf"k must be an integer >= 1, got {k}"):
         model.recommend(["c1"], k)
@@ -182,7 +184,7 @@ def test_k_below_one_raises(make, k: int) -> None:
     [GlobalPopularity, RecentPopularity, Repurchase, _als],
     ids=["global", "recent", "repurchase", "als"],
 )
-def test_recommend_before_fit_raises(make) -> None:
+def test_recommend_before_fit_raises(make: Callable[[], Recommender]) -> None:
     with pytest.raises(NotFittedError, match="not fitted"):
         make().recommend(["c1"], 3)
 
@@ -201,7 +203,7 @@ def test_fit_validates_inputs() -> None:
     with pytest.raises(ValueError, match="alpha must be >= 0, got -1.0"):
         ALSRecommender(alpha=-1.0)
     with pytest.raises(ValueError, match="weighting must be 'bm25' or 'count', got 'tfidf'"):
-        ALSRecommender(weighting="tfidf")
+        ALSRecommender(weighting="tfidf")  # type: ignore[arg-type]  # a bad value on purpose
 
 
 def test_empty_history_gives_empty_lists() -> None:
@@ -230,7 +232,7 @@ def _two_clusters() -> pl.DataFrame:
 
 
 @pytest.mark.parametrize("weighting", ["bm25", "count"])
-def test_als_recommends_in_cluster_items(weighting: str) -> None:
+def test_als_recommends_in_cluster_items(weighting: Literal["bm25", "count"]) -> None:
     # Two clusters are a rank-2 structure; with 2 factors every customer's top 5 holds the
     # items of their own cluster only, including ones they never bought (w's top 5 = a0..a4).
     # The default regularization (30) is sized for ~2,500 customers; 30 customers want less.

@@ -53,7 +53,7 @@ def test_gpu_override_reserves_a_gpu_for_triton() -> None:
     assert devices[0]["capabilities"] == ["gpu"]
 
 
-def test_an_invalid_compose_file_is_rejected_naming_the_key(tmp_path) -> None:
+def test_an_invalid_compose_file_is_rejected_naming_the_key(tmp_path: Path) -> None:
     text = (ROOT / "docker-compose.yml").read_text().replace("shm_size:", "shm_sizez:", 1)
     bad = tmp_path / "docker-compose.yml"
     bad.write_text(text)

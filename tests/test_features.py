@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -83,7 +84,7 @@ def test_negatives_never_collide_with_positives_and_are_seeded(toy: Canonical) -
     assert neg1.is_duplicated().sum() == 0
 
 
-def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path) -> None:
+def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path: Path) -> None:
     """Features of every window must not change when data on/after its start changes."""
     cfg = DatasetConfig(train_windows=2, history_length=4)
     data = build_dataset(toy, cfg, tmp_path / "a")
@@ -116,7 +117,7 @@ def test_leak_check_would_catch_a_feature_reading_the_label_window(toy: Canonica
     assert not honest.equals(leaky)
 
 
-def test_dataset_round_trip_and_reproducibility(toy: Canonical, tmp_path) -> None:
+def test_dataset_round_trip_and_reproducibility(toy: Canonical, tmp_path: Path) -> None:
     cfg = DatasetConfig(train_windows=2)
     a = build_dataset(toy, cfg, tmp_path / "a")
     b = build_dataset(make_canonical(), cfg, tmp_path / "b")

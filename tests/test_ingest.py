@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -296,7 +297,7 @@ def test_failed_write_keeps_existing_output(
     before = _snapshot(out)
     original = pl.DataFrame.write_parquet
 
-    def fail_on_transactions(self: pl.DataFrame, file: Path, **kwargs: object) -> None:
+    def fail_on_transactions(self: pl.DataFrame, file: Path, **kwargs: Any) -> None:
         if Path(file).name == f"{schema.TRANSACTIONS}.parquet":
             raise OSError("disk full")
         original(self, file, **kwargs)

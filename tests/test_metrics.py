@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shoprec.evaluation.metrics import (
+    PerCustomerMetric,
     average_precision_at_k,
     evaluate_lists,
     mean_average_precision_at_k,
@@ -19,8 +20,10 @@ from shoprec.evaluation.metrics import (
     recall_at_k,
 )
 
-PER_CUSTOMER = [average_precision_at_k, recall_at_k, ndcg_at_k]
-MEANS = [mean_average_precision_at_k, mean_recall_at_k, mean_ndcg_at_k]
+MeanMetric = Callable[[Sequence[Sequence[str]], Sequence[Collection[str]], int], float]
+
+PER_CUSTOMER: list[PerCustomerMetric] = [average_precision_at_k, recall_at_k, ndcg_at_k]
+MEANS: list[MeanMetric] = [mean_average_precision_at_k, mean_recall_at_k, mean_ndcg_at_k]
 
 
 def ml_metrics_apk(actual: Collection[str], predicted: Sequence[str], k: int) -> float:
@@ -41,27 +44,27 @@ def ml_metrics_apk(actual: Collection[str], predicted: Sequence[str], k: int) ->
 
 
 @pytest.mark.parametrize("metric", PER_CUSTOMER)
-def test_perfect_list_scores_one(metric) -> None:
+def test_perfect_list_scores_one(metric: PerCustomerMetric) -> None:
     assert metric(["a", "b", "c"], {"c", "b", "a"}, 3) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("metric", PER_CUSTOMER)
-def test_no_hit_scores_zero(metric) -> None:
+def test_no_hit_scores_zero(metric: PerCustomerMetric) -> None:
     assert metric(["x", "y", "z"], {"a", "b"}, 12) == 0.0
 
 
 @pytest.mark.parametrize("metric", PER_CUSTOMER)
-def test_empty_relevant_scores_zero(metric) -> None:
+def test_empty_relevant_scores_zero(metric: PerCustomerMetric) -> None:
     assert metric(["a", "b"], set(), 12) == 0.0
 
 
 @pytest.mark.parametrize("metric", PER_CUSTOMER)
-def test_empty_recommendation_scores_zero(metric) -> None:
+def test_empty_recommendation_scores_zero(metric: PerCustomerMetric) -> None:
     assert metric([], {"a"}, 12) == 0.0
 
 
 @pytest.mark.parametrize("metric", PER_CUSTOMER)
-def test_hits_after_k_do_not_count(metric) -> None:
+def test_hits_after_k_do_not_count(metric: PerCustomerMetric) -> None:
     assert metric(["x", "y", "a"], {"a"}, 2) == 0.0
 
 
@@ -129,9 +132,9 @@ def test_default_k_is_12() -> None:
     assert average_precision_at_k(rec, {"a"}, 13) == pytest.approx(1 / 13)
 
 
-@pytest.mark.parametrize("metric", PER_CUSTOMER + MEANS)
+@pytest.mark.parametrize("metric", [*PER_CUSTOMER, *MEANS])
 @pytest.mark.parametrize("k", [0, -1])
-def test_k_below_one_raises(metric, k: int) -> None:
+def test_k_below_one_raises(metric: Callable[..., float], k: int) -> None:  # either kind
     with pytest.raises(ValueError, match=rf"k must be an integer >= 1, got {k}"):
         metric([["a"]] if metric in MEANS else ["a"], [{"a"}] if metric in MEANS else {"a"}, k)
 
@@ -154,13 +157,13 @@ def test_means_average_over_customers() -> None:
 
 
 @pytest.mark.parametrize("metric", MEANS)
-def test_mean_length_mismatch_names_both_lengths(metric) -> None:
+def test_mean_length_mismatch_names_both_lengths(metric: MeanMetric) -> None:
     with pytest.raises(ValueError, match=r"len\(recommended\)=2 != len\(relevant\)=1"):
         metric([["a"], ["b"]], [{"a"}], 12)
 
 
 @pytest.mark.parametrize("metric", MEANS)
-def test_mean_over_no_customers_raises(metric) -> None:
+def test_mean_over_no_customers_raises(metric: MeanMetric) -> None:
     with pytest.raises(ValueError, match="0 customers"):
         metric([], [], 12)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -21,14 +23,14 @@ from shoprec.inference.scoring import predict, rank_candidates
 from shoprec.models.dlrm import DLRM, DotInteraction
 from shoprec.models.modules import SparseArch, save_model
 from shoprec.models.rankers import load_ranker, save_ranker
-from shoprec.models.two_tower import load_two_tower
+from shoprec.models.two_tower import TwoTower, load_two_tower
 from shoprec.training.ranker import train_ranker
 from shoprec.training.two_tower import InBatchSoftmaxTask, build_two_tower, sampling_log_q
 
 CUST_CARDS, ART_CARDS = [4, 5, 6], [10, 3, 3, 3, 3, 3]
 
 
-def _two_tower(seed: int = 0):
+def _two_tower(seed: int = 0) -> TwoTower:
     return build_two_tower(CUST_CARDS, 7, ART_CARDS, 4, TwoTowerConfig(embedding_dim=8, seed=seed))
 
 
@@ -49,7 +51,9 @@ def test_same_seed_gives_same_weights() -> None:
         torch.equal(x, y)
         for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     )
-    assert not torch.equal(a.item_tower.mlp[-1].weight, c.item_tower.mlp[-1].weight)
+    last_a, last_c = a.item_tower.mlp[-1], c.item_tower.mlp[-1]
+    assert isinstance(last_a, torch.nn.Linear) and isinstance(last_c, torch.nn.Linear)
+    assert not torch.equal(last_a.weight, last_c.weight)
 
 
 def test_in_batch_softmax_by_hand() -> None:
@@ -89,7 +93,7 @@ def _ranking_inputs(n: int, rng: np.random.Generator) -> tuple[RankingInputs, np
     return RankingInputs(dense, sparse, hist), labels
 
 
-def test_dlrm_learns_and_round_trips(tmp_path) -> None:
+def test_dlrm_learns_and_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     train, y = _ranking_inputs(2000, rng)
     val, yv = _ranking_inputs(400, rng)
@@ -105,7 +109,7 @@ def test_dlrm_learns_and_round_trips(tmp_path) -> None:
     np.testing.assert_array_equal(predict(load_ranker(tmp_path, RankerKind.DLRM), val), p)
 
 
-def test_two_tower_round_trip(tmp_path) -> None:
+def test_two_tower_round_trip(tmp_path: Path) -> None:
     m = _two_tower()
     save_model(
         m,
@@ -126,13 +130,13 @@ def test_two_tower_round_trip(tmp_path) -> None:
 def test_sparse_arch_history_pooling_ignores_padding() -> None:
     arch = SparseArch([6], dim=2, history_feature=0)
     out = arch(torch.tensor([[1]]), torch.tensor([[2, 0, 0]]))
-    torch.testing.assert_close(out[0, 1], arch.tables[0].weight[2])
+    torch.testing.assert_close(out[0, 1], arch.embeddings[0].weight[2])
     with pytest.raises(ValueError, match="hist_ids is required"):
         arch(torch.tensor([[1]]))
 
 
 @pytest.mark.parametrize("kind", [IndexKind.FLAT, IndexKind.HNSW, IndexKind.IVF])
-def test_index_finds_exact_neighbour_and_round_trips(kind, tmp_path) -> None:
+def test_index_finds_exact_neighbour_and_round_trips(kind: IndexKind, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -156,7 +160,9 @@ def test_dedupe_rows_keeps_first_occurrence() -> None:
 class _ScoreByArticleId(torch.nn.Module):
     """A fake ranker whose logit is the article id: makes rank order predictable."""
 
-    def forward(self, dense, sparse, hist_ids):
+    def forward(
+        self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor
+    ) -> torch.Tensor:
         return sparse[:, RANKING_HISTORY_FEATURE].float()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -14,8 +16,12 @@ def _vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+# (vectors float32 (T, D), the distinct text of each row int64 (T,))
+Catalog = tuple[np.ndarray, np.ndarray]
+
+
 @pytest.fixture(scope="module")
-def catalog() -> tuple[np.ndarray, np.ndarray]:
+def catalog() -> Catalog:
     """300 distinct texts, 120 extra articles copying one of them; the group of each row."""
     rng = np.random.default_rng(7)
     distinct = _vectors(rng, 300, 16)
@@ -25,7 +31,7 @@ def catalog() -> tuple[np.ndarray, np.ndarray]:
     return distinct[rows[order]], rows[order]
 
 
-def test_exact_table_equals_brute_force_over_distinct_texts(catalog) -> None:
+def test_exact_table_equals_brute_force_over_distinct_texts(catalog: Catalog) -> None:
     vectors, text_of_row = catalog
     k = 10
     table = text_neighbours(vectors, k)
@@ -59,7 +65,7 @@ def test_fewer_other_texts_than_k_leaves_empty_slots() -> None:
     np.testing.assert_array_equal(single.neighbours, [[-1, -1]])
 
 
-def test_hnsw_table_is_close_to_exact_and_never_holds_the_group_itself(catalog) -> None:
+def test_hnsw_table_is_close_to_exact_and_never_holds_the_group_itself(catalog: Catalog) -> None:
     vectors, _ = catalog
     exact = text_neighbours(vectors, 10)
     approx = text_neighbours(vectors, 10, IndexConfig(kind=IndexKind.HNSW), batch=64)
@@ -86,7 +92,7 @@ def test_bad_arguments_are_named() -> None:
         TextNeighbours(np.array([0, 1]), empty, no_scores.astype(np.float64))
 
 
-def test_similar_items_step_rejects_an_inconsistent_table(tmp_path) -> None:
+def test_similar_items_step_rejects_an_inconsistent_table(tmp_path: Path) -> None:
     from shoprec.errors import ArtifactError
     from shoprec.serving.similar_items import SimilarItemsStep
 

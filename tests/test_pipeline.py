@@ -34,7 +34,7 @@ def _run(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run")
     (root / "fast.json").write_text(json.dumps(FAST))
     _run(
@@ -112,7 +112,7 @@ def test_same_seed_gives_same_artifacts(trained: Path) -> None:
     )
 
 
-def test_cli_names_the_missing_input_file(tmp_path) -> None:
+def test_cli_names_the_missing_input_file(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     result = runner.invoke(
         app,
@@ -123,7 +123,7 @@ def test_cli_names_the_missing_input_file(tmp_path) -> None:
     assert not (tmp_path / "data" / "hm" / "canonical").exists()
 
 
-def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path) -> None:
+def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
         [
@@ -142,7 +142,7 @@ def test_cli_reports_missing_artifacts_instead_of_a_traceback(tmp_path) -> None:
     assert "(run shoprec ingest)" in result.output
 
 
-def test_cli_rejects_an_unknown_config_key(tmp_path) -> None:
+def test_cli_rejects_an_unknown_config_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"ranker": {"epochz": 1}}')
     result = runner.invoke(app, ["build-dataset", "--config", str(bad)])

@@ -41,6 +41,7 @@ from shoprec.models.rankers import (
     DCNv2,
     FlatFeatureArch,
     MLPRanker,
+    Ranker,
     TreeRanker,
     WideAndDeep,
     WideArch,
@@ -87,13 +88,19 @@ def _inputs(n: int, rng: np.random.Generator) -> tuple[RankingInputs, np.ndarray
     return RankingInputs(dense, sparse, hist), labels
 
 
+# (train inputs, train labels, validation inputs, validation labels)
+Data = tuple[RankingInputs, np.ndarray, RankingInputs, np.ndarray]
+
+
 @pytest.fixture(scope="module")
-def data() -> tuple[RankingInputs, np.ndarray, RankingInputs, np.ndarray]:
+def data() -> Data:
     rng = np.random.default_rng(0)
     return (*_inputs(3000, rng), *_inputs(500, rng))
 
 
-def _fit(kind: RankerKind, data, seed: int = 0):
+def _fit(
+    kind: RankerKind, data: Data, seed: int = 0
+) -> tuple[Ranker, list[tuple[float, float]], PipelineConfig]:
     train, y, val, yv = data
     config = dataclasses.replace(
         SMALL,
@@ -108,7 +115,7 @@ def _fit(kind: RankerKind, data, seed: int = 0):
 
 
 @pytest.mark.parametrize("kind", list(RankerKind))
-def test_every_ranker_learns_and_outputs_probabilities(kind: RankerKind, data) -> None:
+def test_every_ranker_learns_and_outputs_probabilities(kind: RankerKind, data: Data) -> None:
     ranker, history, _ = _fit(kind, data)
     assert ranker.kind is kind
     assert ranker.cardinalities == CARDS and ranker.num_dense == NUM_DENSE
@@ -130,7 +137,7 @@ def test_neural_rankers_share_the_dlrm_front_end() -> None:
         arch = model.sparse_arch
         assert type(arch) is SparseArch, kind
         assert arch.history_feature == RANKING_HISTORY_FEATURE
-        assert [t.num_embeddings for t in arch.tables] == CARDS
+        assert [t.num_embeddings for t in arch.embeddings] == CARDS
         assert arch.dim == SMALL.ranker.embedding_dim
         if kind is not RankerKind.DLRM:
             assert type(model.feature_arch) is FlatFeatureArch
@@ -162,11 +169,13 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
 
 def test_cross_layer_computed_by_hand() -> None:
     cross = CrossNet(in_dim=2, layers=2)
+    first, second = cross.layers
+    assert isinstance(first, torch.nn.Linear) and isinstance(second, torch.nn.Linear)
     with torch.no_grad():
-        cross.layers[0].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
-        cross.layers[0].bias.copy_(torch.tensor([0.5, 1.0]))
-        cross.layers[1].weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
-        cross.layers[1].bias.copy_(torch.tensor([-1.0, 0.0]))
+        first.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+        first.bias.copy_(torch.tensor([0.5, 1.0]))
+        second.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+        second.bias.copy_(torch.tensor([-1.0, 0.0]))
     x0 = torch.tensor([[1.0, 2.0]])
     # layer 1: W x0 + b = [1 + 4 + 0.5, -2 + 1] = [5.5, -1]; x1 = x0 * that + x0 = [6.5, 0]
     # layer 2: W x1 + b = [0 - 1, 6.5 + 0] = [-1, 6.5];  x2 = x0 * that + x1 = [5.5, 13]
@@ -178,8 +187,9 @@ def test_cross_layer_computed_by_hand() -> None:
 def test_wide_part_is_a_linear_model_over_one_hot_ids() -> None:
     wide = WideArch([3, 4], num_dense=2)
     with torch.no_grad():
-        wide.sparse_arch.tables[0].weight.copy_(torch.tensor([[0.0], [1.0], [2.0]]))
-        wide.sparse_arch.tables[1].weight.copy_(torch.tensor([[0.0], [10.0], [20.0], [30.0]]))
+        first, second = wide.sparse_arch.embeddings
+        first.weight.copy_(torch.tensor([[0.0], [1.0], [2.0]]))
+        second.weight.copy_(torch.tensor([[0.0], [10.0], [20.0], [30.0]]))
         wide.dense_arch.weight.copy_(torch.tensor([[1.0, -1.0]]))
         wide.dense_arch.bias.copy_(torch.tensor([0.25]))
     dense = torch.tensor([[3.0, 1.0], [0.0, 0.0]])
@@ -217,7 +227,7 @@ def test_tree_features_layout() -> None:
 
 
 @pytest.mark.parametrize("kind", TREES)
-def test_tree_rankers_save_load_round_trip(kind: RankerKind, data, tmp_path: Path) -> None:
+def test_tree_rankers_save_load_round_trip(kind: RankerKind, data: Data, tmp_path: Path) -> None:
     ranker, _, config = _fit(kind, data)
     files = save_ranker(ranker, config, tmp_path)
     assert [p.name for p in files] == list(ranker_files(kind))
@@ -234,8 +244,9 @@ def test_tree_rankers_save_load_round_trip(kind: RankerKind, data, tmp_path: Pat
         load_ranker(tmp_path, kind)
 
 
-def test_tree_ranker_rejects_inputs_of_other_widths(data) -> None:
+def test_tree_ranker_rejects_inputs_of_other_widths(data: Data) -> None:
     ranker, _, _ = _fit(RankerKind.GBDT, data)
+    assert isinstance(ranker, TreeRanker)
     val = data[2]
     with pytest.raises(ValueError, match="inputs have 5 dense and 9 sparse features"):
         ranker.predict(dataclasses.replace(val, dense=val.dense[:, :5]))
@@ -244,7 +255,7 @@ def test_tree_ranker_rejects_inputs_of_other_widths(data) -> None:
 
 
 @pytest.mark.parametrize("kind", NEURAL)
-def test_neural_rankers_save_load_round_trip(kind: RankerKind, data, tmp_path: Path) -> None:
+def test_neural_rankers_save_load_round_trip(kind: RankerKind, data: Data, tmp_path: Path) -> None:
     model = build_ranker(kind, CARDS, NUM_DENSE, SMALL, seed=3)
     (path,) = save_ranker(model, SMALL, tmp_path)
     assert path.name == f"{kind.value}.pt"

@@ -205,7 +205,11 @@ def _in_process(served: Served, customer_id: str) -> tuple[list[str], np.ndarray
     (row,) = np.flatnonzero(served.customers.ids == customer_id)
     c = served.customers.take(np.array([row]))
     qt, ret, rank = (load_step(served.repo / m) for m in RECOMMEND_STEPS)
-    inputs = {s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids}
+    inputs: dict[str, np.ndarray] = {
+        s.T_CUSTOMER_SPARSE: c.sparse,
+        s.T_CUSTOMER_DENSE: c.dense,
+        s.T_HIST_IDS: c.hist_ids,
+    }
     cands = ret({**qt(inputs), s.T_HIST_IDS: c.hist_ids})
     out = rank({**inputs, s.T_HIST_COUNTS: c.hist_counts, **cands})
     return [a.decode() for a in out[s.T_ARTICLE_IDS][0]], out[s.T_SCORES][0]

@@ -218,7 +218,7 @@ def test_stop_leaves_no_process_behind(server: TritonServer) -> None:
     assert server.stop() == 0
     assert not group_alive(pid)
     assert _group_members(pid) == []
-    assert not server.work_dir.exists()
+    assert server.work_dir is not None and not server.work_dir.exists()
     assert server.stop() == 0  # idempotent
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -36,7 +39,7 @@ def test_categorify_rejects_min_frequency_below_one() -> None:
 
 
 def test_normalize_log_with_missing_indicator() -> None:
-    x = pl.Series("n", [0.0, np.e - 1, None])
+    x = pl.Series("n", [0.0, math.e - 1, None])
     norm = Normalize("n", log=True, missing_indicator=True).fit(x)
     assert norm.mean == pytest.approx(0.5)
     assert norm.std == pytest.approx(0.5)
@@ -51,7 +54,7 @@ def test_normalize_constant_column_keeps_unit_std() -> None:
     assert norm.transform(pl.Series("c", [4.0]))[0, 0] == pytest.approx(1.0)
 
 
-def test_workflow_save_load_round_trip_gives_identical_outputs(tmp_path) -> None:
+def test_workflow_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     frame = pl.DataFrame({"c": ["a", "b", "a"], "n": [1.0, 2.0, None]})
     wf = Workflow([Categorify("c")], [Normalize("n", missing_indicator=True)]).fit(frame)
     wf.save(tmp_path / "wf.json")
@@ -63,7 +66,7 @@ def test_workflow_save_load_round_trip_gives_identical_outputs(tmp_path) -> None
     assert loaded.dense_names(["n"]) == ["n", "n_missing"]
 
 
-def test_workflow_errors_name_the_problem(tmp_path) -> None:
+def test_workflow_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="column 'missing' not in frame"):
         Workflow([Categorify("missing")]).fit(pl.DataFrame({"c": ["a"]}))
     with pytest.raises(ArtifactError, match="workflow file not found"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec import schema as s
 from shoprec.config import PipelineConfig, RankerKind
@@ -41,14 +42,14 @@ COMPARISON_MD = "comparison.md"
 COMPARISON_PNG = "comparison.png"
 
 
-def write_ids(ids: np.ndarray, path: Path) -> None:
+def write_ids(ids: npt.NDArray[Any], path: Path) -> None:
     """Write article ids (A,) as a one-column Parquet file (``ARTICLE_ID``)."""
     import polars as pl
 
     pl.DataFrame({s.ARTICLE_ID: ids.astype(str)}).write_parquet(path)
 
 
-def read_ids(path: Path) -> np.ndarray:
+def read_ids(path: Path) -> npt.NDArray[np.object_]:
     """The article ids :func:`write_ids` wrote, object array of str (A,).
 
     Raises:
@@ -68,7 +69,8 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 def read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ArtifactError(f"{path} not found (run `shoprec train` first)")
-    return json.loads(path.read_text())
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 def ranker_dir(models_dir: Path, kind: RankerKind, trained: RankerKind) -> Path:
@@ -91,9 +93,9 @@ class TrainedModels:
     workflow: Workflow
     two_tower: TwoTower
     item_index: faiss.Index
-    item_ids: np.ndarray  # article id of each item-index row
+    item_ids: npt.NDArray[np.object_]  # article id of each item-index row
     text_index: faiss.Index
-    text_ids: np.ndarray
+    text_ids: npt.NDArray[np.object_]
 
     @classmethod
     def load(cls, models_dir: Path) -> TrainedModels:

@@ -358,8 +358,8 @@ def export_triton_repository(
             served article table (models and dataset from different runs).
     """
     models = A.TrainedModels.load(models_dir)
-    config = replace(config, ranker=config.ranker or models.ranker_kind)
-    ranker = config.ranker
+    ranker = config.ranker or models.ranker_kind
+    config = replace(config, ranker=ranker)
     ranker_source = models.ranker_dir(ranker)
     data = load_dataset(dataset_dir)
     wf = models.workflow

@@ -7,8 +7,10 @@ on labelled examples, evaluation and the Triton ranking step call it on retrieve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec import schema as s
 from shoprec.features.encode import EncodedArticles, EncodedCustomers, cross_features
@@ -27,9 +29,9 @@ class RankingInputs:
         hist_ids: int64 (M, N) the customer's history (article vocabulary ids).
     """
 
-    dense: np.ndarray
-    sparse: np.ndarray
-    hist_ids: np.ndarray
+    dense: npt.NDArray[np.float32]
+    sparse: npt.NDArray[np.int64]
+    hist_ids: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.dense)
@@ -43,9 +45,9 @@ class RankingInputs:
 def ranking_inputs(
     customers: EncodedCustomers,
     articles: EncodedArticles,
-    attributes: np.ndarray,
-    customer_rows: np.ndarray,
-    article_rows: np.ndarray,
+    attributes: npt.NDArray[np.int64],
+    customer_rows: npt.NDArray[np.integer[Any]],
+    article_rows: npt.NDArray[np.integer[Any]],
 ) -> RankingInputs:
     """Ranker inputs for pairs ``(customers[customer_rows[m]], articles[article_rows[m]])``.
 

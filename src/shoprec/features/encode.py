@@ -7,8 +7,10 @@ N = history length, Fs = sparse features, Fd = dense features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from shoprec import schema as s
@@ -80,13 +82,13 @@ class EncodedCustomers:
         hist_counts: float32 (B, N) purchase counts of those articles, 0 for padding.
     """
 
-    ids: np.ndarray
-    sparse: np.ndarray
-    dense: np.ndarray
-    hist_ids: np.ndarray
-    hist_counts: np.ndarray
+    ids: npt.NDArray[np.object_]
+    sparse: npt.NDArray[np.int64]
+    dense: npt.NDArray[np.float32]
+    hist_ids: npt.NDArray[np.int64]
+    hist_counts: npt.NDArray[np.float32]
 
-    def take(self, index: np.ndarray) -> EncodedCustomers:
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> EncodedCustomers:
         return EncodedCustomers(
             self.ids[index],
             self.sparse[index],
@@ -106,11 +108,11 @@ class EncodedArticles:
         dense: float32 (B, Fd) normalised ``schema.ARTICLE_DENSE`` (+ missing indicators).
     """
 
-    ids: np.ndarray
-    sparse: np.ndarray
-    dense: np.ndarray
+    ids: npt.NDArray[np.object_]
+    sparse: npt.NDArray[np.int64]
+    dense: npt.NDArray[np.float32]
 
-    def take(self, index: np.ndarray) -> EncodedArticles:
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> EncodedArticles:
         return EncodedArticles(self.ids[index], self.sparse[index], self.dense[index])
 
 
@@ -142,7 +144,7 @@ def encode_articles(wf: Workflow, frame: pl.DataFrame) -> EncodedArticles:
     )
 
 
-def attribute_table(wf: Workflow, articles: EncodedArticles) -> np.ndarray:
+def attribute_table(wf: Workflow, articles: EncodedArticles) -> npt.NDArray[np.int64]:
     """Map article vocabulary id -> encoded ``CROSS_ATTRIBUTES``.
 
     Returns int64 (V, len(CROSS_ATTRIBUTES)), V = article id cardinality; rows of padding,
@@ -157,8 +159,11 @@ def attribute_table(wf: Workflow, articles: EncodedArticles) -> np.ndarray:
 
 
 def cross_features(
-    hist_ids: np.ndarray, hist_counts: np.ndarray, candidates: np.ndarray, attributes: np.ndarray
-) -> np.ndarray:
+    hist_ids: npt.NDArray[np.int64],
+    hist_counts: npt.NDArray[np.float32],
+    candidates: npt.NDArray[np.int64],
+    attributes: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float32]:
     """Customer x article features from the customer's purchase history.
 
     Args:

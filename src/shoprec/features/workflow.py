@@ -16,11 +16,13 @@ backend loads it without pickles.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from shoprec.errors import ArtifactError
@@ -59,7 +61,7 @@ class Categorify:
         """Embedding-table rows needed: vocabulary + padding + OOV."""
         return len(self.vocab) + FIRST_ID
 
-    def transform(self, values: pl.Series | Sequence[str | None]) -> np.ndarray:
+    def transform(self, values: pl.Series | Sequence[str | None]) -> npt.NDArray[np.int64]:
         """Encode values. Returns int64 (N,). Nulls -> 0, unknown -> 1."""
         series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.Utf8)
         series = series.cast(pl.Utf8)
@@ -67,7 +69,7 @@ class Categorify:
         mapped = pl.select(pl.when(series.is_null()).then(PAD_ID).otherwise(mapped)).to_series()
         return mapped.to_numpy().astype(np.int64, copy=False)
 
-    def transform_lists(self, lists: pl.Series, length: int) -> np.ndarray:
+    def transform_lists(self, lists: pl.Series, length: int) -> npt.NDArray[np.int64]:
         """Encode a list[str] column into a right-padded int64 (N, length) matrix (0 = pad)."""
         out = np.zeros((len(lists), length), dtype=np.int64)
         lengths = lists.list.len().fill_null(0).clip(upper_bound=length).to_numpy()
@@ -78,7 +80,7 @@ class Categorify:
         out[rows, cols] = ids
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "min_frequency": self.min_frequency, "vocab": self.vocab}
 
 
@@ -92,7 +94,7 @@ class Normalize:
     mean: float = 0.0
     std: float = 1.0
 
-    def _prepare(self, values: pl.Series) -> np.ndarray:
+    def _prepare(self, values: pl.Series) -> npt.NDArray[np.float64]:
         x = values.cast(pl.Float64).to_numpy()
         if self.log:
             x = np.log1p(np.clip(x, 0.0, None))
@@ -110,7 +112,7 @@ class Normalize:
     def output_names(self) -> list[str]:
         return [self.name, f"{self.name}_missing"] if self.missing_indicator else [self.name]
 
-    def transform(self, values: pl.Series) -> np.ndarray:
+    def transform(self, values: pl.Series) -> npt.NDArray[np.float32]:
         """Returns float32 (N, 1) or (N, 2) with the missing indicator."""
         x = self._prepare(values)
         missing = np.isnan(x)
@@ -119,7 +121,7 @@ class Normalize:
             return np.stack([z, missing.astype(np.float32)], axis=1)
         return z[:, None]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "log": self.log,
@@ -158,17 +160,21 @@ class Workflow:
             raise KeyError(f"column {name!r} not in frame (columns: {frame.columns})")
         return frame.get_column(name)
 
-    def categorical(self, name: str, values: pl.Series | Sequence[str | None]) -> np.ndarray:
+    def categorical(
+        self, name: str, values: pl.Series | Sequence[str | None]
+    ) -> npt.NDArray[np.int64]:
         """Encode one categorical column. Returns int64 (N,)."""
         return self.categorical_ops[name].transform(values)
 
-    def categorical_matrix(self, frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:
+    def categorical_matrix(
+        self, frame: pl.DataFrame, names: Sequence[str]
+    ) -> npt.NDArray[np.int64]:
         """Encode several categorical columns. Returns int64 (N, len(names))."""
         if not names:
             return np.zeros((frame.height, 0), dtype=np.int64)
         return np.stack([self.categorical(n, self._column(frame, n)) for n in names], axis=1)
 
-    def dense(self, frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:
+    def dense(self, frame: pl.DataFrame, names: Sequence[str]) -> npt.NDArray[np.float32]:
         """Normalise numeric columns. Returns float32 (N, sum of output widths)."""
         if not names:
             return np.zeros((frame.height, 0), dtype=np.float32)
@@ -182,7 +188,7 @@ class Workflow:
     def cardinalities(self, names: Sequence[str]) -> list[int]:
         return [self.categorical_ops[n].cardinality for n in names]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "categorical": [op.to_dict() for op in self.categorical_ops.values()],
@@ -190,7 +196,7 @@ class Workflow:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Workflow:
+    def from_dict(cls, data: Mapping[str, Any]) -> Workflow:
         if data.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(
                 f"workflow format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}"

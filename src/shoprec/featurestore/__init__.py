@@ -8,13 +8,12 @@ Exporting the tables from a trained dataset is offline work:
 """
 
 from shoprec.featurestore.store import (
-    ArticleDisplay,
     MaterializeReport,
     OnlineFeatures,
     OnlineStoreError,
     OnlineStoreKind,
 )
-from shoprec.featurestore.tables import OnlineTables
+from shoprec.featurestore.tables import ArticleDisplay, OnlineTables
 
 __all__ = [
     "ArticleDisplay",

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow.parquet as pq
 import redis
 import yaml
@@ -323,7 +324,7 @@ def apply_and_materialize(
     return seconds
 
 
-def _found(result: Any, B: int) -> np.ndarray:
+def _found(result: Any, B: int) -> npt.NDArray[np.bool_]:
     """bool (B,): which rows of one feature's response vector exist in the store.
 
     Not the field status: for an absent entity Feast's SQLite store says NOT_FOUND but its
@@ -449,7 +450,9 @@ class OnlineFeatures:
         """
         self._read(self._recommend, s.CUSTOMER_ID, [""])
 
-    def get_customers(self, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def get_customers(
+        self, ids: Sequence[str]
+    ) -> tuple[npt.NDArray[np.bool_], dict[str, npt.NDArray[Any]]]:
         """Encoded features of customers, ready to send to the Triton ``recommend`` ensemble.
 
         Args:

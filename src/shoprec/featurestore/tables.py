@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,7 +53,7 @@ POPULAR_SIZE: Final = 100
 DISPLAY_FIELDS: Final = (s.NAME, *s.ARTICLE_ATTRIBUTES, s.DESCRIPTION)
 
 # numpy dtype of each encoded customer feature, in schema.ENCODED_CUSTOMER_FEATURES order.
-ENCODED_DTYPES: Final[dict[str, np.dtype]] = {
+ENCODED_DTYPES: Final[dict[str, np.dtype[Any]]] = {
     name: np.dtype(s.TENSORS[name].numpy) for name in s.ENCODED_CUSTOMER_FEATURES
 }
 TIMESTAMP_TYPE: Final = pa.timestamp("us", tz="UTC")
@@ -92,7 +93,7 @@ def cutoff_timestamp(cutoff: date) -> datetime:
     return datetime.combine(cutoff, time(0), tzinfo=UTC)
 
 
-def encoded_columns(enc: EncodedCustomers) -> dict[str, np.ndarray]:
+def encoded_columns(enc: EncodedCustomers) -> dict[str, npt.NDArray[Any]]:
     """``enc`` keyed by ``schema.ENCODED_CUSTOMER_FEATURES`` (the Triton input names)."""
     return {
         s.T_CUSTOMER_SPARSE: enc.sparse,
@@ -102,7 +103,7 @@ def encoded_columns(enc: EncodedCustomers) -> dict[str, np.ndarray]:
     }
 
 
-def _list_array(matrix: np.ndarray, dtype: np.dtype) -> pa.ListArray:
+def _list_array(matrix: npt.NDArray[Any], dtype: np.dtype[Any]) -> pa.ListArray:
     """(B, W) matrix -> arrow list<dtype> array of B lists of W values each."""
     rows, width = matrix.shape
     offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))

@@ -15,10 +15,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Annotated, Final, NamedTuple, Protocol, TypeVar, TypeVarTuple, cast
+from typing import Annotated, Any, Final, NamedTuple, Protocol, TypeVar, TypeVarTuple, cast
 
 import anyio.to_thread
 import numpy as np
+import numpy.typing as npt
 from fastapi import Depends, HTTPException, Request, status
 
 from shoprec.errors import ShoprecError
@@ -55,7 +56,9 @@ class FeatureStore(Protocol):
     Any exception it raises is treated as the store being unavailable (503).
     """
 
-    def get_customers(self, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def get_customers(
+        self, ids: Sequence[str]
+    ) -> tuple[npt.NDArray[np.bool_], dict[str, npt.NDArray[Any]]]:
         """Encoded features of B customers.
 
         Returns:
@@ -87,7 +90,7 @@ class FeatureStore(Protocol):
 class Recommender(Protocol):
     """The model server (Triton), called from the event loop."""
 
-    async def recommend(self, features: Mapping[str, np.ndarray], k: int) -> RankedBatch:
+    async def recommend(self, features: Mapping[str, npt.NDArray[Any]], k: int) -> RankedBatch:
         """Top-k articles of B customers from their :meth:`FeatureStore.get_customers` features.
 
         Raises:
@@ -146,7 +149,7 @@ class Backends:
 
     async def customers(
         self, customer_ids: Sequence[str]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    ) -> tuple[npt.NDArray[np.bool_], dict[str, npt.NDArray[Any]]]:
         """:meth:`FeatureStore.get_customers`, stage ``feature_fetch``."""
         return await self._from_store(Stage.FEATURE_FETCH, self._store.get_customers, customer_ids)
 
@@ -172,7 +175,7 @@ class Backends:
         """:meth:`FeatureStore.popular`, stage ``popular``."""
         return await self._from_store(Stage.POPULAR, self._store.popular, k)
 
-    async def recommend(self, features: Mapping[str, np.ndarray], k: int) -> RankedBatch:
+    async def recommend(self, features: Mapping[str, npt.NDArray[Any]], k: int) -> RankedBatch:
         """:meth:`Recommender.recommend`, stage ``triton_recommend``."""
         return await self._from_recommender(
             Stage.TRITON_RECOMMEND, self._recommender.recommend(features, k)

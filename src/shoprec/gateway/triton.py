@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -29,7 +30,7 @@ from shoprec.gateway.deps import RankedBatch, UpstreamUnavailableError
 from shoprec.gateway.settings import Settings
 
 # Inputs of the ``recommend`` ensemble: name -> (Triton datatype, numpy dtype). Shapes (B, ...).
-RECOMMEND_INPUTS: Final[Mapping[str, tuple[str, np.dtype]]] = {
+RECOMMEND_INPUTS: Final[Mapping[str, tuple[str, np.dtype[Any]]]] = {
     name: (schema.TENSORS[name].triton, np.dtype(schema.TENSORS[name].numpy))
     for name in schema.ENCODED_CUSTOMER_FEATURES
 }
@@ -42,7 +43,7 @@ _CALL_ERRORS: Final = (InferenceServerException, OSError, TimeoutError)
 class InferResultLike(Protocol):
     """The part of ``tritonclient.grpc.InferResult`` the gateway reads."""
 
-    def as_numpy(self, name: str) -> np.ndarray | None: ...
+    def as_numpy(self, name: str) -> npt.NDArray[Any] | None: ...
 
 
 class AsyncTritonClient(Protocol):
@@ -66,7 +67,7 @@ class AsyncTritonClient(Protocol):
     async def close(self) -> None: ...
 
 
-def recommend_inputs(features: Mapping[str, np.ndarray]) -> list[InferInput]:
+def recommend_inputs(features: Mapping[str, npt.NDArray[Any]]) -> list[InferInput]:
     """Input tensors of ``recommend`` from a customer batch's encoded features.
 
     Args:
@@ -156,7 +157,7 @@ class TritonRecommender:
         client: Any = InferenceServerClient(url=settings.triton_url)
         return cls(client, settings.triton_timeout_s)
 
-    async def recommend(self, features: Mapping[str, np.ndarray], k: int) -> RankedBatch:
+    async def recommend(self, features: Mapping[str, npt.NDArray[Any]], k: int) -> RankedBatch:
         """Top-k of the ``recommend`` ensemble for B customers; see :func:`recommend_inputs`."""
         return await self._ranked(schema.TRITON_RECOMMEND, recommend_inputs(features), k)
 

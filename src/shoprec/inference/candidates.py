@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec import schema as s
 from shoprec.inference.index import search
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
 PAD: Final = s.NO_CANDIDATE  # padding of candidate rows
 
 
-def vocab_to_row(articles: EncodedArticles, rows: np.ndarray, cardinality: int) -> np.ndarray:
+def vocab_to_row(
+    articles: EncodedArticles, rows: npt.NDArray[np.int64], cardinality: int
+) -> npt.NDArray[np.int64]:
     """int64 (V,) map article vocabulary id -> row in ``articles`` (among ``rows``), -1 if none."""
     out = np.full(cardinality, PAD, dtype=np.int64)
     vocab = articles.sparse[rows, 0]
@@ -30,7 +33,7 @@ def vocab_to_row(articles: EncodedArticles, rows: np.ndarray, cardinality: int) 
     return out
 
 
-def dedupe_rows(candidates: np.ndarray) -> np.ndarray:
+def dedupe_rows(candidates: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Replace repeats within each row by PAD, keeping first occurrences. int64 (B, C)."""
     out = candidates.copy()
     order = np.argsort(out, axis=1, kind="stable")
@@ -43,12 +46,12 @@ def dedupe_rows(candidates: np.ndarray) -> np.ndarray:
 
 def retrieve_candidates(
     index: faiss.Index,
-    queries: np.ndarray,
+    queries: npt.NDArray[np.float32],
     n: int,
-    index_rows: np.ndarray,
-    hist_ids: np.ndarray | None = None,
-    history_rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    index_rows: npt.NDArray[np.int64],
+    hist_ids: npt.NDArray[np.int64] | None = None,
+    history_rows: npt.NDArray[np.int64] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Candidate retrieval.
 
     Args:

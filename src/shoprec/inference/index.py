@@ -9,9 +9,11 @@ caller keeps the id -> article mapping next to the index.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 
 from shoprec.config import IndexConfig, IndexKind
 from shoprec.errors import ArtifactError
@@ -30,7 +32,7 @@ def resolve_kind(n_items: int, config: IndexConfig) -> IndexKind:
     return config.kind
 
 
-def build_index(embeddings: np.ndarray, config: IndexConfig) -> faiss.Index:
+def build_index(embeddings: npt.NDArray[np.floating[Any]], config: IndexConfig) -> faiss.Index:
     """Build an inner-product index over ``embeddings``.
 
     Args:
@@ -72,7 +74,9 @@ def to_search_device(index: faiss.Index, config: IndexConfig) -> faiss.Index:
     return index
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: faiss.Index, queries: npt.NDArray[np.floating[Any]], k: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Top-k inner-product search.
 
     Args:

@@ -16,8 +16,10 @@ article in catalog order, so a list never shows the query's own text nor the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec.config import IndexConfig
 
@@ -35,9 +37,9 @@ class TextNeighbours:
             vectors); -inf where ``neighbours`` is -1.
     """
 
-    groups: np.ndarray
-    neighbours: np.ndarray
-    scores: np.ndarray
+    groups: npt.NDArray[np.signedinteger[Any]]
+    neighbours: npt.NDArray[np.signedinteger[Any]]
+    scores: npt.NDArray[np.float32]
 
     def __post_init__(self) -> None:
         g = len(self.neighbours)
@@ -63,9 +65,10 @@ class TextNeighbours:
             raise ValueError(f"neighbours must lie in -1..{g - 1}")
 
     @property
-    def representatives(self) -> np.ndarray:
+    def representatives(self) -> npt.NDArray[np.int64]:
         """int64 (G,) the first text row of each group (what a list shows for the group)."""
-        return np.unique(self.groups, return_index=True)[1]
+        first: npt.NDArray[np.int64] = np.unique(self.groups, return_index=True)[1]
+        return first
 
     @property
     def k(self) -> int:
@@ -73,7 +76,10 @@ class TextNeighbours:
 
 
 def text_neighbours(
-    vectors: np.ndarray, k: int, config: IndexConfig | None = None, batch: int = 8192
+    vectors: npt.NDArray[np.floating[Any]],
+    k: int,
+    config: IndexConfig | None = None,
+    batch: int = 8192,
 ) -> TextNeighbours:
     """The K nearest other groups of every group of identical vectors.
 

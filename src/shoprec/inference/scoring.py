@@ -7,6 +7,7 @@ Shape letters: B = customers, C = candidates per customer, M = (customer, articl
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -19,7 +20,7 @@ from shoprec.models.trees import TreeRanker
 @torch.no_grad()
 def predict(
     model: nn.Module | TreeRanker, inputs: RankingInputs, batch_size: int = 16384
-) -> np.ndarray:
+) -> npt.NDArray[np.float32]:
     """Purchase probabilities, float32 (M,)."""
     if isinstance(model, TreeRanker):
         return model.predict(inputs)
@@ -37,13 +38,13 @@ def predict(
 def rank_candidates(
     model: nn.Module | TreeRanker,
     customers: EncodedCustomers,
-    customer_rows: np.ndarray,
+    customer_rows: npt.NDArray[np.int64],
     articles: EncodedArticles,
-    attributes: np.ndarray,
-    candidates: np.ndarray,
+    attributes: npt.NDArray[np.int64],
+    candidates: npt.NDArray[np.int64],
     k: int,
-    exclude: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    exclude: npt.NDArray[np.bool_] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Score every candidate with the ranker and keep the top k.
 
     Args:

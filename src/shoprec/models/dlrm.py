@@ -80,4 +80,5 @@ class DLRM(nn.Module):
         dense_vec = self.dense_arch(dense)  # (B, D)
         vectors = torch.cat([dense_vec.unsqueeze(1), self.sparse_arch(sparse, hist_ids)], dim=1)
         features = torch.cat([dense_vec, self.interaction(vectors)], dim=1)
-        return self.over_arch(features).squeeze(-1)
+        logits: torch.Tensor = self.over_arch(features)
+        return logits.squeeze(-1)

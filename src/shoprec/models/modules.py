@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -64,6 +64,11 @@ class SparseArch(nn.Module):
         """F, plus 1 with history pooling."""
         return len(self.tables) + (self.history_feature is not None)
 
+    @property
+    def embeddings(self) -> list[nn.Embedding]:
+        """The F tables, typed (``tables`` is an ``nn.ModuleList`` of ``nn.Embedding``)."""
+        return [cast(nn.Embedding, t) for t in self.tables]
+
     def forward(self, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None) -> torch.Tensor:
         """sparse: int64 (B, F); hist_ids: int64 (B, N) (0 = padding). Returns (B, F[+1], D)."""
         embs = [t(sparse[:, i]) for i, t in enumerate(self.tables)]
@@ -86,4 +91,5 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load what ``save_model`` wrote (CPU tensors). Raises ``ArtifactError`` if missing."""
     if not path.exists():
         raise ArtifactError(f"model file not found: {path} (run `shoprec train` first)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint

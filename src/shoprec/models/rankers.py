@@ -117,7 +117,9 @@ class WideArch(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """dense float32 (B, Fd), sparse int64 (B, F) -> logits (B,)."""
-        return self.sparse_arch(sparse).sum((1, 2)) + self.dense_arch(dense).squeeze(-1)
+        sparse_logit: torch.Tensor = self.sparse_arch(sparse)  # (B, F, 1)
+        dense_logit: torch.Tensor = self.dense_arch(dense)  # (B, 1)
+        return sparse_logit.sum((1, 2)) + dense_logit.squeeze(-1)
 
 
 class FlatRanker(nn.Module):
@@ -171,8 +173,9 @@ class WideAndDeep(FlatRanker):
         self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """dense float32 (B, Fd), sparse int64 (B, F), hist_ids int64 (B, N) -> logits (B,)."""
-        deep = self.over_arch(self.feature_arch(dense, sparse, hist_ids)).squeeze(-1)
-        return self.wide(dense, sparse) + deep
+        deep: torch.Tensor = self.over_arch(self.feature_arch(dense, sparse, hist_ids))
+        wide: torch.Tensor = self.wide(dense, sparse)
+        return wide + deep.squeeze(-1)
 
 
 class CrossNet(nn.Module):
@@ -231,7 +234,8 @@ class DCNv2(FlatRanker):
     ) -> torch.Tensor:
         """dense float32 (B, Fd), sparse int64 (B, F), hist_ids int64 (B, N) -> logits (B,)."""
         x0 = self.feature_arch(dense, sparse, hist_ids)
-        return self.over_arch(self.interaction(x0)).squeeze(-1)
+        logits: torch.Tensor = self.over_arch(self.interaction(x0))
+        return logits.squeeze(-1)
 
 
 class MLPRanker(FlatRanker):
@@ -262,7 +266,8 @@ class MLPRanker(FlatRanker):
         self, dense: torch.Tensor, sparse: torch.Tensor, hist_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """dense float32 (B, Fd), sparse int64 (B, F), hist_ids int64 (B, N) -> logits (B,)."""
-        return self.over_arch(self.feature_arch(dense, sparse, hist_ids)).squeeze(-1)
+        logits: torch.Tensor = self.over_arch(self.feature_arch(dense, sparse, hist_ids))
+        return logits.squeeze(-1)
 
 
 NeuralRanker: TypeAlias = DLRM | WideAndDeep | DCNv2 | MLPRanker

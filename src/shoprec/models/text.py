@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import torch
 from tqdm.auto import tqdm
@@ -63,7 +64,7 @@ class TextEncoder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str], batch_size: int) -> npt.NDArray[np.float32]: ...
 
 
 def article_texts(articles: pl.DataFrame) -> list[str]:
@@ -115,7 +116,7 @@ def embed_articles(
     encoder: TextEncoder,
     batch_size: int = 256,
     progress: bool = True,
-) -> tuple[list[str], np.ndarray]:
+) -> tuple[list[str], npt.NDArray[np.float32]]:
     """Embed every article's text (:func:`article_texts`), encoding each distinct text once.
 
     Many retail articles share the same text (same name and attributes, no description), so
@@ -218,7 +219,7 @@ class MiniLMEncoder:
         """D, the embedding dimension (384 for all-MiniLM-L6-v2)."""
         return self._dim
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> npt.NDArray[np.float32]:
         """Encode texts; returns float32 (N, D), unit-norm rows. Raises ``ValueError``."""
         texts = _check_texts(texts, batch_size)
         if not texts:
@@ -297,9 +298,10 @@ class OpenClipTextEncoder:
     @property
     def model(self) -> torch.nn.Module:
         """The underlying open_clip model, in eval mode (e.g. to save its ``state_dict``)."""
-        return self._model
+        model: torch.nn.Module = self._model  # open_clip is untyped; its models are nn.Modules
+        return model
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> npt.NDArray[np.float32]:
         """Encode texts (truncated to the model's context length, 77 tokens for CLIP).
 
         Returns float32 (N, D), unit-norm rows. Raises ``ValueError`` for bad input.

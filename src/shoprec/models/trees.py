@@ -33,9 +33,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec.config import RankerKind, RankersConfig, from_plain, to_plain
 from shoprec.errors import ArtifactError
@@ -51,12 +52,12 @@ _MODEL_FILES: Final = {RankerKind.GBDT: "gbdt.txt", RankerKind.RF: "rf.joblib"}
 _FORMATS: Final = {RankerKind.GBDT: "lightgbm-text", RankerKind.RF: "sklearn-joblib"}
 
 
-def tree_features(inputs: RankingInputs) -> np.ndarray:
+def tree_features(inputs: RankingInputs) -> npt.NDArray[np.float32]:
     """The trees' feature matrix, float32 (M, Fd + F + 2) (columns in the module docstring)."""
     valid = inputs.hist_ids >= FIRST_ID
     length = valid.sum(1)
     log_rank = np.where(valid, np.log2(np.maximum(inputs.hist_ids, 1)), 0.0).sum(1)
-    return np.concatenate(
+    features: npt.NDArray[np.float32] = np.concatenate(
         [
             inputs.dense,
             inputs.sparse.astype(np.float32),
@@ -65,6 +66,7 @@ def tree_features(inputs: RankingInputs) -> np.ndarray:
         ],
         axis=1,
     ).astype(np.float32, copy=False)
+    return features
 
 
 def ranker_files(kind: RankerKind) -> tuple[str, ...]:
@@ -129,7 +131,7 @@ class TreeRanker:
             if card <= self.config.max_categorical
         ]
 
-    def _check(self, inputs: RankingInputs) -> np.ndarray:
+    def _check(self, inputs: RankingInputs) -> npt.NDArray[np.float32]:
         if inputs.dense.shape[1] != self.num_dense or inputs.sparse.shape[1] != len(
             self.cardinalities
         ):
@@ -143,9 +145,9 @@ class TreeRanker:
     def fit(
         self,
         train: RankingInputs,
-        labels: np.ndarray,
+        labels: npt.NDArray[np.integer[Any]],
         val: RankingInputs,
-        val_labels: np.ndarray,
+        val_labels: npt.NDArray[np.integer[Any]],
     ) -> dict[str, Any]:
         """Fit on 0/1 ``labels`` (M,); returns (and keeps) a summary with the validation AUC."""
         if len(train) != len(labels) or len(val) != len(val_labels):
@@ -206,16 +208,17 @@ class TreeRanker:
             "verbosity": -1,
         }
 
-    def predict(self, inputs: RankingInputs) -> np.ndarray:
+    def predict(self, inputs: RankingInputs) -> npt.NDArray[np.float32]:
         """Purchase probabilities, float32 (M,). Raises ``ValueError`` before ``fit``/``load``."""
         if self.estimator is None:
             raise ValueError(f"{self.kind.value} ranker is not fitted")
         x = self._check(inputs)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self.kind is RankerKind.RF:
-            self.estimator.n_jobs = self.threads or -1
-            p = self.estimator.predict_proba(x)[:, 1]
+        if self.kind is RankerKind.RF:  # fit and load set a forest for RF, a Booster for GBDT
+            forest = cast("RandomForestClassifier", self.estimator)
+            forest.n_jobs = self.threads or -1
+            p = forest.predict_proba(x)[:, 1]
         else:
             p = self.estimator.predict(
                 x, num_iteration=self.estimator.best_iteration or None, num_threads=self.threads

@@ -37,7 +37,7 @@ class ItemTower(nn.Module):
 
     @property
     def article_table(self) -> nn.Embedding:
-        return self.sparse_arch.tables[0]  # type: ignore[return-value]
+        return self.sparse_arch.embeddings[0]
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.sparse_arch(sparse).flatten(1), dense], dim=1)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -61,7 +62,9 @@ class QueryTowerStep(Step):
     def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> QueryTowerStep:
         return cls.load(directory)
 
-    def embed(self, sparse: np.ndarray, dense: np.ndarray, hist_ids: np.ndarray) -> np.ndarray:
+    def embed(
+        self, sparse: npt.NDArray[Any], dense: npt.NDArray[Any], hist_ids: npt.NDArray[Any]
+    ) -> npt.NDArray[np.float32]:
         """Query embeddings, float32 (B, D). Raises ``RequestError`` on bad shapes or ids."""
         batch = batch_size_of(
             {s.T_CUSTOMER_SPARSE: sparse, s.T_CUSTOMER_DENSE: dense, s.T_HIST_IDS: hist_ids}
@@ -73,14 +76,14 @@ class QueryTowerStep(Step):
         if batch == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         with torch.inference_mode():
-            out = self.tower(
+            out: torch.Tensor = self.tower(
                 torch.from_numpy(as_int64(sparse)),
                 torch.from_numpy(as_float32(dense)),
                 torch.from_numpy(as_int64(hist_ids)),
             )
         return out.numpy().astype(np.float32, copy=False)
 
-    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         q = self.embed(
             tensors[s.T_CUSTOMER_SPARSE], tensors[s.T_CUSTOMER_DENSE], tensors[s.T_HIST_IDS]
         )
@@ -88,7 +91,7 @@ class QueryTowerStep(Step):
 
 
 def _table_sizes(arch: SparseArch) -> list[int]:
-    return [cast(nn.Embedding, t).num_embeddings for t in arch.tables]
+    return [t.num_embeddings for t in arch.embeddings]
 
 
 def _linears(module: nn.Module) -> list[nn.Linear]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from torch import nn
 
 from shoprec import schema as s
@@ -70,7 +72,7 @@ class RankingStep(Step):
         self,
         model: Ranker,
         articles: EncodedArticles,
-        attributes: np.ndarray,
+        attributes: npt.NDArray[Any],
         max_k: int,
         exclude_purchased: bool,
     ):
@@ -131,12 +133,12 @@ class RankingStep(Step):
 
     def rank(
         self,
-        sparse: np.ndarray,
-        dense: np.ndarray,
-        hist_ids: np.ndarray,
-        hist_counts: np.ndarray,
-        candidates: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        sparse: npt.NDArray[Any],
+        dense: npt.NDArray[Any],
+        hist_ids: npt.NDArray[Any],
+        hist_counts: npt.NDArray[Any],
+        candidates: npt.NDArray[Any],
+    ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]:
         """(article ids bytes (B, K), scores float32 (B, K)), best first.
 
         Raises:
@@ -188,6 +190,6 @@ class RankingStep(Step):
         )
         return self._ids[rows], scores.astype(np.float32, copy=False)
 
-    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         ids, scores = self.rank(*(tensors[name] for name in self.inputs))
         return {s.T_ARTICLE_IDS: ids, s.T_SCORES: scores}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 
 from shoprec import artifacts as A
 from shoprec import schema as s
@@ -48,7 +50,7 @@ class RetrievalStep(Step):
     def __init__(
         self,
         index: faiss.Index,
-        history_rows: np.ndarray,
+        history_rows: npt.NDArray[Any],
         candidates: int,
         history_candidates: bool,
     ):
@@ -76,7 +78,9 @@ class RetrievalStep(Step):
             directory, int_param(params, P_CANDIDATES), bool_param(params, P_HISTORY_CANDIDATES)
         )
 
-    def retrieve(self, query: np.ndarray, hist_ids: np.ndarray) -> np.ndarray:
+    def retrieve(
+        self, query: npt.NDArray[Any], hist_ids: npt.NDArray[Any]
+    ) -> npt.NDArray[np.int64]:
         """Candidate rows int64 (B, C). Raises ``RequestError`` on bad shapes or ids."""
         batch = batch_size_of({s.T_QUERY_EMBEDDING: query, s.T_HIST_IDS: hist_ids})
         check_width(s.T_QUERY_EMBEDDING, query, self.index.d)
@@ -92,5 +96,5 @@ class RetrievalStep(Step):
         )
         return cands
 
-    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         return {s.T_CANDIDATES: self.retrieve(tensors[s.T_QUERY_EMBEDDING], tensors[s.T_HIST_IDS])}

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec import schema as s
 from shoprec.config import RankerKind
@@ -87,7 +88,7 @@ class Step(ABC):
     outputs: ClassVar[tuple[str, ...]]
 
     @abstractmethod
-    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run on a batch: every input (B, ...) -> every output (B, ...)."""
 
     @classmethod
@@ -200,7 +201,7 @@ def execute_requests(step: Step, requests: Sequence[Any], pb_utils: Any) -> list
         {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in step.inputs}
         for r in requests
     ]
-    results: list[dict[str, np.ndarray] | RequestError]
+    results: list[dict[str, npt.NDArray[Any]] | RequestError]
     try:
         results = [
             *_split(step(_concat(arrays, step.inputs)), [len(a[step.inputs[0]]) for a in arrays])
@@ -227,7 +228,9 @@ def execute_requests(step: Step, requests: Sequence[Any], pb_utils: Any) -> list
     return responses
 
 
-def _concat(arrays: list[dict[str, np.ndarray]], names: Sequence[str]) -> dict[str, np.ndarray]:
+def _concat(
+    arrays: list[dict[str, npt.NDArray[Any]]], names: Sequence[str]
+) -> dict[str, npt.NDArray[Any]]:
     if len(arrays) == 1:
         return arrays[0]
     try:
@@ -236,7 +239,9 @@ def _concat(arrays: list[dict[str, np.ndarray]], names: Sequence[str]) -> dict[s
         raise RequestError(f"requests cannot be batched together: {exc}") from exc
 
 
-def _split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
+def _split(
+    outputs: dict[str, npt.NDArray[Any]], sizes: list[int]
+) -> list[dict[str, npt.NDArray[Any]]]:
     bounds = np.cumsum([0, *sizes])
     return [
         {n: v[bounds[i] : bounds[i + 1]] for n, v in outputs.items()} for i in range(len(sizes))
@@ -246,7 +251,7 @@ def _split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, n
 # ---- validation and loading helpers ----------------------------------------------------------
 
 
-def batch_size_of(tensors: Mapping[str, np.ndarray]) -> int:
+def batch_size_of(tensors: Mapping[str, npt.NDArray[Any]]) -> int:
     batch = None
     for name, x in tensors.items():
         if x.ndim != 2:
@@ -257,34 +262,35 @@ def batch_size_of(tensors: Mapping[str, np.ndarray]) -> int:
     return int(batch or 0)
 
 
-def check_width(name: str, x: np.ndarray, width: int) -> None:
+def check_width(name: str, x: npt.NDArray[Any], width: int) -> None:
     if x.shape[1] != width:
         raise RequestError(f"{name}: expected width {width}, got shape {x.shape}")
 
 
-def check_range(name: str, x: np.ndarray, upper: int, lower: int = 0) -> None:
+def check_range(name: str, x: npt.NDArray[Any], upper: int, lower: int = 0) -> None:
     if x.size and (x.min() < lower or x.max() >= upper):
         bad = x[(x < lower) | (x >= upper)].flat[0]
         raise RequestError(f"{name}: id {bad} outside [{lower}, {upper})")
 
 
-def check_sparse(name: str, x: np.ndarray, cards: Sequence[int]) -> None:
+def check_sparse(name: str, x: npt.NDArray[Any], cards: Sequence[int]) -> None:
     for j, card in enumerate(cards):
         check_range(f"{name}[:, {j}]", x[:, j], card)
 
 
-def as_int64(x: np.ndarray) -> np.ndarray:
+def as_int64(x: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     return np.ascontiguousarray(x, dtype=np.int64)
 
 
-def as_float32(x: np.ndarray) -> np.ndarray:
+def as_float32(x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def load_array(path: Path) -> np.ndarray:
+def load_array(path: Path) -> npt.NDArray[Any]:
     if not path.exists():
         raise ArtifactError(f"serving file not found: {path} (export the Triton repository first)")
-    return np.load(path, allow_pickle=False)
+    array: npt.NDArray[Any] = np.load(path, allow_pickle=False)
+    return array
 
 
 def int_param(params: Mapping[str, str], key: str) -> int:

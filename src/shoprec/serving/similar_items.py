@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shoprec import schema as s
 from shoprec.config import IndexConfig
@@ -121,7 +122,9 @@ class SimilarItemsStep(Step):
     def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> SimilarItemsStep:
         return cls.load(directory, int_param(params, P_MAX_K))
 
-    def similar(self, article_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def similar(
+        self, article_ids: npt.NDArray[Any]
+    ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]:
         """(article ids bytes (B, K), scores float32 (B, K)) for article ids (B, 1).
 
         Raises:
@@ -143,6 +146,6 @@ class SimilarItemsStep(Step):
             raise RequestError(f"unknown {s.T_ARTICLE_ID} {key!r}")
         return row
 
-    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         ids, scores = self.similar(tensors[s.T_ARTICLE_ID])
         return {s.T_ARTICLE_IDS: ids, s.T_SCORES: scores}

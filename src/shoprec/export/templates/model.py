@@ -7,6 +7,7 @@ file. All logic lives in the package, so it is tested without Triton.
 
 import json
 from pathlib import Path
+from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
@@ -18,5 +19,5 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.step = step_from_model_config(version_dir, json.loads(args["model_config"]))
 
-    def execute(self, requests: list) -> list:
+    def execute(self, requests: list[Any]) -> list[Any]:
         return execute_requests(self.step, requests, pb_utils)
