@@ -43,6 +43,7 @@ from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import repo_dir
 from shoprec.featurestore.tables import ONLINE_DATA_DIR, POPULAR_FILE
+from shoprec.featurestore.versions import current_dir
 from shoprec.serving.runtime import load_step
 from shoprec.serving.stack import (
     ServingStack,
@@ -110,7 +111,7 @@ def served(tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Served:
     articles = {row[s.ARTICLE_ID]: row for row in canonical.iter_rows(named=True)}
     feature_repo = repo_dir(paths.models_dir)
     popular = (
-        pl.read_parquet(feature_repo / ONLINE_DATA_DIR / POPULAR_FILE)
+        pl.read_parquet(current_dir(feature_repo) / ONLINE_DATA_DIR / POPULAR_FILE)
         .get_column(s.ARTICLE_ID)
         .to_list()
     )
