@@ -140,7 +140,8 @@ class SimilarItemsStep(Step):
         key = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
         row = self.rows.get(key)
         if row is None:
-            raise RequestError(f"unknown {s.T_ARTICLE_ID} {key!r}")
+            # The value is not echoed back: a client error never carries client input.
+            raise RequestError(f"unknown {s.T_ARTICLE_ID} ({len(key.encode())} bytes)")
         return row
 
     def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
