@@ -190,8 +190,8 @@ def execute_requests(step: Step, requests: Sequence[Any], pb_utils: Any) -> list
 
     The requests' inputs are concatenated along the batch axis and run once; when that raises
     :class:`RequestError`, each request runs alone so that only the bad ones get an error
-    response (``pb_utils.TritonError`` with the message and code ``INVALID_ARG``). Other exceptions propagate (Triton
-    then fails the whole batch and logs the traceback).
+    response (``pb_utils.TritonError`` with the message and code ``INVALID_ARG``). Other
+    exceptions propagate (Triton then fails the whole batch and logs the traceback).
 
     Args:
         pb_utils: the ``triton_python_backend_utils`` module (passed in, so that this module
