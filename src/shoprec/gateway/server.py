@@ -10,7 +10,8 @@ proxy such as nginx would (``client_header_timeout``, ``client_body_timeout``,
 
 * a request head larger than :attr:`ConnectionLimits.max_header_bytes`, or with more than
   :attr:`ConnectionLimits.max_headers` header lines, gets **431** and the connection is closed,
-  checked on the raw bytes before the parser sees them;
+  checked on the raw bytes before the parser sees them (what the client still sends is dropped
+  for up to :data:`LINGER_S` / :data:`LINGER_BYTES`, so that it can read the answer);
 * a head not complete within :attr:`ConnectionLimits.header_timeout_s` of the connection (or of
   the previous response on a keep-alive connection) gets **408** and is closed; a connection
   that sent nothing is closed without an answer;
@@ -51,6 +52,11 @@ APP: Final = "shoprec.gateway.main:make_app"
 # Paths a busy server still answers: a liveness probe must not fail because of load.
 UNLIMITED_PATHS: Final = frozenset({"/healthz"})
 _HEAD_END: Final = b"\r\n\r\n"
+# After a 408/431 the connection lingers (nginx's lingering close): what the client still sends
+# is read and dropped, up to these bounds, so that its kernel does not reset the connection
+# before it has read the answer.
+LINGER_S: Final = 1.0
+LINGER_BYTES: Final = 1024 * 1024
 _REASONS: Final = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
@@ -99,6 +105,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current head received so far
         self._head_lines = 0  # line feeds in them
         self._tail = b""  # last bytes of the previous chunk, to find a split "\r\n\r\n"
+        self._lingering = False  # answered 408/431: dropping input until closed
+        self._dropped = 0
 
     # ---- deadlines ------------------------------------------------------------------------
     def _arm(self, seconds: float) -> None:
@@ -119,14 +127,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._in_head:
-            if self._head_bytes:  # a slow head; an idle connection is just closed
-                self.transport.write(error_response(408, REQUEST_TIMEOUT))
-            self.logger.info("request head late (%.1f s): closed", self.limits.header_timeout_s)
-        else:  # a slow body
-            if self.cycle is not None and not self.cycle.response_started:
-                self.transport.write(error_response(408, REQUEST_TIMEOUT))
-            self.logger.info("request body late (%.1f s): closed", self.limits.body_timeout_s)
-        self.transport.close()
+            self.logger.info("request head late (%.1f s)", self.limits.header_timeout_s)
+            if not self._head_bytes:  # an idle connection is just closed
+                self.transport.close()
+                return
+        else:
+            self.logger.info("request body late (%.1f s)", self.limits.body_timeout_s)
+            if self.cycle is None or self.cycle.response_started:
+                self.transport.close()
+                return
+        self._reject(408, REQUEST_TIMEOUT)
+
+    def _reject(self, status: int, detail: str) -> None:
+        """Answer ``status`` and close once the client has had the chance to read it."""
+        self._in_head = False
+        self._lingering = True
+        self.transport.write(error_response(status, detail))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._disarm()
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     # ---- uvicorn / asyncio callbacks --------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -138,11 +158,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.close()
+            return
         if self._in_head and not self._count_head(data):
-            self._disarm()
-            self._in_head = False
-            self.transport.write(error_response(431, HEADERS_TOO_LARGE))
-            self.transport.close()
+            self._reject(431, HEADERS_TOO_LARGE)
             return
         super().data_received(data)
 
@@ -160,7 +182,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # A pipelined request already parsed is being served: its head is complete.
-        if not self.transport.is_closing() and not self.pipeline:
+        if not self.transport.is_closing() and not self.pipeline and not self._lingering:
             self._await_head()
 
     def _count_head(self, data: bytes) -> bool:
