@@ -281,7 +281,10 @@ class Supervisor:
         self, name: str, state: ChildState, group: ProcessGroup, code: int, now: float
     ) -> None:
         uptime = now - group.started
-        reap_group(group.pid, state.spec.stop_grace_s)  # orphans of the group: e.g. stubs
+        # What is left of the group are orphans (e.g. Python-backend stubs of a killed
+        # tritonserver): nothing coordinates them any more, so they get SIGKILL at once.
+        signal_group(group.pid, signal.SIGKILL)
+        reap_group(group.pid, state.spec.stop_grace_s)
         state.group, state.last_exit = None, code
         self._cleanup(state)
         spec = state.spec
