@@ -39,6 +39,7 @@ import pytest
 import redis
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Ok
 from typer.testing import CliRunner
 
 from shoprec import schema as s
@@ -280,7 +281,9 @@ def test_api_answers_every_generated_request_by_its_schema(faults: Faults) -> No
     """schemathesis, every check, :data:`FUZZ_EXAMPLES` generated requests per operation: no
     5xx (Triton and the store are up) and every answer matches the OpenAPI document."""
     api = schemathesis.openapi.from_url(f"{faults.stack.gateway_url}/openapi.json")
-    operations = [result.ok() for result in api.get_all_operations()]
+    results = list(api.get_all_operations())
+    operations = [r.ok() for r in results if isinstance(r, Ok)]
+    assert len(operations) == len(results)  # the document parses into operations
     assert {op.label for op in operations} >= {
         f"GET {RECOMMEND}",
         f"GET {SIMILAR}",

@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,9 +103,13 @@ def server() -> Iterator[Server]:
     thread.join(10)
 
 
+_unread: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a content-length: (status, headers, body)."""
-    data = b""
+    """The next HTTP/1.1 response with a content-length: (status, headers, body); bytes of a
+    following response are kept for the next call."""
+    data = _unread.pop(sock, b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
@@ -119,6 +124,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         if not chunk:
             break
         rest += chunk
+    _unread[sock] = rest[length:]
     return int(status_line.split()[1]), headers, rest[:length]
 
 
@@ -196,6 +202,22 @@ def test_a_huge_header_is_cut_off_after_the_limit(server: Server) -> None:
             pass
         assert sent < 10_000_000  # the server stopped reading long before 100 MB
         assert time.monotonic() - start < 2.0
+
+
+def test_a_next_head_sent_while_a_request_is_served_is_counted_too(server: Server) -> None:
+    """Bytes of the next (pipelined) head that arrive while the server is busy with a request
+    count against the limit, not only those after the response."""
+    with server.connect() as sock:
+        sock.sendall(get("/slow"))
+        time.sleep(0.1)  # /slow is in the app now
+        try:
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: t\r\nX-Big: ")
+            for _ in range(20):
+                sock.sendall(b"b" * 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert read_response(sock)[::2] == (200, b"slow")
+        assert read_response(sock)[0] == 431
 
 
 @pytest.mark.parametrize(("headers", "status"), [(LIMITS.max_headers, 200), (21, 431)])

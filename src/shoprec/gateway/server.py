@@ -106,6 +106,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_lines = 0  # line feeds in them
         self._tail = b""  # last bytes of the previous chunk, to find a split "\r\n\r\n"
         self._lingering = False  # answered 408/431: dropping input until closed
+        self._reject_after_response = False  # next head too large while a request is served
         self._dropped = 0
 
     # ---- deadlines ------------------------------------------------------------------------
@@ -118,9 +119,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
-    def _await_head(self) -> None:
+    def _start_head(self) -> None:
+        """The next bytes are a new request head: count them from zero."""
         self._in_head, self._head_bytes, self._head_lines, self._tail = True, 0, 0, b""
-        self._arm(self.limits.header_timeout_s)
 
     def _deadline_passed(self) -> None:
         self._timer = None
@@ -151,20 +152,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # ---- uvicorn / asyncio callbacks --------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_head()
+        self._start_head()
+        self._arm(self.limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or self._reject_after_response:
             self._dropped += len(data)
             if self._dropped > LINGER_BYTES:
                 self.transport.close()
             return
         if self._in_head and not self._count_head(data):
-            self._reject(431, HEADERS_TOO_LARGE)
+            if self.cycle is not None and not self.cycle.response_complete:
+                # Answer the request being served first; read nothing more until then.
+                self._reject_after_response = True
+                self.flow.pause_reading()
+            else:
+                self._reject(431, HEADERS_TOO_LARGE)
             return
         super().data_received(data)
 
@@ -178,12 +185,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
+        # Bytes from now on belong to the next head, counted even while this request is
+        # served (its deadline starts with the response, below).
+        self._start_head()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # A pipelined request already parsed is being served: its head is complete.
-        if not self.transport.is_closing() and not self.pipeline and not self._lingering:
-            self._await_head()
+        if self.transport.is_closing():
+            return
+        if self._reject_after_response:
+            self._reject(431, HEADERS_TOO_LARGE)
+        elif not self.pipeline and not self._lingering:
+            # (a pipelined request already parsed is being served: its head is complete)
+            self._arm(self.limits.header_timeout_s)
 
     def _count_head(self, data: bytes) -> bool:
         """Add ``data`` to the head being received; False once it breaks a limit."""
