@@ -154,10 +154,10 @@ class ServingStack:
         deadline = time.monotonic() + self.config.ready_timeout_s
         while not ready():
             if not self.supervisor.running(name):
-                code = self.supervisor.child(name).group
+                group = self.supervisor.child(name).group
+                code = None if group is None else group.poll()
                 raise StackError(
-                    f"{name} exited ({None if code is None else code.poll()}) before it was "
-                    f"ready:\n{_tail(log)}"
+                    f"{name} exited with code {code} before it was ready:\n{_tail(log)}"
                 )
             if time.monotonic() > deadline:
                 raise StackError(
