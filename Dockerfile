@@ -8,6 +8,8 @@ RUN pip install torch==2.14.1 torchvision==0.29.1 --index-url https://download.p
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY feature_repo ./feature_repo
-RUN pip install .
+RUN pip install . && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin shoprec
+# Unprivileged: a mounted models/ must be writable by uid 10001 for `shoprec materialize`.
+USER shoprec
 EXPOSE 8080
 CMD ["shoprec", "gateway", "--host", "0.0.0.0", "--port", "8080"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,12 +20,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _config(*files: Path) -> subprocess.CompletedProcess[str]:
+PASSWORD = "test-password"
+
+
+def _config(*files: Path, password: str | None = PASSWORD) -> subprocess.CompletedProcess[str]:
     args = [str(COMPOSE)]
     for f in files:
         args += ["-f", str(f)]
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "TRITON_ADMIN_KEY")}
+    if password is not None:
+        env["REDIS_PASSWORD"] = password
     return subprocess.run(
-        [*args, "config"], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+        [*args, "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env=env,
     )
 
 
@@ -43,6 +56,58 @@ def test_compose_file_is_valid_and_wires_the_stack() -> None:
     fields = {f"SHOPREC_{name.upper()}" for name in Settings.model_fields}
     assert set(gateway_env) <= fields, set(gateway_env) - fields
     assert gateway_env["SHOPREC_TRITON_URL"] == "triton:8001"
+    assert gateway_env["SHOPREC_REDIS_URL"] == f"redis:6379,password={PASSWORD}"
+
+
+def test_only_the_gateway_is_published_and_the_rest_is_internal() -> None:
+    result = _config(ROOT / "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert published == {"gateway": [{"published": 8080, "target": 8080}]}
+    assert config["networks"]["backend"] == {"internal": True}
+    for name in ("redis", "triton", "materialize", "perf"):
+        assert list(services[name]["networks"]) == ["backend"], name
+    assert set(services["gateway"]["networks"]) == {"backend", "frontend"}
+    for name in ("redis", "triton", "gateway"):
+        assert services[name]["restart"] == "unless-stopped", name
+        assert services[name]["healthcheck"]["test"], name
+    assert services["materialize"]["restart"] == "no"  # one-shot
+
+
+def test_redis_has_a_password_and_an_append_only_file() -> None:
+    result = _config(ROOT / "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    redis = yaml.safe_load(result.stdout)["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == PASSWORD
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert [v.split(":")[:2] for v in redis["volumes"]] == [["redis-data", "/data"]]
+    missing = _config(ROOT / "docker-compose.yml", password=None)
+    assert missing.returncode != 0
+    assert "set REDIS_PASSWORD" in missing.stderr
+
+
+def test_containers_run_as_non_root_users() -> None:
+    result = _config(ROOT / "docker-compose.yml")
+    assert yaml.safe_load(result.stdout)["services"]["redis"]["user"] == "redis"
+    for dockerfile, user in (("Dockerfile", "shoprec"), ("Dockerfile.triton", "triton-server")):
+        lines = (ROOT / dockerfile).read_text().splitlines()
+        users = [line.split()[1] for line in lines if line.startswith("USER ")]
+        assert users == [user], dockerfile
+
+
+def test_the_triton_image_has_the_2025_security_fixes_and_restricted_apis() -> None:
+    text = (ROOT / "Dockerfile.triton").read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("ARG TRITON_IMAGE=")]
+    year, month = line.split(":")[-1].split("-")[0].split(".")
+    assert (int(year), int(month)) >= (25, 7)
+    for api in ("--http-restricted-api=$RESTRICTED", "--grpc-restricted-protocol=$RESTRICTED"):
+        assert api in text
+    assert "RESTRICTED=model-repository,shared-memory,logging,trace:shoprec-admin-key=" in text
 
 
 def test_gpu_override_reserves_a_gpu_for_triton() -> None:

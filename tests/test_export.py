@@ -497,7 +497,7 @@ def test_similar_items_excludes_the_query_and_matches_brute_force(
                 expected.append(float(sim))
         expected = (expected + [-np.inf] * TINY_EXPORT.max_k)[: TINY_EXPORT.max_k]
         np.testing.assert_allclose(scores[b], expected, rtol=1e-4, atol=1e-5)
-    with pytest.raises(RequestError, match="unknown article_id 'nope'"):
+    with pytest.raises(RequestError, match=r"^unknown article_id \(4 bytes\)$"):
         step.similar(np.array([[b"nope"]], dtype=object))
 
 
@@ -552,6 +552,12 @@ def _fake_pb_utils() -> SimpleNamespace:
         def as_numpy(self) -> np.ndarray:
             return self.array
 
+    class TritonError:
+        INVALID_ARG = 3
+
+        def __init__(self, message: str, code: int | None = None):
+            self.message, self.code = message, code
+
     class Response:
         def __init__(self, output_tensors: list[Tensor], error: Any = None):
             self.outputs = {t.name: t.array for t in output_tensors}
@@ -560,7 +566,7 @@ def _fake_pb_utils() -> SimpleNamespace:
     return SimpleNamespace(
         Tensor=Tensor,
         InferenceResponse=Response,
-        TritonError=lambda message: message,
+        TritonError=TritonError,
         get_input_tensor_by_name=lambda request, name: Tensor(name, request[name]),
     )
 
@@ -577,7 +583,9 @@ def test_execute_requests_answers_each_request_and_isolates_bad_ones(
     pb = _fake_pb_utils()
     batched = execute_requests(step, [good, bad, good], pb)
     assert len(batched) == 3
-    assert batched[1].error == "unknown article_id 'nope'" and not batched[1].outputs
+    error = batched[1].error
+    assert (error.message, error.code) == ("unknown article_id (4 bytes)", 3)
+    assert not batched[1].outputs
     alone = step(good)
     for response in (batched[0], batched[2]):
         assert response.error is None

@@ -6,8 +6,10 @@ delete that project's keys afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,7 +41,6 @@ from shoprec.features.encode import EncodedCustomers, encode_customers, fit_work
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore import OnlineFeatures, OnlineStoreError
 from shoprec.featurestore.store import (
-    FEATURE_STORE_YAML,
     default_definitions,
     load_definitions,
     teardown,
@@ -51,6 +52,12 @@ from shoprec.featurestore.tables import (
     POPULAR_FILE,
     encoded_columns,
     read_customer_ids,
+)
+from shoprec.featurestore.versions import (
+    CURRENT_FILE,
+    FEATURE_STORE_YAML,
+    current_dir,
+    list_versions,
 )
 from toydata import make_canonical
 
@@ -96,7 +103,10 @@ def _redis_available() -> bool:
 
 
 def _project_keys(project: str) -> list[bytes]:
-    return list(redis.Redis(host="127.0.0.1", port=6379).scan_iter(match=b"*" + project.encode()))
+    """Keys of every version of the Feast project ``project`` (``<project>_<version>``), the
+    sentinels included."""
+    pattern = b"*" + project.encode() + b"_v*"
+    return list(redis.Redis(host="127.0.0.1", port=6379).scan_iter(match=pattern))
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +169,7 @@ def redis_repo(toy: Toy, redis_project: str) -> Iterator[Path]:
         redis_url=REDIS_URL,
         project=redis_project,
     )
-    assert len(_project_keys(redis_project)) == 6 + 8
+    assert len(_project_keys(redis_project)) == 6 + 8 + 1  # rows + the sentinel
     yield report.repo_path
     teardown(report.repo_path)
     assert _project_keys(redis_project) == []
@@ -257,7 +267,7 @@ def test_feature_repo_declares_the_schema_names(sqlite_repo: Path) -> None:
     assert {f.dtype for f in art.features} == {String}
     assert fv.batch_source.path == f"data/{CUSTOMERS_FILE}"  # relative: resolved per repo
     # what `feast apply` registered in the dataset's repo
-    store = FeatureStore(repo_path=str(sqlite_repo))
+    store = FeatureStore(repo_path=str(current_dir(sqlite_repo)))
     assert {v.name for v in store.list_feature_views()} == {
         s.CUSTOMER_FEATURE_VIEW,
         s.ARTICLE_FEATURE_VIEW,
@@ -266,7 +276,9 @@ def test_feature_repo_declares_the_schema_names(sqlite_repo: Path) -> None:
     assert set(services) == {s.RECOMMEND_FEATURE_SERVICE, s.ARTICLE_FEATURE_SERVICE}
     projections = services[s.RECOMMEND_FEATURE_SERVICE].feature_view_projections
     assert [f.name for f in projections[0].features] == list(s.ENCODED_CUSTOMER_FEATURES)
-    assert (sqlite_repo / "definitions.py").read_bytes() == default_definitions().read_bytes()
+    assert (current_dir(sqlite_repo) / "definitions.py").read_bytes() == (
+        default_definitions().read_bytes()
+    )
 
 
 # ---- online reads, SQLite and Redis ----------------------------------------------------------
@@ -362,7 +374,7 @@ def test_unreachable_redis_fails_fast_with_the_address(toy: Toy, redis_repo: Pat
 
     online = OnlineFeatures(redis_repo, redis_url="127.0.0.1:1")
     t = time.perf_counter()
-    with pytest.raises(OnlineStoreError, match=r"unreachable \(127\.0\.0\.1:1"):
+    with pytest.raises(OnlineStoreError, match=r"\(127\.0\.0\.1:1,.*\) is unreachable"):
         online.ping()
     with pytest.raises(OnlineStoreError, match="Connection refused"):
         online.get_customers(["c0"])
@@ -372,16 +384,19 @@ def test_unreachable_redis_fails_fast_with_the_address(toy: Toy, redis_repo: Pat
 def test_unmaterialized_or_missing_repo_gives_clear_errors(
     sqlite_repo: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(ArtifactError, match="online_tables.json not found"):
+    with pytest.raises(ArtifactError, match="nowhere: no materialized feature store"):
         OnlineFeatures(tmp_path / "nowhere")
     repo = tmp_path / "copy"
     shutil.copytree(sqlite_repo, repo)
-    (repo / "data" / "online_store.db").unlink()
+    (current_dir(repo) / "data" / "online_store.db").unlink()
     with pytest.raises(OnlineStoreError, match="not materialized"):
         OnlineFeatures(repo).ping()
     with pytest.raises(ValueError, match="applies to Redis only"):
         OnlineFeatures(sqlite_repo, redis_url=REDIS_URL)
-    assert "type: sqlite" in (sqlite_repo / FEATURE_STORE_YAML).read_text()
+    assert "type: sqlite" in (current_dir(sqlite_repo) / FEATURE_STORE_YAML).read_text()
+    (repo / CURRENT_FILE).write_text("../../etc\n")
+    with pytest.raises(ValueError, match="not a feature repo version name"):
+        OnlineFeatures(repo)
 
 
 def test_invalid_project_or_store_kind(toy: Toy) -> None:
@@ -400,43 +415,122 @@ def test_rematerializing_replaces_redis_rows_and_teardown_spares_other_projects(
     toy: Toy, redis_repo: Path, redis_project: str
 ) -> None:
     """Feast's Redis store keeps a row whose event time is not newer; a retrained workflow with
-    the same snapshot must still replace every row, and teardown must touch one project only.
+    the same snapshot must still be served in full (a new version), old versions are pruned,
+    and teardown touches one feature repo's projects only.
     """
     models = toy.models_copy("toy_retrained")
-    wf = Workflow.load(models / A.WORKFLOW_FILE)
-    vocab = wf.categorical_ops[s.ARTICLE_ID].vocab
-    vocab["a0"], vocab["a4"] = vocab["a4"], vocab["a0"]  # "retrained": other article ids
-    wf.save(models / A.WORKFLOW_FILE)
     project = redis_project + "_b"
     client = redis.Redis(host="127.0.0.1", port=6379)
-    # the key project "other_<project>" would give customer c0: ends with `project` too
-    c0 = EntityKeyProto(join_keys=[s.CUSTOMER_ID], entity_values=[ValueProto(string_val="c0")])
-    decoy = (
-        serialize_entity_key(c0, entity_key_serialization_version=3) + b"other_" + project.encode()
-    )
-    client.set(decoy, b"1")
+    decoy = b""
     try:
-        materialize(
-            toy.models_copy("toy_before"),
-            toy.dataset,
-            toy.canonical,
-            online_store="redis",
-            project=project,
-        )
-        report = materialize(
+        first = materialize(
             models, toy.dataset, toy.canonical, online_store="redis", project=project
         )
-        _, features = OnlineFeatures(report.repo_path).get_customers(["c0", "c3"])
+        online = OnlineFeatures(first.repo_path)
+        assert online.version == first.version
+        wf = Workflow.load(models / A.WORKFLOW_FILE)
+        vocab = wf.categorical_ops[s.ARTICLE_ID].vocab
+        vocab["a0"], vocab["a4"] = vocab["a4"], vocab["a0"]  # "retrained": other article ids
+        wf.save(models / A.WORKFLOW_FILE)
+        second = materialize(
+            models, toy.dataset, toy.canonical, online_store="redis", project=project
+        )
+        assert second.project == f"{project}_{second.version}" != first.project
+        # the reader keeps its version until it refreshes, then reads the new one
+        _, before = online.get_customers(["c0", "c3"])
+        np.testing.assert_array_equal(before[s.T_HIST_IDS], toy.encoded.hist_ids[[0, 3]])
+        assert online.refresh() is True and online.refresh() is False
+        assert online.version == second.version
+        _, features = online.get_customers(["c0", "c3"])
         expected = encode_customers(
             wf, pl.read_parquet(toy.dataset / "customer_features_latest.parquet"), HISTORY
         )
         np.testing.assert_array_equal(features[s.T_HIST_IDS], expected.hist_ids[[0, 3]])
         assert not np.array_equal(expected.hist_ids, toy.encoded.hist_ids)
+        assert len(_project_keys(project)) == 2 * (6 + 8 + 1)  # both versions are kept
 
-        teardown(report.repo_path)
+        third = materialize(
+            models, toy.dataset, toy.canonical, online_store="redis", project=project
+        )
+        assert list_versions(third.repo_path) == [second.version, third.version]
+        assert len(_project_keys(project)) == 2 * (6 + 8 + 1)  # the first one is gone
+        assert not [k for k in _project_keys(project) if k.endswith(first.project.encode())]
+
+        # the key project "other_<project>" would give customer c0: ends with it too
+        c0 = EntityKeyProto(join_keys=[s.CUSTOMER_ID], entity_values=[ValueProto(string_val="c0")])
+        decoy = (
+            serialize_entity_key(c0, entity_key_serialization_version=3)
+            + b"other_"
+            + third.project.encode()
+        )
+        client.set(decoy, b"1")
+        teardown(third.repo_path)
         assert _project_keys(project) == [decoy]
-        assert len(_project_keys(redis_project)) == 6 + 8  # the other project is untouched
-        with pytest.raises(ArtifactError, match="registry.db not found"):
-            OnlineFeatures(report.repo_path)
+        assert len(_project_keys(redis_project)) == 6 + 8 + 1  # the other repo is untouched
+        with pytest.raises(ArtifactError, match="no materialized feature store"):
+            OnlineFeatures(third.repo_path)
     finally:
         client.delete(decoy, *_project_keys(project))
+
+
+# ---- store integrity: versions, sentinel, known customers -------------------------------------
+
+
+def test_materialize_publishes_a_complete_version_with_a_sentinel(
+    toy: Toy, sqlite_repo: Path
+) -> None:
+    online = OnlineFeatures(sqlite_repo)
+    (version,) = list_versions(sqlite_repo)
+    assert (sqlite_repo / CURRENT_FILE).read_text() == version + "\n"
+    assert online.version == version
+    db = current_dir(sqlite_repo) / "data" / "online_store.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        ((value,),) = conn.execute("SELECT value FROM shoprec_materialized").fetchall()
+    record = json.loads(value)
+    assert record["project"] == f"shoprec_toy_{version}"
+    assert record["rows"] == {s.CUSTOMER_FEATURE_VIEW: 6, s.ARTICLE_FEATURE_VIEW: 8}
+    online.ping()
+    assert online.known_customers(["c0", "nobody", "c5", ""]).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+
+
+def test_an_empty_or_foreign_store_is_an_error_not_a_cold_start(toy: Toy, redis_repo: Path) -> None:
+    """Redis restarted without persistence: the sentinel is gone with the rows. A reader must
+    not take every customer for a new one."""
+    online = OnlineFeatures(redis_repo)
+    project = online._version.config.project
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    key = f"shoprec:materialized:{project}"
+    saved = client.get(key)
+    assert saved is not None
+    try:
+        client.delete(key)
+        with pytest.raises(OnlineStoreError, match="holds no materialized version"):
+            online.ping()
+        with pytest.raises(OnlineStoreError, match="holds no materialized version"):
+            online.get_customers(["c0", "nobody"])
+        found, _ = online.get_customers(["c0"])  # all found: no doubt, no extra read
+        assert found.tolist() == [True]
+        client.set(key, json.dumps({**json.loads(saved), "manifest_sha256": "0" * 64}))
+        with pytest.raises(OnlineStoreError, match="foreign store"):
+            online.ping()
+    finally:
+        client.set(key, saved)
+    online.ping()
+
+
+def test_a_failed_materialize_leaves_the_served_version(toy: Toy, tmp_path: Path) -> None:
+    models = toy.models_copy("toy_fails")
+    first = materialize(models, toy.dataset, toy.canonical)
+    (models / A.WORKFLOW_FILE).write_text("{broken")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the JSON reader raises
+        materialize(models, toy.dataset, toy.canonical)
+    assert list_versions(first.repo_path) == [first.version]
+    online = OnlineFeatures(first.repo_path)
+    assert online.version == first.version
+    online.ping()

@@ -91,6 +91,8 @@ class FakeStore:
         self.blocking: set[str] = set()
         self.release = threading.Event()
         self.calls: list[tuple[str, Any]] = []
+        self.snapshot: set[str] = {KNOWN_CUSTOMER}  # customers of the materialized snapshot
+        self.refreshes = 0
 
     def _enter(self, method: str, argument: Any) -> None:
         self.calls.append((method, argument))
@@ -118,6 +120,13 @@ class FakeStore:
 
     def ping(self) -> None:
         self._enter("ping", None)
+
+    def known_customers(self, ids: Sequence[str]) -> np.ndarray:
+        return np.array([customer_id in self.snapshot for customer_id in ids], dtype=bool)
+
+    def refresh(self) -> bool:
+        self.refreshes += 1
+        return False
 
 
 def ranked_response(

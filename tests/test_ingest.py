@@ -319,6 +319,59 @@ def test_successful_ingest_replaces_existing_output(raw: Path, tmp_path: Path) -
     assert _siblings(out) == ["out"]
 
 
+@pytest.mark.parametrize("ending", [b"\r\n", b"\r\r\n"], ids=["crlf", "cr-crlf"])
+def test_windows_line_endings_are_accepted(
+    raw: Path, ingested: tuple[Path, IngestReport], tmp_path: Path, ending: bytes
+) -> None:
+    src = tmp_path / "raw"
+    src.mkdir()
+    for name in HM_FILES:
+        (src / name).write_bytes((raw / name).read_bytes().replace(b"\n", ending))
+    out = tmp_path / "out"
+    ingest_hm(src, out)
+    expected = read_canonical(ingested[0])
+    got = read_canonical(out)
+    for table in schema.CANONICAL_TABLES:
+        assert got.table(table).equals(expected.table(table)), table
+
+
+def test_windows_line_endings_keep_row_numbers_in_errors(raw: Path, tmp_path: Path) -> None:
+    src = _edit(raw, tmp_path / "raw", schema.HM_ARTICLES_CSV, _set_cell("article_id", 4, "x1"))
+    path = src / schema.HM_ARTICLES_CSV
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\r\n"))
+    with pytest.raises(
+        InputDataError, match=r"^articles\.csv: column 'article_id': row 5: 'x1' is not an article"
+    ):
+        ingest_hm(src, tmp_path / "out")
+
+
+@pytest.mark.parametrize("file", HM_FILES)
+def test_a_file_with_only_its_header_is_an_error_and_keeps_the_output(
+    raw: Path, tmp_path: Path, file: str
+) -> None:
+    out = tmp_path / "out"
+    ingest_hm(raw, out)
+    before = _snapshot(out)
+    src = _copy_raw(raw, tmp_path / "raw")
+    (src / file).write_text((raw / file).read_text().splitlines()[0] + "\n")
+    with pytest.raises(InputDataError, match=rf"^{file}: no data rows \(the file holds only its"):
+        ingest_hm(src, out)
+    assert _snapshot(out) == before
+
+
+def test_an_empty_canonical_table_is_named_where_it_is_read(tmp_path: Path) -> None:
+    c = _small_canonical()
+    with pytest.raises(InputDataError, match=r"^transactions: no rows$"):
+        write_canonical(
+            Canonical(c.articles, c.customers, c.transactions.clear()), tmp_path / "c", {}
+        )
+    write_canonical(c, tmp_path / "c", {"source": "test"})
+    path = tmp_path / "c" / "transactions.parquet"
+    c.transactions.clear().write_parquet(path)
+    with pytest.raises(ArtifactError, match=rf"'transactions' has no rows: {path}"):
+        read_canonical(tmp_path / "c")
+
+
 def test_read_canonical_names_missing_file(tmp_path: Path) -> None:
     write_canonical(_small_canonical(), tmp_path / "c", {"source": "test"})
     (tmp_path / "c" / "customers.parquet").unlink()

@@ -43,13 +43,15 @@ from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import repo_dir
 from shoprec.featurestore.tables import ONLINE_DATA_DIR, POPULAR_FILE
+from shoprec.featurestore.versions import current_dir
 from shoprec.serving.runtime import load_step
 from shoprec.serving.stack import (
     ServingStack,
     StackConfig,
     StackError,
 )
-from shoprec.serving.tritonserver import LOOPBACK, free_port, group_alive
+from shoprec.serving.supervisor import group_alive
+from shoprec.serving.tritonserver import LOOPBACK, free_port
 from test_export import TinyRun, tiny_run
 
 NAME = "syn"  # tiny_run's dataset name: data/syn, models/syn
@@ -110,7 +112,7 @@ def served(tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Served:
     articles = {row[s.ARTICLE_ID]: row for row in canonical.iter_rows(named=True)}
     feature_repo = repo_dir(paths.models_dir)
     popular = (
-        pl.read_parquet(feature_repo / ONLINE_DATA_DIR / POPULAR_FILE)
+        pl.read_parquet(current_dir(feature_repo) / ONLINE_DATA_DIR / POPULAR_FILE)
         .get_column(s.ARTICLE_ID)
         .to_list()
     )
@@ -162,9 +164,14 @@ def _children(pid: int) -> dict[int, str]:
     return out
 
 
+GATEWAY_MODULE = "-m shoprec.gateway"  # the gateway server's command line (uvicorn inside)
+
+
 def _is_server(cmdline: str) -> str | None:
-    """Which server of a stack a command line runs: "tritonserver", "uvicorn" or None."""
-    return next((name for name in ("tritonserver", "uvicorn") if name in cmdline), None)
+    """Which server of a stack a command line runs: "tritonserver", "gateway" or None."""
+    if "tritonserver" in cmdline:
+        return "tritonserver"
+    return "gateway" if GATEWAY_MODULE in cmdline else None
 
 
 def _gateway_pid(stack: ServingStack) -> int:
@@ -172,7 +179,7 @@ def _gateway_pid(stack: ServingStack) -> int:
     (pid,) = [
         p
         for p, cmd in _children(os.getpid()).items()
-        if "uvicorn" in cmd and f"--port {stack.config.gateway_port}" in cmd
+        if GATEWAY_MODULE in cmd and f"--port {stack.config.gateway_port}" in cmd
     ]
     return pid
 
@@ -402,7 +409,7 @@ def test_hung_triton_answers_503_in_bounded_time_and_recovers(
     stack: ServingStack, http: httpx.Client, served: Served
 ) -> None:
     """Triton stopped with SIGSTOP (accepts connections, never answers): the timeout path."""
-    pid = stack.triton.pid
+    pid = stack.pid("triton")
     assert pid is not None
     url = RECOMMEND.format(customer_id=served.regulars[0])
     expected = http.get(url, params={"k": 5}).json()
@@ -426,11 +433,12 @@ def test_dead_triton_answers_503_then_stop_leaves_nothing(
     ports = (config.gateway_port, config.triton_http_port, config.triton_grpc_port,
              config.triton_metrics_port)  # fmt: skip
     assert not [p for p in ports if _port_free(p)]  # all four listen now
-    gateway_pid, triton_pid = _gateway_pid(stack), stack.triton.pid
+    gateway_pid, triton_pid = _gateway_pid(stack), stack.pid("triton")
+    assert gateway_pid == stack.pid("gateway")
     assert triton_pid is not None and group_alive(triton_pid) and group_alive(gateway_pid)
     # Not its exit code: under load the Python-backend stubs can outlast --exit-timeout-secs
     # (5 s) and tritonserver then exits 1 (reported); the process group must be gone either way.
-    stack.triton.stop()
+    stack.supervisor.stop_child("triton")  # stopped on purpose: not restarted
     assert not group_alive(triton_pid)
     _assert_triton_unavailable(http, served)
 
@@ -472,7 +480,7 @@ def test_serve_stops_both_servers_on_sigterm(served: Served, tmp_path: Path) -> 
                 pass
             time.sleep(0.25)
         children = {p: c for p, c in _children(proc.pid).items() if _is_server(c)}
-        assert sorted(str(_is_server(c)) for c in children.values()) == ["tritonserver", "uvicorn"]
+        assert sorted(str(_is_server(c)) for c in children.values()) == ["gateway", "tritonserver"]
         customer_id = served.regulars[0]
         response = httpx.get(
             f"{url}{RECOMMEND.format(customer_id=customer_id)}", params={"k": 5}, timeout=30.0

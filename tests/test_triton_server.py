@@ -6,7 +6,12 @@ The last test stops it and checks that its whole process group is gone.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +27,8 @@ from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.serving.ranking import RankingStep
 from shoprec.serving.runtime import load_step
-from shoprec.serving.tritonserver import LOOPBACK, TritonServer, TritonServerError, group_alive
+from shoprec.serving.supervisor import group_alive
+from shoprec.serving.tritonserver import LOOPBACK, TritonServer, TritonServerError
 from test_export import TINY_EXPORT, TinyRun, tiny_run
 
 K = TINY_EXPORT.max_k
@@ -34,9 +40,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     return tiny_run(tmp_path_factory)
 
 
+ADMIN_KEY = "test-admin-key"
+
+
 @pytest.fixture(scope="module")
 def server(tiny: TinyRun) -> Iterator[TritonServer]:
-    with TritonServer(tiny.repo) as srv:
+    with TritonServer(tiny.repo, admin_key=ADMIN_KEY) as srv:
         yield srv
 
 
@@ -190,8 +199,11 @@ def test_similar_items_returns_k_neighbours_without_the_query(
 def test_unknown_article_is_an_error_response(
     client: grpcclient.InferenceServerClient, tiny: TinyRun
 ) -> None:
-    with pytest.raises(InferenceServerException, match="unknown article_id 'nope'"):
+    with pytest.raises(InferenceServerException) as error:
         _similar(client, [b"nope"])
+    # a client error (gRPC INVALID_ARGUMENT = HTTP 400) that does not echo the id
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert error.value.message() == "unknown article_id (4 bytes)"
     # the model still serves afterwards
     first = A.read_ids(tiny.models_dir / A.TEXT_IDS_FILE)[0].encode()
     assert _similar(client, [first])[0].shape == (1, K)
@@ -210,6 +222,88 @@ def test_server_that_cannot_load_a_model_fails_with_its_log(tiny: TinyRun, tmp_p
     assert server.pid is not None and not group_alive(server.pid)
 
 
+def _http(
+    server: TritonServer, method: str, path: str, body: bytes = b"", key: str | None = None
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["shoprec-admin-key"] = key
+    request = urllib.request.Request(
+        f"http://{server.http_url}{path}", data=body or None, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_admin_apis_are_restricted_to_the_key(server: TritonServer) -> None:
+    """Repository, shared-memory, logging and trace APIs need the admin key (403 without it);
+    health, metadata and inference stay open."""
+    region = json.dumps({"key": "/anything", "offset": 0, "byte_size": 64}).encode()
+    for method, path, body in (
+        ("POST", "/v2/repository/index", b"{}"),
+        ("POST", "/v2/logging", b'{"log_info": false}'),
+        ("GET", "/v2/logging", b""),
+        ("POST", "/v2/systemsharedmemory/region/r0/register", region),
+        ("GET", "/v2/trace/setting", b""),
+    ):
+        status, answer = _http(server, method, path, body)
+        assert status == 403, (path, answer)
+        assert b"restricted" in answer
+        assert _http(server, method, path, body, key="wrong")[0] == 403
+    assert _http(server, "POST", "/v2/repository/index", b"{}", key=ADMIN_KEY)[0] == 200
+    assert _http(server, "GET", "/v2/health/ready")[0] == 200
+    assert _http(server, "GET", f"/v2/models/{s.TRITON_SIMILAR_ITEMS}")[0] == 200
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_model_repository_index()
+        index = client.get_model_repository_index(
+            headers={"triton-grpc-protocol-shoprec-admin-key": ADMIN_KEY}
+        )
+        assert len(index.models) == 5
+        assert client.is_server_ready()
+
+
+def test_a_huge_bad_input_is_a_400_that_does_not_echo_it(
+    server: TritonServer, tiny: TinyRun
+) -> None:
+    huge = "9" * 1_000_000
+    body = {
+        "inputs": [{"name": s.T_ARTICLE_ID, "shape": [1, 1], "datatype": "BYTES", "data": [huge]}]
+    }
+    path = f"/v2/models/{s.TRITON_SIMILAR_ITEMS}/infer"
+    status, answer = _http(server, "POST", path, json.dumps(body).encode())
+    assert status == 400
+    assert json.loads(answer) == {"error": "unknown article_id (1000000 bytes)"}
+    body["inputs"][0]["shape"] = [1]  # wrong rank: Triton's own check, also a 400
+    assert _http(server, "POST", path, json.dumps(body).encode())[0] == 400
+
+
+def test_python_backend_regions_carry_the_server_prefix(server: TritonServer) -> None:
+    regions = server.shm_regions()
+    assert regions  # the stubs' regions, named with this server's prefix only
+    assert all(r.name.startswith(server.shm_prefix) for r in regions)
+
+
+def test_killed_server_leaves_no_stub_and_no_shm_region(tiny: TinyRun, tmp_path: Path) -> None:
+    """kill -9 of tritonserver alone orphans its stubs and its /dev/shm regions; stop() ends
+    the whole group and removes the regions."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny.repo / s.TRITON_SIMILAR_ITEMS, repo / s.TRITON_SIMILAR_ITEMS)
+    server = TritonServer(repo)
+    with server:
+        pid = server.pid
+        assert pid is not None and len(_group_members(pid)) == 2  # server + one stub
+        assert server.shm_regions()
+        os.kill(pid, signal.SIGKILL)  # the leader only
+        server.wait(TIMEOUT_S)
+        assert _group_members(pid)  # the stub is orphaned, still in the group
+    assert _group_members(pid) == []
+    assert server.shm_regions() == []
+
+
 def test_stop_leaves_no_process_behind(server: TritonServer) -> None:
     """Runs last in this module: stops the shared server."""
     pid = server.pid
@@ -218,6 +312,7 @@ def test_stop_leaves_no_process_behind(server: TritonServer) -> None:
     assert server.stop() == 0
     assert not group_alive(pid)
     assert _group_members(pid) == []
+    assert server.shm_regions() == []
     assert server.work_dir is not None and not server.work_dir.exists()
     assert server.stop() == 0  # idempotent
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from enum import StrEnum
@@ -572,6 +573,8 @@ def _stack_config(
     from shoprec.serving.stack import StackConfig
 
     http, grpc, metrics = triton_ports
+    log_dir = paths.models_dir / "logs"
+    _log_supervisor_events(log_dir)
     return StackConfig(
         triton_repo=triton_repo,
         feature_repo=repo_dir(paths.models_dir),
@@ -580,20 +583,33 @@ def _stack_config(
         triton_http_port=http,
         triton_grpc_port=grpc,
         triton_metrics_port=metrics,
+        log_dir=log_dir,
+        triton_admin_key=os.environ.get("SHOPREC_TRITON_ADMIN_KEY") or None,
     )
+
+
+def _log_supervisor_events(log_dir: Path) -> None:
+    """Exits and restarts of the stack's processes: on the console and appended to
+    ``log_dir/supervisor.log``."""
+    import logging
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    events = logging.getLogger("shoprec.supervisor")
+    if not events.handlers:
+        events.setLevel(logging.INFO)
+        for handler in (logging.StreamHandler(), logging.FileHandler(log_dir / "supervisor.log")):
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            events.addHandler(handler)
 
 
 def _serve_forever(stack: Any) -> None:
-    """Block until Ctrl-C/TERM; exit code 1 (after the stack stops) when a server dies."""
+    """Block until Ctrl-C/TERM; the supervisor restarts a process that exits meanwhile."""
     console.print(
         f"serving: REST {stack.gateway_url} (docs {stack.gateway_url}/docs), "
-        f"Triton gRPC {stack.triton.grpc_url}. Ctrl-C stops both."
+        f"Triton gRPC {stack.triton.grpc_url}; logs in {stack.log_dir}. Ctrl-C stops both."
     )
-    while stack.triton.is_running() and stack.gateway_running():
+    while True:
         time.sleep(0.5)
-    dead = "tritonserver" if not stack.triton.is_running() else "gateway"
-    console.print(f"[bold red]{dead} exited[/bold red]")
-    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -608,7 +624,8 @@ def serve(
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
-    """Start tritonserver and the gateway, wait until both are ready, stop both on Ctrl-C/TERM."""
+    """Start tritonserver and the gateway, wait until both are ready, restart either when it
+    exits (with backoff), stop both on Ctrl-C/TERM. Logs: models/<name>/logs/."""
     from shoprec.serving.stack import ServingStack, sigterm_as_keyboard_interrupt
 
     paths = _paths(name, data_root, models_root)

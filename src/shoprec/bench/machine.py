@@ -78,9 +78,10 @@ def dataset_facts(config: BenchConfig) -> dict[str, Any]:
     """
     # Imported here: ``import shoprec.bench`` stays free of numpy and pyarrow (see loadgen).
     from shoprec.featurestore.tables import CUSTOMERS_FILE, ONLINE_DATA_DIR, read_manifest
+    from shoprec.featurestore.versions import current_dir
     from shoprec.serving.repository import read_repository_manifest
 
-    store = read_manifest(config.feature_repo / ONLINE_DATA_DIR)
+    store = read_manifest(current_dir(config.feature_repo) / ONLINE_DATA_DIR)
     triton = read_repository_manifest(config.triton_repo)
     export = triton.get("export_config", {})
     return {

@@ -47,9 +47,10 @@ def _load_samples(config: BenchConfig) -> Samples:
     serves."""
     # Imported here: ``import shoprec.bench`` stays free of numpy, pyarrow and Feast.
     from shoprec.featurestore.tables import ONLINE_DATA_DIR, read_customer_ids
+    from shoprec.featurestore.versions import current_dir
     from shoprec.serving.repository import similar_items_article_ids
 
-    customers = read_customer_ids(config.feature_repo / ONLINE_DATA_DIR)
+    customers = read_customer_ids(current_dir(config.feature_repo) / ONLINE_DATA_DIR)
     articles = similar_items_article_ids(config.triton_repo)
     return draw_samples(
         customers, articles, config.sample_size, config.unknown_fraction, config.seed

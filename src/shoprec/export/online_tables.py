@@ -7,7 +7,9 @@ them into Feast is :func:`shoprec.featurestore.store.apply_and_materialize`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +35,10 @@ from shoprec.featurestore.store import (
     default_definitions,
     default_project,
     load_definitions,
+    prune_versions,
     repo_dir,
+    teardown,
+    write_sentinel,
 )
 from shoprec.featurestore.tables import (
     ARTICLES_FILE,
@@ -49,6 +54,7 @@ from shoprec.featurestore.tables import (
     cutoff_timestamp,
     encoded_columns,
 )
+from shoprec.featurestore.versions import new_version, publish, version_dir
 
 
 def article_table(articles: pl.DataFrame, event_time: datetime) -> pa.Table:
@@ -166,11 +172,15 @@ def materialize(
     project: str | None = None,
     definitions: Path | None = None,
 ) -> MaterializeReport:
-    """Export the serving snapshot, ``feast apply`` the declarations and materialize it.
+    """Export the serving snapshot, ``feast apply`` the declarations and materialize it as a
+    new version of the dataset's feature repo, then publish that version.
 
-    Writes the dataset's feature repo (:mod:`shoprec.featurestore.store`) under
-    ``models_dir``: the exported tables (:func:`export_online_tables`), then
-    :func:`~shoprec.featurestore.store.apply_and_materialize` (a full refresh).
+    Writes ``models_dir/feature_repo/versions/<version>/``
+    (:mod:`shoprec.featurestore.versions`): the exported tables (:func:`export_online_tables`),
+    :func:`~shoprec.featurestore.store.apply_and_materialize` into the Feast project
+    ``<project>_<version>``, and the store's sentinel of that version, last; only then
+    ``CURRENT`` moves to it (readers switch), and versions older than the one before it are
+    torn down. A failure leaves the served version as it was (the new one is removed).
 
     Args:
         models_dir: ``models/<name>`` (workflow, config; receives ``feature_repo/``).
@@ -178,14 +188,14 @@ def materialize(
         online_store: ``"sqlite"`` (file under the repo) or ``"redis"``.
         redis_url: ``host:port[,key=value...]`` (Feast's format, e.g. ``,password=...``);
             only with Redis.
-        project: Feast project (letters, digits, ``_``); default ``default_project``.
-            Rows of different projects never collide in a shared Redis.
+        project: base of the Feast project (letters, digits, ``_``); default
+            ``default_project``. Rows of different projects never collide in a shared Redis.
         definitions: the declarations file copied into the repo; default
             ``default_definitions``.
 
     Returns:
-        Repo path, project, row counts and seconds per step (``export``, ``apply``,
-        ``materialize``).
+        Feature repo path, the version's project, row counts and seconds per step (``export``,
+        ``apply``, ``materialize``).
 
     Raises:
         ValueError: unknown ``online_store`` or invalid ``project``.
@@ -193,24 +203,41 @@ def materialize(
         OnlineStoreError: Redis is unreachable (checked before anything is written).
     """
     kind = OnlineStoreKind(online_store)
-    project = project or default_project(models_dir)
+    base = project or default_project(models_dir)
     definitions = definitions or default_definitions()
     objects = load_definitions(definitions)
-    config = check_online_store(kind, redis_url, project)
     repo = repo_dir(models_dir)
-    t = time.perf_counter()
-    tables = export_online_tables(models_dir, dataset_dir, canonical_dir, repo / ONLINE_DATA_DIR)
-    seconds = {"export": time.perf_counter() - t}
-    seconds.update(apply_and_materialize(repo, config, definitions, objects))
+    version = new_version()
+    config = check_online_store(kind, redis_url, base)
+    project = config["project"] = f"{base}_{version}"
+    folder = version_dir(repo, version)
+    try:
+        t = time.perf_counter()
+        tables = export_online_tables(
+            models_dir, dataset_dir, canonical_dir, folder / ONLINE_DATA_DIR
+        )
+        seconds = {"export": time.perf_counter() - t}
+        seconds.update(apply_and_materialize(folder, config, definitions, objects))
+        rows = {
+            s.CUSTOMER_FEATURE_VIEW: tables.n_customers,
+            s.ARTICLE_FEATURE_VIEW: tables.n_articles,
+        }
+        write_sentinel(folder, rows)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if folder.is_dir() and (folder / "feature_store.yaml").is_file():
+                teardown(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    publish(repo, version)
+    prune_versions(repo)
     return MaterializeReport(
         repo_path=repo,
         project=project,
         online_store=kind,
         serving_cutoff=tables.serving_cutoff,
-        rows={
-            s.CUSTOMER_FEATURE_VIEW: tables.n_customers,
-            s.ARTICLE_FEATURE_VIEW: tables.n_articles,
-        },
+        rows=rows,
         n_popular=tables.n_popular,
         seconds=seconds,
+        version=version,
     )

@@ -18,10 +18,15 @@ Feast pitfalls handled here (feast 0.49):
 
 * The Redis online store skips a row whose event timestamp is not newer than the stored one,
   so re-materializing the same cutoff after retraining (new vocabularies, same data) would
-  silently keep the old encoded features. :func:`materialize` therefore tears the project's
-  online tables down first: every run is a full refresh (customers absent from the new
-  snapshot disappear too). During that refresh readers see customers as missing; for zero
-  downtime materialize into a new ``project`` and switch the gateway to it.
+  silently keep the old encoded features. Every materialization therefore writes a new Feast
+  project, one per version of the feature repo (:mod:`shoprec.featurestore.versions`), and
+  readers switch to it once it is complete; old versions are torn down later
+  (:func:`prune_versions`).
+* Nothing in Feast tells an empty store (Redis restarted without persistence) from one whose
+  customers are all new. After the last row of a version, :func:`write_sentinel` stores a
+  small record (version, manifest digest, row counts) in the store itself; readers check it
+  (:meth:`OnlineFeatures.ping`, and every read that misses a customer), so an empty or
+  foreign store is an error (503), never a popular list served as if it were fresh.
 * Feast returns list features as protobuf repeated fields; :class:`OnlineFeatures` reads them
   straight from the response proto into preallocated arrays instead of going through
   ``to_dict()`` (Python lists of Python floats).
@@ -29,7 +34,10 @@ Feast pitfalls handled here (feast 0.49):
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import json
 import re
 import shutil
 import sqlite3
@@ -60,22 +68,34 @@ from shoprec import schema as s
 from shoprec.errors import ArtifactError, ShoprecError
 from shoprec.featurestore.tables import (
     ARTICLES_FILE,
+    CUSTOMERS_FILE,
     DISPLAY_FIELDS,
     ENCODED_DTYPES,
+    MANIFEST_FILE,
     ONLINE_DATA_DIR,
     POPULAR_FILE,
     ArticleDisplay,
     read_manifest,
 )
+from shoprec.featurestore.versions import (
+    CURRENT_FILE,
+    FEATURE_STORE_YAML,
+    current_version,
+    list_versions,
+    resolve,
+    version_dir,
+)
 
 FEATURE_REPO_DIR: Final = "feature_repo"  # under models/<name>/
-FEATURE_STORE_YAML: Final = "feature_store.yaml"
 DEFINITIONS_FILE: Final = "definitions.py"
 REGISTRY_FILE: Final = "registry.db"
 SQLITE_FILE: Final = "online_store.db"
 DEFAULT_REDIS_URL: Final = "127.0.0.1:6379"
 ENTITY_KEY_VERSION: Final = 3  # Feast warns that <= 2 is deprecated
 REDIS_CONNECT_TIMEOUT_S: Final = 2  # added to a Redis URL that sets no socket_connect_timeout
+SENTINEL_KEY: Final = "shoprec:materialized:{project}"  # Redis key of a version's sentinel
+SENTINEL_TABLE: Final = "shoprec_materialized"  # SQLite table of it (project, value)
+KEEP_VERSIONS: Final = 2  # the served version and the one before (readers still switching)
 # Where the project's declarations are looked for, in order: the source checkout this module
 # lives in (editable install), then ./feature_repo (the Docker image: WORKDIR /app holds
 # feature_repo/ while the package is installed into site-packages).
@@ -101,12 +121,18 @@ class OnlineStoreError(ShoprecError, ConnectionError):
     """The online store cannot be reached or holds no materialized features."""
 
 
+def redact(connection_string: str) -> str:
+    """A Redis connection string with its password replaced by ``***`` (for messages)."""
+    return re.sub(r"(password=)[^,]*", r"\1***", connection_string)
+
+
 @dataclass(frozen=True)
 class MaterializeReport:
     """What :func:`materialize` did.
 
     Attributes:
         repo_path: the dataset's feature repo (give it to :class:`OnlineFeatures`).
+        project: the Feast project of the version written.
         rows: rows materialized per feature view (every exported row).
         n_popular: articles in the cold-start list.
         seconds: wall time per step (``export``, ``apply``, ``materialize``), seconds.
@@ -119,6 +145,7 @@ class MaterializeReport:
     rows: dict[str, int]
     n_popular: int
     seconds: dict[str, float]
+    version: str | None = None  # the feature repo version written (featurestore.versions)
 
 
 def repo_dir(models_dir: Path) -> Path:
@@ -203,7 +230,9 @@ def _ping_redis(connection_string: str) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise OnlineStoreError(f"Redis at {connection_string} is unreachable: {exc}") from exc
+        raise OnlineStoreError(
+            f"Redis at {redact(connection_string)} is unreachable: {exc}"
+        ) from exc
     finally:
         client.close()
 
@@ -235,8 +264,11 @@ def _delete_redis_rows(connection_string: str, project: str, join_keys: Sequence
             ]
             for start in range(0, len(keys), 10_000):
                 deleted += client.delete(*keys[start : start + 10_000])
+        client.delete(SENTINEL_KEY.format(project=project))
     except redis.RedisError as exc:
-        raise OnlineStoreError(f"Redis at {connection_string} is unreachable: {exc}") from exc
+        raise OnlineStoreError(
+            f"Redis at {redact(connection_string)} is unreachable: {exc}"
+        ) from exc
     finally:
         client.close()
     return deleted
@@ -248,7 +280,8 @@ def _u32(data: bytes, offset: int) -> int:
 
 
 def teardown(repo_path: Path) -> None:
-    """Remove a feature repo's materialized rows and its registry (the exported tables stay).
+    """Remove a feature repo's materialized rows, sentinel and registry (the exported tables
+    stay); for a versioned repo, every version's, and the ``CURRENT`` pointer.
 
     Replaces ``FeatureStore.teardown``, which in feast 0.49 leaves every Redis row in place
     when keys are serialized with ``entity_key_serialization_version: 3`` (it scans for the
@@ -258,6 +291,14 @@ def teardown(repo_path: Path) -> None:
         ArtifactError: ``repo_path`` holds no ``feature_store.yaml`` or declarations.
         OnlineStoreError: Redis is unreachable.
     """
+    versions = list_versions(repo_path)
+    if versions or current_version(repo_path) is not None:
+        (repo_path / CURRENT_FILE).unlink(missing_ok=True)
+        for version in versions:
+            folder = version_dir(repo_path, version)
+            if (folder / FEATURE_STORE_YAML).is_file():
+                teardown(folder)
+        return
     config = _load_config(repo_path, None)
     join_keys = [
         obj.join_key
@@ -295,10 +336,13 @@ def apply_and_materialize(
     """``feast apply`` the declarations and materialize the tables exported in ``repo/data``.
 
     Writes ``feature_store.yaml`` (``config``, from :func:`check_online_store`) and a copy of
-    ``definitions`` into ``repo``, removes the project's previously materialized rows and
-    registry (a full refresh, see the module docstring), applies ``objects`` (the Feast objects
-    of ``definitions``) and materializes every exported row (event time = the serving cutoff
-    of the manifest).
+    ``definitions`` into ``repo``, applies ``objects`` (the Feast objects of ``definitions``)
+    and materializes every exported row (event time = the serving cutoff of the manifest).
+    ``repo`` must be a new version folder with a project of its own
+    (:mod:`~shoprec.featurestore.versions`): rows of an older materialization of the same
+    project would be kept where their timestamp is not older (see the module docstring).
+    A SQLite online store is switched to WAL journaling afterwards (readers are not blocked
+    by a writer; the mode is stored in the file).
 
     Returns:
         Seconds per step: ``apply``, ``materialize``.
@@ -313,15 +357,84 @@ def apply_and_materialize(
     t = time.perf_counter()
     shutil.copyfile(definitions, repo / DEFINITIONS_FILE)
     (repo / FEATURE_STORE_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
-    teardown(repo)  # a full refresh: see the module docstring
     store = FeatureStore(repo_path=str(repo))
     store.apply(objects)
     seconds["apply"] = time.perf_counter() - t
 
     t = time.perf_counter()
     store.materialize(start_date=_EPOCH, end_date=cutoff + timedelta(seconds=1))
+    if config["online_store"]["type"] == OnlineStoreKind.SQLITE:
+        with contextlib.closing(sqlite3.connect(repo / ONLINE_DATA_DIR / SQLITE_FILE)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
     seconds["materialize"] = time.perf_counter() - t
     return seconds
+
+
+def manifest_digest(data_dir: Path) -> str:
+    """SHA-256 (hex) of the manifest in ``data_dir``: names the export a store was loaded
+    from."""
+    return hashlib.sha256((data_dir / MANIFEST_FILE).read_bytes()).hexdigest()
+
+
+def write_sentinel(repo: Path, rows: dict[str, int]) -> dict[str, Any]:
+    """Record in the online store that ``repo``'s project is completely materialized; call it
+    after the last row. Returns the record: ``project``, ``manifest_sha256``, ``rows``.
+
+    Redis: key :data:`SENTINEL_KEY`; SQLite: table :data:`SENTINEL_TABLE` of the repo's
+    database (fsynced with it).
+
+    Raises:
+        OnlineStoreError: the store cannot be written.
+    """
+    config = _load_config(repo, None)
+    record = {
+        "project": config.project,
+        "manifest_sha256": manifest_digest(repo / ONLINE_DATA_DIR),
+        "rows": rows,
+    }
+    value = json.dumps(record, sort_keys=True)
+    if config.online_store.type == OnlineStoreKind.REDIS:
+        conn = config.online_store.connection_string
+        client = _redis_client(conn)
+        try:
+            client.set(SENTINEL_KEY.format(project=config.project), value)
+        except redis.RedisError as exc:
+            raise OnlineStoreError(f"Redis at {redact(conn)} is unreachable: {exc}") from exc
+        finally:
+            client.close()
+    else:
+        with contextlib.closing(sqlite3.connect(repo / ONLINE_DATA_DIR / SQLITE_FILE)) as db, db:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {SENTINEL_TABLE} "
+                "(project TEXT PRIMARY KEY, value TEXT)"
+            )
+            db.execute(
+                f"INSERT OR REPLACE INTO {SENTINEL_TABLE} VALUES (?, ?)", (record["project"], value)
+            )
+    return record
+
+
+def prune_versions(repo: Path, keep: int = KEEP_VERSIONS) -> list[str]:
+    """Tear down and delete the versions of ``repo`` older than the newest ``keep`` (never the
+    current one, nor a version newer than it); returns the deleted names.
+
+    Raises:
+        OnlineStoreError: Redis is unreachable (the versions are left in place).
+    """
+    current = current_version(repo)
+    versions = list_versions(repo)
+    if current in versions:
+        versions = versions[: versions.index(current) + 1]  # newer ones may be in the making
+    deleted = []
+    for version in versions[:-keep] if keep > 0 else versions:
+        if version == current:
+            continue
+        folder = version_dir(repo, version)
+        if (folder / FEATURE_STORE_YAML).is_file():
+            teardown(folder)
+        shutil.rmtree(folder)
+        deleted.append(version)
+    return deleted
 
 
 def _found(result: Any, B: int) -> npt.NDArray[np.bool_]:
@@ -349,19 +462,164 @@ def _load_config(repo: Path, redis_url: str | None) -> RepoConfig:
     return config
 
 
+def id_hashes(ids: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """uint64 (B,): the first 8 bytes of each id's BLAKE2b digest, little-endian. A sorted
+    array of them is a set of B ids in 8 bytes each (two ids collide with probability about
+    B^2 / 2^65)."""
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+            for i in ids
+        ),
+        dtype=np.uint64,
+        count=len(ids),
+    )
+
+
+class _Version:
+    """The reader of one materialized version (one Feast repo folder); immutable once built."""
+
+    def __init__(
+        self,
+        folder: Path,
+        name: str | None,
+        redis_url: str | None,
+        article_display: ArticleDisplay,
+    ) -> None:
+        self.folder = folder
+        self.name = name
+        data_dir = folder / ONLINE_DATA_DIR
+        manifest = read_manifest(data_dir)
+        self.digest = manifest_digest(data_dir)
+        self.serving_cutoff = datetime.fromisoformat(manifest["serving_cutoff"])
+        self.widths: dict[str, int] = {n: int(manifest["widths"][n]) for n in ENCODED_DTYPES}
+        self.config = _load_config(folder, redis_url)
+        if not (data_dir / REGISTRY_FILE).is_file():
+            raise ArtifactError(f"{data_dir / REGISTRY_FILE} not found (run materialize first)")
+        self.online_store = OnlineStoreKind(self.config.online_store.type)
+        self.store = FeatureStore(repo_path=str(folder), config=self.config)
+        self.recommend = self._feature_refs(s.RECOMMEND_FEATURE_SERVICE)
+        self.display = self._feature_refs(s.ARTICLE_FEATURE_SERVICE)
+        self.popular: list[str] = (
+            pq.read_table(data_dir / POPULAR_FILE, columns=[s.ARTICLE_ID]).column(0).to_pylist()
+        )
+        customers = data_dir / CUSTOMERS_FILE
+        ids = pq.read_table(customers, columns=[s.CUSTOMER_ID]).column(0).to_pylist()
+        self.customer_hashes = np.sort(id_hashes(ids))
+        self.articles: dict[str, tuple[str | None, ...]] | None = None
+        if article_display is ArticleDisplay.MEMORY:
+            table = pq.read_table(
+                data_dir / ARTICLES_FILE, columns=[s.ARTICLE_ID, *DISPLAY_FIELDS]
+            ).to_pydict()
+            columns = [table[name] for name in DISPLAY_FIELDS]
+            self.articles = {
+                article_id: tuple(column[i] for column in columns)
+                for i, article_id in enumerate(table[s.ARTICLE_ID])
+            }
+        self._redis: redis.Redis | None = None
+        if self.online_store is OnlineStoreKind.REDIS:
+            self._redis = _redis_client(self.config.online_store.connection_string)
+
+    def _feature_refs(self, service: str) -> list[str]:
+        """``view:feature`` references of a feature service, resolved once.
+
+        Passing the ``FeatureService`` object to ``get_online_features`` makes Feast 0.49 fetch
+        and deserialize it from the registry on every call (about half of a one-customer
+        SQLite read); services are versioned and never edited, so resolving at start is safe.
+        """
+        projections = self.store.get_feature_service(service).feature_view_projections
+        return [f"{p.name_to_use()}:{f.name}" for p in projections for f in p.features]
+
+    def where(self) -> str:
+        """The store, for messages: ``Redis online store of <folder> (<host:port,...>)``."""
+        if self.online_store is OnlineStoreKind.REDIS:
+            conn = redact(self.config.online_store.connection_string)
+            return f"Redis online store of {self.folder} ({conn})"
+        return f"SQLite online store of {self.folder}"
+
+    def read(self, features: list[str], key: str, ids: Sequence[str]) -> Any:
+        """One ``get_online_features`` call; the response proto, entity key first."""
+        bad = [i for i in ids if not isinstance(i, str)]
+        if bad:
+            raise ValueError(f"{key} values must be str, got {bad[0]!r}")
+        try:
+            return self.store.get_online_features(
+                features=features, entity_rows={key: list(ids)}
+            ).proto
+        except redis.RedisError as exc:
+            raise OnlineStoreError(f"{self.where()} is unreachable: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise OnlineStoreError(
+                f"{self.where()} cannot be read (not materialized?): {exc}"
+            ) from exc
+
+    def sentinel(self) -> dict[str, Any] | None:
+        """The store's sentinel record of this version's project, None when absent.
+
+        Raises:
+            OnlineStoreError: the store cannot be read.
+        """
+        project = self.config.project
+        try:
+            if self._redis is not None:
+                raw = self._redis.get(SENTINEL_KEY.format(project=project))
+            else:
+                path = self.folder / ONLINE_DATA_DIR / SQLITE_FILE
+                with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                    row = db.execute(
+                        f"SELECT value FROM {SENTINEL_TABLE} WHERE project = ?", (project,)
+                    ).fetchone()
+                raw = None if row is None else row[0]
+        except redis.RedisError as exc:
+            raise OnlineStoreError(f"{self.where()} is unreachable: {exc}") from exc
+        except sqlite3.Error:
+            return None  # no database or no sentinel table: nothing was materialized there
+        if raw is None:
+            return None
+        record: dict[str, Any] = json.loads(raw)
+        return record
+
+    def check_complete(self) -> None:
+        """Raise unless the store holds this version's sentinel with this export's digest.
+
+        Raises:
+            OnlineStoreError: the sentinel is missing (an empty store, e.g. Redis restarted
+                without persistence, or one being torn down) or names another export.
+        """
+        record = self.sentinel()
+        if record is None:
+            raise OnlineStoreError(
+                f"{self.where()} holds no materialized version {self.config.project} "
+                "(empty store: materialize again)"
+            )
+        if record.get("manifest_sha256") != self.digest:
+            raise OnlineStoreError(
+                f"{self.where()}: project {self.config.project} was materialized from another "
+                "export than the one this gateway reads (foreign store)"
+            )
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+
 class OnlineFeatures:
     """Read materialized features for serving: one Feast call per request.
 
+    Reads the version of the feature repo that ``CURRENT`` names
+    (:mod:`~shoprec.featurestore.versions`) and moves to a newer one on :meth:`refresh`; the
+    switch is one reference assignment, so a read uses one version from start to end.
+
     Args:
-        repo_path: a feature repo written by :func:`materialize`.
+        repo_path: a feature repo written by ``shoprec materialize`` (or one unversioned Feast
+            repo folder).
         redis_url: overrides the Redis URL of a Redis repo (e.g. the host name a container
             sees); ``ValueError`` for a SQLite repo.
         article_display: ``MEMORY`` (default) loads the article feature view's source table
-            (``articles.parquet``, what :func:`materialize` wrote to the store) once, and
+            (``articles.parquet``, what materialize wrote to the store) once per version, and
             :meth:`get_articles` answers from it without a store round trip; ``STORE`` reads
             the online store on every call. Both return the same values
-            (``tests/test_feature_store.py``). The catalog changes only with a new
-            materialize, after which the gateway restarts.
+            (``tests/test_feature_store.py``).
 
     Raises:
         ArtifactError: the repo, its manifest or its registry is missing (not materialized).
@@ -383,72 +641,68 @@ class OnlineFeatures:
     ) -> None:
         self.repo_path = Path(repo_path)
         self.article_display = ArticleDisplay(article_display)
-        data_dir = self.repo_path / ONLINE_DATA_DIR
-        manifest = read_manifest(data_dir)
-        self.serving_cutoff = datetime.fromisoformat(manifest["serving_cutoff"])
-        self.widths: dict[str, int] = {n: int(manifest["widths"][n]) for n in ENCODED_DTYPES}
-        config = _load_config(self.repo_path, redis_url)
-        if not (data_dir / REGISTRY_FILE).is_file():
-            raise ArtifactError(f"{data_dir / REGISTRY_FILE} not found (run materialize first)")
-        self.online_store = OnlineStoreKind(config.online_store.type)
-        self._store = FeatureStore(repo_path=str(self.repo_path), config=config)
-        self._recommend = self._feature_refs(s.RECOMMEND_FEATURE_SERVICE)
-        self._display = self._feature_refs(s.ARTICLE_FEATURE_SERVICE)
-        self._popular: list[str] = (
-            pq.read_table(data_dir / POPULAR_FILE, columns=[s.ARTICLE_ID]).column(0).to_pylist()
-        )
-        self._articles: dict[str, tuple[str | None, ...]] | None = None
-        if self.article_display is ArticleDisplay.MEMORY:
-            table = pq.read_table(
-                data_dir / ARTICLES_FILE, columns=[s.ARTICLE_ID, *DISPLAY_FIELDS]
-            ).to_pydict()
-            columns = [table[name] for name in DISPLAY_FIELDS]
-            self._articles = {
-                article_id: tuple(column[i] for column in columns)
-                for i, article_id in enumerate(table[s.ARTICLE_ID])
-            }
+        self._redis_url = redis_url
+        self._version = self._load()
+
+    def _load(self) -> _Version:
+        folder, name = resolve(self.repo_path)
+        return _Version(folder, name, self._redis_url, self.article_display)
+
+    @property
+    def version(self) -> str | None:
+        """Name of the version being read (None for an unversioned repo)."""
+        return self._version.name
+
+    @property
+    def serving_cutoff(self) -> datetime:
+        return self._version.serving_cutoff
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return self._version.widths
+
+    @property
+    def online_store(self) -> OnlineStoreKind:
+        return self._version.online_store
 
     @property
     def articles_in_memory(self) -> bool:
         """Whether :meth:`get_articles` is an in-memory lookup (``ArticleDisplay.MEMORY``)."""
-        return self._articles is not None
+        return self.article_display is ArticleDisplay.MEMORY
 
-    def _feature_refs(self, service: str) -> list[str]:
-        """``view:feature`` references of a feature service, resolved once.
-
-        Passing the ``FeatureService`` object to ``get_online_features`` makes Feast 0.49 fetch
-        and deserialize it from the registry on every call (about half of a one-customer
-        SQLite read); services are versioned and never edited, so resolving at start is safe.
-        """
-        projections = self._store.get_feature_service(service).feature_view_projections
-        return [f"{p.name_to_use()}:{f.name}" for p in projections for f in p.features]
-
-    def _read(self, features: list[str], key: str, ids: Sequence[str]) -> Any:
-        """One ``get_online_features`` call; the response proto, entity key first."""
-        bad = [i for i in ids if not isinstance(i, str)]
-        if bad:
-            raise ValueError(f"{key} values must be str, got {bad[0]!r}")
-        try:
-            return self._store.get_online_features(
-                features=features, entity_rows={key: list(ids)}
-            ).proto
-        except redis.RedisError as exc:
-            raise OnlineStoreError(
-                f"Redis online store of {self.repo_path} is unreachable "
-                f"({self._store.config.online_store.connection_string}): {exc}"
-            ) from exc
-        except sqlite3.OperationalError as exc:
-            raise OnlineStoreError(
-                f"SQLite online store of {self.repo_path} cannot be read (not materialized?): {exc}"
-            ) from exc
-
-    def ping(self) -> None:
-        """Read one (absent) customer through the recommend service, as a request would.
+    def refresh(self) -> bool:
+        """Switch to the version ``CURRENT`` names now, if it is another one; True when
+        switched. The new version is loaded completely before the switch.
 
         Raises:
-            OnlineStoreError: the store is unreachable or was never materialized.
+            ArtifactError: the new version cannot be read (the current one stays in use).
         """
-        self._read(self._recommend, s.CUSTOMER_ID, [""])
+        if current_version(self.repo_path) in (None, self._version.name):
+            return False
+        old, self._version = self._version, self._load()
+        old.close()
+        return True
+
+    def ping(self) -> None:
+        """Read one (absent) customer through the recommend service, as a request would, and
+        check that the store holds this version completely (its sentinel).
+
+        Raises:
+            OnlineStoreError: the store is unreachable, was never materialized, is empty or
+                holds another export.
+        """
+        version = self._version
+        version.read(version.recommend, s.CUSTOMER_ID, [""])
+        version.check_complete()
+
+    def known_customers(self, ids: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """bool (B,): which ids are in the customer table of the version being read."""
+        hashes = id_hashes(ids)
+        table = self._version.customer_hashes
+        if len(table) == 0:
+            return np.zeros(len(ids), dtype=bool)
+        pos = np.minimum(np.searchsorted(table, hashes), len(table) - 1)
+        return np.asarray(table[pos] == hashes)
 
     def get_customers(
         self, ids: Sequence[str]
@@ -466,30 +720,35 @@ class OnlineFeatures:
 
         Raises:
             ValueError: an id is not a str.
-            OnlineStoreError: the store cannot be read.
+            OnlineStoreError: the store cannot be read, or a customer is missing and the store
+                does not hold this version completely (empty or foreign store): a missing
+                customer is then not known to be new.
             ArtifactError: a stored list's length disagrees with the manifest (the store and
                 the repo were written by different exports).
         """
+        version = self._version
         B = len(ids)
         features = {
-            name: np.zeros((B, self.widths[name]), dtype=dtype)
+            name: np.zeros((B, version.widths[name]), dtype=dtype)
             for name, dtype in ENCODED_DTYPES.items()
         }
         if B == 0:
             return np.zeros(0, dtype=bool), features
-        proto = self._read(self._recommend, s.CUSTOMER_ID, ids)
+        proto = version.read(version.recommend, s.CUSTOMER_ID, ids)
         names = list(proto.metadata.feature_names.val)
         found = _found(proto.results[names.index(s.T_CUSTOMER_SPARSE)], B)
+        if not found.all():
+            version.check_complete()
         rows = np.flatnonzero(found)
         for name, out in features.items():
             field = _LIST_FIELD[out.dtype]
             values = proto.results[names.index(name)].values
-            width = self.widths[name]
+            width = version.widths[name]
             for row in rows:
                 seq = getattr(values[row], field).val
                 if len(seq) != width:
                     raise ArtifactError(
-                        f"{self.repo_path}: {name} of {ids[row]!r} has {len(seq)} values, the "
+                        f"{version.folder}: {name} of {ids[row]!r} has {len(seq)} values, the "
                         f"manifest says {width}; materialize again"
                     )
                 out[row] = seq
@@ -511,13 +770,14 @@ class OnlineFeatures:
         """
         if not ids:
             return []
-        if self._articles is not None:
+        version = self._version
+        if version.articles is not None:
             bad = [i for i in ids if not isinstance(i, str)]
             if bad:
                 raise ValueError(f"{s.ARTICLE_ID} values must be str, got {bad[0]!r}")
-            rows = (self._articles.get(i) for i in ids)
+            rows = (version.articles.get(i) for i in ids)
             return [None if r is None else dict(zip(DISPLAY_FIELDS, r, strict=True)) for r in rows]
-        proto = self._read(self._display, s.ARTICLE_ID, ids)
+        proto = version.read(version.display, s.ARTICLE_ID, ids)
         names = list(proto.metadata.feature_names.val)
         columns = [(name, proto.results[names.index(name)]) for name in DISPLAY_FIELDS]
         found = _found(columns[0][1], len(ids))
@@ -544,4 +804,8 @@ class OnlineFeatures:
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        return self._popular[:k]
+        return self._version.popular[:k]
+
+    def close(self) -> None:
+        """Close the store connections of the version being read."""
+        self._version.close()

@@ -12,6 +12,7 @@ Run it with uvicorn's factory mode over a feature-store factory, e.g.::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ from shoprec import __version__
 from shoprec.gateway.deps import Backends, FeatureStore, Recommender
 from shoprec.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from shoprec.gateway.routes import api_router
+from shoprec.gateway.server import ConcurrencyLimit
 from shoprec.gateway.settings import Settings
 from shoprec.gateway.triton import TritonRecommender
 
@@ -55,8 +57,12 @@ def create_app(
         recommender = recommender_factory(settings)
         try:
             store = store_factory(settings)
-            app.state.backends = Backends(store, recommender, settings, metrics)
-            yield
+            app.state.backends = backends = Backends(store, recommender, settings, metrics)
+            follower = asyncio.create_task(backends.follow_store_versions(settings.store_refresh_s))
+            try:
+                yield
+            finally:
+                follower.cancel()
         finally:
             await recommender.close()
 
@@ -68,5 +74,6 @@ def create_app(
     )
     app.state.metrics = metrics
     app.include_router(api_router(settings))
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 503s too
     return app

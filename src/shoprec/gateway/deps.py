@@ -6,7 +6,9 @@ are handed to :func:`shoprec.gateway.app.create_app` as factories, tests hand fa
 
 Every upstream call goes through :class:`Backends`, which bounds it by the configured timeout,
 records its stage latency, and turns an unavailable or slow upstream into a 503 whose ``detail``
-is one of the stable strings below.
+is one of the stable strings below. Failures are logged at most once per kind per
+``Settings.log_interval_s`` (:class:`shoprec.gateway.logs.FailureLog`) and all counted in
+``shoprec_gateway_stage_failures_total``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy.typing as npt
 from fastapi import Depends, HTTPException, Request, status
 
 from shoprec.errors import ShoprecError
+from shoprec.gateway.logs import FailureLog, describe
 from shoprec.gateway.metrics import GatewayMetrics, Stage
 from shoprec.gateway.settings import Settings
 
@@ -83,7 +86,19 @@ class FeatureStore(Protocol):
         ...
 
     def ping(self) -> None:
-        """Return when the store answers; raise any exception when it does not."""
+        """Return when the store answers and holds the version it serves; raise any exception
+        when it does not (unreachable, empty, or another materialization's store)."""
+        ...
+
+    def known_customers(self, ids: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """bool (B,): which ids are customers of the materialized snapshot, whether or not the
+        store returned their features (a known customer the store misses is data loss)."""
+        ...
+
+    def refresh(self) -> bool:
+        """Switch to a newer materialized version if there is one; True when it switched.
+        Blocking (called from a worker thread); raises when the new version cannot be read,
+        the current one staying in use."""
         ...
 
 
@@ -146,12 +161,42 @@ class Backends:
         self._store_timeout_s = settings.store_timeout_s
         self._triton_timeout_s = settings.triton_timeout_s
         self._metrics = metrics
+        self._failures = FailureLog(logger, settings.log_interval_s)
 
     async def customers(
         self, customer_ids: Sequence[str]
     ) -> tuple[npt.NDArray[np.bool_], dict[str, npt.NDArray[Any]]]:
-        """:meth:`FeatureStore.get_customers`, stage ``feature_fetch``."""
-        return await self._from_store(Stage.FEATURE_FETCH, self._store.get_customers, customer_ids)
+        """:meth:`FeatureStore.get_customers`, stage ``feature_fetch``.
+
+        A customer of the snapshot that the store does not return (a partial loss of the
+        store) is counted in ``shoprec_gateway_known_customer_misses_total`` and logged
+        (rate-limited); the route then serves it the popular list.
+        """
+        found, features = await self._from_store(
+            Stage.FEATURE_FETCH, self._store.get_customers, customer_ids
+        )
+        missing = [c for c, ok in zip(customer_ids, found, strict=True) if not ok]
+        if missing:
+            known = int(np.count_nonzero(self._store.known_customers(missing)))
+            if known:
+                self._metrics.known_customer_misses.inc(known)
+                self._failures.failure(
+                    "known customer missing",
+                    f"the feature store has no features for {known} customer(s) of the "
+                    "materialized snapshot; serving them the popular list",
+                )
+        return found, features
+
+    async def follow_store_versions(self, interval_s: float) -> None:
+        """Every ``interval_s`` seconds, switch the store to a newer materialized version
+        (:meth:`FeatureStore.refresh`, in a worker thread); runs until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if await anyio.to_thread.run_sync(self._store.refresh, abandon_on_cancel=True):
+                    logger.warning("feature store: switched to a new materialized version")
+            except Exception as exc:
+                self._failures.failure("feature store refresh", describe(exc))
 
     async def articles(self, article_ids: Sequence[str]) -> list[dict[str, str | None] | None]:
         """:meth:`FeatureStore.get_articles`, stage ``article_display``; on the event loop (no
@@ -203,8 +248,19 @@ class Backends:
             (RECOMMENDER_UNAVAILABLE, self._recommender.ready(), self._triton_timeout_s),
             (STORE_UNAVAILABLE, store_answers(), self._store_timeout_s),
         )
-        answers = await asyncio.gather(*(_within(call, timeout_s) for _, call, timeout_s in checks))
+        answers = await asyncio.gather(
+            *(self._within(detail, call, timeout_s) for detail, call, timeout_s in checks)
+        )
         return [detail for (detail, _, _), ok in zip(checks, answers, strict=True) if not ok]
+
+    async def _within(self, detail: str, call: Awaitable[bool], timeout_s: float) -> bool:
+        """What ``call`` answers within ``timeout_s``; False when it raises or takes longer."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call
+        except Exception as exc:
+            self._failures.failure(f"readiness: {detail}", describe(exc))
+            return False
 
     async def _from_store(self, stage: Stage, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         call = anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
@@ -234,24 +290,14 @@ class Backends:
                 return await call
         except TimeoutError:
             failure = "timeout"
-            logger.warning("%s: no answer within %.3f s", stage.value, timeout_s)
+            self._failures.failure(f"{stage.value} timeout", f"no answer within {timeout_s:.3f} s")
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
-        except errors:
+        except errors as exc:
             failure = "error"
-            logger.warning("%s failed", stage.value, exc_info=True)
+            self._failures.failure(f"{stage.value} error", describe(exc))
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
         finally:
             self._metrics.observe_stage(stage, time.perf_counter() - start, failure)
-
-
-async def _within(call: Awaitable[bool], timeout_s: float) -> bool:
-    """What ``call`` answers within ``timeout_s``; False when it raises or takes longer."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await call
-    except Exception:
-        logger.warning("readiness check failed", exc_info=True)
-        return False
 
 
 def get_backends(request: Request) -> Backends:

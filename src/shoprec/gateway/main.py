@@ -1,6 +1,6 @@
 """The production gateway app: Feast online store + Triton, configured from ``SHOPREC_*``.
 
-``uvicorn --factory shoprec.gateway.main:make_app`` (what ``shoprec gateway`` runs).
+``python -m shoprec.gateway`` serves it (what ``shoprec gateway`` runs).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from shoprec.featurestore import OnlineFeatures
 from shoprec.gateway.app import create_app
+from shoprec.gateway.server import server_command
 from shoprec.gateway.settings import Settings
 
 
@@ -25,13 +26,10 @@ def feast_store(settings: Settings) -> OnlineFeatures:
 
 
 def uvicorn_command(host: str, port: int, workers: int = 1) -> list[str]:
-    """The command line of a gateway server process (``make_app`` under uvicorn), as
-    ``shoprec gateway`` and ``shoprec serve`` run it; settings travel in its environment
-    (:meth:`Settings.environment`)."""
-    return [
-        sys.executable, "-m", "uvicorn", "--factory", "shoprec.gateway.main:make_app",
-        "--host", host, "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-    ]  # fmt: skip
+    """The command line of a gateway server process (``make_app`` under uvicorn with the
+    limits of :mod:`shoprec.gateway.server`), as ``shoprec gateway`` and ``shoprec serve`` run
+    it; settings travel in its environment (:meth:`Settings.environment`)."""
+    return server_command(sys.executable, host, port, workers)
 
 
 def make_app() -> FastAPI:

@@ -38,6 +38,7 @@ class GatewayMetrics:
     * ``shoprec_gateway_request_duration_seconds{endpoint}`` (histogram)
     * ``shoprec_gateway_stage_duration_seconds{stage}`` (histogram, failed calls included)
     * ``shoprec_gateway_stage_failures_total{stage, reason}`` (reason ``timeout`` | ``error``)
+    * ``shoprec_gateway_known_customer_misses_total``
     """
 
     def __init__(self) -> None:
@@ -66,6 +67,12 @@ class GatewayMetrics:
             "shoprec_gateway_stage_failures",
             "Upstream calls that failed, by stage and reason (timeout | error).",
             ("stage", "reason"),
+            registry=self.registry,
+        )
+        self.known_customer_misses = Counter(
+            "shoprec_gateway_known_customer_misses",
+            "Customers of the materialized snapshot the feature store did not return "
+            "(served the popular list): a partial loss of the online store.",
             registry=self.registry,
         )
         # Bound once: no label lookup per request, and every stage shows up before its first use.

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoprec.featurestore.tables import ArticleDisplay
+from shoprec.gateway.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -38,6 +39,21 @@ class Settings(BaseSettings):
     # Largest ``k`` a request may ask for. Keep it <= the K the Triton models were exported
     # with: past that, personalised and similar lists hold at most K items.
     max_k: int = Field(default=100, ge=1)
+
+    # ---- limits against slow or hostile clients (shoprec.gateway.server) ----
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request head, else 431
+    max_headers: int = Field(default=100, ge=1)  # header lines per request, else 431
+    header_timeout_s: float = Field(default=10.0, gt=0)  # head complete within, else 408
+    body_timeout_s: float = Field(default=30.0, gt=0)  # body complete within, else 408
+    keepalive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connection
+    max_concurrent_requests: int = Field(default=256, ge=1)  # in the app at once, else 503
+    # ---- logging (shoprec.gateway.logs) ----
+    log_format: LogFormat = LogFormat.TEXT  # "json": one JSON object per line
+    log_level: str = "WARNING"
+    access_log: bool = False  # one line per request (uvicorn's access log)
+    log_interval_s: float = Field(default=10.0, gt=0)  # one line per failure kind per interval
+    # ---- feature store versions (shoprec.featurestore) ----
+    store_refresh_s: float = Field(default=2.0, gt=0)  # how often to look for a new version
 
     def environment(self) -> dict[str, str]:
         """These settings as the ``SHOPREC_*`` variables that reproduce them in another process

@@ -60,8 +60,11 @@ EMPTY_ID: Final = b""
 class RequestError(ShoprecError, ValueError):
     """A request the step cannot serve (bad shape, id out of range, unknown article).
 
-    Inside Triton it becomes that request's error response; the message names the tensor and
-    the offending value, e.g. ``unknown article_id '0123'``.
+    Inside Triton it becomes that request's error response with code ``INVALID_ARG`` (HTTP
+    400, gRPC INVALID_ARGUMENT: a client error, not a server failure). The message names the
+    tensor and the problem but never repeats client-supplied strings (a 1 MB id would come
+    back 1 MB long), e.g. ``unknown article_id (4 bytes)``, ``candidates: id 99 outside
+    [0, 40)``.
     """
 
 
@@ -188,8 +191,8 @@ def execute_requests(step: Step, requests: Sequence[Any], pb_utils: Any) -> list
 
     The requests' inputs are concatenated along the batch axis and run once; when that raises
     :class:`RequestError`, each request runs alone so that only the bad ones get an error
-    response (``pb_utils.TritonError`` with the message). Other exceptions propagate (Triton
-    then fails the whole batch and logs the traceback).
+    response (``pb_utils.TritonError`` with the message and code ``INVALID_ARG``). Other
+    exceptions propagate (Triton then fails the whole batch and logs the traceback).
 
     Args:
         pb_utils: the ``triton_python_backend_utils`` module (passed in, so that this module
@@ -217,7 +220,10 @@ def execute_requests(step: Step, requests: Sequence[Any], pb_utils: Any) -> list
     for res in results:
         if isinstance(res, RequestError):
             responses.append(
-                pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(res)))
+                pb_utils.InferenceResponse(
+                    output_tensors=[],
+                    error=pb_utils.TritonError(str(res), pb_utils.TritonError.INVALID_ARG),
+                )
             )
         else:
             responses.append(

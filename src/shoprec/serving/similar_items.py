@@ -143,7 +143,8 @@ class SimilarItemsStep(Step):
         key = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
         row = self.rows.get(key)
         if row is None:
-            raise RequestError(f"unknown {s.T_ARTICLE_ID} {key!r}")
+            # The value is not echoed back: a client error never carries client input.
+            raise RequestError(f"unknown {s.T_ARTICLE_ID} ({len(key.encode())} bytes)")
         return row
 
     def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:

@@ -7,28 +7,34 @@ containers with the same ports and ``SHOPREC_*`` variables.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
-import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any, Final
 
 import httpx
 
 from shoprec.errors import ShoprecError
 from shoprec.gateway.main import uvicorn_command
 from shoprec.gateway.settings import Settings
-from shoprec.serving.tritonserver import TritonServer, group_alive
+from shoprec.serving.supervisor import Backoff, ChildSpec, Supervisor
+from shoprec.serving.tritonserver import LOG_FILE, TritonServer
 
 TRITON_HTTP_PORT = 8000
 TRITON_GRPC_PORT = 8001
 TRITON_METRICS_PORT = 8002
 GATEWAY_PORT = 8080
 LOOPBACK = "127.0.0.1"
+TRITON: Final = "triton"  # child names in the supervisor
+GATEWAY: Final = "gateway"
+GATEWAY_LOG: Final = "gateway.log"
 
 
 class StackError(ShoprecError, RuntimeError):
@@ -37,7 +43,17 @@ class StackError(ShoprecError, RuntimeError):
 
 @dataclass(frozen=True)
 class StackConfig:
-    """Ports (on ``host``) and folders of the local stack."""
+    """Ports (on ``host``) and folders of the local stack.
+
+    Attributes:
+        log_dir: where ``tritonserver.log`` and ``gateway.log`` are appended (kept across
+            restarts and after stop; ``shoprec serve`` uses ``models/<name>/logs``); None: a
+            temporary folder removed on stop.
+        gateway_settings: :class:`~shoprec.gateway.settings.Settings` fields of the gateway
+            beyond the Triton address and the feature repo (e.g. ``{"header_timeout_s": 1}``).
+        triton_admin_key: the key of Triton's restricted APIs (None: a random one, i.e. off).
+        backoff: restart delays of both processes.
+    """
 
     triton_repo: Path
     feature_repo: Path
@@ -46,12 +62,21 @@ class StackConfig:
     triton_http_port: int = TRITON_HTTP_PORT
     triton_grpc_port: int = TRITON_GRPC_PORT
     triton_metrics_port: int = TRITON_METRICS_PORT
-    log_dir: Path | None = None  # None: a temporary folder
+    log_dir: Path | None = None
     ready_timeout_s: float = 180.0
+    gateway_settings: Mapping[str, Any] = field(default_factory=dict)
+    triton_admin_key: str | None = None
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 class ServingStack:
-    """tritonserver and the gateway (uvicorn, its own process group), ready or stopped together.
+    """tritonserver and the gateway under one :class:`~shoprec.serving.supervisor.Supervisor`.
+
+    :meth:`start` starts Triton, waits until its models are ready, then the gateway until its
+    ``/readyz`` is 200, then watches both: a process that exits (Triton killed, a crash) is
+    restarted with backoff while the other keeps running (the gateway answers 503 for what
+    needs Triton meanwhile), and its whole process group and Triton's ``/dev/shm`` regions are
+    cleaned up first. :meth:`stop` stops both.
 
     Example::
 
@@ -61,15 +86,28 @@ class ServingStack:
 
     def __init__(self, config: StackConfig):
         self.config = config
+        self._own_log_dir = config.log_dir is None
+        self.log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="shoprec-stack-"))
         self.triton = TritonServer(
             config.triton_repo,
             http_port=config.triton_http_port,
             grpc_port=config.triton_grpc_port,
             metrics_port=config.triton_metrics_port,
             host=config.host,
-            work_dir=config.log_dir,
+            log_file=self.log_dir / LOG_FILE,
+            admin_key=config.triton_admin_key,
         )
-        self._gateway: subprocess.Popen[bytes] | None = None
+        gateway = ChildSpec(
+            name=GATEWAY,
+            command=lambda: uvicorn_command(config.host, config.gateway_port),
+            log_file=self.log_dir / GATEWAY_LOG,
+            env=self.gateway_env(),
+            backoff=config.backoff,
+            stop_grace_s=10.0,
+        )
+        self.supervisor = Supervisor(
+            [self.triton.child_spec(TRITON, backoff=config.backoff), gateway]
+        )
 
     @property
     def gateway_url(self) -> str:
@@ -78,12 +116,15 @@ class ServingStack:
     def gateway_env(self) -> dict[str, str]:
         """Environment of the gateway process (the same variables docker-compose sets)."""
         settings = Settings(
-            triton_url=self.triton.grpc_url, feature_repo=self.config.feature_repo.resolve()
+            triton_url=self.triton.grpc_url,
+            feature_repo=self.config.feature_repo.resolve(),
+            **self.config.gateway_settings,
         )
         return {**os.environ, **settings.environment()}
 
     def start(self) -> ServingStack:
-        """Start Triton, wait until its models are ready, then the gateway until /readyz is 200.
+        """Start Triton, wait until its models are ready, then the gateway until /readyz is
+        200; then watch both.
 
         Raises:
             StackError: a process exits or is not ready within ``ready_timeout_s`` (the message
@@ -91,13 +132,38 @@ class ServingStack:
         """
         try:
             self._check_ports_free()
-            self.triton.start()
-            self.triton.wait_ready(self.config.ready_timeout_s)
-            self._start_gateway()
+            self.supervisor.start_child(TRITON)
+            self._wait(TRITON, self.triton.answers_ready)
+            self.supervisor.start_child(GATEWAY)
+            self._wait(GATEWAY, self.gateway_ready)
+            self.supervisor.watch()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def gateway_ready(self) -> bool:
+        """Whether the gateway's ``/readyz`` answers 200 now."""
+        try:
+            return httpx.get(f"{self.gateway_url}/readyz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _wait(self, name: str, ready: Callable[[], bool]) -> None:
+        log = self.supervisor.child(name).spec.log_file
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while not ready():
+            if not self.supervisor.running(name):
+                group = self.supervisor.child(name).group
+                code = None if group is None else group.poll()
+                raise StackError(
+                    f"{name} exited with code {code} before it was ready:\n{_tail(log)}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{name} not ready after {self.config.ready_timeout_s} s:\n{_tail(log)}"
+                )
+            time.sleep(0.25)
 
     def _check_ports_free(self) -> None:
         """Raise StackError naming the first port of the stack that something listens on.
@@ -120,51 +186,20 @@ class ServingStack:
                     raise StackError(f"{what} port {c.host}:{port} is in use ({exc})") from exc
 
     def gateway_running(self) -> bool:
-        """Whether the gateway process was started and has not exited."""
-        return self._gateway is not None and self._gateway.poll() is None
+        """Whether the gateway process is running now."""
+        return self.supervisor.running(GATEWAY)
 
-    def _start_gateway(self) -> None:
-        log_dir = self.triton.log_path.parent
-        cmd = uvicorn_command(self.config.host, self.config.gateway_port)
-        with (log_dir / "gateway.log").open("ab") as log:  # the child keeps its own copy
-            self._gateway = subprocess.Popen(
-                cmd,
-                env=self.gateway_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.config.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self._gateway.poll() is not None:
-                raise StackError(
-                    f"gateway exited with {self._gateway.returncode}:\n"
-                    f"{_tail(log_dir / 'gateway.log')}"
-                )
-            try:
-                if httpx.get(f"{self.gateway_url}/readyz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise StackError(
-            f"gateway not ready after {self.config.ready_timeout_s} s:\n"
-            f"{_tail(log_dir / 'gateway.log')}"
-        )
+    def pid(self, name: str) -> int | None:
+        """Process (group) id of ``"triton"`` or ``"gateway"`` while it runs."""
+        return self.supervisor.pid(name)
 
     def stop(self) -> None:
-        """Stop the gateway, then Triton; SIGTERM, then SIGKILL after a grace period."""
-        gateway, self._gateway = self._gateway, None
-        if gateway is not None and gateway.poll() is None:
-            os.killpg(gateway.pid, signal.SIGTERM)
-            try:
-                gateway.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(gateway.pid, signal.SIGKILL)
-                gateway.wait()
-        if gateway is not None and group_alive(gateway.pid):
-            os.killpg(gateway.pid, signal.SIGKILL)
+        """Stop watching, then the gateway, then Triton (whole process groups; SIGTERM, then
+        SIGKILL after a grace period); remove Triton's ``/dev/shm`` regions. Idempotent."""
+        self.supervisor.stop()
         self.triton.stop()
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> ServingStack:
         return self.start()

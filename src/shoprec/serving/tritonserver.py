@@ -24,13 +24,11 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
+import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -40,15 +38,28 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final
+from typing import Final
 
 from shoprec.errors import ShoprecError
+from shoprec.serving.supervisor import (
+    Backoff,
+    ChildSpec,
+    ProcessGroup,
+    Restart,
+    group_alive,  # noqa: F401  (re-exported: callers check process groups)
+)
 
 LOOPBACK: Final = "127.0.0.1"
 BACKEND_NAME: Final = "python"
 BACKEND_FILES: Final = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB_FILE: Final = "triton_python_backend_stub"
 LOG_FILE: Final = "tritonserver.log"
+SHM_DIR: Final = Path("/dev/shm")
+# Triton APIs that change the server or read its internals: behind the admin key (or off).
+# health, metadata, inference, model-config and statistics stay open (perf_analyzer reads
+# statistics); the gateway needs only health and inference.
+RESTRICTED_APIS: Final = ("model-repository", "shared-memory", "logging", "trace")
+ADMIN_KEY_HEADER: Final = "shoprec-admin-key"  # HTTP header; gRPC: triton-grpc-protocol-<it>
 
 
 class TritonServerError(ShoprecError, RuntimeError):
@@ -158,6 +169,15 @@ class TritonServer:
         log_file: server log (stdout and stderr); default ``work_dir/tritonserver.log``.
         exit_timeout_s: how long tritonserver lets in-flight requests finish on SIGTERM.
         extra_args: more tritonserver flags (e.g. ``["--log-verbose=1"]``).
+        admin_key: the value of the ``shoprec-admin-key`` header (HTTP) or
+            ``triton-grpc-protocol-shoprec-admin-key`` metadata (gRPC) that the
+            :data:`RESTRICTED_APIS` require; None: a random key nobody is told, i.e. those
+            APIs are off. Triton takes it on its command line, so local users who can list
+            processes can read it.
+
+    The Python backend's shared-memory regions are named with a prefix unique to this object
+    (:attr:`shm_prefix`); :meth:`stop` (and the supervisor's cleanup) removes the regions a
+    killed server left in ``/dev/shm``.
 
     Use as a context manager (start, wait until ready, stop on exit) or call :meth:`start`,
     :meth:`wait_ready` and :meth:`stop`. The server runs in a new process group (session),
@@ -176,6 +196,7 @@ class TritonServer:
         log_file: Path | None = None,
         exit_timeout_s: int = 15,
         extra_args: tuple[str, ...] = (),
+        admin_key: str | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
@@ -189,9 +210,11 @@ class TritonServer:
         self._log_file = Path(log_file) if log_file else None
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = extra_args
+        self._admin_key = admin_key or secrets.token_urlsafe(32)
+        self.shm_prefix = f"shoprec_{secrets.token_hex(6)}_"
         self.install = TritonInstall.find()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._group: ProcessGroup | None = None
+        self._backend_dir: Path | None = None
         self._stopped = False
 
     # ---- addresses ----------------------------------------------------------------------
@@ -221,10 +244,12 @@ class TritonServer:
     @property
     def pid(self) -> int | None:
         """Process id (= process group id) of the running server, None before start."""
-        return self._process.pid if self._process else None
+        return self._group.pid if self._group else None
 
     def command(self, backend_dir: Path) -> list[str]:
-        """The tritonserver command line."""
+        """The tritonserver command line: loopback by default, restricted APIs behind the
+        admin key, shared-memory regions named with :attr:`shm_prefix`."""
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={self._admin_key}"
         return [
             str(self.install.binary),
             f"--model-repository={self.model_repository}",
@@ -239,27 +264,65 @@ class TritonServer:
             # configs are complete: skip the extra stub launch per model that auto-complete costs
             "--disable-auto-complete-config",
             f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--backend-config={BACKEND_NAME},shm-region-prefix-name={self.shm_prefix}",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
             *self.extra_args,
         ]
 
     # ---- lifecycle ----------------------------------------------------------------------
-    def start(self) -> TritonServer:
-        """Launch tritonserver (returns at once; see :meth:`wait_ready`)."""
-        if self._process is not None:
-            raise TritonServerError(f"tritonserver already started (pid {self._process.pid})")
+    def prepare(self) -> Path:
+        """Make the work folder and the backend folder (once); returns the backend folder."""
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="tritonserver-"))
-        backend_dir = prepare_backend_dir(self.install, self.work_dir / "backends")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        self._process = subprocess.Popen(
-            self.command(backend_dir),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        if self._backend_dir is None:
+            self._backend_dir = prepare_backend_dir(self.install, self.work_dir / "backends")
+        return self._backend_dir
+
+    def child_spec(
+        self,
+        name: str = "triton",
+        restart: Restart = Restart.ALWAYS,
+        backoff: Backoff | None = None,
+        stop_grace_s: float = 25.0,
+    ) -> ChildSpec:
+        """This server as a :class:`~shoprec.serving.supervisor.Supervisor` child: same
+        command, environment and log; its cleanup removes its ``/dev/shm`` regions."""
+        backend_dir = self.prepare()
+        return ChildSpec(
+            name=name,
+            command=lambda: self.command(backend_dir),
+            log_file=self.log_path,
             env=server_environment(self.install),
             cwd=self.work_dir,
-            start_new_session=True,
+            restart=restart,
+            backoff=backoff or Backoff(),
+            cleanup=self.remove_shm_regions,
+            stop_grace_s=stop_grace_s,
+        )
+
+    def shm_regions(self) -> list[Path]:
+        """This server's Python-backend shared-memory regions in ``/dev/shm``."""
+        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*"))
+
+    def remove_shm_regions(self) -> int:
+        """Remove this server's regions from ``/dev/shm`` (after its processes are gone: a
+        killed server cannot); returns how many."""
+        regions = self.shm_regions()
+        for path in regions:
+            path.unlink(missing_ok=True)
+        return len(regions)
+
+    def start(self) -> TritonServer:
+        """Launch tritonserver (returns at once; see :meth:`wait_ready`)."""
+        if self._group is not None:
+            raise TritonServerError(f"tritonserver already started (pid {self._group.pid})")
+        backend_dir = self.prepare()
+        self._group = ProcessGroup.start(
+            self.command(backend_dir),
+            self.log_path,
+            env=server_environment(self.install),
+            cwd=self.work_dir,
         )
         return self
 
@@ -270,22 +333,26 @@ class TritonServer:
             TritonServerError: the server exited (e.g. a model failed to load) or was not ready
                 within ``timeout_s`` seconds; the message ends with the tail of its log.
         """
-        if self._process is None:
+        if self._group is None:
             raise TritonServerError("tritonserver not started")
         deadline = time.monotonic() + timeout_s
         while True:
-            code = self._process.poll()
+            code = self._group.poll()
             if code is not None:
                 raise TritonServerError(
                     f"tritonserver exited with code {code} before it was ready\n{self.log_tail()}"
                 )
-            if self._http_ready() and self._grpc_ready():
+            if self.answers_ready():
                 return
             if time.monotonic() > deadline:
                 raise TritonServerError(
                     f"tritonserver not ready after {timeout_s:.0f} s\n{self.log_tail()}"
                 )
             time.sleep(poll_s)
+
+    def answers_ready(self) -> bool:
+        """Whether the HTTP and gRPC endpoints both say the server is ready now."""
+        return self._http_ready() and self._grpc_ready()
 
     def _http_ready(self) -> bool:
         url = f"http://{self.http_url}/v2/health/ready"
@@ -306,44 +373,34 @@ class TritonServer:
             return False
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._group is not None and self._group.poll() is None
 
     def wait(self, timeout_s: float | None = None) -> int:
         """Block until the server exits (e.g. for ``shoprec serve``); returns its exit code."""
-        if self._process is None:
+        if self._group is None:
             raise TritonServerError("tritonserver not started")
-        return self._process.wait(timeout_s)
+        return self._group.process.wait(timeout_s)
 
     def stop(self, grace_s: float = 25.0) -> int | None:
-        """SIGTERM the server's process group, SIGKILL it after ``grace_s`` seconds.
+        """SIGTERM the server's process group, SIGKILL it after ``grace_s`` seconds, then
+        remove its ``/dev/shm`` regions.
 
         Idempotent. Returns the server's exit code (None if it was never started). Removes the
         temporary work folder (and the log in it) when the server created it.
         """
-        if self._process is not None and self._stopped:
-            return self._process.returncode  # its pid may belong to someone else by now
+        if self._group is not None and self._stopped:
+            return self._group.process.returncode  # its pid may belong to someone else by now
         code = None
-        if self._process is not None:
-            pgid = self._process.pid  # start_new_session: the group id is the leader's pid
-            _signal_group(pgid, signal.SIGTERM)
-            try:
-                code = self._process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(pgid, signal.SIGKILL)
-                code = self._process.wait()
-            _reap_group(pgid, grace_s)
+        if self._group is not None:
+            code = self._group.stop(grace_s)
             self._stopped = True
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self.remove_shm_regions()
         if self._own_work_dir and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         return code
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server log ("" if there is none)."""
-        if self._log is not None:
-            self._log.flush()
         if self._log_file is None and self.work_dir is None:
             return ""  # not started
         if not self.log_path.exists():
@@ -367,34 +424,6 @@ class TritonServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of process group ``pgid`` still exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _reap_group(pgid: int, grace_s: float) -> None:
-    """After the leader exited: wait for the rest of its group (the stubs got SIGTERM with it),
-    SIGKILL what is still there after ``grace_s`` seconds."""
-    deadline = time.monotonic() + grace_s
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if group_alive(pgid):
-        _signal_group(pgid, signal.SIGKILL)
-        while group_alive(pgid) and time.monotonic() < deadline + grace_s:
-            time.sleep(0.05)
 
 
 def _other_free_port(host: str, taken: set[int]) -> int:

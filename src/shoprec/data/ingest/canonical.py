@@ -157,7 +157,8 @@ def _check_known(frame: pl.DataFrame, column: str, known: pl.Series, owner: str)
 def validate_canonical(c: Canonical) -> None:
     """Check ``c`` against the canonical schema.
 
-    Checks, in order: column names/order and dtypes per table; no nulls outside the nullable
+    Checks, in order: column names/order and dtypes per table; at least one row per table; no
+    nulls outside the nullable
     columns; unique ``article_id`` and ``customer_id``; every transaction's ids exist in
     articles/customers; ``quantity >= 1``; ``price`` finite and ``>= 0``; ``sales_channel_id``
     in (1, 2); ``age`` finite and ``>= 0`` where present.
@@ -169,6 +170,8 @@ def validate_canonical(c: Canonical) -> None:
     for table in schema.CANONICAL_TABLES:
         frame = c.table(table)
         _check_columns(table, frame)
+        if frame.height == 0:
+            raise InputDataError(f"{table}: no rows")
         _check_nulls(table, frame)
     _check_unique(schema.ARTICLES, c.articles, schema.ARTICLE_ID)
     _check_unique(schema.CUSTOMERS, c.customers, schema.CUSTOMER_ID)
@@ -267,7 +270,8 @@ def read_canonical(dir: Path) -> Canonical:
     """Read the tables :func:`write_canonical` wrote to ``dir``.
 
     Raises:
-        ArtifactError: ``dir`` or one of its Parquet files is missing (the message names it).
+        ArtifactError: ``dir`` or one of its Parquet files is missing, or a table has no rows
+            (the message names the file).
     """
     dir = Path(dir)
     frames: dict[str, pl.DataFrame] = {}
@@ -276,6 +280,8 @@ def read_canonical(dir: Path) -> Canonical:
         if not path.is_file():
             raise ArtifactError(f"canonical table {table!r} missing: {path} (run shoprec ingest)")
         frames[table] = pl.read_parquet(path)
+        if frames[table].height == 0:
+            raise ArtifactError(f"canonical table {table!r} has no rows: {path} (ingest again)")
     return Canonical(**frames)
 
 

@@ -62,7 +62,7 @@ def _describe(value: object) -> str:
 
 
 def _header(path: Path) -> list[str]:
-    """Column names of the CSV at ``path``.
+    """Column names of the CSV at ``path``, as in the file (see :func:`_raw_scan`).
 
     Raises:
         InputDataError: the file is missing or empty.
@@ -75,13 +75,37 @@ def _header(path: Path) -> list[str]:
         raise InputDataError(f"{path.name}: cannot read the CSV header: {exc}") from exc
 
 
+def _raw_scan(path: Path) -> pl.LazyFrame:
+    """Lazy scan of ``path``, every column a string, empty fields null.
+
+    Windows line endings: polars reads ``\\r\\n`` itself, but a file whose lines end in
+    ``\\r\\r\\n`` (a CRLF file converted to CRLF once more) keeps a ``\\r``
+    at the end of the last column's name and values; it is removed here.
+    """
+    header = _header(path)
+    frame = pl.scan_csv(
+        path,
+        infer_schema=False,
+        schema_overrides={c: pl.String for c in header},
+        empty_string_is_null=True,
+    )
+    last = header[-1]
+    if last.endswith("\r"):
+        clean = last.rstrip("\r")
+        stripped = pl.col(last).str.strip_chars_end("\r")
+        frame = frame.with_columns(
+            pl.when(stripped.str.len_bytes() > 0).then(stripped).alias(last)
+        ).rename({last: clean})
+    return frame
+
+
 def _scan(path: Path, required: Sequence[str]) -> pl.LazyFrame:
-    """Lazy scan of ``path`` with every column read as a string.
+    """Lazy scan of ``path`` (:func:`_raw_scan`) holding the ``required`` columns.
 
     Raises:
         InputDataError: the file is missing, empty, or lacks one of ``required`` columns.
     """
-    header = _header(path)
+    header = [c.rstrip("\r") for c in _header(path)]
     for column in required:
         if column not in header:
             raise InputDataError(
@@ -89,12 +113,9 @@ def _scan(path: Path, required: Sequence[str]) -> pl.LazyFrame:
             )
     columns = list(dict.fromkeys(required))
     # Empty fields, quoted ("") or not, are nulls.
-    return pl.scan_csv(
-        path,
-        infer_schema=False,
-        schema_overrides={c: pl.String for c in header},
-        empty_string_is_null=True,
-    ).select(pl.when(pl.col(c).str.len_bytes() > 0).then(pl.col(c)).alias(c) for c in columns)
+    return _raw_scan(path).select(
+        pl.when(pl.col(c).str.len_bytes() > 0).then(pl.col(c)).alias(c) for c in columns
+    )
 
 
 def _collect(path: Path, frame: pl.LazyFrame) -> pl.DataFrame:
@@ -120,12 +141,7 @@ def _raise_first(path: Path, flags: pl.DataFrame, rules: Sequence[_Rule]) -> Non
         return
     row, i = first
     rule = rules[i]
-    raw = (
-        pl.scan_csv(path, infer_schema=False, empty_string_is_null=True)
-        .select(rule.column)
-        .slice(row, 1)
-        .collect()
-    )
+    raw = _raw_scan(path).select(rule.column).slice(row, 1).collect()
     value = raw[rule.column][0]
     raise InputDataError(
         f"{path.name}: column {rule.column!r}: row {row + 1}: "
@@ -168,6 +184,8 @@ def _parse(
         ),
     )
     _raise_first(path, out, rules)
+    if out.height == 0:
+        raise InputDataError(f"{path.name}: no data rows (the file holds only its header): {path}")
     return out.select(list(parsed))
 
 
@@ -262,9 +280,12 @@ def read_hm(raw_dir: Path) -> Canonical:
     as Float32 (H&M's scaled currency units), ``quantity`` = 1 per row (a repeated row is a
     repeated purchase), ``sales_channel_id`` 1 or 2.
 
+    Windows line endings and a UTF-8 byte-order mark are accepted.
+
     Raises:
-        InputDataError: a file or column is missing, a value cannot be parsed, an id is
-            duplicated, or a transaction refers to an unknown article or customer. The message
+        InputDataError: a file or column is missing, a file has no data rows, a value cannot be
+            parsed, an id is duplicated, or a transaction refers to an unknown article or
+            customer. The message
             names the file, column, 1-based data row and value, e.g.
             ``transactions_train.csv: column 'price': row 3: 'abc' is not a price ...``.
     """
