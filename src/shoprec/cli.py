@@ -31,6 +31,7 @@ class Source(StrEnum):
     COMPLETEJOURNEY = "completejourney"
     HM = "hm"
     SYNTHETIC = "synthetic"
+    EVENTS = "events"  # the write API's event log, folded into existing canonical tables
 
 
 NameOpt = Annotated[
@@ -83,10 +84,36 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
-    """Ingest one source into ``paths.canonical``."""
-    from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
+def do_fold(paths: Paths, event_log: str | None, namespace: str) -> None:
+    """Fold the event log (default ``models/<name>/events.db``) into ``paths.canonical``."""
+    from urllib.parse import urlsplit
 
+    from shoprec.data.ingest.events import fold_event_log
+    from shoprec.events import DEFAULT_LOG_FILE, open_log_reader
+
+    url = event_log or str(paths.models_dir / DEFAULT_LOG_FILE)
+    parts = urlsplit(url)
+    shown = url if parts.password is None else url.replace(f":{parts.password}@", ":***@")
+    reader = open_log_reader(url, namespace=namespace)
+    try:
+        report = fold_event_log(paths.canonical, reader, shown)
+    finally:
+        reader.close()
+    info = {k: v for k, v in report.to_dict().items() if k != "warnings"}
+    _log(f"folded the event log {shown} into {paths.canonical}: {json.dumps(info)}")
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
+
+
+def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
+    """Ingest one source into ``paths.canonical``; then fold the dataset's own event log
+    (``models/<name>/events.db``) when it exists, so the tables are always source + log."""
+    from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
+    from shoprec.events import DEFAULT_LOG_FILE, DEFAULT_NAMESPACE
+
+    if source is Source.EVENTS:
+        do_fold(paths, None, DEFAULT_NAMESPACE)
+        return
     if source is Source.COMPLETEJOURNEY:
         report = ingest_completejourney(paths.canonical)
     else:
@@ -101,11 +128,13 @@ def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, se
         report = ingest_hm(raw_dir, paths.canonical)
     info = report.to_dict()
     _log(f"ingested {source.value} into {paths.canonical}: {json.dumps(info, default=str)}")
+    if (paths.models_dir / DEFAULT_LOG_FILE).is_file():
+        do_fold(paths, None, DEFAULT_NAMESPACE)
 
 
 @app.command()
 def ingest(
-    source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic")],
+    source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic | events")],
     raw_dir: Annotated[
         Path | None,
         typer.Option(
@@ -116,17 +145,37 @@ def ingest(
     ] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+    event_log: Annotated[
+        str | None,
+        typer.Option(
+            "--event-log",
+            help="events: the log to fold, sqlite:///path, a path or redis://[:pw@]host:port/db "
+            "(default models/<name>/events.db)",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="events: key prefix of a Redis log")
+    ] = "shoprec",
     name: NameOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
-    """Ingest raw data into the canonical Parquet tables (data/<name>/canonical)."""
-    try:
-        do_ingest(
-            source, _paths(name or source.value, data_root, models_root), raw_dir, scale, seed
+    """Ingest raw data into the canonical Parquet tables (data/<name>/canonical); `events`
+    folds the write API's event log (new customers, articles, purchases, erasures) into them."""
+    if source is Source.EVENTS and name is None:
+        raise typer.BadParameter(
+            "events needs --name of the dataset to fold into", param_hint="--name"
         )
+    try:
+        paths = _paths(name or source.value, data_root, models_root)
+        if source is Source.EVENTS:
+            do_fold(paths, event_log, namespace)
+        else:
+            do_ingest(source, paths, raw_dir, scale, seed)
     except ShoprecError as exc:
         raise _fail(exc) from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--event-log") from exc
 
 
 def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
@@ -267,6 +316,8 @@ def pipeline(
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Run ingest -> build-dataset -> train -> evaluate end to end and print the report."""
+    if source is Source.EVENTS:
+        raise typer.BadParameter("pipeline needs a data source; fold the log with `ingest events`")
     try:
         _run_pipeline(
             source,
@@ -583,6 +634,38 @@ def _stack_config(
     )
 
 
+def _local_write_key() -> str | None:
+    """Generate a write key for a stack started here when the environment configures none.
+
+    Its SHA-256 joins ``SHOPREC_API_KEYS`` in this process's environment, which the gateway
+    process inherits; the key itself is returned (to print once) and stored nowhere.
+
+    Raises:
+        pydantic.ValidationError, KeysFileError: the configured settings or keys are invalid.
+    """
+    import os
+
+    from shoprec.gateway.keys import ApiKey, Role, generate_key, hash_key
+    from shoprec.gateway.settings import Settings
+
+    settings = Settings()
+    if any(key.role is Role.WRITE for key in settings.all_api_keys()):
+        return None
+    key = generate_key()
+    keys = [*settings.api_keys, ApiKey(name="local-write", role=Role.WRITE, sha256=hash_key(key))]
+    os.environ["SHOPREC_API_KEYS"] = json.dumps([k.model_dump(mode="json") for k in keys])
+    return key
+
+
+def _print_write_key(key: str | None) -> None:
+    if key is None:
+        console.print("write API: keys from SHOPREC_API_KEYS / SHOPREC_API_KEYS_FILE")
+    else:
+        console.print(
+            f"write key (generated for this run, stored nowhere; send it as X-API-Key): {key}"
+        )
+
+
 def _serve_forever(stack: Any) -> None:
     """Block until Ctrl-C/TERM; exit code 1 (after the stack stops) when a server dies."""
     console.print(
@@ -616,7 +699,9 @@ def serve(
         paths, triton_repo, host, port, (triton_http_port, triton_grpc_port, triton_metrics_port)
     )
     try:
+        write_key = _local_write_key()
         with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
+            _print_write_key(write_key)
             _serve_forever(stack)
     except KeyboardInterrupt:
         console.print("stopped")
@@ -641,8 +726,9 @@ def _items_table(title: str, items: list[dict[str, Any]]) -> Table:
     return table
 
 
-def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
-    """REST calls for a long-history customer, a new customer and an article; printed."""
+def demo_calls(base_url: str, paths: Paths, k: int = 8, write_key: str | None = None) -> None:
+    """REST calls for a long-history customer, a new customer and an article, and (with a
+    write key) one purchase posted to the event log; printed."""
     import httpx
     import polars as pl
 
@@ -689,6 +775,43 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
         console.print(_items_table("you may also like", sim.json()["items"]))
         missing = http.get("/v1/articles/does-not-exist/similar")
         console.print(f"\nunknown article -> HTTP {missing.status_code} {missing.json()}")
+        if write_key is not None:
+            _demo_purchase(http, write_key, cid, article, names, body["recommendation_id"])
+
+
+def _demo_purchase(
+    http: Any,
+    write_key: str,
+    customer_id: str,
+    article_id: str,
+    names: dict[str, str],
+    recommendation_id: str,
+) -> None:
+    """POST one purchase (and its replay) to /v1/events; printed."""
+    import uuid
+    from datetime import UTC, datetime
+
+    event = {
+        "event_id": f"demo-{uuid.uuid4().hex}",
+        "type": "purchase",
+        "customer_id": customer_id,
+        "article_id": article_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "quantity": 1,
+        "recommendation_id": recommendation_id,
+    }
+    headers = {"X-API-Key": write_key}
+    t0 = time.perf_counter()
+    first = http.post("/v1/events", json={"events": [event]}, headers=headers)
+    ms = (time.perf_counter() - t0) * 1e3
+    console.print(
+        f"\n[bold]POST /v1/events[/bold] purchase of {names.get(article_id, article_id)} by "
+        f"customer {customer_id} -> HTTP {first.status_code} ({ms:.1f} ms): {first.json()}"
+    )
+    again = http.post("/v1/events", json={"events": [event]}, headers=headers)
+    console.print(f"the same event again -> HTTP {again.status_code}: {again.json()}")
+    anonymous = http.post("/v1/events", json={"events": [event]})
+    console.print(f"without the key -> HTTP {anonymous.status_code}: {anonymous.json()}")
 
 
 @app.command()
@@ -732,6 +855,7 @@ def demo(
 
         run_materialize(paths.models_dir, paths.dataset, paths.canonical)
         _log("[bold]serve[/bold]: starting tritonserver and the gateway")
+        write_key = _local_write_key()
         with (
             sigterm_as_keyboard_interrupt(),
             ServingStack(
@@ -745,7 +869,8 @@ def demo(
             ) as stack,
         ):
             _log(f"stack ready ({time.perf_counter() - start:.0f} s since start)")
-            demo_calls(stack.gateway_url, paths)
+            _print_write_key(write_key)
+            demo_calls(stack.gateway_url, paths, write_key=write_key)
             if keep_serving:
                 _serve_forever(stack)
     except KeyboardInterrupt:
@@ -756,6 +881,46 @@ def demo(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s; the stack is stopped"
         + ("" if keep_serving else " (use --keep-serving to leave it up)")
     )
+
+
+@app.command("api-key")
+def api_key(
+    name: Annotated[str, typer.Option(help="Key name (rate limits and metrics use it)")],
+    keys_file: Annotated[
+        Path,
+        typer.Option(
+            "--keys-file", help="JSON keys file the gateway reads (SHOPREC_API_KEYS_FILE)"
+        ),
+    ],
+    role: Annotated[str, typer.Option(help="write | read")] = "write",
+) -> None:
+    """Generate an API key: its SHA-256 is added to the keys file, the key is printed once."""
+    from pydantic import ValidationError
+
+    from shoprec.gateway.keys import (
+        ApiKey,
+        KeysFileError,
+        generate_key,
+        hash_key,
+        read_keys_file,
+        write_keys_file,
+    )
+
+    try:
+        keys = read_keys_file(keys_file) if keys_file.exists() else []
+        if any(key.name == name for key in keys):
+            raise typer.BadParameter(
+                f"{keys_file} already has a key named {name!r}", param_hint="--name"
+            )
+        key = generate_key()
+        entry = ApiKey.model_validate({"name": name, "role": role, "sha256": hash_key(key)})
+    except KeysFileError as exc:
+        raise _fail(exc) from exc
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc.errors()[0]["msg"])) from exc
+    write_keys_file(keys_file, [*keys, entry])
+    console.print(f"{role} key {name!r} added to {keys_file} (as its SHA-256). The key:")
+    console.print(key, soft_wrap=True)
 
 
 @app.command()

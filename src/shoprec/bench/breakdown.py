@@ -23,11 +23,14 @@ GATEWAY_REQUEST_SECONDS: Final = "shoprec_gateway_request_duration_seconds"
 GATEWAY_STAGE_SECONDS: Final = "shoprec_gateway_stage_duration_seconds"
 # Gateway stages (shoprec.gateway.metrics.Stage values) in the order a request calls them.
 STAGE_ORDER: Final = (
+    "catalog",
     "feature_fetch",
     "popular",
     "triton_recommend",
     "triton_similar",
     "article_display",
+    "event_log",
+    "store_write",
 )
 # Triton's per-model cumulative counters (label ``model``); durations in microseconds.
 TRITON_REQUESTS: Final = "nv_inference_request_success"

@@ -15,17 +15,42 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from shoprec import __version__
+from shoprec.events import EventLog
+from shoprec.gateway.auth import AccessControl, ReadAccess
+from shoprec.gateway.bodylimit import BodySizeLimit
 from shoprec.gateway.deps import Backends, FeatureStore, Recommender
+from shoprec.gateway.keys import HEADER
 from shoprec.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from shoprec.gateway.routes import api_router
 from shoprec.gateway.settings import Settings
 from shoprec.gateway.triton import TritonRecommender
+from shoprec.gateway.writes import StoreWriter, Writes, write_router
 
 StoreFactory = Callable[[Settings], FeatureStore]
 RecommenderFactory = Callable[[Settings], Recommender]
+EventLogFactory = Callable[[Settings], EventLog]
+StoreWriterFactory = Callable[[Settings], StoreWriter]
+
+
+def docs_router(app: FastAPI) -> APIRouter:
+    """``/openapi.json`` and ``/docs`` (Swagger UI) behind the read key when one is required."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi(caller: ReadAccess) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @router.get("/docs")
+    async def docs(caller: ReadAccess) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    return router
 
 
 def create_app(
@@ -33,6 +58,8 @@ def create_app(
     *,
     store_factory: StoreFactory,
     recommender_factory: RecommenderFactory = TritonRecommender.from_settings,
+    event_log_factory: EventLogFactory | None = None,
+    store_writer_factory: StoreWriterFactory | None = None,
 ) -> FastAPI:
     """A gateway app; nothing is connected until its lifespan starts.
 
@@ -42,10 +69,14 @@ def create_app(
         recommender_factory: builds the :class:`~shoprec.gateway.deps.Recommender` at startup,
             inside the serving event loop (the gRPC channel binds to it); it is closed on
             shutdown. Defaults to :meth:`TritonRecommender.from_settings`.
+        event_log_factory / store_writer_factory: build the write API's event log (inside the
+            serving event loop; closed on shutdown) and online-store writer at startup. Without
+            them the write routes answer 503 ``"write API not configured"``.
 
     Raises:
         pydantic.ValidationError: ``settings`` omitted and the environment holds invalid
             values.
+        KeysFileError: the API keys file is missing or invalid.
     """
     settings = settings or Settings()
     metrics = GatewayMetrics()
@@ -53,20 +84,42 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recommender = recommender_factory(settings)
+        log: EventLog | None = None
         try:
             store = store_factory(settings)
             app.state.backends = Backends(store, recommender, settings, metrics)
+            log = event_log_factory(settings) if event_log_factory else None
+            writer = store_writer_factory(settings) if store_writer_factory else None
+            app.state.writes = Writes(log, writer, settings, metrics)
             yield
         finally:
+            if log is not None:
+                await log.close()
             await recommender.close()
 
     app = FastAPI(
         title="shoprec gateway",
-        summary="Personalised and similar-item recommendations over Feast and Triton.",
+        summary="Personalised and similar-item recommendations over Feast and Triton; "
+        "customers, articles and events in.",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.metrics = metrics
+    app.state.access = AccessControl(settings)
     app.include_router(api_router(settings))
+    app.include_router(write_router())
+    app.include_router(docs_router(app))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:  # reads only: write keys never go to a browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=[HEADER],
+            max_age=600,
+        )
     return app
