@@ -452,12 +452,15 @@ class SqliteLogReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise EventLogError(f"event log {self.path} not found")
-        self._conn = _connect(self.path, BUSY_TIMEOUT_S)
+        conn: sqlite3.Connection | None = None
         try:
-            self._conn.execute("SELECT 1 FROM log LIMIT 1").fetchall()
+            conn = _connect(self.path, BUSY_TIMEOUT_S)
+            conn.execute("SELECT 1 FROM log LIMIT 1").fetchall()
         except sqlite3.Error as exc:
-            self._conn.close()
+            if conn is not None:
+                conn.close()
             raise EventLogError(f"{self.path} is not an event log: {exc}") from exc
+        self._conn = conn
 
     def read_after(self, offset: int, limit: int = 1000) -> list[LogEntry]:
         """See :meth:`LogReader.read_after`."""
