@@ -923,13 +923,79 @@ def api_key(
     console.print(key, soft_wrap=True)
 
 
+def _bench_write(
+    name: str,
+    users: str,
+    seconds: float,
+    out: Path | None,
+    log_backends: str,
+    appendfsync: str,
+    data_root: Path,
+    models_root: Path,
+) -> None:
+    from shoprec.bench import parse_users, rich_tables
+    from shoprec.bench.writes import (
+        BENCH_WRITE_JSON,
+        BENCH_WRITE_MD,
+        WriteBenchConfig,
+        parse_backends,
+        run_write_benchmark,
+        write_sections,
+    )
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.serving.stack import sigterm_as_keyboard_interrupt
+
+    paths = _paths(name, data_root, models_root)
+    try:
+        cfg = WriteBenchConfig(
+            name=name,
+            feature_repo=repo_dir(paths.models_dir),
+            out_dir=out or paths.models_dir / "bench",
+            users=parse_users(users),
+            seconds=seconds,
+            backends=parse_backends(log_backends),
+            appendfsync=appendfsync,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with sigterm_as_keyboard_interrupt():
+            result = run_write_benchmark(cfg, log=_log)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(code=130) from None
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    for table in rich_tables(write_sections(result)):
+        console.print(table)
+    console.print(f"report: {cfg.out_dir / BENCH_WRITE_MD}, {cfg.out_dir / BENCH_WRITE_JSON}")
+
+
 @app.command()
 def bench(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     users: Annotated[
-        str, typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16")
-    ] = "1,4,16",
-    seconds: Annotated[float, typer.Option(help="Measured seconds per endpoint and level")] = 20.0,
+        str | None,
+        typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16 (--write: 1,16)"),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(help="Measured seconds per endpoint and level (default 20, --write 10)"),
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="The write side instead: POST /v1/events with batches of 1 and 100 on each "
+            "event-log backend (gateway and redis-server started on free ports)",
+        ),
+    ] = False,
+    log_backends: Annotated[
+        str, typer.Option("--log-backends", help="--write: sqlite,redis or one of them")
+    ] = "sqlite,redis",
+    appendfsync: Annotated[
+        str, typer.Option("--appendfsync", help="--write: the Redis log's AOF policy")
+    ] = "always",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -961,7 +1027,12 @@ def bench(
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Load test the online stack (gateway and Triton) with locust; latency, throughput,
-    per-stage times and the latency targets -> bench.json and bench.md."""
+    per-stage times and the latency targets -> bench.json and bench.md. With --write: durable
+    events/s and POST /v1/events latency per event-log backend -> bench-write.{json,md}."""
+    if write:
+        _bench_write(name, users or "1,16", seconds or 10.0, out, log_backends, appendfsync,
+                     data_root, models_root)  # fmt: skip
+        return
     from shoprec.bench import (
         BENCH_JSON,
         BENCH_MD,
@@ -981,8 +1052,8 @@ def bench(
             triton_repo=triton_repo,
             feature_repo=repo_dir(paths.models_dir),
             out_dir=out or paths.models_dir / "bench",
-            users=parse_users(users),
-            seconds=seconds,
+            users=parse_users(users or "1,4,16"),
+            seconds=seconds or 20.0,
             gateway_url=gateway_url,
             triton_grpc_url=triton_grpc_url,
             triton_metrics_url=triton_metrics_url,

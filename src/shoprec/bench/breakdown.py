@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from shoprec.bench.prometheus import SampleKey, label_values, metric_sum
-from shoprec.bench.workloads import GATEWAY_ROUTES, Workload
+from shoprec.bench.workloads import Workload, gateway_route
 
 # Metric names as registered by shoprec.gateway.metrics.GatewayMetrics (tests pin them).
 GATEWAY_REQUEST_SECONDS: Final = "shoprec_gateway_request_duration_seconds"
@@ -173,7 +173,7 @@ def breakdown(
     server_ms: float | None = None
     overhead: float | None = None
     stages: list[StageTime] = []
-    route = GATEWAY_ROUTES.get(workload)
+    route = gateway_route(workload)
     if route is not None and gateway_delta is not None:
         server_ms, _, stages = gateway_stages(gateway_delta, route)
         overhead = client_mean_ms - sum(s.ms_per_request for s in stages)
