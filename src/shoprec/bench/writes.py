@@ -196,7 +196,7 @@ def _wait(
         try:
             if check():
                 return
-        except OSError:
+        except Exception:  # not answering yet (refused, reset, loading)
             pass
         time.sleep(0.1)
     raise BenchError(f"{what} did not start within {START_TIMEOUT_S:g} s")
