@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
+from datetime import time as dt_time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -776,7 +778,14 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8, write_key: str | None = 
         missing = http.get("/v1/articles/does-not-exist/similar")
         console.print(f"\nunknown article -> HTTP {missing.status_code} {missing.json()}")
         if write_key is not None:
-            _demo_purchase(http, write_key, cid, article, names, body["recommendation_id"])
+            # On the data's last day, not today: `shoprec pipeline` folds the log into the
+            # data, and a purchase years after the rest would move every training window.
+            transactions = pl.read_parquet(
+                paths.canonical / "transactions.parquet", columns=[s.T_DAT]
+            )
+            last_day = transactions.get_column(s.T_DAT).max()
+            when = datetime.combine(last_day, dt_time(12), tzinfo=UTC)  # type: ignore[arg-type]
+            _demo_purchase(http, write_key, cid, article, names, body["recommendation_id"], when)
 
 
 def _demo_purchase(
@@ -786,17 +795,17 @@ def _demo_purchase(
     article_id: str,
     names: dict[str, str],
     recommendation_id: str,
+    when: datetime,
 ) -> None:
-    """POST one purchase (and its replay) to /v1/events; printed."""
+    """POST one purchase at ``when`` (and its replay) to /v1/events; printed."""
     import uuid
-    from datetime import UTC, datetime
 
     event = {
         "event_id": f"demo-{uuid.uuid4().hex}",
         "type": "purchase",
         "customer_id": customer_id,
         "article_id": article_id,
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": when.isoformat(),
         "quantity": 1,
         "recommendation_id": recommendation_id,
     }
@@ -1030,8 +1039,10 @@ def bench(
     per-stage times and the latency targets -> bench.json and bench.md. With --write: durable
     events/s and POST /v1/events latency per event-log backend -> bench-write.{json,md}."""
     if write:
-        _bench_write(name, users or "1,16", seconds or 10.0, out, log_backends, appendfsync,
-                     data_root, models_root)  # fmt: skip
+        _bench_write(
+            name, users or "1,16", 10.0 if seconds is None else seconds, out, log_backends,
+            appendfsync, data_root, models_root,
+        )  # fmt: skip
         return
     from shoprec.bench import (
         BENCH_JSON,
@@ -1053,7 +1064,7 @@ def bench(
             feature_repo=repo_dir(paths.models_dir),
             out_dir=out or paths.models_dir / "bench",
             users=parse_users(users or "1,4,16"),
-            seconds=seconds or 20.0,
+            seconds=20.0 if seconds is None else seconds,
             gateway_url=gateway_url,
             triton_grpc_url=triton_grpc_url,
             triton_metrics_url=triton_metrics_url,
