@@ -477,6 +477,27 @@ def test_serve_stops_both_servers_on_sigterm(served: Served, tmp_path: Path) -> 
         ids = [it[s.ARTICLE_ID] for it in response.json()["items"]]
         assert ids == _in_process(served, customer_id)[0][:5]
 
+        # The write API with the key serve generated: a purchase goes in, and a hidden article
+        # leaves the customer's list from the next request on.
+        lines = log_path.read_text().splitlines()
+        key = lines[lines.index(next(ln for ln in lines if "header X-API-Key" in ln)) + 1]
+        headers = {"X-API-Key": key.strip()}
+        purchase = {
+            "event_id": "serve-1", "type": "purchase", "customer_id": customer_id,
+            "article_id": ids[0], "timestamp": "2020-02-01T12:00:00Z",
+            "recommendation_id": response.json()["recommendation_id"],
+        }  # fmt: skip
+        posted = httpx.post(f"{url}/v1/events", json={"events": [purchase]}, headers=headers)
+        assert posted.status_code == 202, posted.text
+        assert posted.json()["results"][0]["status"] == "stored"
+        hidden = httpx.patch(f"{url}/v1/articles/{ids[0]}", json={"hidden": True}, headers=headers)
+        assert hidden.status_code == 200, hidden.text
+        again = httpx.get(
+            f"{url}{RECOMMEND.format(customer_id=customer_id)}", params={"k": 5}, timeout=30.0
+        )
+        expected = [a for a in _in_process(served, customer_id)[0] if a != ids[0]][:5]
+        assert [it[s.ARTICLE_ID] for it in again.json()["items"]] == expected
+
         assert not [p for p in (port, *triton_ports) if _port_free(p)]
         proc.send_signal(signal.SIGTERM)  # the leader only, as a process supervisor does
         assert proc.wait(timeout=SERVE_EXIT_S) == 0, log_path.read_text()

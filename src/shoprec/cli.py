@@ -663,9 +663,8 @@ def _print_write_key(key: str | None) -> None:
     if key is None:
         console.print("write API: keys from SHOPREC_API_KEYS / SHOPREC_API_KEYS_FILE")
     else:
-        console.print(
-            f"write key (generated for this run, stored nowhere; send it as X-API-Key): {key}"
-        )
+        console.print("write key, generated for this run and stored nowhere (header X-API-Key):")
+        console.print(key, soft_wrap=True)
 
 
 def _serve_forever(stack: Any) -> None:
