@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list)
     api_keys_file: Path | None = None
     require_read_key: bool = False  # reads, /docs, /openapi.json and /metrics need a key
-    rate_limit_reads: str = "1000/second"  # requests, per key or client
+    rate_limit_reads: str = "5000/second"  # requests, per key or client
     rate_limit_writes: str = "200/second"  # customer and article writes, per key
     rate_limit_events: str = "20000/second"  # events (a batch counts its events), per key
     rate_limit_storage: str = "memory://"  # limits storage URI
