@@ -44,7 +44,7 @@ from shoprec.events import (
 from shoprec.featurestore import OnlineFeatures
 from shoprec.featurestore.store import ENTITY_KEY_VERSION
 from shoprec.gateway import Settings, create_app
-from shoprec.gateway.deps import RankedBatch
+from shoprec.gateway.deps import RankedBatch, UpstreamUnavailableError
 from shoprec.gateway.main import event_log, feast_store, feast_writer
 from shoprec.gateway.writes import ERASURE_REMAINS
 
@@ -69,6 +69,8 @@ class FakeRecommender:
 
     async def similar(self, article_ids: Sequence[str], k: int) -> RankedBatch:
         self.asked.append(("similar", k))
+        if not set(article_ids) <= set(POPULAR):  # Triton fails ids outside its table
+            raise UpstreamUnavailableError(f"unknown article_id {article_ids}")
         ids = SIMILAR[:k]
         return RankedBatch([ids], [[1.0 - 0.1 * i for i in range(len(ids))]])
 
@@ -246,6 +248,8 @@ def test_put_article_creates_replaces_and_is_shown(gateway: Gateway, toy: ToySto
         s.VARIANT: None,
         s.DESCRIPTION: None,
     }
+    similar = gateway.http.get(f"/v1/articles/{article_id}/similar")  # unknown to the model
+    assert similar.status_code == 200 and similar.json()["items"] == []
     replaced = gateway.http.put(f"/v1/articles/{article_id}", json={"name": "Oat"}, headers=WRITE)
     assert replaced.status_code == 200
     assert replaced.json()["created"] is False

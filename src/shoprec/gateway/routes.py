@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from shoprec import schema
 from shoprec.gateway.auth import ReadAccess
 from shoprec.gateway.catalog import CatalogView
-from shoprec.gateway.deps import Backends, BackendsDep, MetricsDep
+from shoprec.gateway.deps import Backends, BackendsDep, MetricsDep, RankedBatch
 from shoprec.gateway.models import (
     Article,
     ErrorDetail,
@@ -186,10 +186,19 @@ def api_router(settings: Settings) -> APIRouter:
         k: K = settings.default_k,
     ) -> SimilarArticles:
         """Top-k articles most similar to an article (Triton ``similar_items``), best first;
-        never an article hidden or deleted through the write API."""
+        never an article hidden or deleted through the write API. An article put through the
+        write API that the served model does not know yet has no similar items (empty list)."""
         excluded = await writes.catalog.excluded()
         await _known_article(backends, writes.catalog, article_id)
-        ranked = await backends.similar([article_id], k + len(excluded))
+        try:
+            ranked = await backends.similar([article_id], k + len(excluded))
+        except HTTPException:
+            put = writes.catalog.state(article_id)
+            if put is None or put.fields is None:
+                raise
+            # Put through the write API: the served model may not know it yet (Triton fails
+            # the call for an id outside its table), so it has no neighbours to show.
+            ranked = RankedBatch([[]], [[]])
         article_ids, scores = _top(ranked.ids[0], ranked.scores[0], excluded, k)
         items = await _items(backends, writes.catalog, article_ids, scores)
         return SimilarArticles(
