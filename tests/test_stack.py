@@ -482,7 +482,9 @@ def test_serve_stops_both_servers_on_sigterm(served: Served, tmp_path: Path) -> 
         # The write API with the key serve generated: a purchase goes in, and a hidden article
         # leaves the customer's list from the next request on.
         lines = log_path.read_text().splitlines()
-        key = lines[lines.index(next(ln for ln in lines if "header X-API-Key" in ln)) + 1]
+        announced = [i for i, line in enumerate(lines) if "header X-API-Key" in line]
+        assert announced, log_path.read_text()
+        key = lines[announced[0] + 1]
         headers = {"X-API-Key": key.strip()}
         purchase = {
             "event_id": "serve-1", "type": "purchase", "customer_id": customer_id,

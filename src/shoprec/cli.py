@@ -665,6 +665,7 @@ def _print_write_key(key: str | None) -> None:
     else:
         console.print("write key, generated for this run and stored nowhere (header X-API-Key):")
         console.print(key, soft_wrap=True)
+    console.file.flush()  # seen at once also when stdout is a file or a pipe
 
 
 def _serve_forever(stack: Any) -> None:
@@ -700,9 +701,8 @@ def serve(
         paths, triton_repo, host, port, (triton_http_port, triton_grpc_port, triton_metrics_port)
     )
     try:
-        write_key = _local_write_key()
+        _print_write_key(_local_write_key())
         with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
-            _print_write_key(write_key)
             _serve_forever(stack)
     except KeyboardInterrupt:
         console.print("stopped")
