@@ -11,6 +11,7 @@ import pytest
 from shoprec import schema as s
 from shoprec.bench.config import BenchConfig, check_loopback, parse_users
 from shoprec.bench.workloads import (
+    EVENT_BATCHES,
     GATEWAY_ROUTES,
     TRITON_MODELS,
     WORKLOAD_LABELS,
@@ -103,7 +104,8 @@ def test_draw_samples_is_seeded_and_mixes_unknown_customers() -> None:
 def test_every_workload_has_a_label_and_exactly_one_way_to_be_sent() -> None:
     assert set(WORKLOAD_LABELS) == set(Workload)
     for workload in Workload:
-        assert (workload in GATEWAY_ROUTES) != (workload in TRITON_MODELS), workload
+        ways = (GATEWAY_ROUTES, TRITON_MODELS, EVENT_BATCHES)
+        assert sum(workload in way for way in ways) == 1, workload
     assert TRITON_MODELS == {
         Workload.TRITON_RECOMMEND: s.TRITON_RECOMMEND,
         Workload.TRITON_SIMILAR: s.TRITON_SIMILAR_ITEMS,

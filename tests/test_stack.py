@@ -267,7 +267,9 @@ def test_known_customer_gets_the_in_process_ranking(http: httpx.Client, served: 
             assert scores == sorted(scores, reverse=True)
             assert ids == ref_ids[:k]
             np.testing.assert_allclose(scores, ref_scores[:k], rtol=1e-6)
-            assert http.get(url, params={"k": k}).json() == body  # same request, same answer
+            again = http.get(url, params={"k": k}).json()  # same request, same answer
+            assert again.pop("recommendation_id") != body["recommendation_id"]  # but a new id
+            assert again == {key: v for key, v in body.items() if key != "recommendation_id"}
 
 
 def test_default_k_is_twelve_and_k_past_the_exported_k_is_capped(
@@ -412,7 +414,7 @@ def test_hung_triton_answers_503_in_bounded_time_and_recovers(
     pid = stack.pid("triton")
     assert pid is not None
     url = RECOMMEND.format(customer_id=served.regulars[0])
-    expected = http.get(url, params={"k": 5}).json()
+    expected = http.get(url, params={"k": 5}).json()["items"]
     os.killpg(pid, signal.SIGSTOP)
     try:
         _assert_triton_unavailable(http, served)
@@ -422,7 +424,7 @@ def test_hung_triton_answers_503_in_bounded_time_and_recovers(
     while http.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, "gateway not ready again after Triton resumed"
         time.sleep(0.1)
-    assert http.get(url, params={"k": 5}).json() == expected
+    assert http.get(url, params={"k": 5}).json()["items"] == expected
 
 
 def test_dead_triton_answers_503_then_stop_leaves_nothing(
@@ -488,6 +490,29 @@ def test_serve_stops_both_servers_on_sigterm(served: Served, tmp_path: Path) -> 
         assert response.status_code == 200, response.text
         ids = [it[s.ARTICLE_ID] for it in response.json()["items"]]
         assert ids == _in_process(served, customer_id)[0][:5]
+
+        # The write API with the key serve generated: a purchase goes in, and a hidden article
+        # leaves the customer's list from the next request on.
+        lines = log_path.read_text().splitlines()
+        announced = [i for i, line in enumerate(lines) if "header X-API-Key" in line]
+        assert announced, log_path.read_text()
+        key = lines[announced[0] + 1]
+        headers = {"X-API-Key": key.strip()}
+        purchase = {
+            "event_id": "serve-1", "type": "purchase", "customer_id": customer_id,
+            "article_id": ids[0], "timestamp": "2020-02-01T12:00:00Z",
+            "recommendation_id": response.json()["recommendation_id"],
+        }  # fmt: skip
+        posted = httpx.post(f"{url}/v1/events", json={"events": [purchase]}, headers=headers)
+        assert posted.status_code == 202, posted.text
+        assert posted.json()["results"][0]["status"] == "stored"
+        hidden = httpx.patch(f"{url}/v1/articles/{ids[0]}", json={"hidden": True}, headers=headers)
+        assert hidden.status_code == 200, hidden.text
+        again = httpx.get(
+            f"{url}{RECOMMEND.format(customer_id=customer_id)}", params={"k": 5}, timeout=30.0
+        )
+        expected = [a for a in _in_process(served, customer_id)[0] if a != ids[0]][:5]
+        assert [it[s.ARTICLE_ID] for it in again.json()["items"]] == expected
 
         assert not [p for p in (port, *triton_ports) if _port_free(p)]
         proc.send_signal(signal.SIGTERM)  # the leader only, as a process supervisor does

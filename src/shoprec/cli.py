@@ -6,6 +6,8 @@ import json
 import os
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
+from datetime import time as dt_time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +34,7 @@ class Source(StrEnum):
     COMPLETEJOURNEY = "completejourney"
     HM = "hm"
     SYNTHETIC = "synthetic"
+    EVENTS = "events"  # the write API's event log, folded into existing canonical tables
 
 
 NameOpt = Annotated[
@@ -84,10 +87,36 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
-    """Ingest one source into ``paths.canonical``."""
-    from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
+def do_fold(paths: Paths, event_log: str | None, namespace: str) -> None:
+    """Fold the event log (default ``models/<name>/events.db``) into ``paths.canonical``."""
+    from urllib.parse import urlsplit
 
+    from shoprec.data.ingest.events import fold_event_log
+    from shoprec.events import DEFAULT_LOG_FILE, open_log_reader
+
+    url = event_log or str(paths.models_dir / DEFAULT_LOG_FILE)
+    parts = urlsplit(url)
+    shown = url if parts.password is None else url.replace(f":{parts.password}@", ":***@")
+    reader = open_log_reader(url, namespace=namespace)
+    try:
+        report = fold_event_log(paths.canonical, reader, shown)
+    finally:
+        reader.close()
+    info = {k: v for k, v in report.to_dict().items() if k != "warnings"}
+    _log(f"folded the event log {shown} into {paths.canonical}: {json.dumps(info)}")
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
+
+
+def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
+    """Ingest one source into ``paths.canonical``; then fold the dataset's own event log
+    (``models/<name>/events.db``) when it exists, so the tables are always source + log."""
+    from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
+    from shoprec.events import DEFAULT_LOG_FILE, DEFAULT_NAMESPACE
+
+    if source is Source.EVENTS:
+        do_fold(paths, None, DEFAULT_NAMESPACE)
+        return
     if source is Source.COMPLETEJOURNEY:
         report = ingest_completejourney(paths.canonical)
     else:
@@ -102,11 +131,13 @@ def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, se
         report = ingest_hm(raw_dir, paths.canonical)
     info = report.to_dict()
     _log(f"ingested {source.value} into {paths.canonical}: {json.dumps(info, default=str)}")
+    if (paths.models_dir / DEFAULT_LOG_FILE).is_file():
+        do_fold(paths, None, DEFAULT_NAMESPACE)
 
 
 @app.command()
 def ingest(
-    source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic")],
+    source: Annotated[Source, typer.Argument(help="completejourney | hm | synthetic | events")],
     raw_dir: Annotated[
         Path | None,
         typer.Option(
@@ -117,17 +148,37 @@ def ingest(
     ] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+    event_log: Annotated[
+        str | None,
+        typer.Option(
+            "--event-log",
+            help="events: the log to fold, sqlite:///path, a path or redis://[:pw@]host:port/db "
+            "(default models/<name>/events.db)",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="events: key prefix of a Redis log")
+    ] = "shoprec",
     name: NameOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
-    """Ingest raw data into the canonical Parquet tables (data/<name>/canonical)."""
-    try:
-        do_ingest(
-            source, _paths(name or source.value, data_root, models_root), raw_dir, scale, seed
+    """Ingest raw data into the canonical Parquet tables (data/<name>/canonical); `events`
+    folds the write API's event log (new customers, articles, purchases, erasures) into them."""
+    if source is Source.EVENTS and name is None:
+        raise typer.BadParameter(
+            "events needs --name of the dataset to fold into", param_hint="--name"
         )
+    try:
+        paths = _paths(name or source.value, data_root, models_root)
+        if source is Source.EVENTS:
+            do_fold(paths, event_log, namespace)
+        else:
+            do_ingest(source, paths, raw_dir, scale, seed)
     except ShoprecError as exc:
         raise _fail(exc) from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--event-log") from exc
 
 
 def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
@@ -268,6 +319,8 @@ def pipeline(
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Run ingest -> build-dataset -> train -> evaluate end to end and print the report."""
+    if source is Source.EVENTS:
+        raise typer.BadParameter("pipeline needs a data source; fold the log with `ingest events`")
     try:
         _run_pipeline(
             source,
@@ -567,7 +620,12 @@ TritonMetricsPortOpt = Annotated[
 
 
 def _stack_config(
-    paths: Paths, triton_repo: Path, host: str, port: int, triton_ports: tuple[int, int, int]
+    paths: Paths,
+    triton_repo: Path,
+    host: str,
+    port: int,
+    triton_ports: tuple[int, int, int],
+    gateway_settings: dict[str, Any] | None = None,
 ) -> Any:
     from shoprec.featurestore.store import repo_dir
     from shoprec.serving.stack import StackConfig
@@ -584,6 +642,7 @@ def _stack_config(
         triton_grpc_port=grpc,
         triton_metrics_port=metrics,
         log_dir=log_dir,
+        gateway_settings=gateway_settings or {},
         triton_admin_key=os.environ.get("SHOPREC_TRITON_ADMIN_KEY") or None,
     )
 
@@ -600,6 +659,36 @@ def _log_supervisor_events(log_dir: Path) -> None:
         for handler in (logging.StreamHandler(), logging.FileHandler(log_dir / "supervisor.log")):
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             events.addHandler(handler)
+
+
+def _local_write_key() -> tuple[str | None, dict[str, Any]]:
+    """Generate a write key for a stack started here when the environment configures none.
+
+    Returns the key (to print once; stored nowhere) and the gateway settings that add its
+    SHA-256 to the configured ``api_keys`` (for ``StackConfig.gateway_settings``); ``(None,
+    {})`` when a write key is configured.
+
+    Raises:
+        pydantic.ValidationError, KeysFileError: the configured settings or keys are invalid.
+    """
+    from shoprec.gateway.keys import ApiKey, Role, generate_key, hash_key
+    from shoprec.gateway.settings import Settings
+
+    settings = Settings()
+    if any(key.role is Role.WRITE for key in settings.all_api_keys()):
+        return None, {}
+    key = generate_key()
+    keys = [*settings.api_keys, ApiKey(name="local-write", role=Role.WRITE, sha256=hash_key(key))]
+    return key, {"api_keys": keys}
+
+
+def _print_write_key(key: str | None) -> None:
+    if key is None:
+        console.print("write API: keys from SHOPREC_API_KEYS / SHOPREC_API_KEYS_FILE")
+    else:
+        console.print("write key, generated for this run and stored nowhere (header X-API-Key):")
+        console.print(key, soft_wrap=True)
+    console.file.flush()  # seen at once also when stdout is a file or a pipe
 
 
 def _serve_forever(stack: Any) -> None:
@@ -633,6 +722,9 @@ def serve(
         paths, triton_repo, host, port, (triton_http_port, triton_grpc_port, triton_metrics_port)
     )
     try:
+        write_key, gateway_settings = _local_write_key()
+        config = replace(config, gateway_settings=gateway_settings)
+        _print_write_key(write_key)
         with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
             _serve_forever(stack)
     except KeyboardInterrupt:
@@ -658,8 +750,9 @@ def _items_table(title: str, items: list[dict[str, Any]]) -> Table:
     return table
 
 
-def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
-    """REST calls for a long-history customer, a new customer and an article; printed."""
+def demo_calls(base_url: str, paths: Paths, k: int = 8, write_key: str | None = None) -> None:
+    """REST calls for a long-history customer, a new customer and an article, and (with a
+    write key) one purchase posted to the event log; printed."""
     import httpx
     import polars as pl
 
@@ -706,6 +799,50 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8) -> None:
         console.print(_items_table("you may also like", sim.json()["items"]))
         missing = http.get("/v1/articles/does-not-exist/similar")
         console.print(f"\nunknown article -> HTTP {missing.status_code} {missing.json()}")
+        if write_key is not None:
+            # On the data's last day, not today: `shoprec pipeline` folds the log into the
+            # data, and a purchase years after the rest would move every training window.
+            transactions = pl.read_parquet(
+                paths.canonical / "transactions.parquet", columns=[s.T_DAT]
+            )
+            last_day = transactions.get_column(s.T_DAT).max()
+            when = datetime.combine(last_day, dt_time(12), tzinfo=UTC)  # type: ignore[arg-type]
+            _demo_purchase(http, write_key, cid, article, names, body["recommendation_id"], when)
+
+
+def _demo_purchase(
+    http: Any,
+    write_key: str,
+    customer_id: str,
+    article_id: str,
+    names: dict[str, str],
+    recommendation_id: str,
+    when: datetime,
+) -> None:
+    """POST one purchase at ``when`` (and its replay) to /v1/events; printed."""
+    import uuid
+
+    event = {
+        "event_id": f"demo-{uuid.uuid4().hex}",
+        "type": "purchase",
+        "customer_id": customer_id,
+        "article_id": article_id,
+        "timestamp": when.isoformat(),
+        "quantity": 1,
+        "recommendation_id": recommendation_id,
+    }
+    headers = {"X-API-Key": write_key}
+    t0 = time.perf_counter()
+    first = http.post("/v1/events", json={"events": [event]}, headers=headers)
+    ms = (time.perf_counter() - t0) * 1e3
+    console.print(
+        f"\n[bold]POST /v1/events[/bold] purchase of {names.get(article_id, article_id)} by "
+        f"customer {customer_id} -> HTTP {first.status_code} ({ms:.1f} ms): {first.json()}"
+    )
+    again = http.post("/v1/events", json={"events": [event]}, headers=headers)
+    console.print(f"the same event again -> HTTP {again.status_code}: {again.json()}")
+    anonymous = http.post("/v1/events", json={"events": [event]})
+    console.print(f"without the key -> HTTP {anonymous.status_code}: {anonymous.json()}")
 
 
 @app.command()
@@ -749,6 +886,7 @@ def demo(
 
         run_materialize(paths.models_dir, paths.dataset, paths.canonical)
         _log("[bold]serve[/bold]: starting tritonserver and the gateway")
+        write_key, gateway_settings = _local_write_key()
         with (
             sigterm_as_keyboard_interrupt(),
             ServingStack(
@@ -758,11 +896,13 @@ def demo(
                     "127.0.0.1",
                     port,
                     (triton_http_port, triton_grpc_port, triton_metrics_port),
+                    gateway_settings,
                 )
             ) as stack,
         ):
             _log(f"stack ready ({time.perf_counter() - start:.0f} s since start)")
-            demo_calls(stack.gateway_url, paths)
+            _print_write_key(write_key)
+            demo_calls(stack.gateway_url, paths, write_key=write_key)
             if keep_serving:
                 _serve_forever(stack)
     except KeyboardInterrupt:
@@ -775,13 +915,119 @@ def demo(
     )
 
 
+@app.command("api-key")
+def api_key(
+    name: Annotated[str, typer.Option(help="Key name (rate limits and metrics use it)")],
+    keys_file: Annotated[
+        Path,
+        typer.Option(
+            "--keys-file", help="JSON keys file the gateway reads (SHOPREC_API_KEYS_FILE)"
+        ),
+    ],
+    role: Annotated[str, typer.Option(help="write | read")] = "write",
+) -> None:
+    """Generate an API key: its SHA-256 is added to the keys file, the key is printed once."""
+    from pydantic import ValidationError
+
+    from shoprec.gateway.keys import (
+        ApiKey,
+        KeysFileError,
+        generate_key,
+        hash_key,
+        read_keys_file,
+        write_keys_file,
+    )
+
+    try:
+        keys = read_keys_file(keys_file) if keys_file.exists() else []
+        if any(key.name == name for key in keys):
+            raise typer.BadParameter(
+                f"{keys_file} already has a key named {name!r}", param_hint="--name"
+            )
+        key = generate_key()
+        entry = ApiKey.model_validate({"name": name, "role": role, "sha256": hash_key(key)})
+    except KeysFileError as exc:
+        raise _fail(exc) from exc
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc.errors()[0]["msg"])) from exc
+    write_keys_file(keys_file, [*keys, entry])
+    console.print(f"{role} key {name!r} added to {keys_file} (as its SHA-256). The key:")
+    console.print(key, soft_wrap=True)
+
+
+def _bench_write(
+    name: str,
+    users: str,
+    seconds: float,
+    out: Path | None,
+    log_backends: str,
+    appendfsync: str,
+    data_root: Path,
+    models_root: Path,
+) -> None:
+    from shoprec.bench import parse_users, rich_tables
+    from shoprec.bench.writes import (
+        BENCH_WRITE_JSON,
+        BENCH_WRITE_MD,
+        WriteBenchConfig,
+        parse_backends,
+        run_write_benchmark,
+        write_sections,
+    )
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.serving.stack import sigterm_as_keyboard_interrupt
+
+    paths = _paths(name, data_root, models_root)
+    try:
+        cfg = WriteBenchConfig(
+            name=name,
+            feature_repo=repo_dir(paths.models_dir),
+            out_dir=out or paths.models_dir / "bench",
+            users=parse_users(users),
+            seconds=seconds,
+            backends=parse_backends(log_backends),
+            appendfsync=appendfsync,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with sigterm_as_keyboard_interrupt():
+            result = run_write_benchmark(cfg, log=_log)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(code=130) from None
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    for table in rich_tables(write_sections(result)):
+        console.print(table)
+    console.print(f"report: {cfg.out_dir / BENCH_WRITE_MD}, {cfg.out_dir / BENCH_WRITE_JSON}")
+
+
 @app.command()
 def bench(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     users: Annotated[
-        str, typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16")
-    ] = "1,4,16",
-    seconds: Annotated[float, typer.Option(help="Measured seconds per endpoint and level")] = 20.0,
+        str | None,
+        typer.Option(help="Concurrency levels (simulated users), e.g. 1,4,16 (--write: 1,16)"),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(help="Measured seconds per endpoint and level (default 20, --write 10)"),
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="The write side instead: POST /v1/events with batches of 1 and 100 on each "
+            "event-log backend (gateway and redis-server started on free ports)",
+        ),
+    ] = False,
+    log_backends: Annotated[
+        str, typer.Option("--log-backends", help="--write: sqlite,redis or one of them")
+    ] = "sqlite,redis",
+    appendfsync: Annotated[
+        str, typer.Option("--appendfsync", help="--write: the Redis log's AOF policy")
+    ] = "always",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -813,7 +1059,14 @@ def bench(
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Load test the online stack (gateway and Triton) with locust; latency, throughput,
-    per-stage times and the latency targets -> bench.json and bench.md."""
+    per-stage times and the latency targets -> bench.json and bench.md. With --write: durable
+    events/s and POST /v1/events latency per event-log backend -> bench-write.{json,md}."""
+    if write:
+        _bench_write(
+            name, users or "1,16", 10.0 if seconds is None else seconds, out, log_backends,
+            appendfsync, data_root, models_root,
+        )  # fmt: skip
+        return
     from shoprec.bench import (
         BENCH_JSON,
         BENCH_MD,
@@ -833,8 +1086,8 @@ def bench(
             triton_repo=triton_repo,
             feature_repo=repo_dir(paths.models_dir),
             out_dir=out or paths.models_dir / "bench",
-            users=parse_users(users),
-            seconds=seconds,
+            users=parse_users(users or "1,4,16"),
+            seconds=20.0 if seconds is None else seconds,
             gateway_url=gateway_url,
             triton_grpc_url=triton_grpc_url,
             triton_metrics_url=triton_metrics_url,

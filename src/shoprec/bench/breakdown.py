@@ -16,18 +16,21 @@ from dataclasses import dataclass
 from typing import Final
 
 from shoprec.bench.prometheus import SampleKey, label_values, metric_sum
-from shoprec.bench.workloads import GATEWAY_ROUTES, Workload
+from shoprec.bench.workloads import Workload, gateway_route
 
 # Metric names as registered by shoprec.gateway.metrics.GatewayMetrics (tests pin them).
 GATEWAY_REQUEST_SECONDS: Final = "shoprec_gateway_request_duration_seconds"
 GATEWAY_STAGE_SECONDS: Final = "shoprec_gateway_stage_duration_seconds"
 # Gateway stages (shoprec.gateway.metrics.Stage values) in the order a request calls them.
 STAGE_ORDER: Final = (
+    "catalog",
     "feature_fetch",
     "popular",
     "triton_recommend",
     "triton_similar",
     "article_display",
+    "event_log",
+    "store_write",
 )
 # Triton's per-model cumulative counters (label ``model``); durations in microseconds.
 TRITON_REQUESTS: Final = "nv_inference_request_success"
@@ -170,7 +173,7 @@ def breakdown(
     server_ms: float | None = None
     overhead: float | None = None
     stages: list[StageTime] = []
-    route = GATEWAY_ROUTES.get(workload)
+    route = gateway_route(workload)
     if route is not None and gateway_delta is not None:
         server_ms, _, stages = gateway_stages(gateway_delta, route)
         overhead = client_mean_ms - sum(s.ms_per_request for s in stages)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from shoprec.bench.workloads import Workload
+from shoprec.bench.workloads import READ_WORKLOADS, Workload
 from shoprec.errors import ShoprecError
 
 BENCH_JSON: Final = "bench.json"
@@ -66,7 +66,7 @@ class BenchConfig:
     sample_size: int = 2000
     unknown_fraction: float = 0.05
     seed: int = 0
-    workloads: tuple[Workload, ...] = tuple(Workload)
+    workloads: tuple[Workload, ...] = READ_WORKLOADS
     gateway_url: str | None = None
     triton_grpc_url: str | None = None
     triton_metrics_url: str | None = None

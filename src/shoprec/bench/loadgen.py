@@ -13,11 +13,13 @@ or the store, and ``shoprec.bench`` does not import this module (running it with
 then import it twice).
 
 ``SPEC`` (JSON, written by the runner): ``endpoints`` (``gateway_url``, ``triton_grpc_url``,
-``triton_metrics_url``), ``users`` (levels), ``workloads`` (:class:`Workload` values, run in
-this order within each level), ``seconds`` and ``warmup_s`` (per phase), ``k``, ``seed``,
-``breakdown_users`` (the level whose phases snapshot both servers' ``/metrics``), ``samples``
-(:class:`Samples` as a dict) and ``features`` (an ``.npz`` of encoded customer features, one
-row per customer, for ``triton_recommend``).
+``triton_metrics_url``; the Triton ones null for the write side), ``users`` (levels),
+``workloads`` (:class:`Workload` values, run in this order within each level), ``seconds``
+and ``warmup_s`` (per phase), ``k``, ``seed``, ``breakdown_users`` (the level whose phases
+snapshot the servers' ``/metrics``), ``samples`` (:class:`Samples` as a dict), ``features``
+(an ``.npz`` of encoded customer features, one row per customer, for ``triton_recommend``)
+and, for the write workloads, ``write_key`` (the ``X-API-Key`` of ``POST /v1/events``;
+every answer must be 202 with every event stored).
 
 ``RESULT`` (JSON): ``{"phases": [...]}``, per phase the workload, users, the
 :class:`LatencySummary` as a dict, ``loadgen_cpu_pct`` (% of one core), ``machine_cpu_pct``
@@ -45,11 +47,14 @@ from shoprec.bench.machine import busy_percent, cpu_times
 from shoprec.bench.report import format_cell
 from shoprec.bench.stats import summarize
 from shoprec.bench.workloads import (
+    EVENT_BATCHES,
+    EVENTS_ROUTE,
     GATEWAY_ROUTES,
     TRITON_MODELS,
     WORKLOAD_LABELS,
     Samples,
     Workload,
+    event_batch,
     gateway_paths,
 )
 
@@ -138,6 +143,33 @@ def main(spec_path: Path, result_path: Path) -> None:
         def get(self) -> None:
             self.client.get(self.paths[rng.randrange(len(self.paths))], name=self.label)
 
+    class EventsUser(FastHttpUser):
+        """Posts batches of new purchases; a failure unless every event is stored."""
+
+        abstract = True
+        network_timeout = REQUEST_TIMEOUT_S
+        connection_timeout = REQUEST_TIMEOUT_S
+        wait_time = locust.constant(0)
+        size = 1
+        label = ""
+
+        def on_start(self) -> None:
+            self.prefix = f"bench-{os.getpid()}-{id(self):x}-{rng.randrange(1 << 30):x}"
+            self.serial = 0
+            self.headers = {"X-API-Key": spec["write_key"]}
+
+        @locust.task
+        def post(self) -> None:
+            body = event_batch(samples, self.size, self.prefix, self.serial, rng)
+            self.serial += self.size
+            with self.client.post(
+                EVENTS_ROUTE, json=body, headers=self.headers, name=self.label, catch_response=True
+            ) as answer:
+                if answer.status_code != 202:
+                    answer.failure(f"HTTP {answer.status_code}: {answer.text[:200]}")
+                elif answer.json()["stored"] != self.size:
+                    answer.failure(f"not every event stored: {answer.text[:200]}")
+
     class TritonUser(locust.User):
         abstract = True
         wait_time = locust.constant(0)
@@ -182,16 +214,19 @@ def main(spec_path: Path, result_path: Path) -> None:
         if workload in GATEWAY_ROUTES:
             base: type[locust.User] = GatewayUser
             attrs["paths"] = paths[workload]
+        elif workload in EVENT_BATCHES:
+            base = EventsUser
+            attrs["size"] = EVENT_BATCHES[workload]
         else:
             base = TritonUser
             attrs.update(model=TRITON_MODELS[workload], requests=triton_requests[workload])
         return type(_user_class_name(workload), (base,), attrs)
 
     def metrics() -> dict[str, str]:
-        return {
-            "gateway": _fetch(f"{endpoints['gateway_url']}/metrics"),
-            "triton": _fetch(endpoints["triton_metrics_url"]),
-        }
+        snapshot = {"gateway": _fetch(f"{endpoints['gateway_url']}/metrics")}
+        if endpoints.get("triton_metrics_url"):
+            snapshot["triton"] = _fetch(endpoints["triton_metrics_url"])
+        return snapshot
 
     phases = []
     for users in spec["users"]:

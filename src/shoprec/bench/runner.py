@@ -173,8 +173,23 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: No
                 "samples": asdict(samples),
                 "features": str(features),
             }
-            raw = _run_loadgen(spec, Path(tmp), config.out_dir / LOADGEN_LOG, log)
+            raw = run_loadgen(spec, Path(tmp), config.out_dir / LOADGEN_LOG, log)
     facts["load average after"] = load_average()
+    phases, breakdowns = phase_results(raw)
+    result = BenchResult(facts, phases, breakdowns, check_targets(phases))
+    (config.out_dir / BENCH_JSON).write_text(to_json(result))
+    heading = (
+        f"## Serving benchmark: {config.name} ({facts['date']}, {facts['cores']} cores, "
+        f"load average {facts['load average before']} before, "
+        f"{facts['load average after']} after)"
+    )
+    (config.out_dir / BENCH_MD).write_text(render_markdown(report_sections(result), heading))
+    return result
+
+
+def phase_results(raw: list[dict[str, Any]]) -> tuple[list[PhaseResult], list[Breakdown]]:
+    """The load generator's raw phases as :class:`PhaseResult` s, and the breakdowns of the
+    phases that carry metric snapshots (without Triton's, its models are left out)."""
     phases: list[PhaseResult] = []
     breakdowns: list[Breakdown] = []
     for item in raw:
@@ -194,26 +209,18 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _: No
                 parse_prometheus(metrics["gateway_after"]),
             )
             triton_delta = metric_delta(
-                parse_prometheus(metrics["triton_before"]),
-                parse_prometheus(metrics["triton_after"]),
+                parse_prometheus(metrics.get("triton_before", "")),
+                parse_prometheus(metrics.get("triton_after", "")),
             )
             breakdowns.append(
                 breakdown(
                     phase.workload, phase.users, phase.summary.mean_ms, gateway_delta, triton_delta
                 )
             )
-    result = BenchResult(facts, phases, breakdowns, check_targets(phases))
-    (config.out_dir / BENCH_JSON).write_text(to_json(result))
-    heading = (
-        f"## Serving benchmark: {config.name} ({facts['date']}, {facts['cores']} cores, "
-        f"load average {facts['load average before']} before, "
-        f"{facts['load average after']} after)"
-    )
-    (config.out_dir / BENCH_MD).write_text(render_markdown(report_sections(result), heading))
-    return result
+    return phases, breakdowns
 
 
-def _run_loadgen(
+def run_loadgen(
     spec: dict[str, Any], tmp: Path, log_file: Path, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """Run the load generator (:data:`LOADGEN_MODULE`) on ``spec``; its phase results.

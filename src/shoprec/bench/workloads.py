@@ -5,7 +5,9 @@ A :class:`Workload` is one kind of request. Each is sent one way, named in exact
 * :data:`GATEWAY_ROUTES`: an HTTP ``GET`` of the gateway route template (also the ``endpoint``
   label of the gateway's metrics); :func:`gateway_paths` fills it from the :class:`Samples`;
 * :data:`TRITON_MODELS`: a gRPC ``infer`` of that Triton model, its inputs built by the load
-  generator (:mod:`shoprec.bench.loadgen`) from the samples.
+  generator (:mod:`shoprec.bench.loadgen`) from the samples;
+* :data:`EVENT_BATCHES`: a ``POST`` of :data:`EVENTS_ROUTE` with that many new purchase events
+  (:func:`event_batch`), with the write key (the write side, :mod:`shoprec.bench.writes`).
 
 Adding a workload: a :class:`Workload` member, its :data:`WORKLOAD_LABELS` entry, how it is
 sent (one of the mappings above, or a new one the load generator knows), and, when it has
@@ -20,8 +22,9 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from shoprec import schema as s
 
@@ -33,6 +36,8 @@ class Workload(StrEnum):
     GATEWAY_SIMILAR = "gateway_similar"
     TRITON_RECOMMEND = "triton_recommend"
     TRITON_SIMILAR = "triton_similar"
+    GATEWAY_EVENTS_1 = "gateway_events_1"
+    GATEWAY_EVENTS_100 = "gateway_events_100"
 
 
 WORKLOAD_LABELS: Final[Mapping[Workload, str]] = {
@@ -40,6 +45,8 @@ WORKLOAD_LABELS: Final[Mapping[Workload, str]] = {
     Workload.GATEWAY_SIMILAR: "gateway similar-items",
     Workload.TRITON_RECOMMEND: "Triton recommend (gRPC)",
     Workload.TRITON_SIMILAR: "Triton similar_items (gRPC)",
+    Workload.GATEWAY_EVENTS_1: "POST /v1/events, 1 event",
+    Workload.GATEWAY_EVENTS_100: "POST /v1/events, 100 events",
 }
 # Route templates of the gateway (shoprec.gateway.routes): the URL of a request and the
 # ``endpoint`` label of its metrics.
@@ -52,7 +59,45 @@ TRITON_MODELS: Final[Mapping[Workload, str]] = {
     Workload.TRITON_RECOMMEND: s.TRITON_RECOMMEND,
     Workload.TRITON_SIMILAR: s.TRITON_SIMILAR_ITEMS,
 }
+# The write side: events per request of each write workload, all sent to one route.
+EVENTS_ROUTE: Final = "/v1/events"
+EVENT_BATCHES: Final[Mapping[Workload, int]] = {
+    Workload.GATEWAY_EVENTS_1: 1,
+    Workload.GATEWAY_EVENTS_100: 100,
+}
+READ_WORKLOADS: Final = tuple(w for w in Workload if w not in EVENT_BATCHES)
+WRITE_WORKLOADS: Final = tuple(EVENT_BATCHES)
 UNKNOWN_CUSTOMER_PREFIX: Final = "bench-unknown-"
+
+
+def gateway_route(workload: Workload) -> str | None:
+    """The gateway route template a workload loads (its metrics' ``endpoint`` label), or
+    None for a Triton-direct workload."""
+    if workload in EVENT_BATCHES:
+        return EVENTS_ROUTE
+    return GATEWAY_ROUTES.get(workload)
+
+
+def event_batch(
+    samples: Samples, size: int, prefix: str, serial: int, rng: random.Random
+) -> dict[str, Any]:
+    """The JSON body of one ``POST /v1/events``: ``size`` purchases of sampled articles by
+    sampled customers, timestamped now, with the unique ids ``<prefix>-<serial + i>``."""
+    now = datetime.now(UTC).isoformat()
+    return {
+        "events": [
+            {
+                "event_id": f"{prefix}-{serial + i}",
+                "type": "purchase",
+                "customer_id": rng.choice(samples.customers),
+                "article_id": rng.choice(samples.articles),
+                "timestamp": now,
+                "quantity": 1,
+                "price": 1.0,
+            }
+            for i in range(size)
+        ]
+    }
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,17 @@ def read_customer_ids(data_dir: Path) -> list[str]:
         raise ArtifactError(f"{path} not found (run the feature store materialization first)")
     ids: list[str] = pq.read_table(path, columns=[s.CUSTOMER_ID]).column(0).to_pylist()
     return ids
+
+
+def read_article_ids(data_dir: Path) -> list[str]:
+    """The ids of the articles in the article table exported to ``data_dir`` (sorted by id as
+    written), read without Feast.
+
+    Raises:
+        ArtifactError: the table is missing (the tables were never exported there).
+    """
+    path = data_dir / ARTICLES_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found (run the feature store materialization first)")
+    ids: list[str] = pq.read_table(path, columns=[s.ARTICLE_ID]).column(0).to_pylist()
+    return ids

@@ -29,6 +29,9 @@ class Stage(StrEnum):
     ARTICLE_DISPLAY = "article_display"  # FeatureStore.get_articles
     TRITON_RECOMMEND = "triton_recommend"
     TRITON_SIMILAR = "triton_similar"
+    CATALOG = "catalog"  # version check (and reload) of the write API's article changes
+    EVENT_LOG = "event_log"  # a durable write to the event log
+    STORE_WRITE = "store_write"  # a write to the online store (article rows, erasures)
 
 
 class GatewayMetrics:

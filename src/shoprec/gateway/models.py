@@ -47,11 +47,18 @@ class Article(ArticleSummary):
     description: str | None = None
 
 
+RECOMMENDATION_ID_DESCRIPTION = (
+    "Unique id of this answer (32 hex characters); send it as an event's recommendation_id "
+    "to attribute a view or purchase to it."
+)
+
+
 class Recommendations(BaseModel):
     """``GET /v1/customers/{customer_id}/recommendations``."""
 
     customer_id: str
     source: Source
+    recommendation_id: str = Field(description=RECOMMENDATION_ID_DESCRIPTION)
     items: list[Item]
 
 
@@ -59,6 +66,7 @@ class SimilarArticles(BaseModel):
     """``GET /v1/articles/{article_id}/similar``."""
 
     article_id: str
+    recommendation_id: str = Field(description=RECOMMENDATION_ID_DESCRIPTION)
     items: list[Item]
 
 

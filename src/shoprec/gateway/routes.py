@@ -5,14 +5,21 @@ app's :class:`~shoprec.gateway.settings.Settings` (``1..max_k``, default ``defau
 
 Stable ``detail`` strings (clients and tests match them):
 
-* 404 ``"article not found"``: the feature store does not know the article.
+* 404 ``"article not found"``: the feature store does not know the article, or it was deleted
+  through the write API.
 * 503 ``"recommendation service unavailable"`` / ``"feature store unavailable"``: that upstream
   failed or did not answer within its timeout; ``/readyz`` joins both with ``"; "`` when both
-  are down.
+  are down. ``"event log unavailable"``: the write API's catalog could not be checked.
+* 401 / 429: see :mod:`shoprec.gateway.auth` (reads take an optional key).
+
+Lists never hold an article hidden or deleted through the write API (:mod:`.catalog`): the
+routes ask the upstream for ``k`` plus the number of such articles and drop them. An article
+changed through the write API is shown with its new display fields.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must resolve the endpoints' annotations
 # at runtime, and ``K`` below is local to ``api_router``.
+import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Final
 
@@ -20,7 +27,9 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shoprec import schema
-from shoprec.gateway.deps import Backends, BackendsDep, MetricsDep
+from shoprec.gateway.auth import ReadAccess
+from shoprec.gateway.catalog import CatalogView
+from shoprec.gateway.deps import Backends, BackendsDep, MetricsDep, RankedBatch
 from shoprec.gateway.models import (
     Article,
     ErrorDetail,
@@ -31,11 +40,17 @@ from shoprec.gateway.models import (
     Status,
 )
 from shoprec.gateway.settings import Settings
+from shoprec.gateway.writes import WritesDep
 
 ARTICLE_NOT_FOUND: Final = "article not found"
 
 _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
-    status.HTTP_503_SERVICE_UNAVAILABLE: {"model": ErrorDetail}
+    code: {"model": ErrorDetail}
+    for code in (
+        status.HTTP_401_UNAUTHORIZED,
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
 }
 _NOT_FOUND_OR_UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
     status.HTTP_404_NOT_FOUND: {"model": ErrorDetail},
@@ -43,23 +58,61 @@ _NOT_FOUND_OR_UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
+def _new_recommendation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _top(
+    ids: Sequence[str], scores: Sequence[float | None], excluded: frozenset[str], k: int
+) -> tuple[list[str], list[float | None]]:
+    """The first ``k`` of a ranked list without the ``excluded`` ids."""
+    kept = [(a, s) for a, s in zip(ids, scores, strict=True) if a not in excluded][:k]
+    return [a for a, _ in kept], [s for _, s in kept]
+
+
+async def _displays(
+    backends: Backends, catalog: CatalogView, article_ids: Sequence[str]
+) -> list[dict[str, str | None] | None]:
+    """Display fields per id: the write API's fields where it put the article (None where it
+    deleted it), else the store's (None for an article it does not know)."""
+    out: list[dict[str, str | None] | None] = [None] * len(article_ids)
+    ask: list[int] = []
+    for i, article_id in enumerate(article_ids):
+        state = catalog.state(article_id)
+        if state is None or (state.fields is None and not state.deleted):
+            ask.append(i)
+        elif state.fields is not None and not state.deleted:
+            out[i] = state.fields.display()
+    if ask:
+        stored = await backends.articles([article_ids[i] for i in ask])
+        for i, display in zip(ask, stored, strict=True):
+            out[i] = display
+    return out
+
+
 async def _items(
-    backends: Backends, article_ids: Sequence[str], scores: Sequence[float | None]
+    backends: Backends,
+    catalog: CatalogView,
+    article_ids: Sequence[str],
+    scores: Sequence[float | None],
 ) -> list[Item]:
     """Ranked ids joined with their display fields (null fields for an article the store
     does not know), in the given order."""
     if not article_ids:
         return []
-    displays = await backends.articles(article_ids)
+    displays = await _displays(backends, catalog, article_ids)
     return [
         Item.model_validate({**(display or {}), schema.ARTICLE_ID: article_id, "score": score})
         for article_id, score, display in zip(article_ids, scores, displays, strict=True)
     ]
 
 
-async def _known_article(backends: Backends, article_id: str) -> dict[str, str | None]:
-    """The article's display fields; 404 when the store does not know it."""
-    (display,) = await backends.articles([article_id])
+async def _known_article(
+    backends: Backends, catalog: CatalogView, article_id: str
+) -> dict[str, str | None]:
+    """The article's display fields; 404 when the catalog does not know it (the caller
+    refreshed ``catalog``)."""
+    (display,) = await _displays(backends, catalog, [article_id])
     if display is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, ARTICLE_NOT_FOUND)
     return display
@@ -84,7 +137,11 @@ def api_router(settings: Settings) -> APIRouter:
         responses=_UNAVAILABLE,
     )
     async def recommend(
-        customer_id: str, backends: BackendsDep, k: K = settings.default_k
+        customer_id: str,
+        backends: BackendsDep,
+        writes: WritesDep,
+        caller: ReadAccess,
+        k: K = settings.default_k,
     ) -> Recommendations:
         """Top-k articles for a customer, best first.
 
@@ -92,18 +149,27 @@ def api_router(settings: Settings) -> APIRouter:
         (``source: "personalised"``, scores from the ranker). An unknown customer, or one for
         whom the ensemble returns nothing (e.g. every candidate excluded), gets the recent
         popularity list (``source: "popular"``, ``score: null``; the order is the rank).
+        Articles hidden or deleted through the write API are never listed.
         """
+        excluded = await writes.catalog.excluded()
         found, features = await backends.customers([customer_id])
-        scores: Sequence[float | None] = []
-        article_ids: Sequence[str] = []
+        scores: list[float | None] = []
+        article_ids: list[str] = []
         if bool(found[0]):
-            ranked = await backends.recommend(features, k)
-            source, article_ids, scores = Source.PERSONALISED, ranked.ids[0], ranked.scores[0]
+            ranked = await backends.recommend(features, k + len(excluded))
+            article_ids, scores = _top(ranked.ids[0], ranked.scores[0], excluded, k)
+            source = Source.PERSONALISED
         if not article_ids:
-            article_ids = (await backends.popular(k))[:k]
-            source, scores = Source.POPULAR, [None] * len(article_ids)
-        items = await _items(backends, article_ids, scores)
-        return Recommendations(customer_id=customer_id, source=source, items=items)
+            popular = await backends.popular(k + len(excluded))
+            article_ids, scores = _top(popular, [None] * len(popular), excluded, k)
+            source = Source.POPULAR
+        items = await _items(backends, writes.catalog, article_ids, scores)
+        return Recommendations(
+            customer_id=customer_id,
+            source=source,
+            recommendation_id=_new_recommendation_id(),
+            items=items,
+        )
 
     articles = APIRouter(prefix="/v1/articles", tags=["articles"])
 
@@ -113,18 +179,39 @@ def api_router(settings: Settings) -> APIRouter:
         responses=_NOT_FOUND_OR_UNAVAILABLE,
     )
     async def similar(
-        article_id: str, backends: BackendsDep, k: K = settings.default_k
+        article_id: str,
+        backends: BackendsDep,
+        writes: WritesDep,
+        caller: ReadAccess,
+        k: K = settings.default_k,
     ) -> SimilarArticles:
-        """Top-k articles most similar to an article (Triton ``similar_items``), best first."""
-        await _known_article(backends, article_id)
-        ranked = await backends.similar([article_id], k)
-        items = await _items(backends, ranked.ids[0], ranked.scores[0])
-        return SimilarArticles(article_id=article_id, items=items)
+        """Top-k articles most similar to an article (Triton ``similar_items``), best first;
+        never an article hidden or deleted through the write API. An article put through the
+        write API that the served model does not know yet has no similar items (empty list)."""
+        excluded = await writes.catalog.excluded()
+        await _known_article(backends, writes.catalog, article_id)
+        try:
+            ranked = await backends.similar([article_id], k + len(excluded))
+        except HTTPException:
+            put = writes.catalog.state(article_id)
+            if put is None or put.fields is None:
+                raise
+            # Put through the write API: the served model may not know it yet (Triton fails
+            # the call for an id outside its table), so it has no neighbours to show.
+            ranked = RankedBatch([[]], [[]])
+        article_ids, scores = _top(ranked.ids[0], ranked.scores[0], excluded, k)
+        items = await _items(backends, writes.catalog, article_ids, scores)
+        return SimilarArticles(
+            article_id=article_id, recommendation_id=_new_recommendation_id(), items=items
+        )
 
     @articles.get("/{article_id}", response_model=Article, responses=_NOT_FOUND_OR_UNAVAILABLE)
-    async def article(article_id: str, backends: BackendsDep) -> Article:
-        """An article's display fields."""
-        display = await _known_article(backends, article_id)
+    async def article(
+        article_id: str, backends: BackendsDep, writes: WritesDep, caller: ReadAccess
+    ) -> Article:
+        """An article's display fields (a hidden article is still shown here)."""
+        await writes.catalog.refresh()
+        display = await _known_article(backends, writes.catalog, article_id)
         return Article.model_validate({**display, schema.ARTICLE_ID: article_id})
 
     operations = APIRouter(tags=["operations"])
@@ -149,7 +236,7 @@ def api_router(settings: Settings) -> APIRouter:
         response_class=Response,
         responses={status.HTTP_200_OK: {"content": {"text/plain": {}}}},
     )
-    async def metrics(gateway_metrics: MetricsDep) -> Response:
+    async def metrics(gateway_metrics: MetricsDep, caller: ReadAccess) -> Response:
         """Prometheus metrics of this process (:class:`~shoprec.gateway.metrics.GatewayMetrics`)."""
         return Response(gateway_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
