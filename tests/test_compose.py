@@ -21,15 +21,21 @@ pytestmark = pytest.mark.skipif(
 
 
 PASSWORD = "test-password"
+LOG_PASSWORD = "test-log-password"
+SECRETS = ("REDIS_PASSWORD", "REDIS_LOG_PASSWORD", "TRITON_ADMIN_KEY")
 
 
-def _config(*files: Path, password: str | None = PASSWORD) -> subprocess.CompletedProcess[str]:
+def _config(
+    *files: Path, password: str | None = PASSWORD, log_password: str | None = LOG_PASSWORD
+) -> subprocess.CompletedProcess[str]:
     args = [str(COMPOSE)]
     for f in files:
         args += ["-f", str(f)]
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "TRITON_ADMIN_KEY")}
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     if password is not None:
         env["REDIS_PASSWORD"] = password
+    if log_password is not None:
+        env["REDIS_LOG_PASSWORD"] = log_password
     return subprocess.run(
         [*args, "config"],
         capture_output=True,
@@ -45,7 +51,7 @@ def test_compose_file_is_valid_and_wires_the_stack() -> None:
     result = _config(ROOT / "docker-compose.yml")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"redis", "triton", "materialize", "gateway", "perf"}
+    assert set(services) == {"redis", "redis-log", "triton", "materialize", "gateway", "perf"}
     triton = services["triton"]
     assert triton["build"]["dockerfile"] == "Dockerfile.triton"
     assert triton["shm_size"] in ("2gb", 2147483648)
@@ -57,6 +63,11 @@ def test_compose_file_is_valid_and_wires_the_stack() -> None:
     assert set(gateway_env) <= fields, set(gateway_env) - fields
     assert gateway_env["SHOPREC_TRITON_URL"] == "triton:8001"
     assert gateway_env["SHOPREC_REDIS_URL"] == f"redis:6379,password={PASSWORD}"
+    # the write API: its log on its own Redis, hashed keys from a secret, reads behind a key
+    assert gateway_env["SHOPREC_EVENT_LOG"] == f"redis://:{LOG_PASSWORD}@redis-log:6379/0"
+    assert gateway_env["SHOPREC_API_KEYS_FILE"] == "/run/secrets/shoprec_api_keys"
+    assert gateway_env["SHOPREC_REQUIRE_READ_KEY"] == "true"
+    assert services["gateway"]["depends_on"]["redis-log"] == {"condition": "service_healthy"}
 
 
 def test_only_the_gateway_is_published_and_the_rest_is_internal() -> None:
@@ -67,10 +78,10 @@ def test_only_the_gateway_is_published_and_the_rest_is_internal() -> None:
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
     assert published == {"gateway": [{"published": 8080, "target": 8080}]}
     assert config["networks"]["backend"] == {"internal": True}
-    for name in ("redis", "triton", "materialize", "perf"):
+    for name in ("redis", "redis-log", "triton", "materialize", "perf"):
         assert list(services[name]["networks"]) == ["backend"], name
     assert set(services["gateway"]["networks"]) == {"backend", "frontend"}
-    for name in ("redis", "triton", "gateway"):
+    for name in ("redis", "redis-log", "triton", "gateway"):
         assert services[name]["restart"] == "unless-stopped", name
         assert services[name]["healthcheck"]["test"], name
     assert services["materialize"]["restart"] == "no"  # one-shot
@@ -89,6 +100,22 @@ def test_redis_has_a_password_and_an_append_only_file() -> None:
     missing = _config(ROOT / "docker-compose.yml", password=None)
     assert missing.returncode != 0
     assert "set REDIS_PASSWORD" in missing.stderr
+
+
+def test_the_event_log_redis_fsyncs_every_write_and_never_evicts() -> None:
+    result = _config(ROOT / "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    log = yaml.safe_load(result.stdout)["services"]["redis-log"]
+    command = log["command"]
+    assert command[command.index("--requirepass") + 1] == LOG_PASSWORD
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert log["user"] == "redis"
+    assert [v.split(":")[:2] for v in log["volumes"]] == [["redis-log-data", "/data"]]
+    missing = _config(ROOT / "docker-compose.yml", log_password=None)
+    assert missing.returncode != 0
+    assert "set REDIS_LOG_PASSWORD" in missing.stderr
 
 
 def test_containers_run_as_non_root_users() -> None:
