@@ -163,6 +163,25 @@ class Backends:
         self._metrics = metrics
         self._failures = FailureLog(logger, settings.log_interval_s)
 
+    def _guarded(
+        self,
+        stage: Stage,
+        call: Awaitable[T],
+        timeout_s: float,
+        errors: tuple[type[Exception], ...],
+        detail: str,
+    ) -> Awaitable[T]:
+        """:func:`bounded` with this app's metrics and failure log."""
+        return bounded(
+            call,
+            stage=stage,
+            timeout_s=timeout_s,
+            errors=errors,
+            detail=detail,
+            metrics=self._metrics,
+            failures=self._failures,
+        )
+
     async def customers(
         self, customer_ids: Sequence[str]
     ) -> tuple[npt.NDArray[np.bool_], dict[str, npt.NDArray[Any]]]:
@@ -207,7 +226,7 @@ class Backends:
             async def lookup() -> list[dict[str, str | None] | None]:
                 return self._store.get_articles(article_ids)
 
-            return await self._bounded(
+            return await self._guarded(
                 Stage.ARTICLE_DISPLAY,
                 lookup(),
                 self._store_timeout_s,
@@ -264,40 +283,49 @@ class Backends:
 
     async def _from_store(self, stage: Stage, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         call = anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
-        return await self._bounded(
+        return await self._guarded(
             stage, call, self._store_timeout_s, (Exception,), STORE_UNAVAILABLE
         )
 
     async def _from_recommender(self, stage: Stage, call: Awaitable[T]) -> T:
         errors = (UpstreamUnavailableError,)
-        return await self._bounded(
+        return await self._guarded(
             stage, call, self._triton_timeout_s, errors, RECOMMENDER_UNAVAILABLE
         )
 
-    async def _bounded(
-        self,
-        stage: Stage,
-        call: Awaitable[T],
-        timeout_s: float,
-        errors: tuple[type[Exception], ...],
-        detail: str,
-    ) -> T:
-        """Await ``call`` for at most ``timeout_s``; a timeout or one of ``errors`` -> 503."""
-        start = time.perf_counter()
-        failure: str | None = None
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await call
-        except TimeoutError:
-            failure = "timeout"
-            self._failures.failure(f"{stage.value} timeout", f"no answer within {timeout_s:.3f} s")
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
-        except errors as exc:
-            failure = "error"
-            self._failures.failure(f"{stage.value} error", describe(exc))
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
-        finally:
-            self._metrics.observe_stage(stage, time.perf_counter() - start, failure)
+
+async def bounded(
+    call: Awaitable[T],
+    *,
+    stage: Stage,
+    timeout_s: float,
+    errors: tuple[type[Exception], ...],
+    detail: str,
+    metrics: GatewayMetrics,
+    failures: FailureLog,
+) -> T:
+    """Await an upstream ``call`` for at most ``timeout_s`` seconds, timed in ``stage``'s
+    metrics; a timeout or one of ``errors`` is logged (rate-limited, no traceback) and
+    raised as ``HTTPException(503, detail)``.
+
+    Shared by the read path (:class:`Backends`) and the write path
+    (:class:`shoprec.gateway.writes.Writes`).
+    """
+    start = time.perf_counter()
+    failure: str | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await call
+    except TimeoutError:
+        failure = "timeout"
+        failures.failure(f"{stage.value} timeout", f"no answer within {timeout_s:.3f} s")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
+    except errors as exc:
+        failure = "error"
+        failures.failure(f"{stage.value} error", describe(exc))
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
+    finally:
+        metrics.observe_stage(stage, time.perf_counter() - start, failure)
 
 
 def get_backends(request: Request) -> Backends:

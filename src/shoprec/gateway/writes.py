@@ -33,9 +33,7 @@ Stable ``detail`` strings: 404 ``"article not found"``, 503 :data:`EVENT_LOG_UNA
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the endpoints' annotations.
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Protocol, TypeVar, cast
@@ -58,7 +56,8 @@ from shoprec.events.records import ID_PATTERN, MAX_ID_LENGTH
 from shoprec.featurestore.writer import ArticleRow
 from shoprec.gateway.auth import CatalogWriteAccess, EventWriteAccess, get_access
 from shoprec.gateway.catalog import EVENT_LOG_UNAVAILABLE, CatalogView
-from shoprec.gateway.deps import STORE_UNAVAILABLE, Backends, BackendsDep
+from shoprec.gateway.deps import STORE_UNAVAILABLE, Backends, BackendsDep, bounded
+from shoprec.gateway.logs import FailureLog
 from shoprec.gateway.metrics import GatewayMetrics, Stage
 from shoprec.gateway.models import ErrorDetail
 from shoprec.gateway.ratelimit import Budget
@@ -138,6 +137,7 @@ class Writes:
         self.catalog = CatalogView(log, metrics, settings.store_timeout_s)
         self.settings = settings
         self._metrics = metrics
+        self._failures = FailureLog(logger, settings.log_interval_s)
 
     @property
     def log(self) -> EventLog:
@@ -153,45 +153,29 @@ class Writes:
 
     async def logged(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
         """Await a log write; 503 :data:`EVENT_LOG_UNAVAILABLE` on failure or timeout."""
-        return await self._bounded(
-            Stage.EVENT_LOG,
+        return await bounded(
             call,
-            timeout_s or self.settings.write_timeout_s,
-            (EventLogError,),
-            EVENT_LOG_UNAVAILABLE,
+            stage=Stage.EVENT_LOG,
+            timeout_s=timeout_s or self.settings.write_timeout_s,
+            errors=(EventLogError,),
+            detail=EVENT_LOG_UNAVAILABLE,
+            metrics=self._metrics,
+            failures=self._failures,
         )
 
     async def stored(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store write in a worker thread; 503 :data:`STORE_UNAVAILABLE` on
         failure or timeout."""
         call = anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
-        return await self._bounded(
-            Stage.STORE_WRITE, call, self.settings.write_timeout_s, (Exception,), STORE_UNAVAILABLE
+        return await bounded(
+            call,
+            stage=Stage.STORE_WRITE,
+            timeout_s=self.settings.write_timeout_s,
+            errors=(Exception,),
+            detail=STORE_UNAVAILABLE,
+            metrics=self._metrics,
+            failures=self._failures,
         )
-
-    async def _bounded(
-        self,
-        stage: Stage,
-        call: Awaitable[T],
-        timeout_s: float,
-        errors: tuple[type[Exception], ...],
-        detail: str,
-    ) -> T:
-        start = time.perf_counter()
-        failure: str | None = None
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await call
-        except TimeoutError:
-            failure = "timeout"
-            logger.warning("%s: no answer within %.3f s", stage.value, timeout_s)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
-        except errors:
-            failure = "error"
-            logger.warning("%s failed", stage.value, exc_info=True)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
-        finally:
-            self._metrics.observe_stage(stage, time.perf_counter() - start, failure)
 
     async def article(self, backends: Backends, article_id: str) -> ArticleState | None:
         """The article as the catalog holds it now: its changed row, a row built from the
