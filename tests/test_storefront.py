@@ -79,12 +79,12 @@ class FakeGateway:
             return httpx.Response(200, json={"total": 1, "items": [item("a1")]})
         if path == "/v1/catalog/departments":
             groups = [{"product_group": "SOUP", "n_articles": 1}]
-            body: dict[str, Any] = {
+            department: dict[str, Any] = {
                 "department": "GROCERY",
                 "n_articles": 1,
                 "product_groups": groups,
             }
-            return httpx.Response(200, json={"departments": [body]})
+            return httpx.Response(200, json={"departments": [department]})
         if path == "/v1/events":
             if request.headers.get(KEY_HEADER) != WRITE_KEY:
                 return httpx.Response(401, json={"detail": "invalid API key"})
