@@ -9,12 +9,18 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+from shoprec import schema as s
+from shoprec.cli import NEW_CUSTOMER, demo_customers
+from shoprec.config import Paths
+from shoprec.data.dataset import LATEST_CUSTOMERS_FILE
 from shoprec.storefront.app import GATEWAY_DOWN, create_app
 from shoprec.storefront.gateway import KEY_HEADER, GatewayClient
 from shoprec.storefront.settings import DemoCustomer, StorefrontSettings
@@ -253,3 +259,23 @@ def test_unknown_article_is_a_404_page(shop: TestClient) -> None:
 def test_redirects_stay_on_this_site(shop: TestClient) -> None:
     answer = shop.post("/basket/add", data={"article_id": "a1", "next": "//evil.example/x"})
     assert answer.headers["location"] == "/basket"
+
+
+def test_demo_customers_are_the_longest_history_typical_ones_and_a_new_one(
+    tmp_path: Path,
+) -> None:
+    paths = Paths.for_name("shop", tmp_path / "data", tmp_path / "models")
+    assert demo_customers(paths) == [{"customer_id": NEW_CUSTOMER, "label": "new customer"}]
+    paths.dataset.mkdir(parents=True)
+    counts = {"c1": 5, "c2": 40, "c3": 7, "c4": 9, "c5": 2, "c6": 40, "c7": 1}
+    pl.DataFrame({s.CUSTOMER_ID: list(counts), s.N_PURCHASES: list(counts.values())}).write_parquet(
+        paths.dataset / LATEST_CUSTOMERS_FILE
+    )
+    # by purchases, ties by id: c2 c6 c4 c3 c1 c5 c7; the median is c3 (index 3)
+    assert demo_customers(paths, typical=3) == [
+        {"customer_id": "c2", "label": "longest history (40 purchases)"},
+        {"customer_id": "c4", "label": "typical (9 purchases)"},
+        {"customer_id": "c3", "label": "typical (7 purchases)"},
+        {"customer_id": "c1", "label": "typical (5 purchases)"},
+        {"customer_id": NEW_CUSTOMER, "label": "new customer"},
+    ]

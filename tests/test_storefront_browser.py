@@ -227,7 +227,9 @@ def test_buying_an_article_changes_the_personalised_list(
     _, before = listed(page, "main")
     bought = before[0]
     page.locator("#list-main li.card").first.get_by_role("button", name="Add").click()
+    page.get_by_role("link", name="Basket (1)").click()  # the card's form returns home
     expect(page.locator("h1")).to_have_text("Your basket")
+    assert page.locator("ul.basket li").get_attribute("data-article-id") == bought
     check_accessibility(page)
     page.get_by_role("button", name="Buy").click()
     expect(page.locator(".notice")).to_have_text("Thank you for your purchase.")
