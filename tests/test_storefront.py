@@ -5,6 +5,7 @@ is down. The same pages in a real browser against the real stack: test_storefron
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from servers import ThreadedServer
 from shoprec import schema as s
 from shoprec.cli import NEW_CUSTOMER, demo_customers
 from shoprec.config import Paths
@@ -279,3 +282,35 @@ def test_demo_customers_are_the_longest_history_typical_ones_and_a_new_one(
         {"customer_id": "c1", "label": "typical (5 purchases)"},
         {"customer_id": NEW_CUSTOMER, "label": "new customer"},
     ]
+
+
+def test_a_slow_gateway_is_treated_as_down(tmp_path: Path) -> None:
+    """A real HTTP gateway (uvicorn) that stops answering in time: the storefront's client
+    timeout ends the wait and the page is the fallback."""
+    slow = {"on": False}
+    fake = FastAPI()
+
+    @fake.get("/v1/popular")
+    async def popular() -> dict[str, Any]:
+        return {"source": "popular", "items": POPULAR, "recommendation_id": "f" * 32}
+
+    @fake.get("/v1/customers/{customer_id}/recommendations")
+    async def recommendations(customer_id: str) -> dict[str, Any]:
+        if slow["on"]:
+            await asyncio.sleep(2)
+        body = {"customer_id": customer_id, "source": "personalised", "items": PERSONAL}
+        return {**body, "recommendation_id": "f" * 32}
+
+    server = ThreadedServer(fake).start()
+    try:
+        settings = StorefrontSettings(gateway_url=server.url, timeout_s=0.3)
+        with TestClient(create_app(settings)) as shop:
+            shop.post("/customer", data={"customer_id": CUSTOMER})
+            assert section(shop.get("/").text, "main") == ("personalised", ["r1", "r2"])
+            slow["on"] = True
+            page = shop.get("/")
+            assert page.status_code == 200
+            assert GATEWAY_DOWN in page.text
+            assert section(page.text, "main") == ("popular", ["p1", "p2", "p3"])
+    finally:
+        server.stop()
