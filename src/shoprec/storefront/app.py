@@ -233,7 +233,7 @@ def create_app(
             if session is not None:
                 lists.append(session)
         return shop.render(
-            request, "home.html", {"title": "shoprec storefront", "lists": lists, "down": down}
+            request, "home.html", {"title": "Home", "lists": lists, "down": down}
         )
 
     async def _session_list(request: Request, last_viewed: str) -> dict[str, Any] | None:
