@@ -6,15 +6,18 @@ of every article (:meth:`shoprec.gateway.deps.FeatureStore.all_articles`) and ke
 Search is a plain case-insensitive match: an article matches when its name contains every
 word of the query (a word is a maximal run of letters and digits), as a prefix of one of
 the name's words. Results are ordered by the number of name words (shorter names first: the
-closer match), then by name and id. A linear scan over precomputed word tuples; there is no
-relevance model (ranking the results is not this route's job).
+closer match), then by name and id; there is no relevance model (ranking the results is not
+this route's job). An inverted index (sorted vocabulary -> ascending row positions) finds
+the words with a query word as prefix by binary search, and the matches are the
+intersection of their postings; department and product group have postings of their own.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,14 +63,24 @@ class ArticleIndex:
                 )
             )
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
-        self._rows = [(article_id, w, d, g) for _, _, article_id, w, d, g in rows]
+        self._ids = [article_id for _, _, article_id, _, _, _ in rows]
+        postings: defaultdict[str, list[int]] = defaultdict(list)
+        self._by_department: defaultdict[str, list[int]] = defaultdict(list)
+        self._by_group: defaultdict[str, list[int]] = defaultdict(list)
         departments: Counter[str] = Counter()
         groups: Counter[tuple[str, str]] = Counter()
-        for _, _, department, group in self._rows:
+        for position, (_, _, _, name_words, department, group) in enumerate(rows):
+            for word in dict.fromkeys(name_words):
+                postings[word].append(position)
             if department is not None:
+                self._by_department[department].append(position)
                 departments[department] += 1
-                if group is not None:
+            if group is not None:
+                self._by_group[group].append(position)
+                if department is not None:
                     groups[department, group] += 1
+        self._vocabulary = sorted(postings)
+        self._postings = [postings[word] for word in self._vocabulary]
         self._departments = [
             DepartmentCount(
                 department,
@@ -78,7 +91,17 @@ class ArticleIndex:
         ]
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._ids)
+
+    def _prefixed(self, prefix: str) -> set[int]:
+        """Positions of the articles with a name word starting with ``prefix``."""
+        start = bisect_left(self._vocabulary, prefix)
+        out: set[int] = set()
+        for i in range(start, len(self._vocabulary)):
+            if not self._vocabulary[i].startswith(prefix):
+                break
+            out.update(self._postings[i])
+        return out
 
     def departments(self) -> list[DepartmentCount]:
         """Every department with its product groups, in name order."""
@@ -109,15 +132,23 @@ class ArticleIndex:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         wanted = words(query or "")
+        filters: list[Collection[int]] = [self._prefixed(q) for q in dict.fromkeys(wanted)]
+        if department is not None:
+            filters.append(self._by_department.get(department, []))
+        if product_group is not None:
+            filters.append(self._by_group.get(product_group, []))
+        positions: Sequence[int]
+        if not filters:
+            positions = range(len(self._ids))
+        elif len(filters) == 1 and isinstance(filters[0], list):
+            positions = filters[0]  # one posting list: already ascending
+        else:
+            filters.sort(key=len)
+            positions = sorted(set(filters[0]).intersection(*filters[1:]))
         out: list[str] = []
         total = 0
-        for article_id, name_words, d, g in self._rows:
-            if department is not None and d != department:
-                continue
-            if product_group is not None and g != product_group:
-                continue
-            if wanted and not all(any(w.startswith(q) for w in name_words) for q in wanted):
-                continue
+        for position in positions:
+            article_id = self._ids[position]
             if article_id in excluded:
                 continue
             total += 1

@@ -232,9 +232,7 @@ def create_app(
             session = await _session_list(request, viewed[0])
             if session is not None:
                 lists.append(session)
-        return shop.render(
-            request, "home.html", {"title": "Home", "lists": lists, "down": down}
-        )
+        return shop.render(request, "home.html", {"title": "Home", "lists": lists, "down": down})
 
     async def _session_list(request: Request, last_viewed: str) -> dict[str, Any] | None:
         """The "Because you viewed ..." list: the session route, popular when it answers
