@@ -1,7 +1,8 @@
 """Screenshots of the storefront's main pages for the README, taken in Debian's chromium with
 Playwright from a running storefront (e.g. the one `shoprec demo --keep-serving` starts).
 
-    .venv/bin/python scripts/storefront_screenshots.py http://127.0.0.1:8090 docs/ --query milk
+    .venv/bin/python scripts/storefront_screenshots.py http://127.0.0.1:8090 docs/ \
+        --query "chocolate milk" --department PRODUCE
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("out", type=Path)
     parser.add_argument("--query", default="milk", help="search words for the search page")
+    parser.add_argument("--department", default=None, help="browse page (default: the first)")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,11 @@ def main() -> None:
         page.wait_for_selector("#list-similar")
         shoot(page, args.out, "article")
         page.goto(f"{args.url}/browse")
-        page.get_by_role("navigation", name="Departments").get_by_role("link").first.click()
+        departments = page.get_by_role("navigation", name="Departments")
+        if args.department:
+            departments.get_by_role("link", name=args.department, exact=True).click()
+        else:
+            departments.get_by_role("link").first.click()
         page.wait_for_selector("li.card")
         shoot(page, args.out, "browse")
         page.goto(f"{args.url}/search?q={args.query}")
