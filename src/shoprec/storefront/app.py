@@ -118,13 +118,19 @@ class Shop:
             )
         return response
 
-    async def fallback(self) -> ArticleList | None:
-        """The popular list now, or the last one this process got (None if never)."""
+    def cached_popular(self) -> ArticleList | None:
+        """The last popular list this process got (None if never): what a page shows while
+        the gateway is down, without asking it again (a slow gateway would cost another
+        timeout)."""
+        cached = self.gateway.last_popular
+        return None if cached is None else cached.articles
+
+    async def popular(self) -> ArticleList | None:
+        """The popular list now, or :meth:`cached_popular` when the gateway does not answer."""
         try:
             return await self.gateway.popular(self.settings.k)
         except (GatewayUnavailableError, NotFoundError):
-            cached = self.gateway.last_popular
-            return None if cached is None else cached.articles
+            return self.cached_popular()
 
 
 def session_id(request: Request) -> str:
@@ -222,7 +228,7 @@ def create_app(
                 main = await gateway.popular(k)
         except (GatewayUnavailableError, NotFoundError):
             down = GATEWAY_DOWN
-            main = await shop.fallback()
+            main = shop.cached_popular()
         if main is not None:
             personal = main.source == "personalised"
             title = "Selected for you" if personal else "Popular now"
@@ -245,7 +251,7 @@ def create_app(
         try:
             found = await gateway.session_recommendations(session_id(request), k)
         except NotFoundError:
-            found = await shop.fallback()
+            found = await shop.popular()
         except GatewayUnavailableError:
             return None
         if found is None:
@@ -270,7 +276,7 @@ def create_app(
             except (GatewayUnavailableError, NotFoundError):
                 down = GATEWAY_DOWN
         if down is not None:
-            fallback = await shop.fallback()
+            fallback = shop.cached_popular()
             if fallback is not None:
                 lists.append({"id": "main", "title": "Popular now", "list": fallback})
         title = (article or {}).get("name") or article_id
