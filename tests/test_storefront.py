@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from servers import ThreadedServer
 from shoprec import schema as s
@@ -314,3 +315,27 @@ def test_a_slow_gateway_is_treated_as_down(tmp_path: Path) -> None:
             assert section(page.text, "main") == ("popular", ["p1", "p2", "p3"])
     finally:
         server.stop()
+
+
+def test_a_read_key_goes_with_reads_and_the_write_key_with_events(gateway: FakeGateway) -> None:
+    read_key = "storefront-read-key-0123456789abcdefghijklm"
+    client = GatewayClient(
+        "http://gateway.test",
+        1.0,
+        write_key=WRITE_KEY,
+        read_key=read_key,
+        transport=httpx.MockTransport(gateway.handle),
+    )
+    with TestClient(create_app(StorefrontSettings(), client)) as shop:
+        shop.get("/articles/a1")  # a read, and a view event
+    reads = [r for r in gateway.requests if r.method == "GET"]
+    (post,) = [r for r in gateway.requests if r.method == "POST"]
+    assert reads and all(r.headers[KEY_HEADER] == read_key for r in reads)
+    assert post.headers[KEY_HEADER] == WRITE_KEY
+
+
+def test_keys_are_read_from_files(tmp_path: Path) -> None:
+    (tmp_path / "write").write_text(WRITE_KEY + "\n")
+    settings = StorefrontSettings(write_key_file=tmp_path / "write")
+    assert (settings.write_secret(), settings.read_secret()) == (WRITE_KEY, None)
+    assert WRITE_KEY not in repr(StorefrontSettings(write_key=SecretStr(WRITE_KEY)))
