@@ -23,6 +23,10 @@ test: $(STAMP)
 	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq docker-compose) >/dev/null 2>&1; } || \
 	  echo "docker-compose unavailable: the compose validation tests will be skipped"
+	@# Playwright drives Debian's chromium (its own browser download cannot run here).
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium unavailable: the storefront browser tests will be skipped"
 	$(BIN)/lint-imports
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)

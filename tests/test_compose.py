@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from shoprec.gateway.settings import Settings
+from shoprec.storefront.settings import StorefrontSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = shutil.which("docker-compose")
@@ -51,7 +52,15 @@ def test_compose_file_is_valid_and_wires_the_stack() -> None:
     result = _config(ROOT / "docker-compose.yml")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"redis", "redis-log", "triton", "materialize", "gateway", "perf"}
+    assert set(services) == {
+        "redis",
+        "redis-log",
+        "triton",
+        "materialize",
+        "gateway",
+        "storefront",
+        "perf",
+    }
     triton = services["triton"]
     assert triton["build"]["dockerfile"] == "Dockerfile.triton"
     assert triton["shm_size"] in ("2gb", 2147483648)
@@ -76,15 +85,39 @@ def test_only_the_gateway_is_published_and_the_rest_is_internal() -> None:
     config = yaml.safe_load(result.stdout)
     services = config["services"]
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert published == {"gateway": [{"published": 8080, "target": 8080}]}
+    assert published == {
+        "gateway": [{"published": 8080, "target": 8080}],
+        "storefront": [{"published": 8090, "target": 8090}],
+    }
     assert config["networks"]["backend"] == {"internal": True}
     for name in ("redis", "redis-log", "triton", "materialize", "perf"):
         assert list(services[name]["networks"]) == ["backend"], name
     assert set(services["gateway"]["networks"]) == {"backend", "frontend"}
-    for name in ("redis", "redis-log", "triton", "gateway"):
+    assert list(services["storefront"]["networks"]) == ["frontend"]  # reaches the gateway only
+    for name in ("redis", "redis-log", "triton", "gateway", "storefront"):
         assert services[name]["restart"] == "unless-stopped", name
         assert services[name]["healthcheck"]["test"], name
     assert services["materialize"]["restart"] == "no"  # one-shot
+
+
+def test_the_storefront_calls_the_gateway_with_keys_from_secrets() -> None:
+    result = _config(ROOT / "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    shop = config["services"]["storefront"]
+    env = shop["environment"]
+    fields = {f"SHOPREC_STOREFRONT_{name.upper()}" for name in StorefrontSettings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    assert env["SHOPREC_STOREFRONT_GATEWAY_URL"] == "http://gateway:8080"
+    assert env["SHOPREC_STOREFRONT_WRITE_KEY_FILE"] == "/run/secrets/shoprec_storefront_write_key"
+    assert env["SHOPREC_STOREFRONT_READ_KEY_FILE"] == "/run/secrets/shoprec_storefront_read_key"
+    assert "SHOPREC_STOREFRONT_WRITE_KEY" not in env  # never the key itself
+    assert {secret["source"] for secret in shop["secrets"]} == {
+        "shoprec_storefront_write_key",
+        "shoprec_storefront_read_key",
+    }
+    assert shop["command"][:2] == ["shoprec", "storefront"]
+    assert shop["depends_on"]["gateway"] == {"condition": "service_healthy"}
 
 
 def test_redis_has_a_password_and_an_append_only_file() -> None:

@@ -345,6 +345,18 @@ def test_article_display_from_memory_equals_the_online_store(
         OnlineFeatures(repo, article_display="disk")
 
 
+@pytest.mark.parametrize("display", ["memory", "store"])
+def test_all_articles_is_every_article_with_its_display_fields(
+    sqlite_repo: Path, display: str
+) -> None:
+    reader = OnlineFeatures(sqlite_repo, article_display=display)
+    every = reader.all_articles()
+    ids = sorted(every)
+    assert ids == sorted(f"a{i}" for i in range(len(ids))) and len(ids) >= 8
+    assert [every[a] for a in ids] == reader.get_articles(ids)
+    assert reader.all_articles() is every  # one dict per version: callers cache by identity
+
+
 def test_popular_list(online: OnlineFeatures) -> None:
     assert online.popular(3) == ["a1", "a4", "a0"]
     assert online.popular(100) == [a for a, _ in EXPECTED_POPULAR]

@@ -114,6 +114,10 @@ class FakeStore:
         self._enter("get_articles", list(ids))
         return [CATALOGUE.get(article_id) for article_id in ids]
 
+    def all_articles(self) -> dict[str, dict[str, str | None]]:
+        self._enter("all_articles", None)
+        return CATALOGUE
+
     def popular(self, k: int) -> list[str]:
         self._enter("popular", k)
         return POPULAR[:k]
@@ -416,6 +420,71 @@ def test_article_display(client: TestClient) -> None:
     response = client.get("/v1/articles/a2")
     assert response.status_code == 200
     assert response.json() == {schema.ARTICLE_ID: "a2", **CATALOGUE["a2"]}
+
+
+def summary(article_id: str) -> dict[str, Any]:
+    """An article as ``GET /v1/articles`` lists it (no description, no score)."""
+    return {
+        schema.ARTICLE_ID: article_id,
+        **{f: CATALOGUE[article_id][f] for f in ITEM_DISPLAY_FIELDS},
+    }
+
+
+def test_search_matches_word_prefixes_of_the_name(client: TestClient) -> None:
+    response = client.get("/v1/articles", params={"q": "A3"})
+    assert response.status_code == 200
+    assert response.json() == {"total": 1, "items": [summary("a3")]}
+    every = client.get("/v1/articles", params={"q": "nam o", "limit": 2}).json()
+    assert every == {"total": 5, "items": [summary("a1"), summary("a2")]}
+    assert client.get("/v1/articles", params={"q": "ame"}).json() == {"total": 0, "items": []}
+
+
+def test_browse_by_department_and_product_group(client: TestClient) -> None:
+    department = CATALOGUE["a4"][schema.DEPARTMENT]
+    group = CATALOGUE["a4"][schema.PRODUCT_GROUP]
+    by_department = client.get("/v1/articles", params={"department": department}).json()
+    assert by_department == {"total": 1, "items": [summary("a4")]}
+    wrong_group = client.get(
+        "/v1/articles", params={"department": department, "product_group": "other"}
+    ).json()
+    assert wrong_group["total"] == 0
+    both = client.get("/v1/articles", params={"department": department, "product_group": group})
+    assert both.json()["items"] == [summary("a4")]
+
+
+@pytest.mark.parametrize("limit", ["0", "101"])
+def test_search_limit_outside_1_to_100_is_422(client: TestClient, limit: str) -> None:
+    assert client.get("/v1/articles", params={"limit": limit}).status_code == 422
+
+
+def test_departments_list_their_product_groups(client: TestClient) -> None:
+    body = client.get("/v1/catalog/departments").json()
+    assert [d["department"] for d in body["departments"]] == sorted(
+        str(CATALOGUE[a][schema.DEPARTMENT]) for a in CATALOGUE
+    )
+    first = body["departments"][0]
+    assert first == {
+        "department": CATALOGUE["a1"][schema.DEPARTMENT],
+        "n_articles": 1,
+        "product_groups": [
+            {"product_group": CATALOGUE["a1"][schema.PRODUCT_GROUP], "n_articles": 1}
+        ],
+    }
+
+
+def test_popular_route_is_the_cold_start_list(client: TestClient) -> None:
+    body = answer(client.get("/v1/popular", params={"k": 3}))
+    assert body == {
+        "source": "popular",
+        "items": [expected_item(a, None) for a in POPULAR[:3]],
+    }
+
+
+def test_browse_answers_503_when_the_store_fails(client: TestClient, store: FakeStore) -> None:
+    store.errors["all_articles"] = OSError("table gone")
+    response = client.get("/v1/articles", params={"q": "a1"})
+    assert response.status_code == 503
+    assert response.json() == {"detail": "feature store unavailable"}
 
 
 @pytest.mark.parametrize("path", [SIMILAR_PATH, ARTICLE_PATH])

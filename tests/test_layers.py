@@ -33,6 +33,14 @@ def test_the_gateway_loads_no_offline_code_and_no_model_library() -> None:
     assert _loaded(modules, (*MODEL_LIBRARIES, "polars", "shoprec.models")) == []
 
 
+def test_the_storefront_loads_no_other_shoprec_package_and_no_data_library() -> None:
+    modules = _imported("shoprec.storefront.server")
+    assert "shoprec.storefront.app" in modules  # the check sees what it should
+    shoprec = sorted(m for m in modules if m.startswith("shoprec.") and "storefront" not in m)
+    assert shoprec == []
+    assert _loaded(modules, (*MODEL_LIBRARIES, "polars", "pandas", "numpy", "feast")) == []
+
+
 @pytest.mark.parametrize(
     ("step", "needs", "never"),
     [

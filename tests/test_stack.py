@@ -95,8 +95,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
 
 @pytest.fixture(scope="module")
 def served(tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Served:
+    return build_served(tiny, tmp_path_factory)
+
+
+def build_served(tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Served:
     """``shoprec export`` and ``shoprec materialize`` on a copy of the tiny models (the session's
-    shared models folder is left as it is)."""
+    shared models folder is left as it is); also used by test_storefront_browser."""
     root = tmp_path_factory.mktemp("stack")
     data_root, models_root = tiny.dataset_dir.parents[1], root / "models"
     paths = Paths.for_name(NAME, data_root, models_root)

@@ -779,7 +779,7 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8, write_key: str | None = 
         )
         console.print(f"customer {cid}: {regular[s.N_PURCHASES]} purchases; bought most: {bought}")
         console.print(_items_table("selected for you", body["items"]))
-        new_id = "new-customer-0001"
+        new_id = NEW_CUSTOMER
         cold = http.get(f"/v1/customers/{new_id}/recommendations", params={"k": k}).json()
         console.print(
             f"\n[bold]GET /v1/customers/{new_id}/recommendations?k={k}[/bold] "
@@ -845,12 +845,149 @@ def _demo_purchase(
     console.print(f"without the key -> HTTP {anonymous.status_code}: {anonymous.json()}")
 
 
+NEW_CUSTOMER = "new-customer-0001"
+STOREFRONT_PORT = 8090
+
+
+def demo_customers(paths: Paths, typical: int = 3) -> list[dict[str, str]]:
+    """Customers for the storefront's picker: the longest purchase history of the serving
+    snapshot, ``typical`` customers around the median history, and a new customer (unknown to
+    the model). Only the new customer when the dataset is not built.
+
+    Returns:
+        ``[{"customer_id", "label"}]``, the :class:`shoprec.storefront.settings.DemoCustomer`
+        fields.
+    """
+    import polars as pl
+
+    from shoprec import schema as s
+    from shoprec.data.dataset import LATEST_CUSTOMERS_FILE
+
+    new = {"customer_id": NEW_CUSTOMER, "label": "new customer"}
+    latest_file = paths.dataset / LATEST_CUSTOMERS_FILE
+    if not latest_file.exists():
+        return [new]
+    latest = pl.read_parquet(latest_file, columns=[s.CUSTOMER_ID, s.N_PURCHASES]).sort(
+        [s.N_PURCHASES, s.CUSTOMER_ID], descending=[True, False]
+    )
+    rows = latest.rows(named=True)
+    if not rows:
+        return [new]
+    longest = rows[0]
+    out = [
+        {
+            "customer_id": str(longest[s.CUSTOMER_ID]),
+            "label": f"longest history ({longest[s.N_PURCHASES]} purchases)",
+        }
+    ]
+    middle = len(rows) // 2
+    for row in rows[max(1, middle - typical // 2) :][:typical]:
+        out.append(
+            {
+                "customer_id": str(row[s.CUSTOMER_ID]),
+                "label": f"typical ({row[s.N_PURCHASES]} purchases)",
+            }
+        )
+    return [*out, new]
+
+
+@app.command()
+def storefront(
+    gateway_url: Annotated[
+        str, typer.Option(help="The gateway's base URL (SHOPREC_STOREFRONT_GATEWAY_URL)")
+    ] = "",
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Storefront HTTP port")] = STOREFRONT_PORT,
+    name: Annotated[str, typer.Option(help="Dataset whose customers the picker offers")] = (
+        "completejourney"
+    ),
+    data_root: DataRoot = Path("data"),
+    models_root: ModelsRoot = Path("models"),
+) -> None:
+    """Serve the storefront demonstrator (a web shop that calls the gateway's REST API).
+
+    The write key for events comes from SHOPREC_STOREFRONT_WRITE_KEY or
+    SHOPREC_STOREFRONT_WRITE_KEY_FILE and stays on the server."""
+    from pydantic import ValidationError
+
+    from shoprec.storefront.server import serve as serve_storefront
+    from shoprec.storefront.settings import StorefrontSettings
+
+    try:
+        settings = StorefrontSettings()
+        update: dict[str, Any] = {}
+        if gateway_url:
+            update["gateway_url"] = gateway_url
+        if not settings.demo_customers:
+            update["demo_customers"] = demo_customers(_paths(name, data_root, models_root))
+        settings = StorefrontSettings.model_validate({**settings.model_dump(), **update})
+    except ValidationError as exc:
+        raise _fail(ValueError(f"storefront settings: {exc}")) from exc
+    console.print(f"storefront: http://{host}:{port}/ (gateway {settings.gateway_url})")
+    console.file.flush()
+    serve_storefront(settings, host, port)
+
+
+def _start_storefront(
+    gateway_url: str, port: int, write_key: str | None, customers: list[dict[str, str]], log: Path
+) -> Any:
+    """``python -m shoprec.storefront`` in its own process group; the write key travels in
+    its environment only."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "SHOPREC_STOREFRONT_GATEWAY_URL": gateway_url,
+        "SHOPREC_STOREFRONT_DEMO_CUSTOMERS": json.dumps(customers),
+    }
+    if write_key is not None:
+        env["SHOPREC_STOREFRONT_WRITE_KEY"] = write_key
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shoprec.storefront", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_storefront(url: str, process: Any, timeout_s: float = 60.0) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _stop_storefront(process: Any) -> None:
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @app.command()
 def demo(
     keep_serving: Annotated[
         bool,
         typer.Option(
-            "--keep-serving", help="Leave the stack up for a storefront after the demo calls"
+            "--keep-serving",
+            help="Leave the stack up after the demo calls and start the storefront",
         ),
     ] = False,
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
@@ -859,6 +996,9 @@ def demo(
     triton_http_port: TritonHttpPortOpt = 8000,
     triton_grpc_port: TritonGrpcPortOpt = 8001,
     triton_metrics_port: TritonMetricsPortOpt = 8002,
+    storefront_port: Annotated[
+        int, typer.Option(help="Storefront HTTP port (with --keep-serving)")
+    ] = STOREFRONT_PORT,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -904,7 +1044,27 @@ def demo(
             _print_write_key(write_key)
             demo_calls(stack.gateway_url, paths, write_key=write_key)
             if keep_serving:
-                _serve_forever(stack)
+                shop_url = f"http://127.0.0.1:{storefront_port}"
+                shop = _start_storefront(
+                    stack.gateway_url,
+                    storefront_port,
+                    write_key,
+                    demo_customers(paths),
+                    paths.models_dir / "logs" / "storefront.log",
+                )
+                try:
+                    if _wait_storefront(shop_url, shop):
+                        console.print(
+                            f"[bold]storefront: {shop_url}/[/bold] (open it in a browser)"
+                        )
+                    else:
+                        console.print(
+                            "storefront did not start: see "
+                            f"{paths.models_dir / 'logs' / 'storefront.log'}"
+                        )
+                    _serve_forever(stack)
+                finally:
+                    _stop_storefront(shop)
     except KeyboardInterrupt:
         console.print("stopped")
     except ShoprecError as exc:

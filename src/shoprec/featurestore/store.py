@@ -516,9 +516,24 @@ class _Version:
                 article_id: tuple(column[i] for column in columns)
                 for i, article_id in enumerate(table[s.ARTICLE_ID])
             }
+        self._catalogue: dict[str, dict[str, str | None]] | None = None
         self._redis: redis.Redis | None = None
         if self.online_store is OnlineStoreKind.REDIS:
             self._redis = _redis_client(self.config.online_store.connection_string)
+
+    def catalogue(self) -> dict[str, dict[str, str | None]]:
+        """Display fields of every article of this version (its exported articles table),
+        read once and kept (the same dict on every call)."""
+        if self._catalogue is None:
+            table = pq.read_table(
+                self.folder / ONLINE_DATA_DIR / ARTICLES_FILE,
+                columns=[s.ARTICLE_ID, *DISPLAY_FIELDS],
+            ).to_pydict()
+            self._catalogue = {
+                article_id: {name: table[name][i] for name in DISPLAY_FIELDS}
+                for i, article_id in enumerate(table[s.ARTICLE_ID])
+            }
+        return self._catalogue
 
     def _feature_refs(self, service: str) -> list[str]:
         """``view:feature`` references of a feature service, resolved once.
@@ -794,6 +809,17 @@ class OnlineFeatures:
                 }
             )
         return out
+
+    def all_articles(self) -> dict[str, dict[str, str | None]]:
+        """Display fields (``NAME``, ``ARTICLE_ATTRIBUTES``, ``DESCRIPTION``) of every article
+        of the version being read, by article id: the exported articles table, read on the
+        first call per version and then the same dict object, so that a caller may cache
+        what it derives from it by identity.
+
+        Raises:
+            OSError, pyarrow.ArrowInvalid: the table cannot be read.
+        """
+        return self._version.catalogue()
 
     def popular(self, k: int) -> list[str]:
         """The cold-start list: at most ``k`` article ids by purchases in the 7 days before the

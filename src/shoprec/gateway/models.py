@@ -70,6 +70,43 @@ class SimilarArticles(BaseModel):
     items: list[Item]
 
 
+class PopularArticles(BaseModel):
+    """``GET /v1/popular``: the recent popularity list (the cold-start list), most sold
+    first; ``score`` is null (the order is the rank)."""
+
+    source: Source = Source.POPULAR
+    recommendation_id: str = Field(description=RECOMMENDATION_ID_DESCRIPTION)
+    items: list[Item]
+
+
+class ArticleList(BaseModel):
+    """``GET /v1/articles``: articles matching a search or a department / product group."""
+
+    total: int = Field(description="Matching articles in all (``items`` holds at most limit).")
+    items: list[ArticleSummary]
+
+
+class ProductGroupCount(BaseModel):
+    """A product group of a department and its number of articles."""
+
+    product_group: str
+    n_articles: int
+
+
+class Department(BaseModel):
+    """A department, its number of articles and its product groups (name order)."""
+
+    department: str
+    n_articles: int
+    product_groups: list[ProductGroupCount]
+
+
+class Departments(BaseModel):
+    """``GET /v1/catalog/departments``: every department of the served articles."""
+
+    departments: list[Department]
+
+
 class ErrorDetail(BaseModel):
     """Body of every 4xx/5xx answer; ``detail`` is a stable string clients may match."""
 

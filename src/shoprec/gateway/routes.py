@@ -32,8 +32,14 @@ from shoprec.gateway.catalog import CatalogView
 from shoprec.gateway.deps import Backends, BackendsDep, MetricsDep, RankedBatch
 from shoprec.gateway.models import (
     Article,
+    ArticleList,
+    ArticleSummary,
+    Department,
+    Departments,
     ErrorDetail,
     Item,
+    PopularArticles,
+    ProductGroupCount,
     Recommendations,
     SimilarArticles,
     Source,
@@ -43,6 +49,8 @@ from shoprec.gateway.settings import Settings
 from shoprec.gateway.writes import WritesDep
 
 ARTICLE_NOT_FOUND: Final = "article not found"
+MAX_SEARCH_LIMIT: Final = 100
+MAX_QUERY_CHARS: Final = 200
 
 _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
     code: {"model": ErrorDetail}
@@ -119,7 +127,8 @@ async def _known_article(
 
 
 def api_router(settings: Settings) -> APIRouter:
-    """All routes of the gateway: ``/v1/customers``, ``/v1/articles`` and operations."""
+    """All routes of the gateway: ``/v1/customers``, ``/v1/articles``, ``/v1/catalog``,
+    ``/v1/popular`` and operations."""
     K = Annotated[
         int,
         Query(
@@ -205,6 +214,39 @@ def api_router(settings: Settings) -> APIRouter:
             article_id=article_id, recommendation_id=_new_recommendation_id(), items=items
         )
 
+    @articles.get("", response_model=ArticleList, responses=_UNAVAILABLE)
+    async def search(
+        backends: BackendsDep,
+        writes: WritesDep,
+        caller: ReadAccess,
+        q: Annotated[
+            str | None,
+            Query(
+                max_length=MAX_QUERY_CHARS,
+                description="Words the article name must contain (case-insensitive word "
+                "prefixes); empty: no text filter.",
+            ),
+        ] = None,
+        department: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS)] = None,
+        product_group: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 24,
+    ) -> ArticleList:
+        """Served articles whose name contains every word of ``q`` and that are in
+        ``department`` / ``product_group`` (each filter optional), shorter names first
+        (:mod:`shoprec.gateway.browse`); never an article hidden or deleted through the write
+        API. Articles put through the write API are not searched (only the served snapshot)."""
+        excluded = await writes.catalog.excluded()
+        index = await backends.article_index()
+        ids, total = index.search(q, department, product_group, limit, excluded)
+        displays = await _displays(backends, writes.catalog, ids)
+        return ArticleList(
+            total=total,
+            items=[
+                ArticleSummary.model_validate({**(d or {}), schema.ARTICLE_ID: a})
+                for a, d in zip(ids, displays, strict=True)
+            ],
+        )
+
     @articles.get("/{article_id}", response_model=Article, responses=_NOT_FOUND_OR_UNAVAILABLE)
     async def article(
         article_id: str, backends: BackendsDep, writes: WritesDep, caller: ReadAccess
@@ -213,6 +255,39 @@ def api_router(settings: Settings) -> APIRouter:
         await writes.catalog.refresh()
         display = await _known_article(backends, writes.catalog, article_id)
         return Article.model_validate({**display, schema.ARTICLE_ID: article_id})
+
+    catalog = APIRouter(tags=["catalog"])
+
+    @catalog.get("/v1/catalog/departments", response_model=Departments, responses=_UNAVAILABLE)
+    async def departments(backends: BackendsDep, caller: ReadAccess) -> Departments:
+        """Departments of the served articles with their product groups and article counts
+        (name order), for a storefront's navigation."""
+        index = await backends.article_index()
+        return Departments(
+            departments=[
+                Department(
+                    department=d.department,
+                    n_articles=d.n_articles,
+                    product_groups=[
+                        ProductGroupCount(product_group=g, n_articles=n)
+                        for g, n in d.product_groups
+                    ],
+                )
+                for d in index.departments()
+            ]
+        )
+
+    @catalog.get("/v1/popular", response_model=PopularArticles, responses=_UNAVAILABLE)
+    async def popular(
+        backends: BackendsDep, writes: WritesDep, caller: ReadAccess, k: K = settings.default_k
+    ) -> PopularArticles:
+        """The recent popularity list (what an unknown customer gets), most sold first;
+        never an article hidden or deleted through the write API."""
+        excluded = await writes.catalog.excluded()
+        ranked = await backends.popular(k + len(excluded))
+        article_ids, scores = _top(ranked, [None] * len(ranked), excluded, k)
+        items = await _items(backends, writes.catalog, article_ids, scores)
+        return PopularArticles(recommendation_id=_new_recommendation_id(), items=items)
 
     operations = APIRouter(tags=["operations"])
 
@@ -241,6 +316,6 @@ def api_router(settings: Settings) -> APIRouter:
         return Response(gateway_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     router = APIRouter()
-    for sub_router in (customers, articles, operations):
+    for sub_router in (customers, articles, catalog, operations):
         router.include_router(sub_router)
     return router
