@@ -44,15 +44,23 @@ def toy(tmp_path: Path) -> ToyStore:
     return build_toy_store(tmp_path / "toy")
 
 
-def purchase(i: int, customer: str, article: str, day: int = 2, **extra: Any) -> Event:
-    return Event(
-        event_id=f"e{i}",
-        type="purchase",
-        customer_id=customer,
-        article_id=article,
-        timestamp=DAY.format(d=day),
-        **extra,
+def event(
+    event_id: str, kind: str, customer: str, article: str, day: int = 2, **extra: Any
+) -> Event:
+    return Event.model_validate(
+        {
+            "event_id": event_id,
+            "type": kind,
+            "customer_id": customer,
+            "article_id": article,
+            "timestamp": DAY.format(d=day),
+            **extra,
+        }
     )
+
+
+def purchase(i: int, customer: str, article: str, day: int = 2, **extra: Any) -> Event:
+    return event(f"e{i}", "purchase", customer, article, day, **extra)
 
 
 def append(log: Path, *records: Event | Customer) -> None:
@@ -112,21 +120,8 @@ def test_updated_features_equal_a_rebuild_of_the_folded_log(toy: ToyStore, tmp_p
         purchase(2, "c0", "a5", day=3),  # no price: the article's mean snapshot price
         purchase(3, "web-1", "a2", price=1.0),  # a new customer's first purchase
         purchase(1, "c0", "a5", price=3.0),  # a replay: the log keeps it once
-        Event(
-            event_id="n1",
-            type="not_interested",
-            customer_id="c1",
-            article_id="a3",
-            timestamp=DAY.format(d=2),
-        ),
-        Event(
-            event_id="v1",
-            type="view",
-            customer_id="web-2",
-            article_id="a6",
-            timestamp=DAY.format(d=2),
-            session_id="s-1",
-        ),
+        event("n1", "not_interested", "c1", "a3"),
+        event("v1", "view", "web-2", "a6", session_id="s-1"),
         Customer(customer_id="c2", age=61.0, segment="LEFT"),  # attributes replaced
         Customer(customer_id="web-3", age=20.0),  # no purchase yet: stays unknown
     )
