@@ -416,6 +416,44 @@ def gateway(
     os.execve(command[0], command, {**os.environ, **settings.environment()})
 
 
+@app.command()
+def updater(
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset name: the feature repo is models/<name>/feature_repo unless "
+            "SHOPREC_FEATURE_REPO says otherwise"
+        ),
+    ] = None,
+    models_root: ModelsRoot = Path("models"),
+    event_log: Annotated[
+        str | None,
+        typer.Option(
+            help="Event log URL (default: SHOPREC_EVENT_LOG, else models/<name>/events.db)"
+        ),
+    ] = None,
+) -> None:
+    """Run the near-real-time feature updater: event log -> online store, until Ctrl-C/TERM.
+
+    Settings from the gateway's SHOPREC_* variables (README "Near-real-time")."""
+    import os
+
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.updater.main import main
+
+    if name is not None and "SHOPREC_FEATURE_REPO" not in os.environ:
+        os.environ["SHOPREC_FEATURE_REPO"] = str(repo_dir(models_root / name))
+    if event_log is not None:
+        os.environ["SHOPREC_EVENT_LOG"] = event_log
+    if "SHOPREC_FEATURE_REPO" not in os.environ:
+        raise _fail(ValueError("give --name or set SHOPREC_FEATURE_REPO"))
+    try:
+        code = main()
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
 TritonRepoOpt = Annotated[
     Path, typer.Option("--triton-repo", help="Triton model repository folder")
 ]

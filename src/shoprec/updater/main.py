@@ -4,7 +4,8 @@ the ``updater`` service of docker-compose and a child of ``shoprec serve``).
 Settings come from the same ``SHOPREC_*`` variables as the gateway's: ``SHOPREC_FEATURE_REPO``
 (required), ``SHOPREC_EVENT_LOG`` (default ``events.db`` next to the feature repo),
 ``SHOPREC_EVENT_LOG_NAMESPACE``, ``SHOPREC_EVENT_LOG_PASSWORD_FILE``, ``SHOPREC_REDIS_URL``,
-and ``SHOPREC_UPDATER_POLL_S`` (0.02).
+``SHOPREC_UPDATER_POLL_S`` (0.02) and ``SHOPREC_UPDATER_HEARTBEAT`` (a file touched every
+5 s, for docker-compose's healthcheck).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def main() -> int:
     )
     log.info("updater started at offset %d", updater.position)
     try:
-        updater.run_forever(lambda: stop)
+        beat = _env("UPDATER_HEARTBEAT")
+        updater.run_forever(lambda: stop, heartbeat=Path(beat) if beat else None)
     finally:
         updater.close()
     return 0

@@ -375,9 +375,14 @@ class FeatureUpdater:
             if not report.entries:
                 return total
 
-    def run_forever(self, should_stop: Any = None) -> None:
-        """Poll the log until ``should_stop()`` is true; errors are logged and retried."""
+    def run_forever(self, should_stop: Any = None, heartbeat: Path | None = None) -> None:
+        """Poll the log until ``should_stop()`` is true; errors are logged and retried.
+        ``heartbeat``: a file touched at least every 5 s while the loop runs (healthchecks)."""
+        beat = 0.0
         while should_stop is None or not should_stop():
+            if heartbeat is not None and time.monotonic() - beat > 5.0:
+                heartbeat.touch()
+                beat = time.monotonic()
             try:
                 report = self.step()
             except Exception as exc:  # noqa: BLE001 - a supervised loop: log, back off, retry
