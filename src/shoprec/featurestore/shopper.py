@@ -19,6 +19,7 @@ the updater rewrites it idempotently (set semantics, views keyed by log offset).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,8 @@ class SqliteShopperState:
     def __init__(self, path: Path, ttl_s: int = SESSION_TTL_S) -> None:
         self.path = path
         self.ttl_s = ttl_s
+        # One connection shared by the gateway's worker threads, used under a lock.
+        self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
@@ -84,54 +87,58 @@ class SqliteShopperState:
         )
 
     def exclude(self, customer_id: str, article_ids: Sequence[str]) -> None:
-        self._conn.executemany(
-            "INSERT OR IGNORE INTO excluded VALUES (?, ?)",
-            [(customer_id, a) for a in article_ids],
-        )
+        with self._lock:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO excluded VALUES (?, ?)",
+                [(customer_id, a) for a in article_ids],
+            )
 
     def excluded(self, customer_id: str) -> frozenset[str]:
-        rows = self._conn.execute(
-            "SELECT article_id FROM excluded WHERE customer_id = ?", (customer_id,)
-        ).fetchall()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT article_id FROM excluded WHERE customer_id = ?", (customer_id,)
+            ).fetchall()
         return frozenset(r[0] for r in rows)
 
     def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
-        self._conn.execute(
-            "INSERT OR IGNORE INTO session_views VALUES (?, ?, ?, ?)",
-            (session_id, offset, article_id, at),
-        )
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO session_views VALUES (?, ?, ?, ?)",
+                (session_id, offset, article_id, at),
+            )
 
     def session_views(self, session_id: str, limit: int = SESSION_LENGTH) -> list[str]:
-        rows = self._conn.execute(
-            "SELECT article_id, MAX(log_offset) AS o FROM session_views WHERE session_id = ? "
-            "GROUP BY article_id ORDER BY o DESC LIMIT ?",
-            (session_id, limit),
-        ).fetchall()
-        last = self._conn.execute(
-            "SELECT MAX(at) FROM session_views WHERE session_id = ?", (session_id,)
-        ).fetchone()[0]
-        if last is None or last < time.time() - self.ttl_s:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT article_id, MAX(log_offset) AS o, MAX(at) FROM session_views "
+                "WHERE session_id = ? GROUP BY article_id ORDER BY o DESC",
+                (session_id,),
+            ).fetchall()
+        if not rows or max(r[2] for r in rows) < time.time() - self.ttl_s:
             return []
-        return [r[0] for r in rows]
+        return [r[0] for r in rows[:limit]]
 
     def prune(self, now: float | None = None) -> int:
         """Delete the views of sessions idle for longer than the TTL; rows deleted."""
         cutoff = (now or time.time()) - self.ttl_s
-        cur = self._conn.execute(
-            "DELETE FROM session_views WHERE session_id IN (SELECT session_id FROM "
-            "session_views GROUP BY session_id HAVING MAX(at) < ?)",
-            (cutoff,),
-        )
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM session_views WHERE session_id IN (SELECT session_id FROM "
+                "session_views GROUP BY session_id HAVING MAX(at) < ?)",
+                (cutoff,),
+            )
         return int(cur.rowcount)
 
     def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
-        self._conn.execute("DELETE FROM excluded WHERE customer_id = ?", (customer_id,))
-        self._conn.executemany(
-            "DELETE FROM session_views WHERE session_id = ?", [(s,) for s in session_ids]
-        )
+        with self._lock:
+            self._conn.execute("DELETE FROM excluded WHERE customer_id = ?", (customer_id,))
+            self._conn.executemany(
+                "DELETE FROM session_views WHERE session_id = ?", [(s,) for s in session_ids]
+            )
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
 
 class RedisShopperState:

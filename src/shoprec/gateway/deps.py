@@ -95,6 +95,14 @@ class FeatureStore(Protocol):
         store returned their features (a known customer the store misses is data loss)."""
         ...
 
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        """Articles the customer marked ``not_interested`` (the updater's shopper state)."""
+        ...
+
+    def session_views(self, session_id: str) -> list[str]:
+        """Distinct articles viewed in a session, most recent first (empty when unknown)."""
+        ...
+
     def refresh(self) -> bool:
         """Switch to a newer materialized version if there is one; True when it switched.
         Blocking (called from a worker thread); raises when the new version cannot be read,
@@ -215,6 +223,14 @@ class Backends:
                 STORE_UNAVAILABLE,
             )
         return await self._from_store(Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids)
+
+    async def excluded(self, customer_id: str) -> frozenset[str]:
+        """:meth:`FeatureStore.excluded`, stage ``shopper_state``."""
+        return await self._from_store(Stage.SHOPPER_STATE, self._store.excluded, customer_id)
+
+    async def session_views(self, session_id: str) -> list[str]:
+        """:meth:`FeatureStore.session_views`, stage ``shopper_state``."""
+        return await self._from_store(Stage.SHOPPER_STATE, self._store.session_views, session_id)
 
     async def popular(self, k: int) -> list[str]:
         """:meth:`FeatureStore.popular`, stage ``popular``."""
