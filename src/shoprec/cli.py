@@ -1041,6 +1041,63 @@ def _bench_write(
     console.print(f"report: {cfg.out_dir / BENCH_WRITE_MD}, {cfg.out_dir / BENCH_WRITE_JSON}")
 
 
+def _bench_nrt(
+    name: str,
+    triton_repo: Path,
+    seconds: float,
+    events_per_s: float,
+    out: Path | None,
+    data_root: Path,
+    models_root: Path,
+) -> None:
+    from shoprec.bench.nrt import BENCH_NRT_MD, NrtBenchConfig, run_nrt_benchmark
+    from shoprec.gateway.keys import ApiKey, Role, generate_key, hash_key
+    from shoprec.serving.stack import ServingStack, sigterm_as_keyboard_interrupt
+    from shoprec.serving.tritonserver import free_port
+
+    paths = _paths(name, data_root, models_root)
+    ports: list[int] = []
+    while len(ports) < 4:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    key = generate_key()
+    unlimited = "100000000/second"
+    config = _stack_config(
+        paths,
+        triton_repo,
+        "127.0.0.1",
+        ports[0],
+        (ports[1], ports[2], ports[3]),
+        {
+            "api_keys": [ApiKey(name="bench", role=Role.WRITE, sha256=hash_key(key))],
+            "rate_limit_reads": unlimited,
+            "rate_limit_writes": unlimited,
+            "rate_limit_events": unlimited,
+        },
+    )
+    try:
+        cfg = NrtBenchConfig(
+            name=name,
+            triton_repo=triton_repo,
+            feature_repo=config.feature_repo,
+            out_dir=out or paths.models_dir / "bench",
+            seconds=seconds,
+            events_per_s=events_per_s,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
+            run_nrt_benchmark(cfg, stack.gateway_url, key, log=_log)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(code=130) from None
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    console.print((cfg.out_dir / BENCH_NRT_MD).read_text())
+
+
 @app.command()
 def bench(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
@@ -1052,6 +1109,17 @@ def bench(
         float | None,
         typer.Option(help="Measured seconds per endpoint and level (default 20, --write 10)"),
     ] = None,
+    nrt: Annotated[
+        bool,
+        typer.Option(
+            "--nrt",
+            help="Near-real-time: event-to-effect latency under a steady event load with reads "
+            "running (stack with the updater started on free ports) -> bench-nrt.{json,md}",
+        ),
+    ] = False,
+    events_per_s: Annotated[
+        float, typer.Option("--events-per-s", help="--nrt: the steady event load")
+    ] = 200.0,
     write: Annotated[
         bool,
         typer.Option(
@@ -1099,6 +1167,12 @@ def bench(
     """Load test the online stack (gateway and Triton) with locust; latency, throughput,
     per-stage times and the latency targets -> bench.json and bench.md. With --write: durable
     events/s and POST /v1/events latency per event-log backend -> bench-write.{json,md}."""
+    if nrt:
+        _bench_nrt(
+            name, triton_repo, 30.0 if seconds is None else seconds, events_per_s, out,
+            data_root, models_root,
+        )  # fmt: skip
+        return
     if write:
         _bench_write(
             name, users or "1,16", 10.0 if seconds is None else seconds, out, log_backends,
