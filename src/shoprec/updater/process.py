@@ -190,6 +190,10 @@ class FeatureUpdater:
         self.erased: set[str] = set()
         self.seen_events: set[str] = set()
         self._last_ts: dict[str, int] = {}
+        # Feast's Redis store skips a row not newer (whole seconds) than the stored one: after
+        # a restart, write at least one second after this start, later than any write of the
+        # process before.
+        self._min_ts = int(time.time()) + 1
         self.position = self.base_offset
         saved = read_position(folder)
         if saved is not None and saved > self.base_offset:
@@ -338,7 +342,7 @@ class FeatureUpdater:
         now = int(time.time())
         stamps = []
         for cid in ids:
-            ts = max(now, self._last_ts.get(cid, 0) + 1)
+            ts = max(now, self._min_ts, self._last_ts.get(cid, 0) + 1)
             self._last_ts[cid] = ts
             stamps.append(ts)
         self.writer.put_customers(ids, features, stamps)
