@@ -179,6 +179,7 @@ class FeatureUpdater:
         self.snapshot_tx = pl.read_parquet(data_dir / STATE_TRANSACTIONS_FILE).select(
             STATE_TRANSACTION_COLUMNS
         )
+        self._index_snapshot()
         self.snapshot_customers = pl.read_parquet(data_dir / STATE_CUSTOMERS_FILE)
         self._snapshot_ids = set(self.snapshot_customers.get_column(s.CUSTOMER_ID).to_list())
         self._mean_price: dict[str, float] | None = None
@@ -210,6 +211,27 @@ class FeatureUpdater:
                 return
             self._apply(entries, write_shopper=False)
             after = entries[-1].offset
+
+    def _index_snapshot(self) -> None:
+        """Row range of each customer in the snapshot transactions, so that a recompute slices
+        its customers' rows instead of scanning every row."""
+        self.snapshot_tx = self.snapshot_tx.sort(s.CUSTOMER_ID, maintain_order=True)
+        ranges = (
+            self.snapshot_tx.with_row_index("_row")
+            .group_by(s.CUSTOMER_ID)
+            .agg(pl.col("_row").min().alias("start"), pl.len().alias("n"))
+        )
+        self._rows: dict[str, tuple[int, int]] = {
+            cid: (int(start), int(n)) for cid, start, n in ranges.iter_rows()
+        }
+
+    def _snapshot_rows(self, customer_ids: list[str]) -> list[pl.DataFrame]:
+        out = [self.snapshot_tx.clear()]
+        for cid in customer_ids:
+            span = self._rows.get(cid)
+            if span is not None:
+                out.append(self.snapshot_tx.slice(*span))
+        return out
 
     def _mean_prices(self) -> dict[str, float]:
         if self._mean_price is None:
@@ -251,6 +273,7 @@ class FeatureUpdater:
                         self._snapshot_ids.discard(cid)
                         gone = pl.col(s.CUSTOMER_ID) == cid
                         self.snapshot_tx = self.snapshot_tx.filter(~gone)
+                        self._index_snapshot()
                         self.snapshot_customers = self.snapshot_customers.filter(~gone)
                     if write_shopper:
                         # The gateway deleted the row at erasure; delete again in case this
@@ -302,7 +325,7 @@ class FeatureUpdater:
         ]
         tx = pl.concat(
             [
-                self.snapshot_tx.filter(pl.col(s.CUSTOMER_ID).is_in(ids.implode())),
+                *self._snapshot_rows(wanted),
                 pl.DataFrame(rows, schema=self.snapshot_tx.schema),
             ]
         )
