@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from servers import TEST_KEYS, WRITE_KEY
+from servers import TEST_KEYS, WRITE_KEY, GatewayProcess
 from shoprec import schema as s
 from shoprec.cli import app
 from shoprec.config import Paths
@@ -212,3 +213,30 @@ def test_session_recommendations_follow_the_views(stack: ServingStack, http: htt
     assert got[0] in neighbours  # the first items are neighbours of the views
     assert body["items"][0]["score"] is not None
     assert set(body) == {"session_id", "source", "recommendation_id", "items"}
+
+
+def test_a_second_gateway_process_sees_the_same_updates(
+    stack: ServingStack, http: httpx.Client, tmp_path: Path
+) -> None:
+    """Another gateway process (as a second uvicorn worker would be) over the same stores: an
+    event posted through the first is reflected by the second (no per-worker copy)."""
+    other = GatewayProcess(stack.gateway_env(), tmp_path / "gateway-2.log").start()
+    try:
+        with httpx.Client(base_url=other.url, timeout=30.0) as second:
+            customer = regular(stack, http, 3)
+            unwanted = ids(recommend(second, customer))[0]
+            post_events(
+                http, {"type": "not_interested", "customer_id": customer, "article_id": unwanted}
+            )
+            until(
+                lambda: unwanted not in ids(recommend(second, customer)),
+                "excluded by the second process",
+            )
+            fresh = f"web-{uuid.uuid4().hex[:8]}"
+            post_events(http, {"type": "purchase", "customer_id": fresh, "article_id": unwanted})
+            until(
+                lambda: recommend(second, fresh)["source"] == "personalised",
+                "the new customer personalised by the second process",
+            )
+    finally:
+        other.stop()
