@@ -27,7 +27,7 @@ from servers import ToyStore, build_toy_store, wait_for
 from shoprec import schema as s
 from shoprec.data.ingest.events import fold_event_log
 from shoprec.events import Customer, Event, open_event_log, open_log_reader
-from shoprec.export.online_tables import export_online_tables
+from shoprec.export.online_tables import export_online_tables, materialize
 from shoprec.featurestore import OnlineFeatures
 from shoprec.featurestore.shopper import open_shopper_state
 from shoprec.featurestore.tables import ENCODED_DTYPES
@@ -222,3 +222,20 @@ def test_killed_updater_resumes_and_matches_a_rebuild(toy: ToyStore, tmp_path: P
     assert process.returncode == 0, (tmp_path / "updater.log").read_text()[-2000:]
     expected = rebuild(toy, log, tmp_path / "rebuild")
     assert_store_equals_rebuild(toy, expected)
+
+
+def test_updater_follows_a_new_materialization(toy: ToyStore, tmp_path: Path) -> None:
+    """A new version (materialized from canonical tables that do not hold the log) starts
+    empty of the log's effects; the updater switches to it and applies the log again."""
+    log = tmp_path / "events.db"
+    append(log, purchase(1, "c4", "a1", price=2.0), purchase(2, "web-5", "a6", price=2.0))
+    updater = FeatureUpdater(toy.repo, open_log_reader(str(log)))
+    updater.run_until_caught_up()
+    first = updater.version
+    dataset = toy.root / "data" / "toy" / "dataset"
+    materialize(toy.models_dir, dataset, toy.canonical_dir)
+    assert not stored(toy, ["web-5"])[0][0]  # the new version has only the snapshot
+    updater.run_until_caught_up()
+    assert updater.version != first
+    updater.close()
+    assert_store_equals_rebuild(toy, rebuild(toy, log, tmp_path / "rebuild"))
