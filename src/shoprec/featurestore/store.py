@@ -661,6 +661,18 @@ class OnlineFeatures:
                     self._shopper = open_shopper_state(self.repo_path, redis_url=self._redis_url)
         return self._shopper
 
+    @property
+    def shopper_inline(self) -> bool:
+        """Whether the shopper state is a local SQLite file (a read takes tens of
+        microseconds and never waits for the updater in WAL mode: the gateway reads it on the
+        event loop, without a worker thread); False for Redis (a network round trip)."""
+        from shoprec.featurestore.shopper import SqliteShopperState
+
+        try:
+            return isinstance(self._shopper_state(), SqliteShopperState)
+        except (redis.RedisError, sqlite3.Error):
+            return False  # reads go through a worker thread and fail there as 503
+
     def excluded(self, customer_id: str) -> frozenset[str]:
         """Articles the customer marked ``not_interested`` (:mod:`.shopper`), shared by every
         process that reads this repo.

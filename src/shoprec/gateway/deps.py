@@ -165,6 +165,7 @@ class Backends:
     ) -> None:
         self._store = store
         self._articles_inline = getattr(store, "articles_in_memory", False) is True
+        self._shopper_inline = getattr(store, "shopper_inline", False) is True
         self._recommender = recommender
         self._store_timeout_s = settings.store_timeout_s
         self._triton_timeout_s = settings.triton_timeout_s
