@@ -226,11 +226,30 @@ class Backends:
         return await self._from_store(Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids)
 
     async def excluded(self, customer_id: str) -> frozenset[str]:
-        """:meth:`FeatureStore.excluded`, stage ``shopper_state``."""
+        """:meth:`FeatureStore.excluded`, stage ``shopper_state``; on the event loop when the
+        state is a local SQLite file (``shopper_inline``), else in a worker thread."""
+        if self._shopper_inline:
+
+            async def lookup() -> frozenset[str]:
+                return self._store.excluded(customer_id)
+
+            return await self._bounded(
+                Stage.SHOPPER_STATE, lookup(), self._store_timeout_s, (Exception,),
+                STORE_UNAVAILABLE,
+            )  # fmt: skip
         return await self._from_store(Stage.SHOPPER_STATE, self._store.excluded, customer_id)
 
     async def session_views(self, session_id: str) -> list[str]:
-        """:meth:`FeatureStore.session_views`, stage ``shopper_state``."""
+        """:meth:`FeatureStore.session_views`, stage ``shopper_state`` (as :meth:`excluded`)."""
+        if self._shopper_inline:
+
+            async def lookup() -> list[str]:
+                return self._store.session_views(session_id)
+
+            return await self._bounded(
+                Stage.SHOPPER_STATE, lookup(), self._store_timeout_s, (Exception,),
+                STORE_UNAVAILABLE,
+            )  # fmt: skip
         return await self._from_store(Stage.SHOPPER_STATE, self._store.session_views, session_id)
 
     async def popular(self, k: int) -> list[str]:
