@@ -58,6 +58,7 @@ def test_compose_file_is_valid_and_wires_the_stack() -> None:
         "triton",
         "materialize",
         "gateway",
+        "updater",
         "storefront",
         "perf",
     }
@@ -77,6 +78,13 @@ def test_compose_file_is_valid_and_wires_the_stack() -> None:
     assert gateway_env["SHOPREC_API_KEYS_FILE"] == "/run/secrets/shoprec_api_keys"
     assert gateway_env["SHOPREC_REQUIRE_READ_KEY"] == "true"
     assert services["gateway"]["depends_on"]["redis-log"] == {"condition": "service_healthy"}
+    # the near-real-time updater reads the same log and writes the same online store
+    updater = services["updater"]
+    assert updater["command"] == ["python", "-m", "shoprec.updater.main"]
+    for name in ("SHOPREC_EVENT_LOG", "SHOPREC_REDIS_URL", "SHOPREC_FEATURE_REPO"):
+        assert updater["environment"][name] == gateway_env[name]
+    assert "ports" not in updater and list(updater["networks"]) == ["backend"]
+    assert updater["restart"] == "unless-stopped" and "healthcheck" in updater
 
 
 def test_only_the_gateway_is_published_and_the_rest_is_internal() -> None:

@@ -128,6 +128,14 @@ class FakeStore:
     def known_customers(self, ids: Sequence[str]) -> np.ndarray:
         return np.array([customer_id in self.snapshot for customer_id in ids], dtype=bool)
 
+    # The shopper state (not_interested, sessions) is tested over the real store in
+    # tests/test_nrt.py; not recorded in ``calls`` so the call lists here stay about Feast.
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        return frozenset()
+
+    def session_views(self, session_id: str) -> list[str]:
+        return []
+
     def refresh(self) -> bool:
         self.refreshes += 1
         return False

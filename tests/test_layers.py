@@ -57,3 +57,12 @@ def test_a_triton_step_loads_only_its_own_libraries(
     assert _loaded(modules, OFFLINE) == []
     assert _loaded(modules, needs) == sorted(needs)
     assert _loaded(modules, never) == []
+
+
+def test_the_updater_loads_no_offline_code_and_no_model_library() -> None:
+    """The feature updater computes features with polars and the shared feature code, and
+    loads no model: its process stays small (it runs beside every gateway)."""
+    modules = _imported("shoprec.updater.main")
+    assert "shoprec.features.state" in modules
+    assert _loaded(modules, OFFLINE) == []
+    assert _loaded(modules, (*MODEL_LIBRARIES, "shoprec.models")) == []

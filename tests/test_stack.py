@@ -98,15 +98,18 @@ def served(tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Served:
     return build_served(tiny, tmp_path_factory)
 
 
-def build_served(tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Served:
-    """``shoprec export`` and ``shoprec materialize`` on a copy of the tiny models (the session's
-    shared models folder is left as it is); also used by test_storefront_browser."""
+def build_served(
+    tiny: TinyRun, tmp_path_factory: pytest.TempPathFactory, export: ExportConfig = EXPORT
+) -> Served:
+    """``shoprec export`` (with ``export``) and ``shoprec materialize`` on a copy of the tiny
+    models (the session's shared models folder is left as it is); also used by
+    test_storefront_browser."""
     root = tmp_path_factory.mktemp("stack")
     data_root, models_root = tiny.dataset_dir.parents[1], root / "models"
     paths = Paths.for_name(NAME, data_root, models_root)
     shutil.copytree(tiny.models_dir, paths.models_dir)
     export_config = root / "export.json"
-    export_config.write_text(json.dumps(EXPORT.to_dict()))
+    export_config.write_text(json.dumps(export.to_dict()))
     repo = root / "triton_repo"
     common = ("--name", NAME, "--data-root", data_root, "--models-root", models_root)
     _cli("export", *common, "--triton-repo", repo, "--export-config", export_config)

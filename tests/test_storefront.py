@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,22 @@ def test_keys_are_read_from_files(tmp_path: Path) -> None:
     settings = StorefrontSettings(write_key_file=tmp_path / "write")
     assert (settings.write_secret(), settings.read_secret()) == (WRITE_KEY, None)
     assert WRITE_KEY not in repr(StorefrontSettings(write_key=SecretStr(WRITE_KEY)))
+
+
+def test_events_are_stamped_on_the_configured_event_day(gateway: FakeGateway) -> None:
+    """A demo on historical data stamps its events on the data's last day (``event_day``);
+    without it, events are stamped now."""
+    day = date(2018, 1, 1)
+    before = datetime.now(UTC)
+    for settings in (StorefrontSettings(event_day=day), StorefrontSettings()):
+        client = GatewayClient(
+            "http://gateway.test",
+            1.0,
+            write_key=WRITE_KEY,
+            transport=httpx.MockTransport(gateway.handle),
+        )
+        with TestClient(create_app(settings, client)) as shop:
+            shop.get("/articles/a1")  # posts a view
+    first, second = (datetime.fromisoformat(e["timestamp"]) for e in gateway.events())
+    assert first.date() == day and first.tzinfo is not None
+    assert second >= before.replace(microsecond=0) and second.date() != day

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from enum import StrEnum
 from pathlib import Path
@@ -416,6 +416,44 @@ def gateway(
     os.execve(command[0], command, {**os.environ, **settings.environment()})
 
 
+@app.command()
+def updater(
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset name: the feature repo is models/<name>/feature_repo unless "
+            "SHOPREC_FEATURE_REPO says otherwise"
+        ),
+    ] = None,
+    models_root: ModelsRoot = Path("models"),
+    event_log: Annotated[
+        str | None,
+        typer.Option(
+            help="Event log URL (default: SHOPREC_EVENT_LOG, else models/<name>/events.db)"
+        ),
+    ] = None,
+) -> None:
+    """Run the near-real-time feature updater: event log -> online store, until Ctrl-C/TERM.
+
+    Settings from the gateway's SHOPREC_* variables (README "Near-real-time")."""
+    import os
+
+    from shoprec.featurestore.store import repo_dir
+    from shoprec.updater.main import main
+
+    if name is not None and "SHOPREC_FEATURE_REPO" not in os.environ:
+        os.environ["SHOPREC_FEATURE_REPO"] = str(repo_dir(models_root / name))
+    if event_log is not None:
+        os.environ["SHOPREC_EVENT_LOG"] = event_log
+    if "SHOPREC_FEATURE_REPO" not in os.environ:
+        raise _fail(ValueError("give --name or set SHOPREC_FEATURE_REPO"))
+    try:
+        code = main()
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
 TritonRepoOpt = Annotated[
     Path, typer.Option("--triton-repo", help="Triton model repository folder")
 ]
@@ -800,14 +838,21 @@ def demo_calls(base_url: str, paths: Paths, k: int = 8, write_key: str | None = 
         missing = http.get("/v1/articles/does-not-exist/similar")
         console.print(f"\nunknown article -> HTTP {missing.status_code} {missing.json()}")
         if write_key is not None:
-            # On the data's last day, not today: `shoprec pipeline` folds the log into the
+            # On the data's last day, not today: `shoprec ingest` folds the log into the
             # data, and a purchase years after the rest would move every training window.
-            transactions = pl.read_parquet(
-                paths.canonical / "transactions.parquet", columns=[s.T_DAT]
-            )
-            last_day = transactions.get_column(s.T_DAT).max()
-            when = datetime.combine(last_day, dt_time(12), tzinfo=UTC)  # type: ignore[arg-type]
+            when = datetime.combine(data_last_day(paths), dt_time(12), tzinfo=UTC)
             _demo_purchase(http, write_key, cid, article, names, body["recommendation_id"], when)
+
+
+def data_last_day(paths: Paths) -> date:
+    """The last purchase day of the canonical transactions (what demo events are stamped with)."""
+    import polars as pl
+
+    from shoprec import schema as s
+
+    transactions = pl.read_parquet(paths.canonical / "transactions.parquet", columns=[s.T_DAT])
+    last: date = transactions.get_column(s.T_DAT).max()  # type: ignore[assignment]
+    return last
 
 
 def _demo_purchase(
@@ -929,10 +974,15 @@ def storefront(
 
 
 def _start_storefront(
-    gateway_url: str, port: int, write_key: str | None, customers: list[dict[str, str]], log: Path
+    gateway_url: str,
+    port: int,
+    write_key: str | None,
+    customers: list[dict[str, str]],
+    event_day: date,
+    log: Path,
 ) -> Any:
     """``python -m shoprec.storefront`` in its own process group; the write key travels in
-    its environment only."""
+    its environment only. Its events are stamped on ``event_day`` (the data's last day)."""
     import subprocess
     import sys
 
@@ -940,6 +990,7 @@ def _start_storefront(
         **os.environ,
         "SHOPREC_STOREFRONT_GATEWAY_URL": gateway_url,
         "SHOPREC_STOREFRONT_DEMO_CUSTOMERS": json.dumps(customers),
+        "SHOPREC_STOREFRONT_EVENT_DAY": event_day.isoformat(),
     }
     if write_key is not None:
         env["SHOPREC_STOREFRONT_WRITE_KEY"] = write_key
@@ -1050,6 +1101,7 @@ def demo(
                     storefront_port,
                     write_key,
                     demo_customers(paths),
+                    data_last_day(paths),
                     paths.models_dir / "logs" / "storefront.log",
                 )
                 try:
@@ -1163,6 +1215,63 @@ def _bench_write(
     console.print(f"report: {cfg.out_dir / BENCH_WRITE_MD}, {cfg.out_dir / BENCH_WRITE_JSON}")
 
 
+def _bench_nrt(
+    name: str,
+    triton_repo: Path,
+    seconds: float,
+    events_per_s: float,
+    out: Path | None,
+    data_root: Path,
+    models_root: Path,
+) -> None:
+    from shoprec.bench.nrt import BENCH_NRT_MD, NrtBenchConfig, run_nrt_benchmark
+    from shoprec.gateway.keys import ApiKey, Role, generate_key, hash_key
+    from shoprec.serving.stack import ServingStack, sigterm_as_keyboard_interrupt
+    from shoprec.serving.tritonserver import free_port
+
+    paths = _paths(name, data_root, models_root)
+    ports: list[int] = []
+    while len(ports) < 4:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    key = generate_key()
+    unlimited = "100000000/second"
+    config = _stack_config(
+        paths,
+        triton_repo,
+        "127.0.0.1",
+        ports[0],
+        (ports[1], ports[2], ports[3]),
+        {
+            "api_keys": [ApiKey(name="bench", role=Role.WRITE, sha256=hash_key(key))],
+            "rate_limit_reads": unlimited,
+            "rate_limit_writes": unlimited,
+            "rate_limit_events": unlimited,
+        },
+    )
+    try:
+        cfg = NrtBenchConfig(
+            name=name,
+            triton_repo=triton_repo,
+            feature_repo=config.feature_repo,
+            out_dir=out or paths.models_dir / "bench",
+            seconds=seconds,
+            events_per_s=events_per_s,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with sigterm_as_keyboard_interrupt(), ServingStack(config) as stack:
+            run_nrt_benchmark(cfg, stack.gateway_url, key, log=_log)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(code=130) from None
+    except ShoprecError as exc:
+        raise _fail(exc) from exc
+    console.print((cfg.out_dir / BENCH_NRT_MD).read_text())
+
+
 @app.command()
 def bench(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
@@ -1174,6 +1283,17 @@ def bench(
         float | None,
         typer.Option(help="Measured seconds per endpoint and level (default 20, --write 10)"),
     ] = None,
+    nrt: Annotated[
+        bool,
+        typer.Option(
+            "--nrt",
+            help="Near-real-time: event-to-effect latency under a steady event load with reads "
+            "running (stack with the updater started on free ports) -> bench-nrt.{json,md}",
+        ),
+    ] = False,
+    events_per_s: Annotated[
+        float, typer.Option("--events-per-s", help="--nrt: the steady event load")
+    ] = 200.0,
     write: Annotated[
         bool,
         typer.Option(
@@ -1221,6 +1341,12 @@ def bench(
     """Load test the online stack (gateway and Triton) with locust; latency, throughput,
     per-stage times and the latency targets -> bench.json and bench.md. With --write: durable
     events/s and POST /v1/events latency per event-log backend -> bench-write.{json,md}."""
+    if nrt:
+        _bench_nrt(
+            name, triton_repo, 30.0 if seconds is None else seconds, events_per_s, out,
+            data_root, models_root,
+        )  # fmt: skip
+        return
     if write:
         _bench_write(
             name, users or "1,16", 10.0 if seconds is None else seconds, out, log_backends,

@@ -25,6 +25,7 @@ GATEWAY_STAGE_SECONDS: Final = "shoprec_gateway_stage_duration_seconds"
 STAGE_ORDER: Final = (
     "catalog",
     "feature_fetch",
+    "shopper_state",
     "popular",
     "triton_recommend",
     "triton_similar",

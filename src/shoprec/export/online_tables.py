@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 from shoprec import schema as s
 from shoprec.config import PipelineConfig
 from shoprec.data.dataset import load_dataset
-from shoprec.data.ingest.canonical import read_canonical
+from shoprec.data.ingest.canonical import read_canonical, read_report
 from shoprec.errors import ArtifactError
-from shoprec.features.encode import encode_customers
+from shoprec.features.state import STATE_TRANSACTION_COLUMNS, encode_customer_state
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import (
     DEFAULT_REDIS_URL,
@@ -48,6 +48,10 @@ from shoprec.featurestore.tables import (
     ONLINE_DATA_DIR,
     POPULAR_FILE,
     POPULAR_SIZE,
+    STATE_CUSTOMERS_FILE,
+    STATE_KEY,
+    STATE_TRANSACTIONS_FILE,
+    STATE_WORKFLOW_FILE,
     TIMESTAMP_TYPE,
     OnlineTables,
     customer_table,
@@ -88,13 +92,23 @@ def popular_articles(article_features: pl.DataFrame, k: int = POPULAR_SIZE) -> p
     )
 
 
-def _read_model_inputs(models_dir: Path) -> tuple[Workflow, int]:
+def _read_model_inputs(models_dir: Path) -> tuple[Workflow, PipelineConfig, Path]:
     # Imported here: shoprec.artifacts imports torch and faiss (~4 s), and the feature repo and
     # the gateway import this module for its file names only.
     from shoprec.artifacts import CONFIG_FILE, WORKFLOW_FILE, read_json
 
     config = PipelineConfig.from_dict(read_json(models_dir / CONFIG_FILE))
-    return Workflow.load(models_dir / WORKFLOW_FILE), config.dataset.history_length
+    return Workflow.load(models_dir / WORKFLOW_FILE), config, models_dir / WORKFLOW_FILE
+
+
+def _folded_offset(canonical_dir: Path) -> int:
+    """The last event-log offset ``shoprec ingest events`` folded into the canonical tables
+    (0 when none): the updater of this snapshot starts after it."""
+    try:
+        report = read_report(canonical_dir)
+    except ArtifactError:
+        return 0
+    return int(report.get("events", {}).get("to_offset", 0))
 
 
 def export_online_tables(
@@ -117,7 +131,8 @@ def export_online_tables(
         ArtifactError: an input file is missing, or the snapshot's history lists are longer
             than the model's N (dataset and models built with different configs).
     """
-    workflow, history_length = _read_model_inputs(models_dir)
+    workflow, config, workflow_path = _read_model_inputs(models_dir)
+    history_length = config.dataset.history_length
     data = load_dataset(dataset_dir)
     canonical = read_canonical(canonical_dir)
     longest = data.latest_customers.get_column(s.HIST_ARTICLE_IDS).list.len().max()
@@ -126,7 +141,20 @@ def export_online_tables(
             f"{dataset_dir}: history lists hold up to {longest} articles but {models_dir} was "
             f"trained with history_length={history_length}; rebuild one of them"
         )
-    enc = encode_customers(workflow, data.latest_customers, history_length)
+    # The canonical tables (with what `shoprec ingest events` folded in): the same function and
+    # inputs the near-real-time updater recomputes customers from (shoprec.features.state).
+    state_tx = canonical.transactions.select(STATE_TRANSACTION_COLUMNS).sort(
+        [s.CUSTOMER_ID, s.T_DAT, s.ARTICLE_ID]
+    )
+    state_customers = canonical.customers.select(s.CUSTOMER_COLUMNS).sort(s.CUSTOMER_ID)
+    enc = encode_customer_state(
+        state_tx,
+        state_customers,
+        data.serving_cutoff,
+        workflow,
+        history_length,
+        config.dataset.history_order,
+    )
     event_time = cutoff_timestamp(data.serving_cutoff)
     customers = customer_table(enc, event_time)
     articles = article_table(canonical.articles, event_time)
@@ -137,6 +165,9 @@ def export_online_tables(
     pq.write_table(customers, paths[CUSTOMERS_FILE])
     pq.write_table(articles, paths[ARTICLES_FILE])
     popular.write_parquet(paths[POPULAR_FILE])
+    state_tx.write_parquet(out_dir / STATE_TRANSACTIONS_FILE)
+    state_customers.write_parquet(out_dir / STATE_CUSTOMERS_FILE)
+    shutil.copyfile(workflow_path, out_dir / STATE_WORKFLOW_FILE)
     widths = {name: int(m.shape[1]) for name, m in encoded_columns(enc).items()}
     manifest: dict[str, Any] = {
         "serving_cutoff": event_time.isoformat(),
@@ -146,6 +177,12 @@ def export_online_tables(
             POPULAR_FILE: popular.height,
         },
         "widths": widths,
+        STATE_KEY: {
+            "serving_cutoff": data.serving_cutoff.isoformat(),
+            "history_length": history_length,
+            "history_order": config.dataset.history_order.value,
+            "log_offset": _folded_offset(canonical_dir),
+        },
     }
     manifest_path = out_dir / MANIFEST_FILE
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

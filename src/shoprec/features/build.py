@@ -60,8 +60,8 @@ def customer_features(
     hist = transactions_before(transactions, cutoff)
     if customer_ids is not None:
         ids = pl.Series(s.CUSTOMER_ID, customer_ids, dtype=pl.Utf8).unique()
-        base = base.filter(pl.col(s.CUSTOMER_ID).is_in(ids))
-        hist = hist.filter(pl.col(s.CUSTOMER_ID).is_in(ids))
+        base = base.filter(pl.col(s.CUSTOMER_ID).is_in(ids.implode()))
+        hist = hist.filter(pl.col(s.CUSTOMER_ID).is_in(ids.implode()))
     agg = hist.group_by(s.CUSTOMER_ID).agg(
         pl.len().cast(pl.Int64).alias(s.N_PURCHASES),
         (pl.col(s.T_DAT) >= cutoff - timedelta(days=28))

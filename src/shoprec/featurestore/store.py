@@ -42,6 +42,7 @@ import re
 import shutil
 import sqlite3
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,9 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig, load_repo_config
 
 from shoprec import schema as s
+
+if TYPE_CHECKING:
+    from shoprec.featurestore.shopper import ShopperState
 from shoprec.errors import ArtifactError, ShoprecError
 from shoprec.featurestore.tables import (
     ARTICLES_FILE,
@@ -658,6 +662,54 @@ class OnlineFeatures:
         self.article_display = ArticleDisplay(article_display)
         self._redis_url = redis_url
         self._version = self._load()
+        self._shopper: ShopperState | None = None
+        self._shopper_lock = threading.Lock()
+
+    def _shopper_state(self) -> ShopperState:
+        # Opened on first use: the updater creates the SQLite file, and a process that never
+        # asks (materialize, tests) opens nothing.
+        if self._shopper is None:
+            with self._shopper_lock:
+                if self._shopper is None:
+                    from shoprec.featurestore.shopper import open_shopper_state
+
+                    self._shopper = open_shopper_state(self.repo_path, redis_url=self._redis_url)
+        return self._shopper
+
+    @property
+    def shopper_inline(self) -> bool:
+        """Whether the shopper state is a local SQLite file (a read takes tens of
+        microseconds and never waits for the updater in WAL mode: the gateway reads it on the
+        event loop, without a worker thread); False for Redis (a network round trip)."""
+        from shoprec.featurestore.shopper import SqliteShopperState
+
+        try:
+            return isinstance(self._shopper_state(), SqliteShopperState)
+        except (redis.RedisError, sqlite3.Error):
+            return False  # reads go through a worker thread and fail there as 503
+
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        """Articles the customer marked ``not_interested`` (:mod:`.shopper`), shared by every
+        process that reads this repo.
+
+        Raises:
+            OnlineStoreError: the state cannot be read.
+        """
+        try:
+            return self._shopper_state().excluded(customer_id)
+        except (redis.RedisError, sqlite3.Error) as exc:
+            raise OnlineStoreError(f"shopper state of {self.repo_path}: {exc}") from exc
+
+    def session_views(self, session_id: str) -> list[str]:
+        """Distinct articles viewed in the session, most recent first (:mod:`.shopper`).
+
+        Raises:
+            OnlineStoreError: the state cannot be read.
+        """
+        try:
+            return self._shopper_state().session_views(session_id)
+        except (redis.RedisError, sqlite3.Error) as exc:
+            raise OnlineStoreError(f"shopper state of {self.repo_path}: {exc}") from exc
 
     def _load(self) -> _Version:
         folder, name = resolve(self.repo_path)
@@ -835,3 +887,5 @@ class OnlineFeatures:
     def close(self) -> None:
         """Close the store connections of the version being read."""
         self._version.close()
+        if self._shopper is not None:
+            self._shopper.close()

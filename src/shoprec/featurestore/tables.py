@@ -49,6 +49,14 @@ CUSTOMERS_FILE: Final = "customers.parquet"
 ARTICLES_FILE: Final = "articles.parquet"
 POPULAR_FILE: Final = "popular.parquet"
 MANIFEST_FILE: Final = "online_tables.json"
+# The near-real-time updater's starting state (shoprec.updater): the snapshot's transactions
+# (t_dat, customer_id, article_id, price) and customers (schema.CUSTOMER_COLUMNS), and the
+# fitted workflow; the manifest's "state" key holds history_length, history_order, the serving
+# cutoff day and log_offset (the last event-log offset folded into the canonical tables).
+STATE_TRANSACTIONS_FILE: Final = "state_transactions.parquet"
+STATE_CUSTOMERS_FILE: Final = "state_customers.parquet"
+STATE_WORKFLOW_FILE: Final = "workflow.json"
+STATE_KEY: Final = "state"
 POPULAR_SIZE: Final = 100
 DISPLAY_FIELDS: Final = (s.NAME, *s.ARTICLE_ATTRIBUTES, s.DESCRIPTION)
 

@@ -33,8 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 import redis
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -50,7 +52,7 @@ from shoprec.featurestore.store import (
     _load_config,
     _redis_client,
 )
-from shoprec.featurestore.tables import DISPLAY_FIELDS
+from shoprec.featurestore.tables import DISPLAY_FIELDS, ENCODED_DTYPES
 from shoprec.featurestore.versions import current_version, resolve
 
 # join key -> the feature views keyed by it (feature_repo/definitions.py).
@@ -129,6 +131,45 @@ class OnlineWriter:
             self._store.write_to_online_store(s.ARTICLE_FEATURE_VIEW, inputs=inputs)
         except (redis.RedisError, sqlite3.Error) as exc:
             raise OnlineStoreError(f"online store of {self.repo_path}: {exc}") from exc
+
+    def put_customers(
+        self,
+        ids: Sequence[str],
+        features: Mapping[str, npt.NDArray[Any]],
+        event_ts: Sequence[int],
+    ) -> None:
+        """Write encoded rows of ``customer_encoded_fv`` (the near-real-time updater).
+
+        Args:
+            ids: B customer ids.
+            features: keyed by ``schema.ENCODED_CUSTOMER_FEATURES``: ``customer_sparse`` int64
+                (B, Fc), ``customer_dense`` float32 (B, Fdc), ``hist_ids`` int64 (B, N),
+                ``hist_counts`` float32 (B, N) (``featurestore.tables.encoded_columns``).
+            event_ts: B event timestamps, whole seconds since the epoch (UTC), strictly
+                growing per customer (Feast's Redis store skips a row that is not newer).
+
+        Raises:
+            OnlineStoreError: the store cannot be written.
+        """
+        if not ids:
+            return
+        self._follow()
+        inputs: dict[str, list[object]] = {
+            s.CUSTOMER_ID: list(ids),
+            s.EVENT_TIMESTAMP: [datetime.fromtimestamp(ts, UTC) for ts in event_ts],
+        }
+        for name, dtype in ENCODED_DTYPES.items():
+            inputs[name] = np.asarray(features[name], dtype=dtype).tolist()
+        try:
+            self._store.write_to_online_store(s.CUSTOMER_FEATURE_VIEW, inputs=inputs)
+        except (redis.RedisError, sqlite3.Error) as exc:
+            raise OnlineStoreError(f"online store of {self.repo_path}: {exc}") from exc
+
+    @property
+    def version(self) -> str | None:
+        """The version written into (after following ``CURRENT``)."""
+        self._follow()
+        return self._version
 
     def delete(self, join_key: str, ids: Sequence[str]) -> int:
         """Remove every row of these entities (``join_key`` ``customer_id`` or ``article_id``)

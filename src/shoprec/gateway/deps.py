@@ -101,6 +101,14 @@ class FeatureStore(Protocol):
         store returned their features (a known customer the store misses is data loss)."""
         ...
 
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        """Articles the customer marked ``not_interested`` (the updater's shopper state)."""
+        ...
+
+    def session_views(self, session_id: str) -> list[str]:
+        """Distinct articles viewed in a session, most recent first (empty when unknown)."""
+        ...
+
     def refresh(self) -> bool:
         """Switch to a newer materialized version if there is one; True when it switched.
         Blocking (called from a worker thread); raises when the new version cannot be read,
@@ -163,6 +171,7 @@ class Backends:
     ) -> None:
         self._store = store
         self._articles_inline = getattr(store, "articles_in_memory", False) is True
+        self._shopper_inline = getattr(store, "shopper_inline", False) is True
         self._recommender = recommender
         self._store_timeout_s = settings.store_timeout_s
         self._index_timeout_s = max(settings.store_timeout_s, settings.write_timeout_s)
@@ -243,6 +252,33 @@ class Backends:
                 STORE_UNAVAILABLE,
             )
         return await self._from_store(Stage.ARTICLE_DISPLAY, self._store.get_articles, article_ids)
+
+    async def excluded(self, customer_id: str) -> frozenset[str]:
+        """:meth:`FeatureStore.excluded`, stage ``shopper_state``; on the event loop when the
+        state is a local SQLite file (``shopper_inline``), else in a worker thread."""
+        if self._shopper_inline:
+
+            async def lookup() -> frozenset[str]:
+                return self._store.excluded(customer_id)
+
+            return await self._guarded(
+                Stage.SHOPPER_STATE, lookup(), self._store_timeout_s, (Exception,),
+                STORE_UNAVAILABLE,
+            )  # fmt: skip
+        return await self._from_store(Stage.SHOPPER_STATE, self._store.excluded, customer_id)
+
+    async def session_views(self, session_id: str) -> list[str]:
+        """:meth:`FeatureStore.session_views`, stage ``shopper_state`` (as :meth:`excluded`)."""
+        if self._shopper_inline:
+
+            async def lookup() -> list[str]:
+                return self._store.session_views(session_id)
+
+            return await self._guarded(
+                Stage.SHOPPER_STATE, lookup(), self._store_timeout_s, (Exception,),
+                STORE_UNAVAILABLE,
+            )  # fmt: skip
+        return await self._from_store(Stage.SHOPPER_STATE, self._store.session_views, session_id)
 
     async def popular(self, k: int) -> list[str]:
         """:meth:`FeatureStore.popular`, stage ``popular``."""

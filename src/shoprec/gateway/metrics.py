@@ -32,6 +32,7 @@ class Stage(StrEnum):
     CATALOG = "catalog"  # version check (and reload) of the write API's article changes
     EVENT_LOG = "event_log"  # a durable write to the event log
     STORE_WRITE = "store_write"  # a write to the online store (article rows, erasures)
+    SHOPPER_STATE = "shopper_state"  # a customer's exclusions or a session's views
 
 
 class GatewayMetrics:

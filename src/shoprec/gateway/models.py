@@ -18,6 +18,7 @@ class Source(StrEnum):
 
     PERSONALISED = "personalised"  # the Triton ``recommend`` ensemble, scores are ranker scores
     POPULAR = "popular"  # cold start: recent popularity, no score (the order is the rank)
+    SESSION = "session"  # neighbours of the session's recent views, blended with popularity
 
 
 class ArticleSummary(BaseModel):
@@ -57,6 +58,16 @@ class Recommendations(BaseModel):
     """``GET /v1/customers/{customer_id}/recommendations``."""
 
     customer_id: str
+    source: Source
+    recommendation_id: str = Field(description=RECOMMENDATION_ID_DESCRIPTION)
+    items: list[Item]
+
+
+class SessionRecommendations(BaseModel):
+    """``GET /v1/sessions/{session_id}/recommendations``: the customer answer's shape with the
+    session id in place of the customer id."""
+
+    session_id: str
     source: Source
     recommendation_id: str = Field(description=RECOMMENDATION_ID_DESCRIPTION)
     items: list[Item]

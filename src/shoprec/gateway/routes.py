@@ -19,6 +19,7 @@ changed through the write API is shown with its new display fields.
 
 # No ``from __future__ import annotations`` here: FastAPI must resolve the endpoints' annotations
 # at runtime, and ``K`` below is local to ``api_router``.
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Final
@@ -41,6 +42,7 @@ from shoprec.gateway.models import (
     PopularArticles,
     ProductGroupCount,
     Recommendations,
+    SessionRecommendations,
     SimilarArticles,
     Source,
     Status,
@@ -51,6 +53,7 @@ from shoprec.gateway.writes import WritesDep
 ARTICLE_NOT_FOUND: Final = "article not found"
 MAX_SEARCH_LIMIT: Final = 100
 MAX_QUERY_CHARS: Final = 200
+SESSION_VIEWS: Final = 3  # most recent views of a session whose neighbours are blended
 
 _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
     code: {"model": ErrorDetail}
@@ -158,10 +161,16 @@ def api_router(settings: Settings) -> APIRouter:
         (``source: "personalised"``, scores from the ranker). An unknown customer, or one for
         whom the ensemble returns nothing (e.g. every candidate excluded), gets the recent
         popularity list (``source: "popular"``, ``score: null``; the order is the rank).
-        Articles hidden or deleted through the write API are never listed.
+        Articles hidden or deleted through the write API, and those the customer marked
+        ``not_interested``, are never listed. Purchases, customer writes and events reach the
+        features within about a second (the near-real-time updater).
         """
-        excluded = await writes.catalog.excluded()
-        found, features = await backends.customers([customer_id])
+        hidden, (found, features), not_interested = await asyncio.gather(
+            writes.catalog.excluded(),
+            backends.customers([customer_id]),
+            backends.excluded(customer_id),
+        )
+        excluded = hidden | not_interested
         scores: list[float | None] = []
         article_ids: list[str] = []
         if bool(found[0]):
@@ -175,6 +184,70 @@ def api_router(settings: Settings) -> APIRouter:
         items = await _items(backends, writes.catalog, article_ids, scores)
         return Recommendations(
             customer_id=customer_id,
+            source=source,
+            recommendation_id=_new_recommendation_id(),
+            items=items,
+        )
+
+    sessions = APIRouter(prefix="/v1/sessions", tags=["recommendations"])
+
+    @sessions.get(
+        "/{session_id}/recommendations",
+        response_model=SessionRecommendations,
+        responses=_UNAVAILABLE,
+    )
+    async def recommend_session(
+        session_id: str,
+        backends: BackendsDep,
+        writes: WritesDep,
+        caller: ReadAccess,
+        k: K = settings.default_k,
+    ) -> SessionRecommendations:
+        """Top-k articles for an anonymous session, best first, from the articles viewed in it
+        (``view`` events with this ``session_id``, kept for 30 minutes after the last view).
+
+        ``source: "session"``: the similar items of the :data:`SESSION_VIEWS` most recent
+        views, each neighbour scored by the sum over views of its similarity times the view's
+        recency weight 1 / (1 + i) (i = 0 for the latest view), then the popular list
+        (``score: null``) after them; articles viewed in the session are left out.
+        ``source: "popular"`` when the session is unknown, expired or its views have no
+        neighbours. Articles hidden or deleted through the write API are never listed.
+        """
+        hidden, views = await asyncio.gather(
+            writes.catalog.excluded(), backends.session_views(session_id)
+        )
+        excluded = hidden | frozenset(views)
+        scores: dict[str, float] = {}
+        if views:
+            recent = views[:SESSION_VIEWS]
+            answers = await asyncio.gather(
+                *(backends.similar([a], k + len(excluded)) for a in recent),
+                return_exceptions=True,
+            )
+            for i, answer in enumerate(answers):
+                if isinstance(answer, HTTPException) and answer.status_code == 503:
+                    if writes.catalog.state(recent[i]) is None:
+                        raise answer  # Triton down, not an article it does not know
+                    continue  # put through the write API: the model has no neighbours yet
+                if isinstance(answer, BaseException):
+                    raise answer
+                for article_id, score in zip(answer.ids[0], answer.scores[0], strict=True):
+                    if article_id not in excluded:
+                        weight = 1.0 / (1.0 + i)
+                        scores[article_id] = scores.get(article_id, 0.0) + weight * score
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        article_ids: list[str] = [a for a, _ in ranked]
+        item_scores: list[float | None] = [sc for _, sc in ranked]
+        source = Source.SESSION if article_ids else Source.POPULAR
+        if len(article_ids) < k:
+            taken = excluded | frozenset(article_ids)
+            popular = await backends.popular(k + len(taken))
+            more, none = _top(popular, [None] * len(popular), taken, k - len(article_ids))
+            article_ids += more
+            item_scores += none
+        items = await _items(backends, writes.catalog, article_ids, item_scores)
+        return SessionRecommendations(
+            session_id=session_id,
             source=source,
             recommendation_id=_new_recommendation_id(),
             items=items,
@@ -316,6 +389,6 @@ def api_router(settings: Settings) -> APIRouter:
         return Response(gateway_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     router = APIRouter()
-    for sub_router in (customers, articles, catalog, operations):
+    for sub_router in (customers, sessions, articles, catalog, operations):
         router.include_router(sub_router)
     return router

@@ -1,4 +1,5 @@
-"""The local online stack: tritonserver + the REST gateway, started and stopped together.
+"""The local online stack: tritonserver + the REST gateway + the near-real-time feature
+updater, started and stopped together.
 
 ``shoprec serve`` and ``shoprec demo`` use it; docker-compose runs the same processes in
 containers with the same ports and ``SHOPREC_*`` variables.
@@ -10,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +36,9 @@ GATEWAY_PORT = 8080
 LOOPBACK = "127.0.0.1"
 TRITON: Final = "triton"  # child names in the supervisor
 GATEWAY: Final = "gateway"
+UPDATER: Final = "updater"
 GATEWAY_LOG: Final = "gateway.log"
+UPDATER_LOG: Final = "updater.log"
 
 
 class StackError(ShoprecError, RuntimeError):
@@ -52,7 +56,9 @@ class StackConfig:
         gateway_settings: :class:`~shoprec.gateway.settings.Settings` fields of the gateway
             beyond the Triton address and the feature repo (e.g. ``{"header_timeout_s": 1}``).
         triton_admin_key: the key of Triton's restricted APIs (None: a random one, i.e. off).
-        backoff: restart delays of both processes.
+        backoff: restart delays of every process.
+        updater: also run the near-real-time feature updater (``shoprec.updater``), started
+            once the gateway is ready (the gateway creates the embedded event log).
     """
 
     triton_repo: Path
@@ -67,6 +73,7 @@ class StackConfig:
     gateway_settings: Mapping[str, Any] = field(default_factory=dict)
     triton_admin_key: str | None = None
     backoff: Backoff = field(default_factory=Backoff)
+    updater: bool = True
 
 
 class ServingStack:
@@ -105,9 +112,19 @@ class ServingStack:
             backoff=config.backoff,
             stop_grace_s=10.0,
         )
-        self.supervisor = Supervisor(
-            [self.triton.child_spec(TRITON, backoff=config.backoff), gateway]
-        )
+        children = [self.triton.child_spec(TRITON, backoff=config.backoff), gateway]
+        if config.updater:
+            children.append(
+                ChildSpec(
+                    name=UPDATER,
+                    command=lambda: [sys.executable, "-m", "shoprec.updater.main"],
+                    log_file=self.log_dir / UPDATER_LOG,
+                    env=self.gateway_env(),
+                    backoff=config.backoff,
+                    stop_grace_s=10.0,
+                )
+            )
+        self.supervisor = Supervisor(children)
 
     @property
     def gateway_url(self) -> str:
@@ -136,6 +153,8 @@ class ServingStack:
             self._wait(TRITON, self.triton.answers_ready)
             self.supervisor.start_child(GATEWAY)
             self._wait(GATEWAY, self.gateway_ready)
+            if self.config.updater:
+                self.supervisor.start_child(UPDATER)
             self.supervisor.watch()
         except BaseException:
             self.stop()

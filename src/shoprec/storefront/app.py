@@ -287,7 +287,15 @@ def create_app(
         )
         if article is not None:
             await _post_quietly(
-                [event("view", visitor_id(request), article_id, session_id=session_id(request))]
+                [
+                    event(
+                        "view",
+                        visitor_id(request),
+                        article_id,
+                        session_id=session_id(request),
+                        timestamp=shop.settings.event_time(),
+                    )
+                ]
             )
             viewed = [article_id, *_ids(request.cookies.get(VIEWED_COOKIE), MAX_VIEWED)]
             viewed = list(dict.fromkeys(viewed))[:MAX_VIEWED]
@@ -420,7 +428,10 @@ def create_app(
         if not gateway.can_write:
             return _redirect("/basket", "no-write")
         sid = session_id(request)
-        events = [event("purchase", customer, a, session_id=sid, quantity=1) for a in ids]
+        at = shop.settings.event_time()
+        events = [
+            event("purchase", customer, a, session_id=sid, quantity=1, timestamp=at) for a in ids
+        ]
         if not await _post_quietly(events):
             return _redirect("/basket", "write-failed")
         return _basket_response("/", [], "bought")
@@ -443,6 +454,7 @@ def create_app(
                     article_id,
                     session_id=session_id(request),
                     recommendation_id=recommendation_id or None,
+                    timestamp=shop.settings.event_time(),
                 )
             ]
         )

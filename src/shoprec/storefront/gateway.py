@@ -186,14 +186,16 @@ def event(
     session_id: str | None = None,
     recommendation_id: str | None = None,
     quantity: int | None = None,
+    timestamp: datetime | None = None,
 ) -> dict[str, Any]:
-    """One event for ``POST /v1/events``, stamped now (UTC) with a fresh ``event_id``."""
+    """One event for ``POST /v1/events`` with a fresh ``event_id``, stamped ``timestamp``
+    (timezone-aware; None: now, UTC)."""
     body: dict[str, Any] = {
         "event_id": f"sf-{uuid.uuid4().hex}",
         "type": kind,
         "customer_id": customer_id,
         "article_id": article_id,
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
     }
     optional = {
         "session_id": session_id,

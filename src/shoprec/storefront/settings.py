@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
@@ -38,6 +39,15 @@ class StorefrontSettings(BaseSettings):
     timeout_s: float = Field(default=1.0, gt=0)  # per gateway call; then the fallback page
     k: int = Field(default=12, ge=1, le=100)  # articles per list
     demo_customers: list[DemoCustomer] = Field(default_factory=list)  # the picker's choices
+    # Stamp events on this day (at the current UTC time of day) instead of today: for a demo on
+    # historical data, whose event log is folded into the data by the next `shoprec ingest`
+    # (an event years after the rest would move every training window). None: today.
+    event_day: date | None = None
+
+    def event_time(self) -> datetime:
+        """When an event posted now happened: now (UTC), moved to :attr:`event_day` if set."""
+        now = datetime.now(UTC)
+        return now if self.event_day is None else datetime.combine(self.event_day, now.timetz())
 
     def write_secret(self) -> str | None:
         """The write key (the file's content, stripped, when a file is given), or None.

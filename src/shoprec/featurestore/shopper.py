@@ -1,0 +1,211 @@
+"""Per-shopper state the near-real-time updater derives from the event log and every gateway
+worker reads: the articles a customer marked ``not_interested``, and the articles viewed in a
+session.
+
+It lives in the online store's own database, next to Feast's tables, and is shared by every
+process (no per-worker copy):
+
+* SQLite (the embedded default): ``shopper_state.db`` in the feature repo folder (WAL mode,
+  readers never block the writer); session rows older than the TTL are ignored on read and
+  pruned by the updater.
+* Redis (production): the online store's Redis, keys ``<prefix>:excluded:<customer_id>`` (a
+  set) and ``<prefix>:session:<session_id>`` (a list, most recent view first, at most
+  :data:`SESSION_LENGTH`, expiring :data:`SESSION_TTL_S` after the last view).
+
+The state is not versioned with the feature snapshot: it is a function of the log alone, and
+the updater rewrites it idempotently (set semantics, views keyed by log offset).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+import redis
+
+from shoprec.featurestore.store import OnlineStoreKind, _load_config, _redis_client
+from shoprec.featurestore.versions import resolve
+
+SHOPPER_DB: Final = "shopper_state.db"
+SESSION_TTL_S: Final = 1800  # a session's views are forgotten 30 min after its last view
+SESSION_LENGTH: Final = 20  # most recent views kept per session
+
+
+class ShopperState(Protocol):
+    """Read and write the shopper state (blocking; the gateway calls it from a thread)."""
+
+    def exclude(self, customer_id: str, article_ids: Sequence[str]) -> None:
+        """Never recommend these articles to this customer again (``not_interested``)."""
+        ...
+
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        """The articles the customer marked ``not_interested``."""
+        ...
+
+    def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
+        """Record a view of ``article_id`` in a session; ``offset`` is the log offset (the
+        same view written twice is kept once), ``at`` the log's Unix time."""
+        ...
+
+    def session_views(self, session_id: str, limit: int = SESSION_LENGTH) -> list[str]:
+        """Distinct articles viewed in the session, most recent first (empty when unknown or
+        expired)."""
+        ...
+
+    def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
+        """Erasure: drop the customer's exclusions and these sessions."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteShopperState:
+    """:class:`ShopperState` in a SQLite file (see the module docstring)."""
+
+    def __init__(self, path: Path, ttl_s: int = SESSION_TTL_S) -> None:
+        self.path = path
+        self.ttl_s = ttl_s
+        # One connection shared by the gateway's worker threads, used under a lock.
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS excluded (
+                customer_id TEXT NOT NULL, article_id TEXT NOT NULL,
+                PRIMARY KEY (customer_id, article_id)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS session_views (
+                session_id TEXT NOT NULL, log_offset INTEGER NOT NULL,
+                article_id TEXT NOT NULL, at REAL NOT NULL,
+                PRIMARY KEY (session_id, log_offset)) WITHOUT ROWID;
+            """
+        )
+
+    def exclude(self, customer_id: str, article_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO excluded VALUES (?, ?)",
+                [(customer_id, a) for a in article_ids],
+            )
+
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT article_id FROM excluded WHERE customer_id = ?", (customer_id,)
+            ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO session_views VALUES (?, ?, ?, ?)",
+                (session_id, offset, article_id, at),
+            )
+
+    def session_views(self, session_id: str, limit: int = SESSION_LENGTH) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT article_id, MAX(log_offset) AS o, MAX(at) FROM session_views "
+                "WHERE session_id = ? GROUP BY article_id ORDER BY o DESC",
+                (session_id,),
+            ).fetchall()
+        if not rows or max(r[2] for r in rows) < time.time() - self.ttl_s:
+            return []
+        return [r[0] for r in rows[:limit]]
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the views of sessions idle for longer than the TTL; rows deleted."""
+        cutoff = (now or time.time()) - self.ttl_s
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM session_views WHERE session_id IN (SELECT session_id FROM "
+                "session_views GROUP BY session_id HAVING MAX(at) < ?)",
+                (cutoff,),
+            )
+        return int(cur.rowcount)
+
+    def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM excluded WHERE customer_id = ?", (customer_id,))
+            self._conn.executemany(
+                "DELETE FROM session_views WHERE session_id = ?", [(s,) for s in session_ids]
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class RedisShopperState:
+    """:class:`ShopperState` in Redis (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int = SESSION_TTL_S) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+
+    def _excluded_key(self, customer_id: str) -> str:
+        return f"{self.prefix}:excluded:{customer_id}"
+
+    def _session_key(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{session_id}"
+
+    def exclude(self, customer_id: str, article_ids: Sequence[str]) -> None:
+        if article_ids:
+            self._client.sadd(self._excluded_key(customer_id), *article_ids)
+
+    def excluded(self, customer_id: str) -> frozenset[str]:
+        members = self._client.smembers(self._excluded_key(customer_id))
+        return frozenset(m.decode() for m in members)
+
+    def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
+        # Members "<offset>:<article>" in a sorted set scored by offset: a view written twice
+        # (updater restart) is one member.
+        key = self._session_key(session_id)
+        pipe = self._client.pipeline()
+        pipe.zadd(key, {f"{offset}:{article_id}": offset})
+        pipe.zremrangebyrank(key, 0, -(4 * SESSION_LENGTH) - 1)
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def session_views(self, session_id: str, limit: int = SESSION_LENGTH) -> list[str]:
+        members = self._client.zrevrange(self._session_key(session_id), 0, -1)
+        out: list[str] = []
+        for member in members:
+            article_id = member.decode().split(":", 1)[1]
+            if article_id not in out:
+                out.append(article_id)
+            if len(out) == limit:
+                break
+        return out
+
+    def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
+        keys = [self._excluded_key(customer_id), *map(self._session_key, session_ids)]
+        self._client.delete(*keys)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_shopper_state(
+    repo_path: Path, *, redis_url: str | None = None, ttl_s: int = SESSION_TTL_S
+) -> SqliteShopperState | RedisShopperState:
+    """The shopper state of a materialized feature repo: SQLite next to a SQLite store, the
+    store's Redis for a Redis store (key prefix = the repo's Feast project without its version).
+
+    Raises:
+        ArtifactError: the repo is not materialized.
+    """
+    folder, version = resolve(Path(repo_path))
+    config = _load_config(folder, redis_url)
+    if OnlineStoreKind(config.online_store.type) is OnlineStoreKind.REDIS:
+        project = str(config.project)
+        base = project.removesuffix(f"_{version}") if version else project
+        client = _redis_client(config.online_store.connection_string)
+        return RedisShopperState(client, f"shoprec:{base}", ttl_s)
+    return SqliteShopperState(Path(repo_path) / SHOPPER_DB, ttl_s)
