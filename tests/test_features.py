@@ -22,6 +22,7 @@ from shoprec.data.dataset import (
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import InputDataError
 from shoprec.features.build import article_features, customer_features
+from shoprec.features.copurchase import copurchase_table
 from shoprec.features.encode import cross_features
 from toydata import make_canonical
 
@@ -107,6 +108,10 @@ def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path: 
         got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
         want_a = data.article_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
         assert got_a.equals(want_a), f"article features of window {w.index} leak"
+        got_c = copurchase_table(
+            perturbed.transactions, w.start, cfg.copurchase_days, cfg.copurchase_neighbours
+        )
+        assert got_c.equals(data.copurchase_of(w.index)), f"co-purchase of {w.index} leaks"
 
 
 def test_leak_check_would_catch_a_feature_reading_the_label_window(toy: Canonical) -> None:

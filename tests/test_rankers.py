@@ -438,9 +438,18 @@ def test_exported_ranker_scores_like_the_in_process_ranker(
     q = query(
         {s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids}
     )
-    cands = retrieval({**q, s.T_HIST_IDS: c.hist_ids})[s.T_CANDIDATES]
+    out = retrieval({**q, s.T_HIST_IDS: c.hist_ids, s.T_HIST_COUNTS: c.hist_counts})
+    cands = out[s.T_CANDIDATES]
+    feats = out[s.T_SOURCE_FEATURES].reshape(*cands.shape, len(s.SOURCE_DENSE))
     rows, ref_scores = rank_candidates(
-        ranker, c, np.arange(len(c.ids)), step.articles, step.attributes, cands, TINY_EXPORT.max_k
+        ranker,
+        c,
+        np.arange(len(c.ids)),
+        step.articles,
+        step.attributes,
+        cands,
+        TINY_EXPORT.max_k,
+        source_features=feats,
     )
     np.testing.assert_array_equal(ids.astype(str), step.articles.ids[rows].astype(str))
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)

@@ -97,7 +97,7 @@ def _in_process(tiny: TinyRun, c: EncodedCustomers) -> tuple[np.ndarray, np.ndar
         for m in (s.TRITON_QUERY_TOWER, s.TRITON_RETRIEVAL, s.TRITON_RANKING)
     )
     q = qt({s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids})
-    cands = ret({**q, s.T_HIST_IDS: c.hist_ids})
+    cands = ret({**q, s.T_HIST_IDS: c.hist_ids, s.T_HIST_COUNTS: c.hist_counts})
     out = rank(
         {
             s.T_CUSTOMER_SPARSE: c.sparse,

@@ -92,6 +92,8 @@ class DatasetConfig:
     popularity_days: int = 28  # negatives are drawn by article popularity over these days
     history_length: int = 64  # N distinct purchased articles kept per customer
     history_order: HistoryOrder = HistoryOrder.FREQUENCY
+    copurchase_days: int = 56  # the co-purchase table of a cutoff reads these days before it
+    copurchase_neighbours: int = 20  # K articles kept per article in that table
     seed: int = 42
 
 
@@ -230,6 +232,8 @@ class EvalConfig:
     k: int = 12
     candidates: int = 100  # N retrieved by the ANN index before ranking
     history_candidates: bool = True  # also rank the customer's own recent purchases
+    copurchase_candidates: int = 50  # bought the same day as history articles (0 = off)
+    popular_candidates: int = 20  # most sold in the last 7 days (0 = off)
     als_factors: int = 64
     als_iterations: int = 15
     seed: int = 42

@@ -129,6 +129,16 @@ CROSS_DENSE: Final = (
     HIST_SAME_DEPARTMENT,
 )  # fmt: skip
 
+# ---- candidate sources (inference/sources.py), in the order of their ranker features -------
+SOURCE_ANN: Final = "ann"  # Two-Tower item-index ANN
+SOURCE_HISTORY: Final = "history"  # the customer's own purchases (repurchase)
+SOURCE_COPURCHASE: Final = "copurchase"  # bought the same day as a history article
+SOURCE_POPULAR: Final = "popular"  # most sold in the last 7 days
+CANDIDATE_SOURCES: Final = (SOURCE_ANN, SOURCE_HISTORY, SOURCE_COPURCHASE, SOURCE_POPULAR)
+SOURCE_DENSE: Final = tuple(
+    f"{src}_{what}" for src in CANDIDATE_SOURCES for what in ("score", "reciprocal_rank")
+)
+
 # ---- online serving contract: Triton models and tensors ----------------------------------
 # B = requests in a batch, Fc/Fdc = customer sparse/dense widths, N = history length,
 # D = embedding dim, C = candidates, K = results (the exported maximum k).
@@ -143,6 +153,7 @@ T_HIST_IDS: Final = "hist_ids"  # INT64 (B, N) article vocabulary ids, 0 = paddi
 T_HIST_COUNTS: Final = "hist_counts"  # FP32 (B, N)
 T_QUERY_EMBEDDING: Final = "query_embedding"  # FP32 (B, D)
 T_CANDIDATES: Final = "candidates"  # INT64 (B, C) rows of the served article table, -1 = none
+T_SOURCE_FEATURES: Final = "source_features"  # FP32 (B, C * len(SOURCE_DENSE)) per candidate
 NO_CANDIDATE: Final = -1  # the padding of candidate and result rows ("none")
 T_ARTICLE_ID: Final = "article_id"  # BYTES (B, 1) input of similar_items
 T_ARTICLE_IDS: Final = "article_ids"  # BYTES (B, K) output, best first, b"" = none
@@ -211,6 +222,13 @@ TENSORS: Final = {
         ),
         TensorSpec(
             T_CANDIDATES, "INT64", "int64", "C", "rows of the served article table, -1 = none"
+        ),
+        TensorSpec(
+            T_SOURCE_FEATURES,
+            "FP32",
+            "float32",
+            "CS",
+            "per candidate (C of them) its SOURCE_DENSE values, flattened row-major",
         ),
         TensorSpec(T_ARTICLE_ID, "BYTES", "object", "1", "UTF-8 article id"),
         TensorSpec(

@@ -44,6 +44,7 @@ def rank_candidates(
     candidates: npt.NDArray[np.int64],
     k: int,
     exclude: npt.NDArray[np.bool_] | None = None,
+    source_features: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Score every candidate with the ranker and keep the top k.
 
@@ -53,6 +54,8 @@ def rank_candidates(
         candidates: int64 (B, C) article rows, -1 where empty.
         k: results per customer (>= 1).
         exclude: optional bool (B, C), True = never return this candidate.
+        source_features: optional float32 (B, C, len(schema.SOURCE_DENSE)) per candidate
+            (``inference.sources.union_candidates``); None = all 0.
 
     Returns:
         (article rows int64 (B, k), probabilities float32 (B, k)), best first; -1 / -inf pad
@@ -67,7 +70,12 @@ def rank_candidates(
     scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
     if len(b_idx):
         inputs = ranking_inputs(
-            customers, articles, attributes, customer_rows[b_idx], candidates[b_idx, c_idx]
+            customers,
+            articles,
+            attributes,
+            customer_rows[b_idx],
+            candidates[b_idx, c_idx],
+            None if source_features is None else source_features[b_idx, c_idx],
         )
         scores[b_idx, c_idx] = predict(model, inputs)
     kk = min(k, candidates.shape[1])

@@ -55,7 +55,7 @@ from shoprec.inference.scoring import predict
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.two_tower import load_two_tower
 from shoprec.training.encoded import encode_dataset
-from shoprec.training.examples import ranker_examples, ranker_widths
+from shoprec.training.examples import example_inputs, ranker_examples, ranker_widths
 from shoprec.training.ranker import fit_ranker
 
 Log = Callable[[str], None]
@@ -133,7 +133,7 @@ def compare_rankers(
     data = load_dataset(paths.dataset)
     enc = encode_dataset(wf, data, config.dataset.history_length)
     tr, va = ranker_examples(two_tower, enc, data, config)
-    train_in, val_in = enc.ranking_inputs(*enc.rows(tr)), enc.ranking_inputs(*enc.rows(va))
+    train_in, val_in = example_inputs(enc, tr), example_inputs(enc, va)
     y_tr, y_va = tr.get_column(s.LABEL).to_numpy(), va.get_column(s.LABEL).to_numpy()
     (test,) = data.window(SPLIT_TEST)
     sets = ranker_test_sets(two_tower, enc, data, test.index, config)

@@ -61,6 +61,7 @@ from shoprec.models.text import embed_articles, make_encoder
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
+    example_inputs,
     indexable_articles,
     ranker_examples,
     ranker_widths,
@@ -176,8 +177,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
         f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
     )
-    train_inputs = enc.ranking_inputs(*enc.rows(tr))
-    val_inputs = enc.ranking_inputs(*enc.rows(va))
+    train_inputs = example_inputs(enc, tr)
+    val_inputs = example_inputs(enc, va)
     cards, num_dense = ranker_widths(wf, train_inputs)
     kind = config.ranker.kind
     ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
@@ -259,7 +260,7 @@ def run_evaluate(
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
     customer_ids = enc.customers.ids[cust_rows]
-    ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)
+    ann, everything = article_lists(enc, sets.by_source[s.SOURCE_ANN]), article_lists(enc, cands)
     recommended: dict[str, list[list[str]]] = {
         two_stage_name: two_stage,
         "Two-Tower only": [a[:k] for a in ann],
@@ -299,12 +300,17 @@ def run_evaluate(
         "test_customers": len(relevant),
         "k": k,
         "candidates": n,
-        "history_candidates": config.eval.history_candidates,
+        "candidate_sources": {name: int(rows.shape[1]) for name, rows in sets.by_source.items()},
         "metrics": rows,
         "two_stage_minus_baseline_map": comparison,
         "retrieval": {
-            f"candidate_recall@{n} (ANN)": mean_recall_at_k(ann, relevant, n),
-            "candidate_recall (ANN + history)": mean_recall_at_k(
+            **{
+                f"candidate_recall ({name}, {rows.shape[1]})": mean_recall_at_k(
+                    article_lists(enc, rows), relevant, rows.shape[1]
+                )
+                for name, rows in sets.by_source.items()
+            },
+            f"candidate_recall (union of {', '.join(sets.by_source)})": mean_recall_at_k(
                 everything, relevant, cands.shape[1]
             ),
             "mean_candidates_per_customer": float(np.mean([len(c) for c in everything])),

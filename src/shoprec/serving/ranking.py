@@ -53,7 +53,8 @@ class RankingStep(Step):
     article is in the customer's ``hist_ids`` is never returned.
 
     Inputs: customer_sparse int64 (B, Fc), customer_dense float32 (B, Fdc), hist_ids int64
-    (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none).
+    (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none),
+    source_features float32 (B, C * len(schema.SOURCE_DENSE)) from the retrieval step.
     Outputs: article_ids bytes (B, K) best first (b"" = none), scores float32 (B, K) purchase
     probabilities (-inf = none).
     """
@@ -65,6 +66,7 @@ class RankingStep(Step):
         s.T_HIST_IDS,
         s.T_HIST_COUNTS,
         s.T_CANDIDATES,
+        s.T_SOURCE_FEATURES,
     )
     outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
 
@@ -89,7 +91,9 @@ class RankingStep(Step):
         self.max_k = max_k
         self.exclude_purchased = exclude_purchased
         self.customer_cards = model.cardinalities[: len(s.CUSTOMER_SPARSE)]
-        self.dense_width = model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE)
+        self.dense_width = (
+            model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE) - len(s.SOURCE_DENSE)
+        )
         # Row -1 (-1, none) of these lookups is the extra last element: b"" / vocabulary id 0.
         self._ids = np.array([a.encode() for a in articles.ids] + [EMPTY_ID], dtype=object)
         self._vocab = np.append(articles.sparse[:, 0], 0).astype(np.int64)
@@ -138,6 +142,7 @@ class RankingStep(Step):
         hist_ids: npt.NDArray[Any],
         hist_counts: npt.NDArray[Any],
         candidates: npt.NDArray[Any],
+        source_features: npt.NDArray[Any],
     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]:
         """(article ids bytes (B, K), scores float32 (B, K)), best first.
 
@@ -152,6 +157,7 @@ class RankingStep(Step):
                 s.T_HIST_IDS: hist_ids,
                 s.T_HIST_COUNTS: hist_counts,
                 s.T_CANDIDATES: candidates,
+                s.T_SOURCE_FEATURES: source_features,
             }
         )
         check_width(s.T_CUSTOMER_SPARSE, sparse, len(self.customer_cards))
@@ -160,6 +166,7 @@ class RankingStep(Step):
         check_sparse(s.T_CUSTOMER_SPARSE, sparse, self.customer_cards)
         check_range(s.T_HIST_IDS, hist_ids, len(self.attributes))
         check_range(s.T_CANDIDATES, candidates, len(self.articles.ids), lower=s.NO_CANDIDATE)
+        check_width(s.T_SOURCE_FEATURES, source_features, candidates.shape[1] * len(s.SOURCE_DENSE))
         if batch == 0:
             return (
                 np.zeros((0, self.max_k), dtype=object),
@@ -187,6 +194,7 @@ class RankingStep(Step):
             cands,
             self.max_k,
             exclude,
+            as_float32(source_features).reshape(batch, cands.shape[1], len(s.SOURCE_DENSE)),
         )
         return self._ids[rows], scores.astype(np.float32, copy=False)
 
