@@ -145,6 +145,8 @@ def test_golden_configs_are_valid_triton_model_configs() -> None:
         (s.T_HIST_COUNTS, [64]),
         (s.T_CANDIDATES, [100 + 64 + 50 + 20]),
         (s.T_SOURCE_FEATURES, [(100 + 64 + 50 + 20) * len(s.SOURCE_DENSE)]),
+        (s.T_HIST_LAST_DAYS, [64]),
+        (s.T_HIST_FIRST_DAYS, [64]),
     ]
     assert ranking.output[0].data_type == model_config_pb2.TYPE_STRING
     assert list(ranking.output[0].dims) == [100]
@@ -168,7 +170,7 @@ def test_rendering_follows_the_export_config() -> None:
     )
     configs = {m: _parse(t) for m, t in render_model_configs(GOLDEN_DIMS, config).items()}
     ranking = configs[s.TRITON_RANKING]
-    assert list(ranking.input[-2].dims) == [30 + 5]  # no history or co-purchase candidates
+    assert list(ranking.input[4].dims) == [30 + 5]  # no history or co-purchase candidates
     assert list(ranking.output[1].dims) == [7]
     assert ranking.instance_group[0].count == 2
     params = {k: v.string_value for k, v in ranking.parameters.items()}
@@ -445,7 +447,16 @@ def _chain(
     assert isinstance(rank, RankingStep)
     q = qt.embed(c.sparse, c.dense, c.hist_ids)
     cands, feats = ret.retrieve(q, c.hist_ids, c.hist_counts)
-    ids, scores = rank.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, cands, feats)
+    ids, scores = rank.rank(
+        c.sparse,
+        c.dense,
+        c.hist_ids,
+        c.hist_counts,
+        cands,
+        feats,
+        c.hist_last_days,
+        c.hist_first_days,
+    )
     return (cands, feats), ids, scores
 
 
@@ -485,7 +496,16 @@ def test_exclude_purchased_drops_history_articles(
         rank.model, rank.articles, rank.attributes, TINY_EXPORT.max_k, exclude_purchased=True
     )
     (cands, feats), ids, _ = _chain(steps, c)
-    kept, _ = excluding.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, cands, feats)
+    kept, _ = excluding.rank(
+        c.sparse,
+        c.dense,
+        c.hist_ids,
+        c.hist_counts,
+        cands,
+        feats,
+        c.hist_last_days,
+        c.hist_first_days,
+    )
     vocab = Workflow.load(tiny.models_dir / A.WORKFLOW_FILE).categorical_ops[s.ARTICLE_ID].vocab
 
     def repurchases(lists: np.ndarray) -> int:
@@ -555,11 +575,38 @@ def test_steps_reject_bad_requests_with_the_offending_value(
     bad = cands.copy()
     bad[1, 0] = 10_000
     with pytest.raises(RequestError, match=r"candidates: id 10000 outside \[-1, "):
-        rank.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, bad, feats)
+        rank.rank(
+            c.sparse,
+            c.dense,
+            c.hist_ids,
+            c.hist_counts,
+            bad,
+            feats,
+            c.hist_last_days,
+            c.hist_first_days,
+        )
     with pytest.raises(RequestError, match="batch size 1 differs from 2"):
-        rank.rank(c.sparse, c.dense, c.hist_ids[:1], c.hist_counts, cands, feats)
+        rank.rank(
+            c.sparse,
+            c.dense,
+            c.hist_ids[:1],
+            c.hist_counts,
+            cands,
+            feats,
+            c.hist_last_days,
+            c.hist_first_days,
+        )
     with pytest.raises(RequestError, match="source_features: expected width"):
-        rank.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, cands, feats[:, :3])
+        rank.rank(
+            c.sparse,
+            c.dense,
+            c.hist_ids,
+            c.hist_counts,
+            cands,
+            feats[:, :3],
+            c.hist_last_days,
+            c.hist_first_days,
+        )
     qt = steps[s.TRITON_QUERY_TOWER]
     assert isinstance(qt, QueryTowerStep)
     with pytest.raises(RequestError, match="customer_dense: expected width 11"):

@@ -24,8 +24,8 @@ from shoprec.config import PipelineConfig
 from shoprec.data.dataset import load_dataset
 from shoprec.data.ingest.canonical import read_canonical
 from shoprec.errors import ArtifactError
-from shoprec.features.encode import encode_customers
 from shoprec.features.popular import popular_articles
+from shoprec.features.state import encode_customer_state
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import (
     DEFAULT_REDIS_URL,
@@ -70,13 +70,13 @@ def article_table(articles: pl.DataFrame, event_time: datetime) -> pa.Table:
     return pa.table(columns)
 
 
-def _read_model_inputs(models_dir: Path) -> tuple[Workflow, int]:
+def _read_model_inputs(models_dir: Path) -> tuple[Workflow, PipelineConfig]:
     # Imported here: shoprec.artifacts imports torch and faiss (~4 s), and the feature repo and
     # the gateway import this module for its file names only.
     from shoprec.artifacts import CONFIG_FILE, WORKFLOW_FILE, read_json
 
     config = PipelineConfig.from_dict(read_json(models_dir / CONFIG_FILE))
-    return Workflow.load(models_dir / WORKFLOW_FILE), config.dataset.history_length
+    return Workflow.load(models_dir / WORKFLOW_FILE), config
 
 
 def export_online_tables(
@@ -99,7 +99,8 @@ def export_online_tables(
         ArtifactError: an input file is missing, or the snapshot's history lists are longer
             than the model's N (dataset and models built with different configs).
     """
-    workflow, history_length = _read_model_inputs(models_dir)
+    workflow, config = _read_model_inputs(models_dir)
+    history_length = config.dataset.history_length
     data = load_dataset(dataset_dir)
     canonical = read_canonical(canonical_dir)
     longest = data.latest_customers.get_column(s.HIST_ARTICLE_IDS).list.len().max()
@@ -108,7 +109,14 @@ def export_online_tables(
             f"{dataset_dir}: history lists hold up to {longest} articles but {models_dir} was "
             f"trained with history_length={history_length}; rebuild one of them"
         )
-    enc = encode_customers(workflow, data.latest_customers, history_length)
+    enc = encode_customer_state(
+        canonical.transactions,
+        canonical.customers,
+        data.serving_cutoff,
+        workflow,
+        history_length,
+        config.dataset.history_order,
+    )
     event_time = cutoff_timestamp(data.serving_cutoff)
     customers = customer_table(enc, event_time)
     articles = article_table(canonical.articles, event_time)

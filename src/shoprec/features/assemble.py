@@ -65,7 +65,12 @@ def ranking_inputs(
         )
     hist = customers.hist_ids[customer_rows]
     cross = cross_features(
-        hist, customers.hist_counts[customer_rows], articles.sparse[article_rows, :1], attributes
+        hist,
+        customers.hist_counts[customer_rows],
+        articles.sparse[article_rows, :1],
+        attributes,
+        customers.hist_last_days[customer_rows],
+        customers.hist_first_days[customer_rows],
     )[:, 0, :]
     if source_features is None:
         source_features = np.zeros((len(customer_rows), len(s.SOURCE_DENSE)), dtype=np.float32)

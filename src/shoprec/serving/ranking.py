@@ -54,7 +54,8 @@ class RankingStep(Step):
 
     Inputs: customer_sparse int64 (B, Fc), customer_dense float32 (B, Fdc), hist_ids int64
     (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none),
-    source_features float32 (B, C * len(schema.SOURCE_DENSE)) from the retrieval step.
+    source_features float32 (B, C * len(schema.SOURCE_DENSE)) from the retrieval step,
+    hist_last_days / hist_first_days float32 (B, N) (the customer's purchase state).
     Outputs: article_ids bytes (B, K) best first (b"" = none), scores float32 (B, K) purchase
     probabilities (-inf = none).
     """
@@ -67,6 +68,8 @@ class RankingStep(Step):
         s.T_HIST_COUNTS,
         s.T_CANDIDATES,
         s.T_SOURCE_FEATURES,
+        s.T_HIST_LAST_DAYS,
+        s.T_HIST_FIRST_DAYS,
     )
     outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
 
@@ -143,6 +146,8 @@ class RankingStep(Step):
         hist_counts: npt.NDArray[Any],
         candidates: npt.NDArray[Any],
         source_features: npt.NDArray[Any],
+        hist_last_days: npt.NDArray[Any],
+        hist_first_days: npt.NDArray[Any],
     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]:
         """(article ids bytes (B, K), scores float32 (B, K)), best first.
 
@@ -158,11 +163,15 @@ class RankingStep(Step):
                 s.T_HIST_COUNTS: hist_counts,
                 s.T_CANDIDATES: candidates,
                 s.T_SOURCE_FEATURES: source_features,
+                s.T_HIST_LAST_DAYS: hist_last_days,
+                s.T_HIST_FIRST_DAYS: hist_first_days,
             }
         )
         check_width(s.T_CUSTOMER_SPARSE, sparse, len(self.customer_cards))
         check_width(s.T_CUSTOMER_DENSE, dense, self.dense_width)
         check_width(s.T_HIST_COUNTS, hist_counts, hist_ids.shape[1])
+        check_width(s.T_HIST_LAST_DAYS, hist_last_days, hist_ids.shape[1])
+        check_width(s.T_HIST_FIRST_DAYS, hist_first_days, hist_ids.shape[1])
         check_sparse(s.T_CUSTOMER_SPARSE, sparse, self.customer_cards)
         check_range(s.T_HIST_IDS, hist_ids, len(self.attributes))
         check_range(s.T_CANDIDATES, candidates, len(self.articles.ids), lower=s.NO_CANDIDATE)
@@ -180,6 +189,8 @@ class RankingStep(Step):
             as_float32(dense),
             hist,
             as_float32(hist_counts),
+            as_float32(hist_last_days),
+            as_float32(hist_first_days),
         )
         exclude = None
         if self.exclude_purchased:
