@@ -47,7 +47,8 @@ class RankerKind(StrEnum):
     DCN = "dcn"  # DCN-v2, Wang et al. 2021
     MLP = "mlp"  # embeddings + dense features through one MLP
     RF = "rf"  # scikit-learn random forest
-    GBDT = "gbdt"  # LightGBM gradient-boosted trees
+    GBDT = "gbdt"  # LightGBM gradient-boosted trees, binary objective
+    LAMBDARANK = "lambdarank"  # LightGBM LambdaRank (Burges 2010), grouped by customer
 
     @property
     def label(self) -> str:
@@ -57,7 +58,7 @@ class RankerKind(StrEnum):
     @property
     def is_tree(self) -> bool:
         """Tree ensembles (not PyTorch modules; trained on ``models.trees.tree_features``)."""
-        return self in (RankerKind.RF, RankerKind.GBDT)
+        return self in (RankerKind.RF, RankerKind.GBDT, RankerKind.LAMBDARANK)
 
 
 _RANKER_LABELS = {
@@ -67,6 +68,7 @@ _RANKER_LABELS = {
     RankerKind.MLP: "MLP",
     RankerKind.RF: "Random Forest",
     RankerKind.GBDT: "GBDT (LightGBM)",
+    RankerKind.LAMBDARANK: "GBDT LambdaRank (LightGBM)",
 }
 
 

@@ -61,6 +61,7 @@ from shoprec.models.text import embed_articles, make_encoder
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
+    example_groups,
     example_inputs,
     indexable_articles,
     ranker_examples,
@@ -193,6 +194,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         lambda e, loss, auc: log(
             f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC {auc:.4f}"
         ),
+        (example_groups(tr), example_groups(va)),
     )
     save_ranker(ranker, config, out)
     timer("ranker", t)

@@ -202,9 +202,29 @@ def ranker_examples(
     if config.ranker.negatives is RankerNegatives.CANDIDATES:
         rng = np.random.default_rng(config.ranker.seed)
         tr = pl.concat([candidate_examples(two_tower, enc, data, w, config, rng) for w in train_w])
-        return tr, candidate_examples(two_tower, enc, data, val_w, config, rng)
-    ex = data.examples
-    return ex.filter(pl.col(s.WINDOW).is_in(train_w)), ex.filter(pl.col(s.WINDOW) == val_w)
+        va = candidate_examples(two_tower, enc, data, val_w, config, rng)
+    else:
+        ex = data.examples
+        tr, va = ex.filter(pl.col(s.WINDOW).is_in(train_w)), ex.filter(pl.col(s.WINDOW) == val_w)
+    order = [s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID]
+    return tr.sort(order), va.sort(order)
+
+
+def example_groups(examples: pl.DataFrame) -> np.ndarray:
+    """int64 (G,) sizes of the runs of consecutive rows with one (WINDOW, CUSTOMER_ID): the
+    query groups of a learning-to-rank objective (frames from :func:`ranker_examples`)."""
+    if examples.height == 0:
+        return np.zeros(0, dtype=np.int64)
+    keys = examples.select(s.WINDOW, s.CUSTOMER_ID)
+    new = keys.select(
+        (
+            (pl.col(s.WINDOW) != pl.col(s.WINDOW).shift(1))
+            | (pl.col(s.CUSTOMER_ID) != pl.col(s.CUSTOMER_ID).shift(1))
+        )
+        .fill_null(True)
+        .alias("_new")
+    ).get_column("_new")
+    return np.bincount(new.cum_sum().to_numpy() - 1).astype(np.int64)
 
 
 def ranker_widths(wf: Workflow, inputs: RankingInputs) -> tuple[list[int], int]:
