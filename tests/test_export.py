@@ -43,7 +43,8 @@ from shoprec.export.triton import (
     export_triton_repository,
 )
 from shoprec.features.workflow import Workflow
-from shoprec.inference.scoring import rank_candidates
+from shoprec.inference.candidates import PAD
+from shoprec.inference.scoring import purchased_mask, rank_candidates
 from shoprec.serving.query_tower import QueryTowerStep
 from shoprec.serving.ranking import RankingStep
 from shoprec.serving.repository import read_repository_manifest, similar_items_article_ids
@@ -123,7 +124,9 @@ def _parse(text: str) -> Any:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_config_matches_golden_file(model: str) -> None:
-    text = render_model_configs(GOLDEN_DIMS, ExportConfig(ranker=RankerKind.DLRM))[model]
+    text = render_model_configs(
+        GOLDEN_DIMS, ExportConfig(ranker=RankerKind.DLRM, exclude_purchased=False)
+    )[model]
     golden = GOLDEN / model / "config.pbtxt"
     if UPDATE_GOLDEN:
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +313,10 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
     assert manifest["dims"]["max_k"] == 10
     served_config = ExportConfig.from_dict(manifest["export_config"])
     assert served_config == replace(
-        TINY_EXPORT, ranker=RankerKind.DLRM, tuning=served_config.tuning
+        TINY_EXPORT,
+        ranker=RankerKind.DLRM,
+        tuning=served_config.tuning,
+        exclude_purchased=A.trained_exclusion(tiny.models_dir),  # what train decided
     )
     rendered = render_model_configs(dims, served_config)
     for model in MODELS:
@@ -426,6 +432,12 @@ def offline(tiny: TinyRun) -> SimpleNamespace:
         enc.attributes,
         cands,
         TINY_EXPORT.max_k,
+        purchased_mask(
+            np.where(cands != PAD, enc.articles.sparse[cands, 0], 0),
+            enc.customers.hist_ids[cust_rows],
+        )
+        if A.trained_exclusion(tiny.models_dir)
+        else None,
         source_features=wc.features,
     )
     ids = np.append(enc.articles.ids, "")  # row PAD (-1) -> ""

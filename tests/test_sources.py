@@ -125,3 +125,17 @@ def test_co_purchase_source_rejects_mismatched_tables() -> None:
         CoPurchaseSource(
             np.zeros((3, 2), np.int64), np.zeros((3, 1), np.float32), np.zeros(3, np.int64), 1
         )
+
+
+def test_repurchase_share_and_the_exclusion_policy() -> None:
+    from shoprec.config import ExcludePurchased
+    from shoprec.features.popular import repurchase_share
+
+    # c1 buys a on days 1, 1 and 5 (the day-5 line is a repurchase), b once; c2 buys a once
+    tx = _tx([("c1", "a", 1), ("c1", "a", 1), ("c1", "a", 5), ("c1", "b", 2), ("c2", "a", 3)])
+    assert repurchase_share(tx) == pytest.approx(1 / 5)
+    assert repurchase_share(tx.head(0)) == 0.0
+    assert ExcludePurchased.AUTO.resolve(0.01, 0.05) is True  # fashion-like: exclude
+    assert ExcludePurchased.AUTO.resolve(0.2, 0.05) is False  # grocery-like: keep
+    assert ExcludePurchased.ALWAYS.resolve(0.9, 0.05) is True
+    assert ExcludePurchased.NEVER.resolve(0.0, 0.05) is False

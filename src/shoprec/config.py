@@ -32,6 +32,21 @@ class HistoryOrder(StrEnum):
     RECENCY = "recency"  # most recently purchased first, ties by count (fashion-like data)
 
 
+class ExcludePurchased(StrEnum):
+    """Whether recommendations may hold articles the customer already bought."""
+
+    AUTO = "auto"  # exclude when the training data's repurchase share is below the threshold
+    ALWAYS = "always"
+    NEVER = "never"
+
+    def resolve(self, repurchase_share: float, threshold: float) -> bool:
+        """Whether to exclude already-bought articles, given the training window's share of
+        purchases that are repurchases (``features.popular.repurchase_share``)."""
+        if self is ExcludePurchased.AUTO:
+            return repurchase_share < threshold
+        return self is ExcludePurchased.ALWAYS
+
+
 class RankerNegatives(StrEnum):
     """What the ranker is trained to tell purchases apart from."""
 
@@ -236,6 +251,8 @@ class EvalConfig:
     history_candidates: bool = True  # also rank the customer's own recent purchases
     copurchase_candidates: int = 50  # bought the same day as history articles (0 = off)
     popular_candidates: int = 20  # most sold in the last 7 days (0 = off)
+    exclude_purchased: ExcludePurchased = ExcludePurchased.AUTO
+    repurchase_threshold: float = 0.05  # AUTO excludes below this repurchase share
     als_factors: int = 64
     als_iterations: int = 15
     seed: int = 42

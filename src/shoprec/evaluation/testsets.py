@@ -20,7 +20,7 @@ from shoprec.evaluation.metrics import binary_classification_metrics, evaluate_l
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
 from shoprec.features.workflow import FIRST_ID
 from shoprec.inference.candidates import PAD
-from shoprec.inference.scoring import predict, rank_candidates
+from shoprec.inference.scoring import predict, purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker
 from shoprec.training.encoded import EncodedDataset
 from shoprec.training.examples import candidate_examples, example_inputs, window_candidates
@@ -97,6 +97,7 @@ def rank_window(
     candidates: np.ndarray,
     k: int,
     features: np.ndarray | None = None,
+    exclude_purchased: bool = False,
     batch: int = 1024,
 ) -> np.ndarray:
     """``rank_candidates`` in batches of customers: top-k article rows int64 (B, k), PAD-padded."""
@@ -111,7 +112,10 @@ def rank_window(
                     enc.attributes,
                     candidates[i : i + batch],
                     k,
-                    source_features=None if features is None else features[i : i + batch],
+                    _purchased(enc, customer_rows[i : i + batch], candidates[i : i + batch])
+                    if exclude_purchased
+                    else None,
+                    None if features is None else features[i : i + batch],
                 )[0]
                 for i in range(0, len(customer_rows), batch)
             ]
@@ -119,6 +123,13 @@ def rank_window(
         if len(customer_rows)
         else np.zeros((0, k), dtype=np.int64)
     )
+
+
+def _purchased(
+    enc: EncodedDataset, customer_rows: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    vocab = np.where(candidates != PAD, enc.articles.sparse[candidates, 0], 0)
+    return purchased_mask(vocab, enc.customers.hist_ids[customer_rows])
 
 
 def article_lists(enc: EncodedDataset, rows: np.ndarray) -> list[list[str]]:
@@ -145,7 +156,11 @@ def subset_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def score_ranker(
-    ranker: Ranker, enc: EncodedDataset, sets: RankerTestSets, k: int
+    ranker: Ranker,
+    enc: EncodedDataset,
+    sets: RankerTestSets,
+    k: int,
+    exclude_purchased: bool = False,
 ) -> tuple[dict[str, float], list[list[str]]]:
     """Score one ranker on the test sets.
 
@@ -165,7 +180,13 @@ def score_ranker(
     lists = article_lists(
         enc,
         rank_window(
-            ranker, enc, sets.customer_rows, sets.candidate_rows, k, sets.candidate_features
+            ranker,
+            enc,
+            sets.customer_rows,
+            sets.candidate_rows,
+            k,
+            sets.candidate_features,
+            exclude_purchased,
         ),
     )
     scores.update(evaluate_lists(lists, sets.relevant, k))

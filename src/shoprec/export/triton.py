@@ -101,7 +101,9 @@ class ExportConfig:
         history_candidates: also rank the customer's own history articles (N more).
         copurchase_candidates: articles bought the same day as history articles (0 = off).
         popular_candidates: last week's best sellers (0 = off).
-        exclude_purchased: never recommend an article in the customer's history.
+        exclude_purchased: never recommend an article in the customer's history; None
+            (default) = what ``shoprec train`` decided (``artifacts.trained_exclusion``), the
+            same rule the offline evaluation applied. :func:`render_model_configs` needs it set.
         max_batch_size: Triton ``max_batch_size`` of every model (ensemble included).
         preferred_batch_sizes: dynamic batcher's preferred sizes (ascending, each
             <= ``max_batch_size``); empty = let Triton form the largest batch it can.
@@ -124,7 +126,7 @@ class ExportConfig:
     history_candidates: bool = True
     copurchase_candidates: int = 50
     popular_candidates: int = 20
-    exclude_purchased: bool = False
+    exclude_purchased: bool | None = None
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
@@ -146,6 +148,8 @@ class ExportConfig:
         _check_int("copurchase_candidates", self.copurchase_candidates, 0)
         _check_int("popular_candidates", self.popular_candidates, 0)
         for name in ("history_candidates", "exclude_purchased"):
+            if name == "exclude_purchased" and self.exclude_purchased is None:
+                continue
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"ExportConfig.{name} must be true or false, got {getattr(self, name)!r}"
@@ -263,6 +267,10 @@ def _step_params(model: str, config: ExportConfig) -> dict[str, str]:
         params[rt.P_POPULAR_CANDIDATES] = str(config.popular_candidates)
     elif model == s.TRITON_RANKING:
         params[rt.P_MAX_K] = str(config.max_k)
+        if config.exclude_purchased is None:
+            raise ValueError(
+                "ExportConfig.exclude_purchased must be set to render the ranking model"
+            )
         params[rt.P_EXCLUDE_PURCHASED] = _bool(config.exclude_purchased)
         if config.ranker is None:
             raise ValueError("ExportConfig.ranker must be set to render the ranking model")
@@ -375,7 +383,12 @@ def export_triton_repository(
     """
     models = A.TrainedModels.load(models_dir)
     ranker = config.ranker or models.ranker_kind
-    config = replace(config, ranker=ranker)
+    exclude = (
+        A.trained_exclusion(models_dir)
+        if config.exclude_purchased is None
+        else config.exclude_purchased
+    )
+    config = replace(config, ranker=ranker, exclude_purchased=exclude)
     ranker_source = models.ranker_dir(ranker)
     data = load_dataset(dataset_dir)
     wf = models.workflow

@@ -35,6 +35,17 @@ def predict(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+def purchased_mask(
+    candidate_vocab: npt.NDArray[np.int64], hist_ids: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """bool (B, C): whether each candidate (article vocabulary id, (B, C)) is in the
+    customer's history (int64 (B, N)); unknown ids (< 2) never are. The one exclusion rule
+    of ``exclude_purchased``, offline and in the Triton ranking step."""
+    same = (candidate_vocab[:, :, None] == hist_ids[:, None, :]).any(-1)
+    result: npt.NDArray[np.bool_] = same & (candidate_vocab >= 2)
+    return result
+
+
 def rank_candidates(
     model: nn.Module | TreeRanker,
     customers: EncodedCustomers,

@@ -54,6 +54,7 @@ from shoprec.evaluation.testsets import (
     window_truth,
 )
 from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.features.popular import repurchase_share
 from shoprec.inference.index import build_index, save_index
 from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
@@ -125,6 +126,13 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         purchases,
     )
     wf.save(out / A.WORKFLOW_FILE)
+    share = repurchase_share(canonical.transactions.filter(pl.col(s.T_DAT) < val_start))
+    exclude = config.eval.exclude_purchased.resolve(share, config.eval.repurchase_threshold)
+    log(
+        f"repurchase share of the training period {share:.3f}: exclude_purchased="
+        f"{config.eval.exclude_purchased.value} -> {'exclude' if exclude else 'keep'} "
+        "already-bought articles"
+    )
     enc = encode_dataset(wf, data, config.dataset.history_length)
     timer("workflow", t)
     log(
@@ -225,6 +233,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "ranker": kind.value,
         "ranker_epochs": [{"loss": lo, "val_auc": au} for lo, au in ranker_hist],
         "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
+        "repurchase_share": share,
+        "exclude_purchased": exclude,
         "indexed_articles": int(latest.height),
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
@@ -257,7 +267,8 @@ def run_evaluate(
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
-    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k)
+    exclude = A.trained_exclusion(paths.models_dir)
+    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k, exclude)
     two_stage_name = two_stage_label(models.ranker_kind)
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
@@ -302,6 +313,7 @@ def run_evaluate(
         "test_customers": len(relevant),
         "k": k,
         "candidates": n,
+        "exclude_purchased": exclude,
         "candidate_sources": {name: int(rows.shape[1]) for name, rows in sets.by_source.items()},
         "metrics": rows,
         "two_stage_minus_baseline_map": comparison,

@@ -14,8 +14,7 @@ from shoprec import schema as s
 from shoprec.config import RankerKind
 from shoprec.errors import ArtifactError
 from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
-from shoprec.features.workflow import FIRST_ID
-from shoprec.inference.scoring import rank_candidates
+from shoprec.inference.scoring import purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker, load_ranker
 from shoprec.serving.repository import (
     ARTICLE_DENSE_FILE,
@@ -195,7 +194,7 @@ class RankingStep(Step):
         exclude = None
         if self.exclude_purchased:
             vocab = self._vocab[cands]
-            exclude = (vocab[:, :, None] == hist[:, None, :]).any(-1) & (vocab >= FIRST_ID)
+            exclude = purchased_mask(vocab, hist)
         rows, scores = rank_candidates(
             self.model,
             customers,
