@@ -17,7 +17,7 @@ from shoprec.models.rankers import ranker_files
 
 FAST = {
     "dataset": {"train_windows": 3, "history_length": 16},
-    "two_tower": {"epochs": 1, "batch_size": 256, "embedding_dim": 16},
+    "two_tower": {"epochs": 2, "batch_size": 256, "embedding_dim": 16},
     "ranker": {"epochs": 1, "batch_size": 512, "candidate_negatives": 8},
     "eval": {"candidates": 20, "als_iterations": 3, "als_factors": 8},
 }
@@ -80,6 +80,22 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     assert report["test_customers"] > 0
     assert 0.0 <= report["ranker_test_set"]["auc"] <= 1.0
     assert "| two-stage (Two-Tower + DLRM) |" in (models / A.REPORT_MD).read_text()
+    # what ran, said by the report: sources, kept epochs, the exclusion decision
+    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
+    recalls = summary["two_tower_val_recall"]
+    assert len(recalls) == FAST["two_tower"]["epochs"]
+    assert summary["two_tower_best_epoch"] == int(np.argmax(recalls)) + 1
+    run = report["run"]
+    assert run["candidate_sources"] == ["ann", "history", "copurchase", "popular"]
+    assert run["two_tower_best_epoch"] == summary["two_tower_best_epoch"]
+    assert run["excluded"] == (summary["repurchase_share"] < 0.05)
+    assert f"kept Two-Tower epoch {run['two_tower_best_epoch']}" in (
+        models / A.REPORT_MD
+    ).read_text()
+    retrieval = report["retrieval"]
+    union = retrieval["candidate_recall (union of ann, history, copurchase, popular)"]
+    per_source = [v for key, v in retrieval.items() if key.startswith("candidate_recall (")]
+    assert len(per_source) == 5 and all(v <= union + 1e-9 for v in per_source)
     loaded = A.TrainedModels.load(models)
     assert loaded.item_index.ntotal == len(loaded.item_ids)
     assert loaded.text_index.ntotal == len(loaded.text_ids)

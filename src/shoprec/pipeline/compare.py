@@ -141,6 +141,7 @@ def compare_rankers(
     train_in, val_in = example_inputs(enc, tr), example_inputs(enc, va)
     y_tr, y_va = tr.get_column(s.LABEL).to_numpy(), va.get_column(s.LABEL).to_numpy()
     groups = (example_groups(tr), example_groups(va))
+    exclude = A.trained_exclusion(models_dir)
     (test,) = data.window(SPLIT_TEST)
     sets = ranker_test_sets(two_tower, enc, data, test.index, config)
     cards, num_dense = ranker_widths(wf, train_in)
@@ -169,7 +170,7 @@ def compare_rankers(
                 ranker, train_in, y_tr, val_in, y_va, config.ranker, seed, None, groups
             )
             fit_s = time.perf_counter() - start
-            scores, lists = score_ranker(ranker, enc, sets, k)
+            scores, lists = score_ranker(ranker, enc, sets, k, exclude)
             runs.append({**scores, "fit_seconds": fit_s})
             val_auc.append(max(auc for _, auc in history))
             ap_seeds.append(

@@ -156,8 +156,15 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     val_truth = window_truth(ex, val_w)
     val_rows = article_rows(enc, val_w, indexable_articles(data, val_w))
 
+    tt_recalls: list[float] = []
+    best_state: dict[str, torch.Tensor] = {}
+
     def tt_epoch(epoch: int, loss: float) -> None:
         recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
+        if not tt_recalls or recall > max(tt_recalls):
+            best_state.clear()
+            best_state.update({k: v.detach().clone() for k, v in two_tower.state_dict().items()})
+        tt_recalls.append(recall)
         log(
             f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
             f"val candidate recall@{config.eval.candidates} {recall:.4f}"
@@ -166,6 +173,11 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     tt_losses = train_two_tower(
         two_tower, RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows), tt_cfg, tt_epoch
     )
+    # best-epoch selection: keep the epoch with the best validation candidate recall
+    tt_best = int(np.argmax(tt_recalls)) if tt_recalls else len(tt_losses) - 1
+    if best_state:
+        two_tower.load_state_dict(best_state)
+    log(f"two-tower: kept epoch {tt_best + 1} (best validation candidate recall)")
     save_model(
         two_tower,
         {
@@ -230,8 +242,13 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     A.write_json(config.to_dict(), out / A.CONFIG_FILE)
     summary = {
         "two_tower_epoch_loss": tt_losses,
+        "two_tower_val_recall": tt_recalls,
+        "two_tower_best_epoch": tt_best + 1,
         "ranker": kind.value,
         "ranker_epochs": [{"loss": lo, "val_auc": au} for lo, au in ranker_hist],
+        "ranker_best_epoch": int(np.nanargmax([au for _, au in ranker_hist])) + 1
+        if np.isfinite([au for _, au in ranker_hist]).any()
+        else len(ranker_hist),
         "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
         "repurchase_share": share,
         "exclude_purchased": exclude,
@@ -307,8 +324,19 @@ def run_evaluate(
             )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
+    trained = A.read_json(paths.models_dir / A.TRAIN_SUMMARY_FILE)
     report = {
         "dataset": str(paths.data_dir),
+        "run": {
+            "two_stage": two_stage_name,
+            "candidate_sources": list(sets.by_source),
+            "ranker": models.ranker_kind.value,
+            "two_tower_best_epoch": trained.get("two_tower_best_epoch"),
+            "ranker_best_epoch": trained.get("ranker_best_epoch"),
+            "exclude_purchased": config.eval.exclude_purchased.value,
+            "repurchase_share": trained.get("repurchase_share"),
+            "excluded": exclude,
+        },
         "test_window": test.to_dict(),
         "test_customers": len(relevant),
         "k": k,
