@@ -18,7 +18,7 @@ from shoprec.models.rankers import ranker_files
 FAST = {
     "dataset": {"train_windows": 3, "history_length": 16},
     "two_tower": {"epochs": 2, "batch_size": 256, "embedding_dim": 16},
-    "ranker": {"epochs": 1, "batch_size": 512, "candidate_negatives": 8},
+    "ranker": {"kind": "dlrm", "epochs": 1, "batch_size": 512, "candidate_negatives": 8},
     "eval": {"candidates": 20, "als_iterations": 3, "als_factors": 8},
 }
 
