@@ -67,7 +67,8 @@ GOLDEN_DIMS = RepositoryDims(
     customer_sparse=3, customer_dense=11, history_length=64, embedding_dim=64, served_articles=68257
 )
 # Tiny export: K = 10, 20 ANN candidates + 16 history articles.
-TINY_EXPORT = ExportConfig(max_k=10, candidates=20, max_batch_size=8)
+# serves the trained ranker whatever the guardrail chose on the tiny data
+TINY_EXPORT = ExportConfig(max_k=10, candidates=20, max_batch_size=8, served="ranker")
 _DONE = "done"
 
 
@@ -183,6 +184,7 @@ def test_rendering_follows_the_export_config() -> None:
         "max_k": "7",
         "exclude_purchased": "true",
         "ranker": "gbdt",
+        "served": "ranker",
     }
     assert list(ranking.dynamic_batching.preferred_batch_size) == [4, 8]
     assert configs[s.TRITON_QUERY_TOWER].instance_group[0].count == 1
@@ -676,3 +678,35 @@ def test_execute_requests_answers_each_request_and_isolates_bad_ones(
     together = execute_requests(step, [good, good], pb)
     assert [r.outputs[s.T_SCORES].shape for r in together] == [(2, TINY_EXPORT.max_k)] * 2
     assert execute_requests(step, [], pb) == []
+
+
+def test_ranking_step_serves_the_guardrails_rule(
+    tiny: TinyRun, steps: dict[str, Step], offline: SimpleNamespace
+) -> None:
+    """With ``served`` = a rule the step ranks the same candidates by it (no ranker)."""
+    from shoprec.models.rules import RuleKind, RuleRanker
+
+    c = offline.customers.take(np.arange(20))
+    (cands, feats), _, _ = _chain(steps, c)
+    version = tiny.repo / s.TRITON_RANKING / "1"
+    step = RankingStep.load(version, TINY_EXPORT.max_k, False, RankerKind.DLRM, served="popularity")
+    assert isinstance(step.model, RuleRanker) and step.model.rule is RuleKind.POPULARITY
+    ids, _ = step.rank(
+        c.sparse, c.dense, c.hist_ids, c.hist_counts, cands, feats, c.hist_last_days,
+        c.hist_first_days,
+    )  # fmt: skip
+    folder = tiny.repo / s.TRITON_RETRIEVAL / "1"
+    popular = np.load(folder / "popular_rows.npy")[: TINY_EXPORT.popular_candidates]
+    score = dict(
+        zip(
+            step.articles.ids[popular].astype(str),
+            np.load(folder / "popular_scores.npy")[: len(popular)].tolist(),
+            strict=True,
+        )
+    )
+    best = sorted(score.values(), reverse=True)[: TINY_EXPORT.max_k]
+    # every customer gets last week's best sellers, best first (ties in any order)
+    for row in ids.astype(str):
+        assert [score[a] for a in row[: len(best)]] == best
+    with pytest.raises(ArtifactError, match="unknown recommender 'best'"):
+        RankingStep.load(version, TINY_EXPORT.max_k, False, RankerKind.DLRM, served="best")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from shoprec.cli import app
 from shoprec.config import RankerKind
 from shoprec.models.rankers import ranker_files
 
-FAST = {
+FAST: dict[str, dict[str, Any]] = {
     "dataset": {"train_windows": 3, "history_length": 16},
     "two_tower": {"epochs": 2, "batch_size": 256, "embedding_dim": 16},
     "ranker": {"kind": "dlrm", "epochs": 1, "batch_size": 512, "candidate_negatives": 8},
@@ -89,9 +90,20 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     assert run["candidate_sources"] == ["ann", "history", "copurchase", "popular"]
     assert run["two_tower_best_epoch"] == summary["two_tower_best_epoch"]
     assert run["excluded"] == (summary["repurchase_share"] < 0.05)
-    assert f"kept Two-Tower epoch {run['two_tower_best_epoch']}" in (
-        models / A.REPORT_MD
-    ).read_text()
+    assert (
+        f"kept Two-Tower epoch {run['two_tower_best_epoch']}" in (models / A.REPORT_MD).read_text()
+    )
+    # the guardrail: the servable recommender with the best validation MAP@12 is served
+    served = summary["served"]
+    servable = {n: served["validation_map"][n] for n in ("ranker", "popularity", "repurchase")}
+    assert served["recommender"] == max(servable, key=lambda n: (servable[n], n == "ranker"))
+    assert "implicit ALS" in served["validation_map"]
+    assert report["served"]["best_baseline"] in report["metrics"]
+    assert (
+        report["served"]["ci95_low"]
+        <= report["served"]["map_ratio"]
+        <= report["served"]["ci95_high"]
+    )
     retrieval = report["retrieval"]
     union = retrieval["candidate_recall (union of ann, history, copurchase, popular)"]
     per_source = [v for key, v in retrieval.items() if key.startswith("candidate_recall (")]

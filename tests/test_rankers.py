@@ -51,6 +51,7 @@ from shoprec.models.rankers import (
     ranker_files,
     save_ranker,
 )
+from shoprec.models.rules import RuleRanker
 from shoprec.models.trees import tree_features
 from shoprec.models.two_tower import load_two_tower
 from shoprec.pipeline.compare import compare_rankers
@@ -455,7 +456,8 @@ def test_exported_ranker_scores_like_the_in_process_ranker(
     assert json.loads((repo / "manifest.json").read_text())["export_config"]["ranker"] == kind.value
 
     step = load_step(repo / s.TRITON_RANKING)
-    assert isinstance(step, RankingStep) and step.model.kind is kind
+    assert isinstance(step, RankingStep) and not isinstance(step.model, RuleRanker)
+    assert step.model.kind is kind
     c = customers.take(np.arange(60))
     run = TinyRun(paths.models_dir, paths.dataset, repo)
     ids, scores = _in_process(run, c)  # query tower -> retrieval -> this ranking step
@@ -588,7 +590,8 @@ def test_cli_compare_rankers_prints_and_writes_the_table(tiny: TinyRun, tmp_path
     assert export.exit_code == 0, export.output
     assert "ranker gbdt" in export.output
     step = load_step(repo / s.TRITON_RANKING)
-    assert isinstance(step, RankingStep) and step.model.kind is RankerKind.GBDT
+    assert isinstance(step, RankingStep) and not isinstance(step.model, RuleRanker)
+    assert step.model.kind is RankerKind.GBDT
 
 
 def test_cli_compare_rankers_with_sampled_negatives_elsewhere(

@@ -139,3 +139,23 @@ def test_repurchase_share_and_the_exclusion_policy() -> None:
     assert ExcludePurchased.AUTO.resolve(0.2, 0.05) is False  # grocery-like: keep
     assert ExcludePurchased.ALWAYS.resolve(0.9, 0.05) is True
     assert ExcludePurchased.NEVER.resolve(0.0, 0.05) is False
+
+
+def test_rule_rankers_score_from_the_source_features() -> None:
+    from shoprec.features.assemble import RankingInputs
+    from shoprec.models.rules import RuleKind, RuleRanker
+
+    width = 3 + len(s.SOURCE_DENSE)
+    dense = np.zeros((3, width), dtype=np.float32)
+    col = {name: 3 + j for j, name in enumerate(s.SOURCE_DENSE)}
+    dense[0, col["popular_score"]] = 5.0  # a best seller, never bought
+    dense[1, col["history_score"]] = np.log1p(2)  # bought twice, not popular
+    dense[2, col["history_score"]] = np.log1p(1)
+    dense[2, col["popular_score"]] = 1.0  # bought once, a little popular
+    inputs = RankingInputs(dense, np.zeros((3, 1), np.int64), np.zeros((3, 2), np.int64))
+    pop = RuleRanker(RuleKind.POPULARITY, [5], width).predict(inputs)
+    assert np.argsort(-pop).tolist() == [0, 2, 1]
+    rep = RuleRanker(RuleKind.REPURCHASE, [5], width).predict(inputs)
+    assert np.argsort(-rep).tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="inputs have 11 dense features, expected 12"):
+        RuleRanker(RuleKind.POPULARITY, [5], width + 1).predict(inputs)

@@ -437,14 +437,16 @@ def do_export(
 
     try:
         fields = json.loads(config_file.read_text()) if config_file else {}
-        if ranker is not None:
+        if ranker is not None:  # asking for a ranker serves it, not the guardrail's rule
             fields["ranker"] = ranker.value
+            fields.setdefault("served", "ranker")
         cfg = ExportConfig.from_dict(fields)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise typer.BadParameter(f"{config_file}: {exc}", param_hint="--export-config") from exc
     files = export_triton_repository(paths.models_dir, paths.dataset, out, cfg)
-    served = json.loads((out / MANIFEST_FILE).read_text())["export_config"]["ranker"]
-    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {served})")
+    served = json.loads((out / MANIFEST_FILE).read_text())["export_config"]
+    rule = "" if served["served"] == "ranker" else f", serving the {served['served']} rule"
+    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {served['ranker']}{rule})")
 
 
 RankerOpt = Annotated[
@@ -453,7 +455,8 @@ RankerOpt = Annotated[
         "--ranker",
         help="Ranker the recommend ensemble runs: default the one `shoprec train` trained; "
         "another is taken from `shoprec compare-rankers`. Overrides --export-config's "
-        '"ranker".',
+        '"ranker" and serves that ranker even where the guardrail of `shoprec train` chose a '
+        "rule.",
         case_sensitive=False,
     ),
 ]

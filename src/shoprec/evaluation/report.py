@@ -62,6 +62,15 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"| {name} | {c['map_difference']:+.4f} | [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] |"
         for name, c in report["two_stage_minus_baseline_map"].items()
     ]
+    served = report.get("served")
+    if served:
+        lines += [
+            "",
+            f"Served: {served['recommender']} ({served['why']}). Its MAP@{k} is "
+            f"{served['map_ratio']:.3f}x that of the best baseline, {served['best_baseline']} "
+            f"(paired bootstrap 95% interval [{served['ci95_low']:.3f}, "
+            f"{served['ci95_high']:.3f}]).",
+        ]
     lines += ["", "| retrieval | value |", "|---|---:|"]
     lines += [f"| {key} | {val:.4f} |" for key, val in report["retrieval"].items()]
     r = report["ranker_test_set"]

@@ -22,6 +22,7 @@ from shoprec.features.workflow import FIRST_ID
 from shoprec.inference.candidates import PAD
 from shoprec.inference.scoring import predict, purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker
+from shoprec.models.rules import RuleRanker
 from shoprec.training.encoded import EncodedDataset
 from shoprec.training.examples import candidate_examples, example_inputs, window_candidates
 
@@ -91,7 +92,7 @@ def ranker_test_sets(
 
 
 def rank_window(
-    ranker: Ranker,
+    ranker: Ranker | RuleRanker,
     enc: EncodedDataset,
     customer_rows: np.ndarray,
     candidates: np.ndarray,

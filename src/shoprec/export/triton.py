@@ -53,6 +53,7 @@ from shoprec.features.encode import attribute_table, encode_articles
 from shoprec.features.popular import popular_articles
 from shoprec.inference.candidates import vocab_to_row
 from shoprec.models.rankers import ranker_files
+from shoprec.models.rules import SERVED_RANKER, RuleKind
 from shoprec.serving import repository as repo_files
 from shoprec.serving import runtime as rt
 from shoprec.serving.repository import MANIFEST_FILE, VERSION
@@ -104,6 +105,9 @@ class ExportConfig:
         exclude_purchased: never recommend an article in the customer's history; None
             (default) = what ``shoprec train`` decided (``artifacts.trained_exclusion``), the
             same rule the offline evaluation applied. :func:`render_model_configs` needs it set.
+        served: ``"ranker"`` or a rule (``models.rules.RuleKind``: ``popularity``,
+            ``repurchase``) the ranking step scores with; None (default) = the guardrail's
+            choice of ``shoprec train`` (``artifacts.trained_served``).
         max_batch_size: Triton ``max_batch_size`` of every model (ensemble included).
         preferred_batch_sizes: dynamic batcher's preferred sizes (ascending, each
             <= ``max_batch_size``); empty = let Triton form the largest batch it can.
@@ -127,6 +131,7 @@ class ExportConfig:
     copurchase_candidates: int = 50
     popular_candidates: int = 20
     exclude_purchased: bool | None = None
+    served: str | None = None
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
@@ -134,6 +139,9 @@ class ExportConfig:
     ranker: RankerKind | None = None
 
     def __post_init__(self) -> None:
+        allowed = [SERVED_RANKER, *(r.value for r in RuleKind)]
+        if self.served is not None and self.served not in allowed:
+            raise ValueError(f"ExportConfig.served must be one of {allowed}, got {self.served!r}")
         try:
             if self.ranker is not None:
                 object.__setattr__(self, "ranker", RankerKind(self.ranker))
@@ -275,6 +283,7 @@ def _step_params(model: str, config: ExportConfig) -> dict[str, str]:
         if config.ranker is None:
             raise ValueError("ExportConfig.ranker must be set to render the ranking model")
         params[rt.P_RANKER] = config.ranker.value
+        params[rt.P_SERVED] = config.served or SERVED_RANKER
     elif model == s.TRITON_SIMILAR_ITEMS:
         params[rt.P_MAX_K] = str(config.max_k)
     return params
@@ -388,7 +397,8 @@ def export_triton_repository(
         if config.exclude_purchased is None
         else config.exclude_purchased
     )
-    config = replace(config, ranker=ranker, exclude_purchased=exclude)
+    choice = A.trained_served(models_dir) if config.served is None else config.served
+    config = replace(config, ranker=ranker, exclude_purchased=exclude, served=choice)
     ranker_source = models.ranker_dir(ranker)
     data = load_dataset(dataset_dir)
     wf = models.workflow

@@ -14,15 +14,16 @@ from torch import nn
 from shoprec import schema as s
 from shoprec.features.assemble import RankingInputs, ranking_inputs
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
+from shoprec.models.rules import RuleRanker
 from shoprec.models.trees import TreeRanker
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module | TreeRanker, inputs: RankingInputs, batch_size: int = 16384
+    model: nn.Module | TreeRanker | RuleRanker, inputs: RankingInputs, batch_size: int = 16384
 ) -> npt.NDArray[np.float32]:
-    """Purchase probabilities, float32 (M,)."""
-    if isinstance(model, TreeRanker):
+    """Purchase probabilities (a rule ranker: its scores), float32 (M,)."""
+    if isinstance(model, TreeRanker | RuleRanker):
         return model.predict(inputs)
     model.eval()
     out = []
@@ -47,7 +48,7 @@ def purchased_mask(
 
 
 def rank_candidates(
-    model: nn.Module | TreeRanker,
+    model: nn.Module | TreeRanker | RuleRanker,
     customers: EncodedCustomers,
     customer_rows: npt.NDArray[np.int64],
     articles: EncodedArticles,

@@ -44,11 +44,13 @@ from shoprec.evaluation.metrics import (
     evaluate_lists,
     mean_recall_at_k,
     paired_bootstrap_ci,
+    paired_bootstrap_ratio_ci,
 )
 from shoprec.evaluation.report import none_if_nan, report_markdown
 from shoprec.evaluation.testsets import (
     article_lists,
     in_history,
+    rank_window,
     ranker_test_sets,
     score_ranker,
     window_truth,
@@ -58,6 +60,7 @@ from shoprec.features.popular import repurchase_share
 from shoprec.inference.index import build_index, save_index
 from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
+from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.models.text import embed_articles, make_encoder
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
@@ -67,6 +70,7 @@ from shoprec.training.examples import (
     indexable_articles,
     ranker_examples,
     ranker_widths,
+    window_candidates,
     window_ids,
 )
 from shoprec.training.ranker import fit_ranker
@@ -219,6 +223,14 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     save_ranker(ranker, config, out)
     timer("ranker", t)
 
+    # ---- guardrail: what is served, chosen on the validation window ------------------------
+    t = time.perf_counter()
+    served = choose_served(
+        ranker, two_tower, enc, data, canonical, val_w, val_start, cards, num_dense, exclude, config
+    )
+    log(f"served recommender: {served['recommender']} ({served['why']})")
+    timer("guardrail", t)
+
     # ---- item index over the serving snapshot ---------------------------------------------
     t = time.perf_counter()
     latest = data.latest_articles.filter(pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
@@ -252,12 +264,81 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
         "repurchase_share": share,
         "exclude_purchased": exclude,
+        "served": served,
         "indexed_articles": int(latest.height),
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
     return summary
+
+
+def choose_served(
+    ranker: Any,
+    two_tower: Any,
+    enc: Any,
+    data: DatasetArtifacts,
+    canonical: Canonical,
+    window: int,
+    cutoff: Any,
+    cards: list[int],
+    num_dense: int,
+    exclude: bool,
+    config: PipelineConfig,
+) -> dict[str, Any]:
+    """The guardrail: MAP@k on the validation ``window`` of what the Triton ensemble can serve
+    (the two-stage pipeline with the trained ranker, and the rule rankers ``popularity`` and
+    ``repurchase`` over the same candidates) and of the offline baselines; the servable one
+    with the best MAP@k is served.
+
+    Returns:
+        {"recommender": SERVED_RANKER or a ``RuleKind`` value, "validation_map": {name:
+        MAP@k}, "why": a sentence}.
+    """
+    k = config.eval.k
+    wc = window_candidates(two_tower, enc, data, window, config)
+    truth = window_truth(data.examples, window)
+    ids = enc.customers.ids[wc.customer_rows]
+    relevant = [truth[c] for c in ids]
+
+    def served_map(model: Any) -> float:
+        rows = rank_window(model, enc, wc.customer_rows, wc.candidates, k, wc.features, exclude)
+        return evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
+
+    servable = {SERVED_RANKER: served_map(ranker)}
+    for rule in RuleKind:
+        servable[rule.value] = served_map(RuleRanker(rule, cards, num_dense))
+    offline: dict[str, float] = {}
+    for name, model in offline_baselines(config).items():
+        model.fit(canonical.transactions, cutoff)
+        offline[name] = evaluate_lists(model.recommend(list(ids), k), relevant, k)[f"map@{k}"]
+    choice = max(servable, key=lambda n: (servable[n], n == SERVED_RANKER))
+    best_offline = max(offline, key=offline.__getitem__)
+    why = (
+        f"best validation MAP@{k} among the servable recommenders "
+        f"({', '.join(f'{n} {v:.4f}' for n, v in servable.items())})"
+    )
+    if offline[best_offline] > servable[choice]:
+        why += f"; the offline baseline {best_offline} scored higher ({offline[best_offline]:.4f})"
+    return {
+        "recommender": choice,
+        "validation_map": {**servable, **offline},
+        "why": why,
+    }
+
+
+def offline_baselines(config: PipelineConfig) -> dict[str, Recommender]:
+    """The baselines every evaluation compares with, unfitted, by report name."""
+    return {
+        "global popularity": GlobalPopularity(),
+        "last-week popularity": RecentPopularity(days=7),
+        "repurchase (+ last-week popularity)": Repurchase(),
+        "implicit ALS": ALSRecommender(
+            factors=config.eval.als_factors,
+            iterations=config.eval.als_iterations,
+            seed=config.eval.seed,
+        ),
+    }
 
 
 def two_stage_label(kind: RankerKind) -> str:
@@ -295,23 +376,28 @@ def run_evaluate(
         two_stage_name: two_stage,
         "Two-Tower only": [a[:k] for a in ann],
     }
+    trained = A.read_json(paths.models_dir / A.TRAIN_SUMMARY_FILE)
+    served = trained.get("served", {}).get("recommender", SERVED_RANKER)
+    if served == SERVED_RANKER:
+        served_name = two_stage_name
+    else:  # the guardrail chose a rule: rank the same candidates by it
+        loaded = models.load_ranker()
+        rule = RuleRanker(RuleKind(served), loaded.cardinalities, loaded.num_dense)
+        served_name = f"served: {served} rule over the candidates"
+        recommended[served_name] = article_lists(
+            enc,
+            rank_window(rule, enc, cust_rows, cands, k, sets.candidate_features, exclude),
+        )
     log("two-stage pipeline evaluated")
     cutoff = test.start
-    baselines: dict[str, Recommender] = {
-        "global popularity": GlobalPopularity(),
-        "last-week popularity": RecentPopularity(days=7),
-        "repurchase (+ last-week popularity)": Repurchase(),
-        "implicit ALS": ALSRecommender(
-            factors=config.eval.als_factors,
-            iterations=config.eval.als_iterations,
-            seed=config.eval.seed,
-        ),
-    }
+    baselines = offline_baselines(config)
     for name, model in baselines.items():
         model.fit(canonical.transactions, cutoff)
         recommended[name] = model.recommend(list(customer_ids), k)
         log(f"baseline evaluated: {name}")
     rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
+    baseline_names = list(baselines)
+    best_baseline = max(baseline_names, key=lambda n: rows[n][f"map@{k}"])
     ap = {
         name: [average_precision_at_k(r, rel, k) for r, rel in zip(recs, relevant, strict=True)]
         for name, recs in recommended.items()
@@ -324,7 +410,9 @@ def run_evaluate(
             )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
-    trained = A.read_json(paths.models_dir / A.TRAIN_SUMMARY_FILE)
+    ratio, low, high = paired_bootstrap_ratio_ci(
+        ap[served_name], ap[best_baseline], seed=config.eval.seed
+    )
     report = {
         "dataset": str(paths.data_dir),
         "run": {
@@ -344,6 +432,14 @@ def run_evaluate(
         "exclude_purchased": exclude,
         "candidate_sources": {name: int(rows.shape[1]) for name, rows in sets.by_source.items()},
         "metrics": rows,
+        "served": {
+            "recommender": served_name,
+            "why": trained.get("served", {}).get("why", "the trained ranker (no guardrail run)"),
+            "best_baseline": best_baseline,
+            "map_ratio": ratio,
+            "ci95_low": low,
+            "ci95_high": high,
+        },
         "two_stage_minus_baseline_map": comparison,
         "retrieval": {
             **{

@@ -16,6 +16,7 @@ from shoprec.errors import ArtifactError
 from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
 from shoprec.inference.scoring import purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker, load_ranker
+from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.serving.repository import (
     ARTICLE_DENSE_FILE,
     ARTICLE_IDS_FILE,
@@ -26,6 +27,7 @@ from shoprec.serving.runtime import (
     EMPTY_ID,
     P_EXCLUDE_PURCHASED,
     P_MAX_K,
+    P_SERVED,
     P_THREADS,
     Step,
     as_float32,
@@ -74,7 +76,7 @@ class RankingStep(Step):
 
     def __init__(
         self,
-        model: Ranker,
+        model: Ranker | RuleRanker,
         articles: EncodedArticles,
         attributes: npt.NDArray[Any],
         max_k: int,
@@ -108,10 +110,13 @@ class RankingStep(Step):
         exclude_purchased: bool,
         ranker: RankerKind = RankerKind.DLRM,
         threads: int = 0,
+        served: str = SERVED_RANKER,
     ) -> RankingStep:
         """Load the ranker's files and the served article table; ``ArtifactError`` if missing.
 
-        ``threads``: a tree ranker's prediction threads (0 = every core).
+        ``threads``: a tree ranker's prediction threads (0 = every core). ``served``:
+        ``"ranker"`` scores with the ranker, a ``models.rules.RuleKind`` value with that rule
+        (the guardrail's choice; the ranker's files still give the input widths).
         """
         ids = load_array(directory / ARTICLE_IDS_FILE).astype(str).astype(object)
         articles = EncodedArticles(
@@ -119,8 +124,15 @@ class RankingStep(Step):
             load_array(directory / ARTICLE_SPARSE_FILE),
             load_array(directory / ARTICLE_DENSE_FILE),
         )
+        model: Ranker | RuleRanker = load_ranker(directory, ranker, threads)
+        if served != SERVED_RANKER:
+            try:
+                rule = RuleKind(served)
+            except ValueError as exc:
+                raise ArtifactError(f"parameter 'served': unknown recommender {served!r}") from exc
+            model = RuleRanker(rule, model.cardinalities, model.num_dense)
         return cls(
-            load_ranker(directory, ranker, threads),
+            model,
             articles,
             load_array(directory / ATTRIBUTES_FILE),
             max_k,
@@ -135,6 +147,7 @@ class RankingStep(Step):
             bool_param(params, P_EXCLUDE_PURCHASED),
             ranker_param(params),
             int_param(params, P_THREADS),
+            params.get(P_SERVED, SERVED_RANKER),
         )
 
     def rank(

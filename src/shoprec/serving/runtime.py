@@ -54,6 +54,7 @@ P_HISTORY_CANDIDATES: Final = "history_candidates"
 P_COPURCHASE_CANDIDATES: Final = "copurchase_candidates"
 P_POPULAR_CANDIDATES: Final = "popular_candidates"
 P_EXCLUDE_PURCHASED: Final = "exclude_purchased"
+P_SERVED: Final = "served"  # "ranker" or a models.rules.RuleKind value (the guardrail's pick)
 P_RANKER: Final = "ranker"  # a RankerKind value: which ranker's files the ranking step loads
 
 EMPTY_ID: Final = b""
