@@ -208,3 +208,29 @@ def test_encode_customer_state_of_some_customers_equals_their_rows_of_all(toy: C
     # days since the last purchase of a history article are counted to the cutoff
     last = frame.filter(pl.col(s.CUSTOMER_ID) == ids[0]).get_column(s.HIST_LAST_DAYS).to_list()[0]
     assert some.hist_last_days[0, : len(last)].tolist() == last and min(last) >= 1
+
+
+def test_test_start_places_the_windows_and_too_few_test_customers_is_an_error(
+    toy: Canonical, tmp_path: Path
+) -> None:
+    w = make_windows(
+        date(2020, 1, 1),
+        date(2020, 2, 11),
+        DatasetConfig(train_windows=1, test_start="2020-02-01"),
+    )
+    assert [(x.split, x.start, x.end) for x in w] == [
+        (SPLIT_TEST, date(2020, 2, 1), date(2020, 2, 8)),
+        (SPLIT_VAL, date(2020, 1, 25), date(2020, 2, 1)),
+        (SPLIT_TRAIN, date(2020, 1, 18), date(2020, 1, 25)),
+    ]
+    with pytest.raises(InputDataError, match="'2020-13-01' is not an ISO date"):
+        make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(test_start="2020-13-01"))
+    with pytest.raises(InputDataError, match="2021-01-01 is outside the transactions' days"):
+        make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(test_start="2021-01-01"))
+    cfg = DatasetConfig(train_windows=2, history_length=4, min_test_customers=7)
+    with pytest.raises(
+        InputDataError,
+        match=r"holds 6 customers with a purchase, fewer than dataset.min_test_customers=7",
+    ):
+        build_dataset(toy, cfg, tmp_path / "few")
+    assert not (tmp_path / "few").exists()

@@ -236,3 +236,29 @@ def test_cli_rejects_an_unknown_ranker_for_train(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--ranker", "xgboost"])
     assert result.exit_code == 2
     assert "xgboost" in result.output
+
+
+@pytest.mark.slow
+def test_cli_evaluate_takes_a_config(trained: Path, tmp_path: Path) -> None:
+    """``shoprec evaluate --config``: k = 5 from the file; the served line is printed."""
+    import shutil
+
+    shutil.copytree(trained / "models" / "syn", tmp_path / "models" / "syn")
+    cfg = tmp_path / "k5.json"
+    cfg.write_text(json.dumps({**FAST, "eval": {**FAST["eval"], "k": 5}}))
+    out = _run(
+        "evaluate",
+        "--name",
+        "syn",
+        "--config",
+        str(cfg),
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(tmp_path / "models"),
+    )
+    report = json.loads((tmp_path / "models" / "syn" / A.REPORT_JSON).read_text())
+    assert report["k"] == 5
+    assert all(set(row) == {"map@5", "recall@5", "ndcg@5"} for row in report["metrics"].values())
+    assert "served:" in out
+    assert report["served"]["best_baseline"] in report["metrics"]

@@ -56,6 +56,22 @@ ConfigOpt = Annotated[
 ]
 
 
+TestStartOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--test-start",
+        help="First day (YYYY-MM-DD) of the test window; the validation and training windows "
+        "count back from it. Default: the last window_days days of the data.",
+    ),
+]
+
+
+def _with_test_start(config: PipelineConfig, test_start: str | None) -> PipelineConfig:
+    if test_start is None:
+        return config
+    return replace(config, dataset=replace(config.dataset, test_start=test_start))
+
+
 def _paths(name: str, data_root: Path, models_root: Path) -> Paths:
     return Paths.for_name(name, data_root, models_root)
 
@@ -193,12 +209,15 @@ def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
 def build_dataset_cmd(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     config: ConfigOpt = None,
+    test_start: TestStartOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Chronological windows, features as of each window, labels and sampled negatives."""
     try:
-        do_build_dataset(_paths(name, data_root, models_root), _config(config))
+        do_build_dataset(
+            _paths(name, data_root, models_root), _with_test_start(_config(config), test_start)
+        )
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
@@ -239,10 +258,16 @@ def train(
         raise _fail(exc) from exc
 
 
-def do_evaluate(paths: Paths) -> dict[str, Any]:
+def do_evaluate(paths: Paths, config: PipelineConfig | None = None) -> dict[str, Any]:
     from shoprec.pipeline.steps import run_evaluate
 
-    report = run_evaluate(paths, log=_log)
+    report = run_evaluate(paths, config, log=_log)
+    served = report["served"]
+    _log(
+        f"served: {served['recommender']}, MAP@{report['k']} {served['map_ratio']:.3f}x the best "
+        f"baseline ({served['best_baseline']}), 95% interval [{served['ci95_low']:.3f}, "
+        f"{served['ci95_high']:.3f}]"
+    )
     console.print(
         _table(
             f"test window {report['test_window']['start']}..{report['test_window']['end']}, "
@@ -276,12 +301,14 @@ def do_evaluate(paths: Paths) -> dict[str, Any]:
 @app.command()
 def evaluate(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    config: ConfigOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
-    """Evaluate the two-stage pipeline and the baselines on the test window."""
+    """Evaluate the two-stage pipeline and the baselines on the test window (with the trained
+    config, or the one --config gives)."""
     try:
-        do_evaluate(_paths(name, data_root, models_root))
+        do_evaluate(_paths(name, data_root, models_root), _config(config) if config else None)
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
@@ -295,7 +322,7 @@ def _run_pipeline(
         ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed)),
         ("build-dataset", lambda: do_build_dataset(paths, cfg)),
         ("train", lambda: do_train(paths, cfg)),
-        ("evaluate", lambda: do_evaluate(paths)),
+        ("evaluate", lambda: do_evaluate(paths, cfg)),
     ):
         t = time.perf_counter()
         _log(f"[bold]{step}[/bold]")
@@ -315,6 +342,7 @@ def pipeline(
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
     name: NameOpt = None,
     config: ConfigOpt = None,
+    test_start: TestStartOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -325,7 +353,7 @@ def pipeline(
         _run_pipeline(
             source,
             _paths(name or source.value, data_root, models_root),
-            _config(config),
+            _with_test_start(_config(config), test_start),
             raw_dir,
             scale,
             seed,

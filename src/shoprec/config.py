@@ -109,6 +109,8 @@ class DatasetConfig:
     popularity_days: int = 28  # negatives are drawn by article popularity over these days
     history_length: int = 64  # N distinct purchased articles kept per customer
     history_order: HistoryOrder = HistoryOrder.FREQUENCY
+    test_start: str | None = None  # ISO date of the test window's first day; None = the last days
+    min_test_customers: int = 1  # fewer customers buying in the test window is an error
     copurchase_days: int = 56  # the co-purchase table of a cutoff reads these days before it
     copurchase_neighbours: int = 20  # K articles kept per article in that table
     seed: int = 42

@@ -81,6 +81,20 @@ def make_windows(first_day: date, last_day: date, config: DatasetConfig) -> list
         )
     end = last_day + timedelta(days=1)
     width = timedelta(days=config.window_days)
+    if config.test_start is not None:
+        try:
+            start = date.fromisoformat(config.test_start)
+        except ValueError as exc:
+            raise InputDataError(
+                f"dataset.test_start: {config.test_start!r} is not an ISO date (YYYY-MM-DD)"
+            ) from exc
+        if not first_day < start <= last_day:
+            raise InputDataError(
+                f"dataset.test_start: {start} is outside the transactions' days "
+                f"{first_day}..{last_day} (the test window must start on a day with data after "
+                "the first)"
+            )
+        end = start + width  # data after the test window is left out of every window
     windows: list[Window] = []
     for i in range(config.train_windows + 2):
         start = end - width
@@ -180,6 +194,15 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         raise InputDataError("transactions table is empty")
     first_day, last_day = _date(tx.get_column(s.T_DAT).min()), _date(tx.get_column(s.T_DAT).max())
     windows = make_windows(first_day, last_day, config)
+    (test,) = [w for w in windows if w.split == SPLIT_TEST]
+    buyers = window_positives(tx, test).get_column(s.CUSTOMER_ID).n_unique()
+    if buyers < config.min_test_customers:
+        raise InputDataError(
+            f"the test window {test.start}..{test.end} (exclusive) holds {buyers} customers "
+            f"with a purchase, fewer than dataset.min_test_customers={config.min_test_customers}:"
+            " widen dataset.window_days, move dataset.test_start (--test-start), or lower "
+            "dataset.min_test_customers"
+        )
     rng = np.random.default_rng(config.seed)
     cust_frames, art_frames, ex_frames, co_frames = [], [], [], []
 
