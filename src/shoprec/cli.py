@@ -56,6 +56,14 @@ ConfigOpt = Annotated[
 ]
 
 
+RegimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--regime",
+        help="synthetic: default | grocery (repurchase-heavy) | fashion (nobody buys an "
+        "article twice)",
+    ),
+]
 TestStartOpt = Annotated[
     str | None,
     typer.Option(
@@ -124,7 +132,14 @@ def do_fold(paths: Paths, event_log: str | None, namespace: str) -> None:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
 
 
-def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
+def do_ingest(
+    source: Source,
+    paths: Paths,
+    raw_dir: Path | None,
+    scale: str,
+    seed: int,
+    regime: str = "default",
+) -> None:
     """Ingest one source into ``paths.canonical``; then fold the dataset's own event log
     (``models/<name>/events.db``) when it exists, so the tables are always source + log."""
     from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
@@ -138,8 +153,11 @@ def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, se
     else:
         if source is Source.SYNTHETIC:
             raw_dir = raw_dir or paths.data_dir / "raw"
-            counts = generate_synthetic(raw_dir, scale=scale, seed=seed)
-            _log(f"synthetic H&M-schema CSVs ({scale}) written to {raw_dir}: {counts}")
+            counts = generate_synthetic(raw_dir, scale=scale, seed=seed, regime=regime)
+            _log(
+                f"synthetic H&M-schema CSVs ({scale}, {regime} regime) written to {raw_dir}: "
+                f"{counts}"
+            )
         if raw_dir is None:
             raise typer.BadParameter(
                 "hm needs --raw-dir holding the Kaggle CSVs", param_hint="--raw-dir"
@@ -164,6 +182,7 @@ def ingest(
     ] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+    regime: RegimeOpt = "default",
     event_log: Annotated[
         str | None,
         typer.Option(
@@ -190,7 +209,7 @@ def ingest(
         if source is Source.EVENTS:
             do_fold(paths, event_log, namespace)
         else:
-            do_ingest(source, paths, raw_dir, scale, seed)
+            do_ingest(source, paths, raw_dir, scale, seed, regime)
     except ShoprecError as exc:
         raise _fail(exc) from exc
     except ValueError as exc:
@@ -314,12 +333,18 @@ def evaluate(
 
 
 def _run_pipeline(
-    source: Source, paths: Paths, cfg: PipelineConfig, raw_dir: Path | None, scale: str, seed: int
+    source: Source,
+    paths: Paths,
+    cfg: PipelineConfig,
+    raw_dir: Path | None,
+    scale: str,
+    seed: int,
+    regime: str = "default",
 ) -> None:
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
     for step, fn in (
-        ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed)),
+        ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed, regime)),
         ("build-dataset", lambda: do_build_dataset(paths, cfg)),
         ("train", lambda: do_train(paths, cfg)),
         ("evaluate", lambda: do_evaluate(paths, cfg)),
@@ -340,6 +365,7 @@ def pipeline(
     raw_dir: Annotated[Path | None, typer.Option("--raw-dir", help="hm: Kaggle CSV folder")] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+    regime: RegimeOpt = "default",
     name: NameOpt = None,
     config: ConfigOpt = None,
     test_start: TestStartOpt = None,
@@ -357,6 +383,7 @@ def pipeline(
             raw_dir,
             scale,
             seed,
+            regime,
         )
     except ShoprecError as exc:
         raise _fail(exc) from exc

@@ -69,7 +69,8 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"Served: {served['recommender']} ({served['why']}). Its MAP@{k} is "
             f"{served['map_ratio']:.3f}x that of the best baseline, {served['best_baseline']} "
             f"(paired bootstrap 95% interval [{served['ci95_low']:.3f}, "
-            f"{served['ci95_high']:.3f}]).",
+            f"{served['ci95_high']:.3f}]). Recommended articles the customer had already "
+            f"bought before the test window: {served.get('already_bought_in_lists', 'n/a')}.",
         ]
     lines += ["", "| retrieval | value |", "|---|---:|"]
     lines += [f"| {key} | {val:.4f} |" for key, val in report["retrieval"].items()]

@@ -410,6 +410,19 @@ def run_evaluate(
             )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
+    bought = set(
+        canonical.transactions.filter(
+            (pl.col(s.T_DAT) < cutoff) & pl.col(s.CUSTOMER_ID).is_in(list(customer_ids))
+        )
+        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
+        .unique()
+        .iter_rows()
+    )
+    already_bought = sum(
+        (c, a) in bought
+        for c, items in zip(customer_ids, recommended[served_name], strict=True)
+        for a in items
+    )
     ratio, low, high = paired_bootstrap_ratio_ci(
         ap[served_name], ap[best_baseline], seed=config.eval.seed
     )
@@ -436,6 +449,7 @@ def run_evaluate(
             "recommender": served_name,
             "why": trained.get("served", {}).get("why", "the trained ranker (no guardrail run)"),
             "best_baseline": best_baseline,
+            "already_bought_in_lists": already_bought,
             "map_ratio": ratio,
             "ci95_low": low,
             "ci95_high": high,
