@@ -32,7 +32,7 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.cli import app
 from shoprec.config import RankerKind
-from shoprec.data.dataset import load_dataset
+from shoprec.data.dataset import SERVING_WINDOW, load_dataset
 from shoprec.errors import ArtifactError
 from shoprec.export import ExportConfig, ModelTuning, RepositoryDims, render_model_configs
 from shoprec.export.triton import (
@@ -43,7 +43,8 @@ from shoprec.export.triton import (
     export_triton_repository,
 )
 from shoprec.features.workflow import Workflow
-from shoprec.inference.scoring import rank_candidates
+from shoprec.inference.candidates import PAD
+from shoprec.inference.scoring import purchased_mask, rank_candidates
 from shoprec.serving.query_tower import QueryTowerStep
 from shoprec.serving.ranking import RankingStep
 from shoprec.serving.repository import read_repository_manifest, similar_items_article_ids
@@ -66,7 +67,8 @@ GOLDEN_DIMS = RepositoryDims(
     customer_sparse=3, customer_dense=11, history_length=64, embedding_dim=64, served_articles=68257
 )
 # Tiny export: K = 10, 20 ANN candidates + 16 history articles.
-TINY_EXPORT = ExportConfig(max_k=10, candidates=20, max_batch_size=8)
+# serves the trained ranker whatever the guardrail chose on the tiny data
+TINY_EXPORT = ExportConfig(max_k=10, candidates=20, max_batch_size=8, served="ranker")
 _DONE = "done"
 
 
@@ -123,7 +125,9 @@ def _parse(text: str) -> Any:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_config_matches_golden_file(model: str) -> None:
-    text = render_model_configs(GOLDEN_DIMS, ExportConfig(ranker=RankerKind.DLRM))[model]
+    text = render_model_configs(
+        GOLDEN_DIMS, ExportConfig(ranker=RankerKind.DLRM, exclude_purchased=False)
+    )[model]
     golden = GOLDEN / model / "config.pbtxt"
     if UPDATE_GOLDEN:
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +147,10 @@ def test_golden_configs_are_valid_triton_model_configs() -> None:
         (s.T_CUSTOMER_DENSE, [11]),
         (s.T_HIST_IDS, [64]),
         (s.T_HIST_COUNTS, [64]),
-        (s.T_CANDIDATES, [100 + 64]),
+        (s.T_CANDIDATES, [100 + 64 + 50 + 20]),
+        (s.T_SOURCE_FEATURES, [(100 + 64 + 50 + 20) * len(s.SOURCE_DENSE)]),
+        (s.T_HIST_LAST_DAYS, [64]),
+        (s.T_HIST_FIRST_DAYS, [64]),
     ]
     assert ranking.output[0].data_type == model_config_pb2.TYPE_STRING
     assert list(ranking.output[0].dims) == [100]
@@ -156,6 +163,8 @@ def test_rendering_follows_the_export_config() -> None:
         max_k=7,
         candidates=30,
         history_candidates=False,
+        copurchase_candidates=0,
+        popular_candidates=5,
         exclude_purchased=True,
         max_batch_size=16,
         preferred_batch_sizes=(4, 8),
@@ -165,7 +174,7 @@ def test_rendering_follows_the_export_config() -> None:
     )
     configs = {m: _parse(t) for m, t in render_model_configs(GOLDEN_DIMS, config).items()}
     ranking = configs[s.TRITON_RANKING]
-    assert list(ranking.input[-1].dims) == [30]  # no history candidates
+    assert list(ranking.input[4].dims) == [30 + 5]  # no history or co-purchase candidates
     assert list(ranking.output[1].dims) == [7]
     assert ranking.instance_group[0].count == 2
     params = {k: v.string_value for k, v in ranking.parameters.items()}
@@ -175,6 +184,7 @@ def test_rendering_follows_the_export_config() -> None:
         "max_k": "7",
         "exclude_purchased": "true",
         "ranker": "gbdt",
+        "served": "ranker",
     }
     assert list(ranking.dynamic_batching.preferred_batch_size) == [4, 8]
     assert configs[s.TRITON_QUERY_TOWER].instance_group[0].count == 1
@@ -183,12 +193,14 @@ def test_rendering_follows_the_export_config() -> None:
         "intra_op_threads": "1",
         "candidates": "30",
         "history_candidates": "false",
+        "copurchase_candidates": "0",
+        "popular_candidates": "5",
     }
     assert all(c.max_batch_size == 16 for c in configs.values())
     # the ANN part is capped by the catalog size
     small = dataclasses.replace(GOLDEN_DIMS, served_articles=12)
     retrieval = _parse(render_model_configs(small, config)[s.TRITON_RETRIEVAL])
-    assert list(retrieval.output[0].dims) == [12]
+    assert list(retrieval.output[0].dims) == [12 + 5]
 
 
 def _check_wiring(configs: dict[str, Any]) -> None:
@@ -299,11 +311,14 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
     assert dims == RepositoryDims(
         3, 11, FAST["dataset"]["history_length"], FAST["two_tower"]["embedding_dim"], len(served)
     )
-    assert manifest["dims"]["candidates"] == 20 + 16
+    assert manifest["dims"]["candidates"] == 20 + 16 + 50 + 20  # ANN, history, co-purchase, popular
     assert manifest["dims"]["max_k"] == 10
     served_config = ExportConfig.from_dict(manifest["export_config"])
     assert served_config == replace(
-        TINY_EXPORT, ranker=RankerKind.DLRM, tuning=served_config.tuning
+        TINY_EXPORT,
+        ranker=RankerKind.DLRM,
+        tuning=served_config.tuning,
+        exclude_purchased=A.trained_exclusion(tiny.models_dir),  # what train decided
     )
     rendered = render_model_configs(dims, served_config)
     for model in MODELS:
@@ -396,15 +411,21 @@ def offline(tiny: TinyRun) -> SimpleNamespace:
         data,
         customer_features=data.latest_customers.with_columns(window),
         article_features=data.latest_articles.with_columns(window),
+        copurchase=data.copurchase_of(SERVING_WINDOW).with_columns(window),
     )
     enc = encode_dataset(models.workflow, snapshot, models.config.dataset.history_length)
     config = dataclasses.replace(
         models.config,
         eval=dataclasses.replace(
-            models.config.eval, candidates=TINY_EXPORT.candidates, history_candidates=True
+            models.config.eval,
+            candidates=TINY_EXPORT.candidates,
+            history_candidates=True,
+            copurchase_candidates=TINY_EXPORT.copurchase_candidates,
+            popular_candidates=TINY_EXPORT.popular_candidates,
         ),
     )
-    cust_rows, cands = window_candidates(models.two_tower, enc, snapshot, 0, config)
+    wc = window_candidates(models.two_tower, enc, snapshot, 0, config)
+    cust_rows, cands = wc.customer_rows, wc.candidates
     rows, scores = rank_candidates(
         models.load_ranker(),
         enc.customers,
@@ -413,24 +434,44 @@ def offline(tiny: TinyRun) -> SimpleNamespace:
         enc.attributes,
         cands,
         TINY_EXPORT.max_k,
+        purchased_mask(
+            np.where(cands != PAD, enc.articles.sparse[cands, 0], 0),
+            enc.customers.hist_ids[cust_rows],
+        )
+        if A.trained_exclusion(tiny.models_dir)
+        else None,
+        source_features=wc.features,
     )
     ids = np.append(enc.articles.ids, "")  # row PAD (-1) -> ""
     return SimpleNamespace(
         customers=enc.customers.take(cust_rows),
         candidate_ids=ids[cands],
+        source_features=wc.features,
         top_ids=ids[rows],
         top_scores=scores,
     )
 
 
-def _chain(steps: dict[str, Step], c: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _chain(
+    steps: dict[str, Step], c: Any
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """((candidates, source features), article ids, scores) of the served steps in turn."""
     qt, ret, rank = (steps[m] for m in RECOMMEND_STEPS)
     assert isinstance(qt, QueryTowerStep) and isinstance(ret, RetrievalStep)
     assert isinstance(rank, RankingStep)
     q = qt.embed(c.sparse, c.dense, c.hist_ids)
-    cands = ret.retrieve(q, c.hist_ids)
-    ids, scores = rank.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, cands)
-    return cands, ids, scores
+    cands, feats = ret.retrieve(q, c.hist_ids, c.hist_counts)
+    ids, scores = rank.rank(
+        c.sparse,
+        c.dense,
+        c.hist_ids,
+        c.hist_counts,
+        cands,
+        feats,
+        c.hist_last_days,
+        c.hist_first_days,
+    )
+    return (cands, feats), ids, scores
 
 
 def test_chained_steps_match_the_offline_two_stage_path(
@@ -438,12 +479,18 @@ def test_chained_steps_match_the_offline_two_stage_path(
 ) -> None:
     c = offline.customers
     assert len(c.ids) > 100
-    cands, ids, scores = _chain(steps, c)
+    (cands, feats), ids, scores = _chain(steps, c)
     rank = steps[s.TRITON_RANKING]
     assert isinstance(rank, RankingStep)
     served = np.append(rank.articles.ids, "")
-    assert cands.shape == (len(c.ids), 20 + 16)
+    width = 20 + 16 + TINY_EXPORT.copurchase_candidates + TINY_EXPORT.popular_candidates
+    assert cands.shape == (len(c.ids), width)
     np.testing.assert_array_equal(served[cands], offline.candidate_ids)
+    np.testing.assert_allclose(
+        feats.reshape(offline.source_features.shape), offline.source_features, rtol=1e-5
+    )
+    # every source contributed candidates (scores > 0 somewhere in each source's column)
+    assert (offline.source_features.reshape(-1, len(s.SOURCE_DENSE)).max(0)[0::2] > 0).all()
     assert ids.shape == scores.shape == (len(c.ids), TINY_EXPORT.max_k)
     np.testing.assert_array_equal(ids.astype(str), offline.top_ids.astype(str))
     np.testing.assert_allclose(scores, offline.top_scores, rtol=1e-5)
@@ -462,8 +509,17 @@ def test_exclude_purchased_drops_history_articles(
     excluding = RankingStep(
         rank.model, rank.articles, rank.attributes, TINY_EXPORT.max_k, exclude_purchased=True
     )
-    cands, ids, _ = _chain(steps, c)
-    kept, _ = excluding.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, cands)
+    (cands, feats), ids, _ = _chain(steps, c)
+    kept, _ = excluding.rank(
+        c.sparse,
+        c.dense,
+        c.hist_ids,
+        c.hist_counts,
+        cands,
+        feats,
+        c.hist_last_days,
+        c.hist_first_days,
+    )
     vocab = Workflow.load(tiny.models_dir / A.WORKFLOW_FILE).categorical_ops[s.ARTICLE_ID].vocab
 
     def repurchases(lists: np.ndarray) -> int:
@@ -527,15 +583,44 @@ def test_steps_reject_bad_requests_with_the_offending_value(
     steps: dict[str, Step], offline: SimpleNamespace
 ) -> None:
     c = offline.customers.take(np.arange(2))
-    cands, _, _ = _chain(steps, c)
+    (cands, feats), _, _ = _chain(steps, c)
     rank = steps[s.TRITON_RANKING]
     assert isinstance(rank, RankingStep)
     bad = cands.copy()
     bad[1, 0] = 10_000
     with pytest.raises(RequestError, match=r"candidates: id 10000 outside \[-1, "):
-        rank.rank(c.sparse, c.dense, c.hist_ids, c.hist_counts, bad)
+        rank.rank(
+            c.sparse,
+            c.dense,
+            c.hist_ids,
+            c.hist_counts,
+            bad,
+            feats,
+            c.hist_last_days,
+            c.hist_first_days,
+        )
     with pytest.raises(RequestError, match="batch size 1 differs from 2"):
-        rank.rank(c.sparse, c.dense, c.hist_ids[:1], c.hist_counts, cands)
+        rank.rank(
+            c.sparse,
+            c.dense,
+            c.hist_ids[:1],
+            c.hist_counts,
+            cands,
+            feats,
+            c.hist_last_days,
+            c.hist_first_days,
+        )
+    with pytest.raises(RequestError, match="source_features: expected width"):
+        rank.rank(
+            c.sparse,
+            c.dense,
+            c.hist_ids,
+            c.hist_counts,
+            cands,
+            feats[:, :3],
+            c.hist_last_days,
+            c.hist_first_days,
+        )
     qt = steps[s.TRITON_QUERY_TOWER]
     assert isinstance(qt, QueryTowerStep)
     with pytest.raises(RequestError, match="customer_dense: expected width 11"):
@@ -593,3 +678,35 @@ def test_execute_requests_answers_each_request_and_isolates_bad_ones(
     together = execute_requests(step, [good, good], pb)
     assert [r.outputs[s.T_SCORES].shape for r in together] == [(2, TINY_EXPORT.max_k)] * 2
     assert execute_requests(step, [], pb) == []
+
+
+def test_ranking_step_serves_the_guardrails_rule(
+    tiny: TinyRun, steps: dict[str, Step], offline: SimpleNamespace
+) -> None:
+    """With ``served`` = a rule the step ranks the same candidates by it (no ranker)."""
+    from shoprec.models.rules import RuleKind, RuleRanker
+
+    c = offline.customers.take(np.arange(20))
+    (cands, feats), _, _ = _chain(steps, c)
+    version = tiny.repo / s.TRITON_RANKING / "1"
+    step = RankingStep.load(version, TINY_EXPORT.max_k, False, RankerKind.DLRM, served="popularity")
+    assert isinstance(step.model, RuleRanker) and step.model.rule is RuleKind.POPULARITY
+    ids, _ = step.rank(
+        c.sparse, c.dense, c.hist_ids, c.hist_counts, cands, feats, c.hist_last_days,
+        c.hist_first_days,
+    )  # fmt: skip
+    folder = tiny.repo / s.TRITON_RETRIEVAL / "1"
+    popular = np.load(folder / "popular_rows.npy")[: TINY_EXPORT.popular_candidates]
+    score = dict(
+        zip(
+            step.articles.ids[popular].astype(str),
+            np.load(folder / "popular_scores.npy")[: len(popular)].tolist(),
+            strict=True,
+        )
+    )
+    best = sorted(score.values(), reverse=True)[: TINY_EXPORT.max_k]
+    # every customer gets last week's best sellers, best first (ties in any order)
+    for row in ids.astype(str):
+        assert [score[a] for a in row[: len(best)]] == best
+    with pytest.raises(ArtifactError, match="unknown recommender 'best'"):
+        RankingStep.load(version, TINY_EXPORT.max_k, False, RankerKind.DLRM, served="best")

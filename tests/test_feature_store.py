@@ -201,6 +201,8 @@ def test_export_writes_the_encoded_arrays_with_explicit_types_deterministically(
         s.T_CUSTOMER_DENSE: toy.encoded.dense.shape[1],
         s.T_HIST_IDS: HISTORY,
         s.T_HIST_COUNTS: HISTORY,
+        s.T_HIST_LAST_DAYS: HISTORY,
+        s.T_HIST_FIRST_DAYS: HISTORY,
     }
     table = pq.read_table(a.customers)
     assert table.schema.field(s.EVENT_TIMESTAMP).type == pa.timestamp("us", tz="UTC")
@@ -261,6 +263,8 @@ def test_feature_repo_declares_the_schema_names(sqlite_repo: Path) -> None:
         s.T_CUSTOMER_DENSE: Array(Float32),
         s.T_HIST_IDS: Array(Int64),
         s.T_HIST_COUNTS: Array(Float32),
+        s.T_HIST_LAST_DAYS: Array(Float32),
+        s.T_HIST_FIRST_DAYS: Array(Float32),
     }
     art = objects[f"FeatureView:{s.ARTICLE_FEATURE_VIEW}"]
     assert [f.name for f in art.features] == [s.NAME, *s.ARTICLE_ATTRIBUTES, s.DESCRIPTION]

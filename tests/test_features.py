@@ -22,6 +22,7 @@ from shoprec.data.dataset import (
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import InputDataError
 from shoprec.features.build import article_features, customer_features
+from shoprec.features.copurchase import copurchase_table
 from shoprec.features.encode import cross_features
 from toydata import make_canonical
 
@@ -107,6 +108,10 @@ def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path: 
         got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
         want_a = data.article_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
         assert got_a.equals(want_a), f"article features of window {w.index} leak"
+        got_c = copurchase_table(
+            perturbed.transactions, w.start, cfg.copurchase_days, cfg.copurchase_neighbours
+        )
+        assert got_c.equals(data.copurchase_of(w.index)), f"co-purchase of {w.index} leaks"
 
 
 def test_leak_check_would_catch_a_feature_reading_the_label_window(toy: Canonical) -> None:
@@ -139,14 +144,24 @@ def test_cross_features_by_hand() -> None:
     attrs[5] = [2, 7, 9]
     attrs[6] = [2, 8, 9]
     cand = np.array([[3, 6, 4]])
-    out = cross_features(hist, counts, cand, attrs)
-    assert out.shape == (1, 3, 5)
-    # candidate 3: bought once at position 1; same type as itself (1), group 7 shared with 5 too.
-    np.testing.assert_allclose(out[0, 0], np.log1p([1, 0, 1, 3, 3]) + [0, 0.5, 0, 0, 0])
+    last = np.array([[3.0, 10.0, 0.0]], dtype=np.float32)  # days since the last purchase
+    first = np.array([[23.0, 10.0, 0.0]], dtype=np.float32)  # days since the first purchase
+    out = cross_features(hist, counts, cand, attrs, last, first)
+    assert out.shape == (1, 3, 8)
+    # candidate 3: bought once at position 1; same type as itself (1), group 7 shared with 5 too;
+    # 10 days since its one purchase: no cycle.
+    np.testing.assert_allclose(
+        out[0, 0], [*(np.log1p([1, 0, 1, 3, 3]) + [0, 0.5, 0, 0, 0]), np.log1p(10), -1, -1]
+    )
     # candidate 6: not bought; type 2 like article 5 (2 purchases); department 9 like both.
-    np.testing.assert_allclose(out[0, 1], np.log1p([0, 0, 2, 0, 3]))
+    np.testing.assert_allclose(out[0, 1], [*np.log1p([0, 0, 2, 0, 3]), -1, -1, -1])
     # candidate 4 has unknown attributes (0): matches nothing.
-    np.testing.assert_allclose(out[0, 2], 0.0)
+    np.testing.assert_allclose(out[0, 2], [0, 0, 0, 0, 0, -1, -1, -1])
+    # article 5 bought twice, 23 and 3 days ago: cycle 20 days, due ratio 3 / 20
+    again = cross_features(hist, counts, np.array([[5]]), attrs, last, first)
+    np.testing.assert_allclose(again[0, 0, 5:], [np.log1p(3), np.log1p(20), 3 / 20], rtol=1e-6)
+    # without the purchase days the last three are unknown (-1)
+    np.testing.assert_allclose(cross_features(hist, counts, cand, attrs)[..., 5:], -1)
 
 
 def test_history_order_frequency_versus_recency(toy: Canonical) -> None:
@@ -170,3 +185,54 @@ def test_history_order_frequency_versus_recency(toy: Canonical) -> None:
     assert by_freq.get_column(s.HIST_ARTICLE_IDS).to_list() == [["a3", "a1"]]
     assert by_freq.get_column(s.HIST_COUNTS).to_list() == [[3, 1]]
     assert by_recency.get_column(s.HIST_ARTICLE_IDS).to_list() == [["a1", "a0"]]
+
+
+def test_encode_customer_state_of_some_customers_equals_their_rows_of_all(toy: Canonical) -> None:
+    """The online state of a subset (what an updater writes) = those rows of the snapshot."""
+    from shoprec.config import WorkflowConfig
+    from shoprec.features.encode import fit_workflow
+    from shoprec.features.state import encode_customer_state
+
+    cutoff = date(2020, 2, 12)
+    frame = customer_features(toy.transactions, toy.customers, cutoff, 4)
+    arts = article_features(toy.transactions, toy.articles, cutoff)
+    purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
+    wf = fit_workflow(WorkflowConfig(), frame, arts, purchases)
+    snapshot = toy.transactions.filter(pl.col(s.T_DAT) < cutoff)  # what a snapshot holds
+    every = encode_customer_state(snapshot, toy.customers, cutoff, wf, 4)
+    ids = list(every.ids[[1, 3]])
+    chosen = toy.customers.filter(pl.col(s.CUSTOMER_ID).is_in(ids))
+    some = encode_customer_state(snapshot, chosen, cutoff, wf, 4)
+    expected = every.take(np.array([1, 3]))
+    for name in ("ids", "sparse", "dense", "hist_ids", "hist_counts", "hist_last_days"):
+        np.testing.assert_array_equal(getattr(some, name), getattr(expected, name), err_msg=name)
+    np.testing.assert_array_equal(some.hist_first_days, expected.hist_first_days)
+    # days since the last purchase of a history article are counted to the cutoff
+    last = frame.filter(pl.col(s.CUSTOMER_ID) == ids[0]).get_column(s.HIST_LAST_DAYS).to_list()[0]
+    assert some.hist_last_days[0, : len(last)].tolist() == last and min(last) >= 1
+
+
+def test_test_start_places_the_windows_and_too_few_test_customers_is_an_error(
+    toy: Canonical, tmp_path: Path
+) -> None:
+    w = make_windows(
+        date(2020, 1, 1),
+        date(2020, 2, 11),
+        DatasetConfig(train_windows=1, test_start="2020-02-01"),
+    )
+    assert [(x.split, x.start, x.end) for x in w] == [
+        (SPLIT_TEST, date(2020, 2, 1), date(2020, 2, 8)),
+        (SPLIT_VAL, date(2020, 1, 25), date(2020, 2, 1)),
+        (SPLIT_TRAIN, date(2020, 1, 18), date(2020, 1, 25)),
+    ]
+    with pytest.raises(InputDataError, match="'2020-13-01' is not an ISO date"):
+        make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(test_start="2020-13-01"))
+    with pytest.raises(InputDataError, match="2021-01-01 is outside the transactions' days"):
+        make_windows(date(2020, 1, 1), date(2020, 2, 11), DatasetConfig(test_start="2021-01-01"))
+    cfg = DatasetConfig(train_windows=2, history_length=4, min_test_customers=7)
+    with pytest.raises(
+        InputDataError,
+        match=r"holds 6 customers with a purchase, fewer than dataset.min_test_customers=7",
+    ):
+        build_dataset(toy, cfg, tmp_path / "few")
+    assert not (tmp_path / "few").exists()

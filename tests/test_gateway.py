@@ -74,6 +74,8 @@ CUSTOMER_FEATURES: dict[str, np.ndarray] = {
     schema.T_CUSTOMER_DENSE: np.linspace(-1, 1, len(schema.CUSTOMER_DENSE), dtype=np.float32),
     schema.T_HIST_IDS: np.array([5, 2, 0, 0], dtype=np.int64),
     schema.T_HIST_COUNTS: np.array([3, 1, 0, 0], dtype=np.float32),
+    schema.T_HIST_LAST_DAYS: np.array([2, 9, 0, 0], dtype=np.float32),
+    schema.T_HIST_FIRST_DAYS: np.array([30, 9, 0, 0], dtype=np.float32),
 }
 # Best first; "zz" is an article the model knows but the store does not.
 RECOMMENDED = [("a3", 2.5), ("a1", 1.25), ("zz", 0.75), ("a2", -0.5)]
@@ -798,6 +800,8 @@ def test_recommend_inputs_follow_the_contract() -> None:
         (schema.T_CUSTOMER_DENSE, "FP32", [2, len(schema.CUSTOMER_DENSE)]),
         (schema.T_HIST_IDS, "INT64", [2, 4]),
         (schema.T_HIST_COUNTS, "FP32", [2, 4]),
+        (schema.T_HIST_LAST_DAYS, "FP32", [2, 4]),
+        (schema.T_HIST_FIRST_DAYS, "FP32", [2, 4]),
     ]
     for tensor in inputs:
         np.testing.assert_allclose(tensor_values(tensor), features[tensor.name()])

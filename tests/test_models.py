@@ -175,6 +175,8 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
         np.zeros((1, 2), np.float32),
         np.zeros((1, 4), np.int64),
         np.zeros((1, 4), np.float32),
+        np.zeros((1, 4), np.float32),
+        np.zeros((1, 4), np.float32),
     )
     art_ids = np.array([5, 9, 2, 7])
     arts = EncodedArticles(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,10 +16,10 @@ from shoprec.cli import app
 from shoprec.config import RankerKind
 from shoprec.models.rankers import ranker_files
 
-FAST = {
+FAST: dict[str, dict[str, Any]] = {
     "dataset": {"train_windows": 3, "history_length": 16},
-    "two_tower": {"epochs": 1, "batch_size": 256, "embedding_dim": 16},
-    "ranker": {"epochs": 1, "batch_size": 512, "candidate_negatives": 8},
+    "two_tower": {"epochs": 2, "batch_size": 256, "embedding_dim": 16},
+    "ranker": {"kind": "dlrm", "epochs": 1, "batch_size": 512, "candidate_negatives": 8},
     "eval": {"candidates": 20, "als_iterations": 3, "als_factors": 8},
 }
 
@@ -80,6 +81,33 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     assert report["test_customers"] > 0
     assert 0.0 <= report["ranker_test_set"]["auc"] <= 1.0
     assert "| two-stage (Two-Tower + DLRM) |" in (models / A.REPORT_MD).read_text()
+    # what ran, said by the report: sources, kept epochs, the exclusion decision
+    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
+    recalls = summary["two_tower_val_recall"]
+    assert len(recalls) == FAST["two_tower"]["epochs"]
+    assert summary["two_tower_best_epoch"] == int(np.argmax(recalls)) + 1
+    run = report["run"]
+    assert run["candidate_sources"] == ["ann", "history", "copurchase", "popular"]
+    assert run["two_tower_best_epoch"] == summary["two_tower_best_epoch"]
+    assert run["excluded"] == (summary["repurchase_share"] < 0.05)
+    assert (
+        f"kept Two-Tower epoch {run['two_tower_best_epoch']}" in (models / A.REPORT_MD).read_text()
+    )
+    # the guardrail: the servable recommender with the best validation MAP@12 is served
+    served = summary["served"]
+    servable = {n: served["validation_map"][n] for n in ("ranker", "popularity", "repurchase")}
+    assert served["recommender"] == max(servable, key=lambda n: (servable[n], n == "ranker"))
+    assert "implicit ALS" in served["validation_map"]
+    assert report["served"]["best_baseline"] in report["metrics"]
+    assert (
+        report["served"]["ci95_low"]
+        <= report["served"]["map_ratio"]
+        <= report["served"]["ci95_high"]
+    )
+    retrieval = report["retrieval"]
+    union = retrieval["candidate_recall (union of ann, history, copurchase, popular)"]
+    per_source = [v for key, v in retrieval.items() if key.startswith("candidate_recall (")]
+    assert len(per_source) == 5 and all(v <= union + 1e-9 for v in per_source)
     loaded = A.TrainedModels.load(models)
     assert loaded.item_index.ntotal == len(loaded.item_ids)
     assert loaded.text_index.ntotal == len(loaded.text_ids)
@@ -208,3 +236,29 @@ def test_cli_rejects_an_unknown_ranker_for_train(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--ranker", "xgboost"])
     assert result.exit_code == 2
     assert "xgboost" in result.output
+
+
+@pytest.mark.slow
+def test_cli_evaluate_takes_a_config(trained: Path, tmp_path: Path) -> None:
+    """``shoprec evaluate --config``: k = 5 from the file; the served line is printed."""
+    import shutil
+
+    shutil.copytree(trained / "models" / "syn", tmp_path / "models" / "syn")
+    cfg = tmp_path / "k5.json"
+    cfg.write_text(json.dumps({**FAST, "eval": {**FAST["eval"], "k": 5}}))
+    out = _run(
+        "evaluate",
+        "--name",
+        "syn",
+        "--config",
+        str(cfg),
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(tmp_path / "models"),
+    )
+    report = json.loads((tmp_path / "models" / "syn" / A.REPORT_JSON).read_text())
+    assert report["k"] == 5
+    assert all(set(row) == {"map@5", "recall@5", "ndcg@5"} for row in report["metrics"].values())
+    assert "served:" in out
+    assert report["served"]["best_baseline"] in report["metrics"]

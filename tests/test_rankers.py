@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
@@ -50,6 +51,7 @@ from shoprec.models.rankers import (
     ranker_files,
     save_ranker,
 )
+from shoprec.models.rules import RuleRanker
 from shoprec.models.trees import tree_features
 from shoprec.models.two_tower import load_two_tower
 from shoprec.pipeline.compare import compare_rankers
@@ -57,6 +59,7 @@ from shoprec.serving.ranking import RankingStep
 from shoprec.serving.runtime import load_step
 from shoprec.serving.tritonserver import TritonServer
 from shoprec.training.encoded import encode_dataset
+from shoprec.training.examples import example_groups
 from shoprec.training.ranker import fit_ranker
 from test_export import TINY_EXPORT, TinyRun, tiny_run
 from test_triton_server import _in_process, _recommend
@@ -64,7 +67,7 @@ from test_triton_server import _in_process, _recommend
 CARDS = [4, 5, 6, 10, 3, 3, 3, 3, 3]  # customer sparse (3), then article sparse (id first)
 NUM_DENSE = 6
 NEURAL = [RankerKind.DLRM, RankerKind.WIDE_DEEP, RankerKind.DCN, RankerKind.MLP]
-TREES = [RankerKind.RF, RankerKind.GBDT]
+TREES = [RankerKind.RF, RankerKind.GBDT, RankerKind.LAMBDARANK]
 SMALL = PipelineConfig(
     rankers=RankersConfig(
         deep_mlp=(32,),
@@ -107,7 +110,8 @@ def _fit(
         ranker=dataclasses.replace(SMALL.ranker, epochs=3, batch_size=128, learning_rate=1e-2),
     )
     ranker = build_ranker(kind, CARDS, NUM_DENSE, config, seed)
-    history = fit_ranker(ranker, train, y, val, yv, config.ranker, seed)
+    groups = (np.full(len(y) // 10, 10), np.full(len(yv) // 10, 10))  # 10 examples a customer
+    history = fit_ranker(ranker, train, y, val, yv, config.ranker, seed, None, groups)
     return ranker, history, config
 
 
@@ -235,13 +239,37 @@ def test_tree_rankers_save_load_round_trip(kind: RankerKind, data: Data, tmp_pat
     assert isinstance(loaded, TreeRanker) and loaded.kind is kind
     np.testing.assert_array_equal(predict(loaded, data[2]), predict(ranker, data[2]))
     meta = json.loads((tmp_path / f"{kind.value}.json").read_text())
-    assert meta["format"] == {"rf": "sklearn-joblib", "gbdt": "lightgbm-text"}[kind.value]
+    assert (
+        meta["format"]
+        == {
+            "rf": "sklearn-joblib",
+            "gbdt": "lightgbm-text",
+            "lambdarank": "lightgbm-text",
+        }[kind.value]
+    )
     if kind is RankerKind.GBDT:
         assert (tmp_path / "gbdt.txt").read_text().startswith("tree\n")  # LightGBM model text
         assert ranker.categorical == [NUM_DENSE + j for j in range(len(CARDS))]
     (tmp_path / ranker_files(kind)[1]).unlink()
     with pytest.raises(ArtifactError, match=f"compare-rankers --rankers {kind.value}"):
         load_ranker(tmp_path, kind)
+
+
+def test_lambdarank_needs_groups_that_cover_the_examples(data: Data) -> None:
+    train, y, val, yv = data
+    ranker = TreeRanker(RankerKind.LAMBDARANK, CARDS, NUM_DENSE, SMALL.rankers, 0)
+    with pytest.raises(ValueError, match="lambdarank needs the example groups"):
+        ranker.fit(train, y, val, yv)
+    with pytest.raises(ValueError, match="groups sum to 3000 / 490 examples, inputs hold 3000"):
+        ranker.fit(train, y, val, yv, np.full(300, 10), np.full(49, 10))
+
+
+def test_example_groups_are_runs_of_window_and_customer() -> None:
+    frame = pl.DataFrame(
+        {s.WINDOW: [2, 2, 2, 3, 3, 3], s.CUSTOMER_ID: ["a", "a", "b", "b", "b", "c"]}
+    )
+    assert example_groups(frame).tolist() == [2, 1, 2, 1]
+    assert example_groups(frame.head(0)).tolist() == []
 
 
 def test_tree_ranker_rejects_inputs_of_other_widths(data: Data) -> None:
@@ -428,7 +456,8 @@ def test_exported_ranker_scores_like_the_in_process_ranker(
     assert json.loads((repo / "manifest.json").read_text())["export_config"]["ranker"] == kind.value
 
     step = load_step(repo / s.TRITON_RANKING)
-    assert isinstance(step, RankingStep) and step.model.kind is kind
+    assert isinstance(step, RankingStep) and not isinstance(step.model, RuleRanker)
+    assert step.model.kind is kind
     c = customers.take(np.arange(60))
     run = TinyRun(paths.models_dir, paths.dataset, repo)
     ids, scores = _in_process(run, c)  # query tower -> retrieval -> this ranking step
@@ -438,9 +467,18 @@ def test_exported_ranker_scores_like_the_in_process_ranker(
     q = query(
         {s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids}
     )
-    cands = retrieval({**q, s.T_HIST_IDS: c.hist_ids})[s.T_CANDIDATES]
+    out = retrieval({**q, s.T_HIST_IDS: c.hist_ids, s.T_HIST_COUNTS: c.hist_counts})
+    cands = out[s.T_CANDIDATES]
+    feats = out[s.T_SOURCE_FEATURES].reshape(*cands.shape, len(s.SOURCE_DENSE))
     rows, ref_scores = rank_candidates(
-        ranker, c, np.arange(len(c.ids)), step.articles, step.attributes, cands, TINY_EXPORT.max_k
+        ranker,
+        c,
+        np.arange(len(c.ids)),
+        step.articles,
+        step.attributes,
+        cands,
+        TINY_EXPORT.max_k,
+        source_features=feats,
     )
     np.testing.assert_array_equal(ids.astype(str), step.articles.ids[rows].astype(str))
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
@@ -552,7 +590,8 @@ def test_cli_compare_rankers_prints_and_writes_the_table(tiny: TinyRun, tmp_path
     assert export.exit_code == 0, export.output
     assert "ranker gbdt" in export.output
     step = load_step(repo / s.TRITON_RANKING)
-    assert isinstance(step, RankingStep) and step.model.kind is RankerKind.GBDT
+    assert isinstance(step, RankingStep) and not isinstance(step.model, RuleRanker)
+    assert step.model.kind is RankerKind.GBDT
 
 
 def test_cli_compare_rankers_with_sampled_negatives_elsewhere(

@@ -42,7 +42,7 @@ from shoprec.export import ExportConfig
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import repo_dir
-from shoprec.featurestore.tables import ONLINE_DATA_DIR, POPULAR_FILE
+from shoprec.featurestore.tables import ONLINE_DATA_DIR, POPULAR_FILE, encoded_columns
 from shoprec.featurestore.versions import current_dir
 from shoprec.serving.runtime import load_step
 from shoprec.serving.stack import (
@@ -219,13 +219,9 @@ def _in_process(served: Served, customer_id: str) -> tuple[list[str], np.ndarray
     (row,) = np.flatnonzero(served.customers.ids == customer_id)
     c = served.customers.take(np.array([row]))
     qt, ret, rank = (load_step(served.repo / m) for m in RECOMMEND_STEPS)
-    inputs: dict[str, np.ndarray] = {
-        s.T_CUSTOMER_SPARSE: c.sparse,
-        s.T_CUSTOMER_DENSE: c.dense,
-        s.T_HIST_IDS: c.hist_ids,
-    }
-    cands = ret({**qt(inputs), s.T_HIST_IDS: c.hist_ids})
-    out = rank({**inputs, s.T_HIST_COUNTS: c.hist_counts, **cands})
+    inputs = encoded_columns(c)
+    cands = ret({**qt(inputs), **inputs})
+    out = rank({**inputs, **cands})
     return [a.decode() for a in out[s.T_ARTICLE_IDS][0]], out[s.T_SCORES][0]
 
 

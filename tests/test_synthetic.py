@@ -154,3 +154,31 @@ def test_new_articles_appear_and_customers_repeat(tiny: Path) -> None:
     assert (first_sale > SCALES["tiny"].start + timedelta(days=14)).sum() >= 20
     repeats = tx.height - tx.select(pl.struct(customer, article).n_unique()).item()
     assert repeats > 0.5 * tx.height
+
+
+def _repurchase_share(folder: Path) -> float:
+    from shoprec.features.popular import repurchase_share
+
+    t_dat, customer, article = schema.HM_TRANSACTION_COLUMNS[:3]
+    tx = _transactions(folder).select(
+        pl.col(t_dat).alias(schema.T_DAT),
+        pl.col(customer).alias(schema.CUSTOMER_ID),
+        pl.col(article).alias(schema.ARTICLE_ID),
+    )
+    return repurchase_share(tx)
+
+
+def test_regimes_grocery_rebuys_fashion_never_does(tmp_path: Path, tiny: Path) -> None:
+    counts = {}
+    for regime in ("grocery", "fashion"):
+        counts[regime] = generate_synthetic(
+            tmp_path / regime, "tiny", seed=0, progress=False, regime=regime
+        )
+    t_dat, customer, article = schema.HM_TRANSACTION_COLUMNS[:3]
+    fashion = _transactions(tmp_path / "fashion")
+    assert fashion.select(pl.struct(customer, article).n_unique()).item() == fashion.height
+    assert counts["fashion"][schema.TRANSACTIONS] == fashion.height < SCALES["tiny"].n_transactions
+    assert _repurchase_share(tmp_path / "fashion") == 0.0
+    assert _repurchase_share(tmp_path / "grocery") > _repurchase_share(tiny) > 0.05
+    with pytest.raises(ValueError, match=r"unknown synthetic regime 'media'.*'grocery'"):
+        generate_synthetic(tmp_path, "tiny", regime="media")

@@ -25,6 +25,7 @@ from shoprec import schema as s
 from shoprec.data.dataset import load_dataset
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
+from shoprec.featurestore.tables import encoded_columns
 from shoprec.serving.ranking import RankingStep
 from shoprec.serving.runtime import load_step
 from shoprec.serving.supervisor import group_alive
@@ -69,13 +70,8 @@ def _recommend(
     client: grpcclient.InferenceServerClient, c: EncodedCustomers
 ) -> tuple[np.ndarray, np.ndarray]:
     inputs = []
-    for name, array, dtype in (
-        (s.T_CUSTOMER_SPARSE, c.sparse, "INT64"),
-        (s.T_CUSTOMER_DENSE, c.dense, "FP32"),
-        (s.T_HIST_IDS, c.hist_ids, "INT64"),
-        (s.T_HIST_COUNTS, c.hist_counts, "FP32"),
-    ):
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    for name, array in encoded_columns(c).items():
+        tensor = grpcclient.InferInput(name, list(array.shape), s.TENSORS[name].triton)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     result = client.infer(s.TRITON_RECOMMEND, inputs, client_timeout=TIMEOUT_S)
@@ -97,16 +93,9 @@ def _in_process(tiny: TinyRun, c: EncodedCustomers) -> tuple[np.ndarray, np.ndar
         for m in (s.TRITON_QUERY_TOWER, s.TRITON_RETRIEVAL, s.TRITON_RANKING)
     )
     q = qt({s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids})
-    cands = ret({**q, s.T_HIST_IDS: c.hist_ids})
-    out = rank(
-        {
-            s.T_CUSTOMER_SPARSE: c.sparse,
-            s.T_CUSTOMER_DENSE: c.dense,
-            s.T_HIST_IDS: c.hist_ids,
-            s.T_HIST_COUNTS: c.hist_counts,
-            **cands,
-        }
-    )
+    inputs = encoded_columns(c)
+    cands = ret({**q, **inputs})
+    out = rank({**inputs, **cands})
     return out[s.T_ARTICLE_IDS], out[s.T_SCORES]
 
 
@@ -160,17 +149,15 @@ def test_ranking_model_rejects_a_candidate_outside_the_table(
     step = load_step(tiny.repo / s.TRITON_RANKING)
     assert isinstance(step, RankingStep)
     c = customers.take(np.array([0]))
-    cands = np.full((1, 20 + 16), -1, dtype=np.int64)
+    width = 20 + 16 + TINY_EXPORT.copurchase_candidates + TINY_EXPORT.popular_candidates
+    cands = np.full((1, width), -1, dtype=np.int64)
     cands[0, 0] = len(step.articles.ids)
+    feats = np.zeros((1, width * len(s.SOURCE_DENSE)), dtype=np.float32)
+    arrays = {**encoded_columns(c), s.T_CANDIDATES: cands, s.T_SOURCE_FEATURES: feats}
     inputs = []
-    for name, array, dtype in (
-        (s.T_CUSTOMER_SPARSE, c.sparse, "INT64"),
-        (s.T_CUSTOMER_DENSE, c.dense, "FP32"),
-        (s.T_HIST_IDS, c.hist_ids, "INT64"),
-        (s.T_HIST_COUNTS, c.hist_counts, "FP32"),
-        (s.T_CANDIDATES, cands, "INT64"),
-    ):
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    for name in step.inputs:
+        array = arrays[name]
+        tensor = grpcclient.InferInput(name, list(array.shape), s.TENSORS[name].triton)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     with pytest.raises(InferenceServerException, match=f"candidates: id {len(step.articles.ids)}"):

@@ -66,6 +66,33 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, default=str))
 
 
+def trained_exclusion(models_dir: Path) -> bool:
+    """Whether the trained pipeline excludes already-bought articles: what ``shoprec train``
+    decided (``EvalConfig.exclude_purchased`` resolved on the training period's repurchase
+    share) and wrote to its summary; False for models trained before the policy existed.
+
+    Raises:
+        ArtifactError: the summary is missing.
+    """
+    path = models_dir / TRAIN_SUMMARY_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found (run `shoprec train` first)")
+    return bool(read_json(path).get("exclude_purchased", False))
+
+
+def trained_served(models_dir: Path) -> str:
+    """What ``shoprec train``'s guardrail chose to serve: ``"ranker"`` (the two-stage pipeline)
+    or a ``models.rules.RuleKind`` value; ``"ranker"`` for models trained before the guardrail.
+
+    Raises:
+        ArtifactError: the summary is missing.
+    """
+    path = models_dir / TRAIN_SUMMARY_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found (run `shoprec train` first)")
+    return str(read_json(path).get("served", {}).get("recommender", "ranker"))
+
+
 def read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ArtifactError(f"{path} not found (run `shoprec train` first)")

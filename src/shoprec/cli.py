@@ -56,6 +56,30 @@ ConfigOpt = Annotated[
 ]
 
 
+RegimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--regime",
+        help="synthetic: default | grocery (repurchase-heavy) | fashion (nobody buys an "
+        "article twice)",
+    ),
+]
+TestStartOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--test-start",
+        help="First day (YYYY-MM-DD) of the test window; the validation and training windows "
+        "count back from it. Default: the last window_days days of the data.",
+    ),
+]
+
+
+def _with_test_start(config: PipelineConfig, test_start: str | None) -> PipelineConfig:
+    if test_start is None:
+        return config
+    return replace(config, dataset=replace(config.dataset, test_start=test_start))
+
+
 def _paths(name: str, data_root: Path, models_root: Path) -> Paths:
     return Paths.for_name(name, data_root, models_root)
 
@@ -108,7 +132,14 @@ def do_fold(paths: Paths, event_log: str | None, namespace: str) -> None:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
 
 
-def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, seed: int) -> None:
+def do_ingest(
+    source: Source,
+    paths: Paths,
+    raw_dir: Path | None,
+    scale: str,
+    seed: int,
+    regime: str = "default",
+) -> None:
     """Ingest one source into ``paths.canonical``; then fold the dataset's own event log
     (``models/<name>/events.db``) when it exists, so the tables are always source + log."""
     from shoprec.data.ingest import generate_synthetic, ingest_completejourney, ingest_hm
@@ -122,8 +153,11 @@ def do_ingest(source: Source, paths: Paths, raw_dir: Path | None, scale: str, se
     else:
         if source is Source.SYNTHETIC:
             raw_dir = raw_dir or paths.data_dir / "raw"
-            counts = generate_synthetic(raw_dir, scale=scale, seed=seed)
-            _log(f"synthetic H&M-schema CSVs ({scale}) written to {raw_dir}: {counts}")
+            counts = generate_synthetic(raw_dir, scale=scale, seed=seed, regime=regime)
+            _log(
+                f"synthetic H&M-schema CSVs ({scale}, {regime} regime) written to {raw_dir}: "
+                f"{counts}"
+            )
         if raw_dir is None:
             raise typer.BadParameter(
                 "hm needs --raw-dir holding the Kaggle CSVs", param_hint="--raw-dir"
@@ -148,6 +182,7 @@ def ingest(
     ] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+    regime: RegimeOpt = "default",
     event_log: Annotated[
         str | None,
         typer.Option(
@@ -174,7 +209,7 @@ def ingest(
         if source is Source.EVENTS:
             do_fold(paths, event_log, namespace)
         else:
-            do_ingest(source, paths, raw_dir, scale, seed)
+            do_ingest(source, paths, raw_dir, scale, seed, regime)
     except ShoprecError as exc:
         raise _fail(exc) from exc
     except ValueError as exc:
@@ -193,12 +228,15 @@ def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
 def build_dataset_cmd(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
     config: ConfigOpt = None,
+    test_start: TestStartOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
     """Chronological windows, features as of each window, labels and sampled negatives."""
     try:
-        do_build_dataset(_paths(name, data_root, models_root), _config(config))
+        do_build_dataset(
+            _paths(name, data_root, models_root), _with_test_start(_config(config), test_start)
+        )
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
@@ -239,10 +277,16 @@ def train(
         raise _fail(exc) from exc
 
 
-def do_evaluate(paths: Paths) -> dict[str, Any]:
+def do_evaluate(paths: Paths, config: PipelineConfig | None = None) -> dict[str, Any]:
     from shoprec.pipeline.steps import run_evaluate
 
-    report = run_evaluate(paths, log=_log)
+    report = run_evaluate(paths, config, log=_log)
+    served = report["served"]
+    _log(
+        f"served: {served['recommender']}, MAP@{report['k']} {served['map_ratio']:.3f}x the best "
+        f"baseline ({served['best_baseline']}), 95% interval [{served['ci95_low']:.3f}, "
+        f"{served['ci95_high']:.3f}]"
+    )
     console.print(
         _table(
             f"test window {report['test_window']['start']}..{report['test_window']['end']}, "
@@ -276,26 +320,34 @@ def do_evaluate(paths: Paths) -> dict[str, Any]:
 @app.command()
 def evaluate(
     name: Annotated[str, typer.Option(help="Dataset name")] = "completejourney",
+    config: ConfigOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
-    """Evaluate the two-stage pipeline and the baselines on the test window."""
+    """Evaluate the two-stage pipeline and the baselines on the test window (with the trained
+    config, or the one --config gives)."""
     try:
-        do_evaluate(_paths(name, data_root, models_root))
+        do_evaluate(_paths(name, data_root, models_root), _config(config) if config else None)
     except ShoprecError as exc:
         raise _fail(exc) from exc
 
 
 def _run_pipeline(
-    source: Source, paths: Paths, cfg: PipelineConfig, raw_dir: Path | None, scale: str, seed: int
+    source: Source,
+    paths: Paths,
+    cfg: PipelineConfig,
+    raw_dir: Path | None,
+    scale: str,
+    seed: int,
+    regime: str = "default",
 ) -> None:
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
     for step, fn in (
-        ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed)),
+        ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed, regime)),
         ("build-dataset", lambda: do_build_dataset(paths, cfg)),
         ("train", lambda: do_train(paths, cfg)),
-        ("evaluate", lambda: do_evaluate(paths)),
+        ("evaluate", lambda: do_evaluate(paths, cfg)),
     ):
         t = time.perf_counter()
         _log(f"[bold]{step}[/bold]")
@@ -313,8 +365,10 @@ def pipeline(
     raw_dir: Annotated[Path | None, typer.Option("--raw-dir", help="hm: Kaggle CSV folder")] = None,
     scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+    regime: RegimeOpt = "default",
     name: NameOpt = None,
     config: ConfigOpt = None,
+    test_start: TestStartOpt = None,
     data_root: DataRoot = Path("data"),
     models_root: ModelsRoot = Path("models"),
 ) -> None:
@@ -325,10 +379,11 @@ def pipeline(
         _run_pipeline(
             source,
             _paths(name or source.value, data_root, models_root),
-            _config(config),
+            _with_test_start(_config(config), test_start),
             raw_dir,
             scale,
             seed,
+            regime,
         )
     except ShoprecError as exc:
         raise _fail(exc) from exc
@@ -475,14 +530,16 @@ def do_export(
 
     try:
         fields = json.loads(config_file.read_text()) if config_file else {}
-        if ranker is not None:
+        if ranker is not None:  # asking for a ranker serves it, not the guardrail's rule
             fields["ranker"] = ranker.value
+            fields.setdefault("served", "ranker")
         cfg = ExportConfig.from_dict(fields)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise typer.BadParameter(f"{config_file}: {exc}", param_hint="--export-config") from exc
     files = export_triton_repository(paths.models_dir, paths.dataset, out, cfg)
-    served = json.loads((out / MANIFEST_FILE).read_text())["export_config"]["ranker"]
-    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {served})")
+    served = json.loads((out / MANIFEST_FILE).read_text())["export_config"]
+    rule = "" if served["served"] == "ranker" else f", serving the {served['served']} rule"
+    _log(f"Triton model repository -> {out} ({len(files)} files, ranker {served['ranker']}{rule})")
 
 
 RankerOpt = Annotated[
@@ -491,7 +548,8 @@ RankerOpt = Annotated[
         "--ranker",
         help="Ranker the recommend ensemble runs: default the one `shoprec train` trained; "
         "another is taken from `shoprec compare-rankers`. Overrides --export-config's "
-        '"ranker".',
+        '"ranker" and serves that ranker even where the guardrail of `shoprec train` chose a '
+        "rule.",
         case_sensitive=False,
     ),
 ]

@@ -32,6 +32,21 @@ class HistoryOrder(StrEnum):
     RECENCY = "recency"  # most recently purchased first, ties by count (fashion-like data)
 
 
+class ExcludePurchased(StrEnum):
+    """Whether recommendations may hold articles the customer already bought."""
+
+    AUTO = "auto"  # exclude when the training data's repurchase share is below the threshold
+    ALWAYS = "always"
+    NEVER = "never"
+
+    def resolve(self, repurchase_share: float, threshold: float) -> bool:
+        """Whether to exclude already-bought articles, given the training window's share of
+        purchases that are repurchases (``features.popular.repurchase_share``)."""
+        if self is ExcludePurchased.AUTO:
+            return repurchase_share < threshold
+        return self is ExcludePurchased.ALWAYS
+
+
 class RankerNegatives(StrEnum):
     """What the ranker is trained to tell purchases apart from."""
 
@@ -47,7 +62,8 @@ class RankerKind(StrEnum):
     DCN = "dcn"  # DCN-v2, Wang et al. 2021
     MLP = "mlp"  # embeddings + dense features through one MLP
     RF = "rf"  # scikit-learn random forest
-    GBDT = "gbdt"  # LightGBM gradient-boosted trees
+    GBDT = "gbdt"  # LightGBM gradient-boosted trees, binary objective
+    LAMBDARANK = "lambdarank"  # LightGBM LambdaRank (Burges 2010), grouped by customer
 
     @property
     def label(self) -> str:
@@ -57,7 +73,7 @@ class RankerKind(StrEnum):
     @property
     def is_tree(self) -> bool:
         """Tree ensembles (not PyTorch modules; trained on ``models.trees.tree_features``)."""
-        return self in (RankerKind.RF, RankerKind.GBDT)
+        return self in (RankerKind.RF, RankerKind.GBDT, RankerKind.LAMBDARANK)
 
 
 _RANKER_LABELS = {
@@ -67,6 +83,7 @@ _RANKER_LABELS = {
     RankerKind.MLP: "MLP",
     RankerKind.RF: "Random Forest",
     RankerKind.GBDT: "GBDT (LightGBM)",
+    RankerKind.LAMBDARANK: "GBDT LambdaRank (LightGBM)",
 }
 
 
@@ -92,6 +109,10 @@ class DatasetConfig:
     popularity_days: int = 28  # negatives are drawn by article popularity over these days
     history_length: int = 64  # N distinct purchased articles kept per customer
     history_order: HistoryOrder = HistoryOrder.FREQUENCY
+    test_start: str | None = None  # ISO date of the test window's first day; None = the last days
+    min_test_customers: int = 1  # fewer customers buying in the test window is an error
+    copurchase_days: int = 56  # the co-purchase table of a cutoff reads these days before it
+    copurchase_neighbours: int = 20  # K articles kept per article in that table
     seed: int = 42
 
 
@@ -136,7 +157,8 @@ class RankerConfig:
         seed: weights, batch order, example sampling, or the trees' random state.
     """
 
-    kind: RankerKind = RankerKind.DLRM
+    # GBDT: on Complete Journey the trees beat DLRM on these features (README, "Ranking")
+    kind: RankerKind = RankerKind.GBDT
     embedding_dim: int = 16
     batch_size: int = 2048
     epochs: int = 2
@@ -230,6 +252,10 @@ class EvalConfig:
     k: int = 12
     candidates: int = 100  # N retrieved by the ANN index before ranking
     history_candidates: bool = True  # also rank the customer's own recent purchases
+    copurchase_candidates: int = 50  # bought the same day as history articles (0 = off)
+    popular_candidates: int = 20  # most sold in the last 7 days (0 = off)
+    exclude_purchased: ExcludePurchased = ExcludePurchased.AUTO
+    repurchase_threshold: float = 0.05  # AUTO excludes below this repurchase share
     als_factors: int = 64
     als_iterations: int = 15
     seed: int = 42

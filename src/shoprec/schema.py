@@ -104,6 +104,8 @@ MEAN_PRICE: Final = "mean_price"
 N_DISTINCT_ARTICLES: Final = "n_distinct_articles"
 HIST_ARTICLE_IDS: Final = "hist_article_ids"  # list[str]: N distinct past articles (see features)
 HIST_COUNTS: Final = "hist_counts"  # list[int]: purchases of each of those articles
+HIST_LAST_DAYS: Final = "hist_last_days"  # list[int]: days since the last purchase of each
+HIST_FIRST_DAYS: Final = "hist_first_days"  # list[int]: days since the first purchase of each
 CUSTOMER_DENSE: Final = (
     AGE, N_PURCHASES, N_PURCHASES_28D, DAYS_SINCE_LAST, DAYS_SINCE_FIRST, MEAN_PRICE,
     N_DISTINCT_ARTICLES,
@@ -124,10 +126,23 @@ HIST_SAME_ARTICLE_RANK: Final = "hist_same_article_rank"  # 1/(1+position) in li
 HIST_SAME_PRODUCT_TYPE: Final = "hist_same_product_type"
 HIST_SAME_PRODUCT_GROUP: Final = "hist_same_product_group"
 HIST_SAME_DEPARTMENT: Final = "hist_same_department"
+HIST_ARTICLE_RECENCY: Final = "hist_article_recency"  # log1p(days since its last purchase)
+HIST_ARTICLE_CYCLE: Final = "hist_article_cycle"  # log1p(mean days between its purchases)
+HIST_ARTICLE_DUE: Final = "hist_article_due"  # days since last / cycle (1 = due again now)
 CROSS_DENSE: Final = (
     HIST_SAME_ARTICLE, HIST_SAME_ARTICLE_RANK, HIST_SAME_PRODUCT_TYPE, HIST_SAME_PRODUCT_GROUP,
-    HIST_SAME_DEPARTMENT,
+    HIST_SAME_DEPARTMENT, HIST_ARTICLE_RECENCY, HIST_ARTICLE_CYCLE, HIST_ARTICLE_DUE,
 )  # fmt: skip
+
+# ---- candidate sources (inference/sources.py), in the order of their ranker features -------
+SOURCE_ANN: Final = "ann"  # Two-Tower item-index ANN
+SOURCE_HISTORY: Final = "history"  # the customer's own purchases (repurchase)
+SOURCE_COPURCHASE: Final = "copurchase"  # bought the same day as a history article
+SOURCE_POPULAR: Final = "popular"  # most sold in the last 7 days
+CANDIDATE_SOURCES: Final = (SOURCE_ANN, SOURCE_HISTORY, SOURCE_COPURCHASE, SOURCE_POPULAR)
+SOURCE_DENSE: Final = tuple(
+    f"{src}_{what}" for src in CANDIDATE_SOURCES for what in ("score", "reciprocal_rank")
+)
 
 # ---- online serving contract: Triton models and tensors ----------------------------------
 # B = requests in a batch, Fc/Fdc = customer sparse/dense widths, N = history length,
@@ -141,13 +156,19 @@ T_CUSTOMER_SPARSE: Final = "customer_sparse"  # INT64 (B, Fc) encoded CUSTOMER_S
 T_CUSTOMER_DENSE: Final = "customer_dense"  # FP32 (B, Fdc) encoded CUSTOMER_DENSE
 T_HIST_IDS: Final = "hist_ids"  # INT64 (B, N) article vocabulary ids, 0 = padding
 T_HIST_COUNTS: Final = "hist_counts"  # FP32 (B, N)
+T_HIST_LAST_DAYS: Final = "hist_last_days"  # FP32 (B, N) days since each one's last purchase
+T_HIST_FIRST_DAYS: Final = "hist_first_days"  # FP32 (B, N) days since each one's first purchase
 T_QUERY_EMBEDDING: Final = "query_embedding"  # FP32 (B, D)
 T_CANDIDATES: Final = "candidates"  # INT64 (B, C) rows of the served article table, -1 = none
+T_SOURCE_FEATURES: Final = "source_features"  # FP32 (B, C * len(SOURCE_DENSE)) per candidate
 NO_CANDIDATE: Final = -1  # the padding of candidate and result rows ("none")
 T_ARTICLE_ID: Final = "article_id"  # BYTES (B, 1) input of similar_items
 T_ARTICLE_IDS: Final = "article_ids"  # BYTES (B, K) output, best first, b"" = none
 T_SCORES: Final = "scores"  # FP32 (B, K) output, -inf where none
-ENCODED_CUSTOMER_FEATURES: Final = (T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS)
+ENCODED_CUSTOMER_FEATURES: Final = (
+    T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS, T_HIST_LAST_DAYS,
+    T_HIST_FIRST_DAYS,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -207,10 +228,31 @@ TENSORS: Final = {
             "purchases of each history article, 0 for padding",
         ),
         TensorSpec(
+            T_HIST_LAST_DAYS,
+            "FP32",
+            "float32",
+            "N",
+            "days from the last purchase of each history article to the cutoff, 0 for padding",
+        ),
+        TensorSpec(
+            T_HIST_FIRST_DAYS,
+            "FP32",
+            "float32",
+            "N",
+            "days from the first purchase of each history article to the cutoff, 0 for padding",
+        ),
+        TensorSpec(
             T_QUERY_EMBEDDING, "FP32", "float32", "D", "L2-normalised query-tower embedding"
         ),
         TensorSpec(
             T_CANDIDATES, "INT64", "int64", "C", "rows of the served article table, -1 = none"
+        ),
+        TensorSpec(
+            T_SOURCE_FEATURES,
+            "FP32",
+            "float32",
+            "CS",
+            "per candidate (C of them) its SOURCE_DENSE values, flattened row-major",
         ),
         TensorSpec(T_ARTICLE_ID, "BYTES", "object", "1", "UTF-8 article id"),
         TensorSpec(

@@ -28,6 +28,7 @@ from shoprec.config import DatasetConfig
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import ArtifactError, InputDataError
 from shoprec.features.build import article_features, customer_features, transactions_before
+from shoprec.features.copurchase import copurchase_table
 
 SPLIT_TEST = "test"
 SPLIT_VAL = "val"
@@ -39,6 +40,8 @@ EXAMPLES_FILE = "examples.parquet"
 WINDOWS_FILE = "windows.json"
 LATEST_CUSTOMERS_FILE = "customer_features_latest.parquet"
 LATEST_ARTICLES_FILE = "article_features_latest.parquet"
+COPURCHASE_FILE = "copurchase.parquet"
+SERVING_WINDOW = -1  # the WINDOW value of the serving snapshot's co-purchase table
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,20 @@ def make_windows(first_day: date, last_day: date, config: DatasetConfig) -> list
         )
     end = last_day + timedelta(days=1)
     width = timedelta(days=config.window_days)
+    if config.test_start is not None:
+        try:
+            start = date.fromisoformat(config.test_start)
+        except ValueError as exc:
+            raise InputDataError(
+                f"dataset.test_start: {config.test_start!r} is not an ISO date (YYYY-MM-DD)"
+            ) from exc
+        if not first_day < start <= last_day:
+            raise InputDataError(
+                f"dataset.test_start: {start} is outside the transactions' days "
+                f"{first_day}..{last_day} (the test window must start on a day with data after "
+                "the first)"
+            )
+        end = start + width  # data after the test window is left out of every window
     windows: list[Window] = []
     for i in range(config.train_windows + 2):
         start = end - width
@@ -154,6 +171,12 @@ class DatasetArtifacts:
     latest_customers: pl.DataFrame  # serving snapshot (cutoff = day after the last purchase)
     latest_articles: pl.DataFrame
     serving_cutoff: date
+    # WINDOW (SERVING_WINDOW = the snapshot) + ``features.copurchase.copurchase_table`` columns
+    copurchase: pl.DataFrame
+
+    def copurchase_of(self, window: int) -> pl.DataFrame:
+        """The co-purchase table as of ``window``'s first day (``SERVING_WINDOW``: snapshot)."""
+        return self.copurchase.filter(pl.col(s.WINDOW) == window).drop(s.WINDOW)
 
     def window(self, split: str) -> list[Window]:
         return [w for w in self.windows if w.split == split]
@@ -171,9 +194,24 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         raise InputDataError("transactions table is empty")
     first_day, last_day = _date(tx.get_column(s.T_DAT).min()), _date(tx.get_column(s.T_DAT).max())
     windows = make_windows(first_day, last_day, config)
+    (test,) = [w for w in windows if w.split == SPLIT_TEST]
+    buyers = window_positives(tx, test).get_column(s.CUSTOMER_ID).n_unique()
+    if buyers < config.min_test_customers:
+        raise InputDataError(
+            f"the test window {test.start}..{test.end} (exclusive) holds {buyers} customers "
+            f"with a purchase, fewer than dataset.min_test_customers={config.min_test_customers}:"
+            " widen dataset.window_days, move dataset.test_start (--test-start), or lower "
+            "dataset.min_test_customers"
+        )
     rng = np.random.default_rng(config.seed)
-    cust_frames, art_frames, ex_frames = [], [], []
+    cust_frames, art_frames, ex_frames, co_frames = [], [], [], []
+
+    def copurchase(cutoff: date, index: int) -> pl.DataFrame:
+        table = copurchase_table(tx, cutoff, config.copurchase_days, config.copurchase_neighbours)
+        return table.with_columns(pl.lit(index, dtype=pl.Int32).alias(s.WINDOW))
+
     for w in windows:
+        co_frames.append(copurchase(w.start, w.index))
         pos = window_positives(tx, w)
         neg = sample_negatives(pos, tx, w.start, config, rng)
         ex_frames.append(
@@ -196,6 +234,7 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
             )
         )
     serving_cutoff = last_day + timedelta(days=1)
+    co_frames.append(copurchase(serving_cutoff, SERVING_WINDOW))
     art = DatasetArtifacts(
         windows=windows,
         customer_features=pl.concat(cust_frames),
@@ -210,6 +249,7 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         ),
         latest_articles=article_features(tx, canonical.articles, serving_cutoff),
         serving_cutoff=serving_cutoff,
+        copurchase=pl.concat(co_frames),
     )
     _write(art, out_dir)
     return art
@@ -228,6 +268,7 @@ def _write(art: DatasetArtifacts, out_dir: Path) -> None:
     art.examples.write_parquet(out_dir / EXAMPLES_FILE)
     art.latest_customers.write_parquet(out_dir / LATEST_CUSTOMERS_FILE)
     art.latest_articles.write_parquet(out_dir / LATEST_ARTICLES_FILE)
+    art.copurchase.write_parquet(out_dir / COPURCHASE_FILE)
     meta = {
         "windows": [w.to_dict() for w in art.windows],
         "serving_cutoff": art.serving_cutoff.isoformat(),
@@ -244,6 +285,7 @@ def load_dataset(out_dir: Path) -> DatasetArtifacts:
         EXAMPLES_FILE,
         LATEST_CUSTOMERS_FILE,
         LATEST_ARTICLES_FILE,
+        COPURCHASE_FILE,
     )
     for f in files:
         if not (out_dir / f).exists():
@@ -257,6 +299,7 @@ def load_dataset(out_dir: Path) -> DatasetArtifacts:
         latest_customers=pl.read_parquet(out_dir / LATEST_CUSTOMERS_FILE),
         latest_articles=pl.read_parquet(out_dir / LATEST_ARTICLES_FILE),
         serving_cutoff=date.fromisoformat(meta["serving_cutoff"]),
+        copurchase=pl.read_parquet(out_dir / COPURCHASE_FILE),
     )
 
 

@@ -235,6 +235,43 @@ def paired_bootstrap_ci(
     return float(diff.mean()), float(low), float(high)
 
 
+def paired_bootstrap_ratio_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Ratio of means ``mean(a) / mean(b)`` and its paired percentile bootstrap interval.
+
+    Same resampling as :func:`paired_bootstrap_ci` (customers with replacement, both systems
+    together); a ratio whose interval excludes 1.0 is a significant difference at ``level``.
+
+    Returns:
+        (ratio, lower bound, upper bound); ``inf`` where ``mean(b)`` is 0.
+
+    Raises:
+        ValueError: lengths differ, are 0, or an argument is out of range.
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"need two aligned non-empty 1-D score lists, got {x.shape} and {y.shape}")
+    if n_resamples < 1 or not 0.0 < level < 1.0:
+        raise ValueError(
+            f"n_resamples must be >= 1 and level in (0, 1), got {n_resamples}, {level}"
+        )
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), (n_resamples, len(x)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(
+            y[idx].mean(axis=1) > 0, x[idx].mean(axis=1) / y[idx].mean(axis=1), np.inf
+        )
+        ratio = x.mean() / y.mean() if y.mean() > 0 else np.inf
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return float(ratio), float(low), float(high)
+
+
 def binary_classification_metrics(
     labels: Sequence[int] | np.ndarray,
     probabilities: Sequence[float] | np.ndarray,

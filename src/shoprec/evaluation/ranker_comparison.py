@@ -85,7 +85,7 @@ def comparison_markdown(c: dict[str, Any]) -> str:
         f"({ex['labelled_test']} examples, popularity-sampled negatives 1:1, the reference "
         f"design's). AUC cand.: {ex['test_candidates']} retrieved test-window candidates; "
         "AUC hist. / AUC new: those from / not from the customer's history list. "
-        f"MAP / NDCG / Recall@{k}: each ranker re-ranks the Two-Tower (+ history) candidates "
+        f"MAP / NDCG / Recall@{k}: each ranker re-ranks the candidates of every source "
         f"of the {ex['test_customers']} customers who bought in the test window "
         f"{w['start']} .. {w['end']}.",
         "",

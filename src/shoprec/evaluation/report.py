@@ -15,6 +15,23 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _run_lines(run: dict[str, Any] | None) -> list[str]:
+    """What was run: candidate sources, ranker, kept epochs, the exclusion decision."""
+    if not run:
+        return []
+    share = run.get("repurchase_share")
+    return [
+        f"What ran: {run['two_stage']}, candidates from {', '.join(run['candidate_sources'])}; "
+        f"kept Two-Tower epoch {run['two_tower_best_epoch']} (best validation candidate "
+        f"recall) and {run['ranker']} epoch {run['ranker_best_epoch']} (best validation AUC; "
+        "trees: early stopping). exclude_purchased="
+        f"{run['exclude_purchased']} with a training repurchase share of "
+        f"{'n/a' if share is None else f'{share:.3f}'}: already-bought articles "
+        f"{'excluded' if run['excluded'] else 'kept'}.",
+        "",
+    ]
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     k = report["k"]
@@ -25,6 +42,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Test window {w['start']} .. {w['end']} (exclusive), {report['test_customers']} "
         f"customers with at least one purchase. Metrics at k = {k}.",
         "",
+        *_run_lines(report.get("run")),
         f"| model | MAP@{k} | Recall@{k} | NDCG@{k} |",
         "|---|---:|---:|---:|",
     ]
@@ -44,6 +62,16 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"| {name} | {c['map_difference']:+.4f} | [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] |"
         for name, c in report["two_stage_minus_baseline_map"].items()
     ]
+    served = report.get("served")
+    if served:
+        lines += [
+            "",
+            f"Served: {served['recommender']} ({served['why']}). Its MAP@{k} is "
+            f"{served['map_ratio']:.3f}x that of the best baseline, {served['best_baseline']} "
+            f"(paired bootstrap 95% interval [{served['ci95_low']:.3f}, "
+            f"{served['ci95_high']:.3f}]). Recommended articles the customer had already "
+            f"bought before the test window: {served.get('already_bought_in_lists', 'n/a')}.",
+        ]
     lines += ["", "| retrieval | value |", "|---|---:|"]
     lines += [f"| {key} | {val:.4f} |" for key, val in report["retrieval"].items()]
     r = report["ranker_test_set"]

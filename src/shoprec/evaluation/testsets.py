@@ -20,10 +20,11 @@ from shoprec.evaluation.metrics import binary_classification_metrics, evaluate_l
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
 from shoprec.features.workflow import FIRST_ID
 from shoprec.inference.candidates import PAD
-from shoprec.inference.scoring import predict, rank_candidates
+from shoprec.inference.scoring import predict, purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker
+from shoprec.models.rules import RuleRanker
 from shoprec.training.encoded import EncodedDataset
-from shoprec.training.examples import candidate_examples, window_candidates
+from shoprec.training.examples import candidate_examples, example_inputs, window_candidates
 
 
 def window_truth(examples: pl.DataFrame, window: int) -> dict[str, set[str]]:
@@ -45,7 +46,9 @@ class RankerTestSets:
             ``EvalConfig.seed``): purchases among them and retrieved, not purchased ones.
         candidate_labels: int8 (Mc,).
         customer_rows: int64 (B,) the window's customers (rows of ``EncodedDataset.customers``).
-        candidate_rows: int64 (B, C) their Two-Tower (+ history) candidates, PAD-padded.
+        candidate_rows: int64 (B, C) their candidates from every source, PAD-padded.
+        candidate_features: float32 (B, C, len(schema.SOURCE_DENSE)) their source features.
+        by_source: each source's own candidate rows (B, c), by source name.
         relevant: per customer, the article ids bought in the window.
     """
 
@@ -55,6 +58,8 @@ class RankerTestSets:
     candidate_labels: np.ndarray
     customer_rows: np.ndarray
     candidate_rows: np.ndarray
+    candidate_features: np.ndarray
+    by_source: dict[str, np.ndarray]
     relevant: list[set[str]]
 
     @cached_property
@@ -71,25 +76,29 @@ def ranker_test_sets(
     cand_ex = candidate_examples(
         two_tower, enc, data, window, config, np.random.default_rng(config.eval.seed)
     )
-    cust_rows, cands = window_candidates(two_tower, enc, data, window, config)
+    wc = window_candidates(two_tower, enc, data, window, config)
     truth = window_truth(data.examples, window)
     return RankerTestSets(
-        labelled=enc.ranking_inputs(*enc.rows(labelled)),
+        labelled=example_inputs(enc, labelled),
         labels=labelled.get_column(s.LABEL).to_numpy(),
-        candidates=enc.ranking_inputs(*enc.rows(cand_ex)),
+        candidates=example_inputs(enc, cand_ex),
         candidate_labels=cand_ex.get_column(s.LABEL).to_numpy(),
-        customer_rows=cust_rows,
-        candidate_rows=cands,
-        relevant=[truth[c] for c in enc.customers.ids[cust_rows]],
+        customer_rows=wc.customer_rows,
+        candidate_rows=wc.candidates,
+        candidate_features=wc.features,
+        by_source=wc.by_source,
+        relevant=[truth[c] for c in enc.customers.ids[wc.customer_rows]],
     )
 
 
 def rank_window(
-    ranker: Ranker,
+    ranker: Ranker | RuleRanker,
     enc: EncodedDataset,
     customer_rows: np.ndarray,
     candidates: np.ndarray,
     k: int,
+    features: np.ndarray | None = None,
+    exclude_purchased: bool = False,
     batch: int = 1024,
 ) -> np.ndarray:
     """``rank_candidates`` in batches of customers: top-k article rows int64 (B, k), PAD-padded."""
@@ -104,6 +113,10 @@ def rank_window(
                     enc.attributes,
                     candidates[i : i + batch],
                     k,
+                    _purchased(enc, customer_rows[i : i + batch], candidates[i : i + batch])
+                    if exclude_purchased
+                    else None,
+                    None if features is None else features[i : i + batch],
                 )[0]
                 for i in range(0, len(customer_rows), batch)
             ]
@@ -111,6 +124,13 @@ def rank_window(
         if len(customer_rows)
         else np.zeros((0, k), dtype=np.int64)
     )
+
+
+def _purchased(
+    enc: EncodedDataset, customer_rows: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    vocab = np.where(candidates != PAD, enc.articles.sparse[candidates, 0], 0)
+    return purchased_mask(vocab, enc.customers.hist_ids[customer_rows])
 
 
 def article_lists(enc: EncodedDataset, rows: np.ndarray) -> list[list[str]]:
@@ -137,7 +157,11 @@ def subset_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def score_ranker(
-    ranker: Ranker, enc: EncodedDataset, sets: RankerTestSets, k: int
+    ranker: Ranker,
+    enc: EncodedDataset,
+    sets: RankerTestSets,
+    k: int,
+    exclude_purchased: bool = False,
 ) -> tuple[dict[str, float], list[list[str]]]:
     """Score one ranker on the test sets.
 
@@ -154,6 +178,17 @@ def score_ranker(
     in_hist = sets.candidate_in_history
     for name, subset in (("history_candidate_auc", in_hist), ("new_candidate_auc", ~in_hist)):
         scores[name] = subset_auc(sets.candidate_labels[subset], cand_p[subset])
-    lists = article_lists(enc, rank_window(ranker, enc, sets.customer_rows, sets.candidate_rows, k))
+    lists = article_lists(
+        enc,
+        rank_window(
+            ranker,
+            enc,
+            sets.customer_rows,
+            sets.candidate_rows,
+            k,
+            sets.candidate_features,
+            exclude_purchased,
+        ),
+    )
     scores.update(evaluate_lists(lists, sets.relevant, k))
     return scores, lists

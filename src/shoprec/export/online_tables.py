@@ -24,6 +24,7 @@ from shoprec.config import PipelineConfig
 from shoprec.data.dataset import load_dataset
 from shoprec.data.ingest.canonical import read_canonical, read_report
 from shoprec.errors import ArtifactError
+from shoprec.features.popular import popular_articles
 from shoprec.features.state import STATE_TRANSACTION_COLUMNS, encode_customer_state
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import (
@@ -71,25 +72,6 @@ def article_table(articles: pl.DataFrame, event_time: datetime) -> pa.Table:
     for name in DISPLAY_FIELDS:
         columns[name] = pa.array(frame.get_column(name).to_list(), type=pa.string())
     return pa.table(columns)
-
-
-def popular_articles(article_features: pl.DataFrame, k: int = POPULAR_SIZE) -> pl.DataFrame:
-    """The ``k`` articles with most ``SALES_7D``, ties by article id; unsold ones left out.
-
-    Args:
-        article_features: ``article_features`` rows as of the serving cutoff (``SALES_7D`` =
-            purchase lines in the 7 days before it, the same count the "last-week popularity"
-            baseline ranks by).
-
-    Returns:
-        ``ARTICLE_ID`` (str), ``SALES_7D`` (int64), at most ``k`` rows, best first.
-    """
-    return (
-        article_features.select(s.ARTICLE_ID, pl.col(s.SALES_7D).cast(pl.Int64))
-        .filter(pl.col(s.SALES_7D) > 0)
-        .sort([s.SALES_7D, s.ARTICLE_ID], descending=[True, False])
-        .head(k)
-    )
 
 
 def _read_model_inputs(models_dir: Path) -> tuple[Workflow, PipelineConfig, Path]:
@@ -158,7 +140,7 @@ def export_online_tables(
     event_time = cutoff_timestamp(data.serving_cutoff)
     customers = customer_table(enc, event_time)
     articles = article_table(canonical.articles, event_time)
-    popular = popular_articles(data.latest_articles)
+    popular = popular_articles(data.latest_articles, POPULAR_SIZE)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in (CUSTOMERS_FILE, ARTICLES_FILE, POPULAR_FILE)}

@@ -46,11 +46,14 @@ import polars as pl
 from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.config import RankerKind, from_plain, to_plain
-from shoprec.data.dataset import load_dataset
+from shoprec.data.dataset import SERVING_WINDOW, load_dataset
 from shoprec.errors import ArtifactError
+from shoprec.features.copurchase import copurchase_arrays
 from shoprec.features.encode import attribute_table, encode_articles
+from shoprec.features.popular import popular_articles
 from shoprec.inference.candidates import vocab_to_row
 from shoprec.models.rankers import ranker_files
+from shoprec.models.rules import SERVED_RANKER, RuleKind
 from shoprec.serving import repository as repo_files
 from shoprec.serving import runtime as rt
 from shoprec.serving.repository import MANIFEST_FILE, VERSION
@@ -97,7 +100,14 @@ class ExportConfig:
             slices to the k asked for).
         candidates: articles retrieved from the item ANN index per customer before ranking.
         history_candidates: also rank the customer's own history articles (N more).
-        exclude_purchased: never recommend an article in the customer's history.
+        copurchase_candidates: articles bought the same day as history articles (0 = off).
+        popular_candidates: last week's best sellers (0 = off).
+        exclude_purchased: never recommend an article in the customer's history; None
+            (default) = what ``shoprec train`` decided (``artifacts.trained_exclusion``), the
+            same rule the offline evaluation applied. :func:`render_model_configs` needs it set.
+        served: ``"ranker"`` or a rule (``models.rules.RuleKind``: ``popularity``,
+            ``repurchase``) the ranking step scores with; None (default) = the guardrail's
+            choice of ``shoprec train`` (``artifacts.trained_served``).
         max_batch_size: Triton ``max_batch_size`` of every model (ensemble included).
         preferred_batch_sizes: dynamic batcher's preferred sizes (ascending, each
             <= ``max_batch_size``); empty = let Triton form the largest batch it can.
@@ -118,7 +128,10 @@ class ExportConfig:
     max_k: int = 100
     candidates: int = 100
     history_candidates: bool = True
-    exclude_purchased: bool = False
+    copurchase_candidates: int = 50
+    popular_candidates: int = 20
+    exclude_purchased: bool | None = None
+    served: str | None = None
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
@@ -126,6 +139,9 @@ class ExportConfig:
     ranker: RankerKind | None = None
 
     def __post_init__(self) -> None:
+        allowed = [SERVED_RANKER, *(r.value for r in RuleKind)]
+        if self.served is not None and self.served not in allowed:
+            raise ValueError(f"ExportConfig.served must be one of {allowed}, got {self.served!r}")
         try:
             if self.ranker is not None:
                 object.__setattr__(self, "ranker", RankerKind(self.ranker))
@@ -137,7 +153,11 @@ class ExportConfig:
         for name in ("max_k", "candidates", "max_batch_size"):
             _check_int(name, getattr(self, name), 1)
         _check_int("max_queue_delay_microseconds", self.max_queue_delay_microseconds, 0)
+        _check_int("copurchase_candidates", self.copurchase_candidates, 0)
+        _check_int("popular_candidates", self.popular_candidates, 0)
         for name in ("history_candidates", "exclude_purchased"):
+            if name == "exclude_purchased" and self.exclude_purchased is None:
+                continue
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"ExportConfig.{name} must be true or false, got {getattr(self, name)!r}"
@@ -205,7 +225,12 @@ class RepositoryDims:
     def candidates(self, config: ExportConfig) -> int:
         """C, the width of the ``candidates`` tensor under ``config``."""
         return rt.candidate_width(
-            config.candidates, self.served_articles, self.history_length, config.history_candidates
+            config.candidates,
+            self.served_articles,
+            self.history_length,
+            config.history_candidates,
+            config.copurchase_candidates,
+            config.popular_candidates,
         )
 
 
@@ -227,6 +252,7 @@ def _tensor_types(dims: RepositoryDims, config: ExportConfig) -> dict[str, tuple
         "N": dims.history_length,
         "D": dims.embedding_dim,
         "C": dims.candidates(config),
+        "CS": dims.candidates(config) * len(s.SOURCE_DENSE),
         "K": config.max_k,
         "1": 1,
     }
@@ -245,12 +271,19 @@ def _step_params(model: str, config: ExportConfig) -> dict[str, str]:
     if model == s.TRITON_RETRIEVAL:
         params[rt.P_CANDIDATES] = str(config.candidates)
         params[rt.P_HISTORY_CANDIDATES] = _bool(config.history_candidates)
+        params[rt.P_COPURCHASE_CANDIDATES] = str(config.copurchase_candidates)
+        params[rt.P_POPULAR_CANDIDATES] = str(config.popular_candidates)
     elif model == s.TRITON_RANKING:
         params[rt.P_MAX_K] = str(config.max_k)
+        if config.exclude_purchased is None:
+            raise ValueError(
+                "ExportConfig.exclude_purchased must be set to render the ranking model"
+            )
         params[rt.P_EXCLUDE_PURCHASED] = _bool(config.exclude_purchased)
         if config.ranker is None:
             raise ValueError("ExportConfig.ranker must be set to render the ranking model")
         params[rt.P_RANKER] = config.ranker.value
+        params[rt.P_SERVED] = config.served or SERVED_RANKER
     elif model == s.TRITON_SIMILAR_ITEMS:
         params[rt.P_MAX_K] = str(config.max_k)
     return params
@@ -359,7 +392,13 @@ def export_triton_repository(
     """
     models = A.TrainedModels.load(models_dir)
     ranker = config.ranker or models.ranker_kind
-    config = replace(config, ranker=ranker)
+    exclude = (
+        A.trained_exclusion(models_dir)
+        if config.exclude_purchased is None
+        else config.exclude_purchased
+    )
+    choice = A.trained_served(models_dir) if config.served is None else config.served
+    config = replace(config, ranker=ranker, exclude_purchased=exclude, served=choice)
     ranker_source = models.ranker_dir(ranker)
     data = load_dataset(dataset_dir)
     wf = models.workflow
@@ -386,8 +425,25 @@ def export_triton_repository(
         embedding_dim=models.two_tower.embedding_dim,
         served_articles=len(served_ids),
     )
+    neighbours, weights = copurchase_arrays(
+        data.copurchase_of(SERVING_WINDOW),
+        articles.ids,
+        articles.sparse[:, 0],
+        card,
+        models.config.dataset.copurchase_neighbours,
+    )
+    popular = popular_articles(served, max(config.popular_candidates, 1))
+    popular_rows = np.searchsorted(served_ids, popular.get_column(s.ARTICLE_ID).to_numpy())
     arrays: dict[str, dict[str, np.ndarray]] = {
-        s.TRITON_RETRIEVAL: {repo_files.HISTORY_ROWS_FILE: vocab_to_row(articles, rows, card)},
+        s.TRITON_RETRIEVAL: {
+            repo_files.HISTORY_ROWS_FILE: vocab_to_row(articles, rows, card),
+            repo_files.COPURCHASE_NEIGHBOURS_FILE: neighbours,
+            repo_files.COPURCHASE_WEIGHTS_FILE: weights,
+            repo_files.POPULAR_ROWS_FILE: popular_rows.astype(np.int64),
+            repo_files.POPULAR_SCORES_FILE: np.log1p(
+                popular.get_column(s.SALES_7D).to_numpy().astype(np.float32)
+            ),
+        },
         s.TRITON_RANKING: {
             repo_files.ARTICLE_IDS_FILE: served_ids,
             repo_files.ARTICLE_SPARSE_FILE: articles.sparse,

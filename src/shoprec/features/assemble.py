@@ -24,7 +24,8 @@ class RankingInputs:
     """Ranker inputs for M (customer, article) pairs.
 
     Attributes:
-        dense: float32 (M, Fd) = customer dense, article dense, ``schema.CROSS_DENSE``.
+        dense: float32 (M, Fd) = customer dense, article dense, ``schema.CROSS_DENSE``,
+            ``schema.SOURCE_DENSE`` (the candidate sources' scores and reciprocal ranks).
         sparse: int64 (M, Fs) = customer sparse, article sparse.
         hist_ids: int64 (M, N) the customer's history (article vocabulary ids).
     """
@@ -48,12 +49,15 @@ def ranking_inputs(
     attributes: npt.NDArray[np.int64],
     customer_rows: npt.NDArray[np.integer[Any]],
     article_rows: npt.NDArray[np.integer[Any]],
+    source_features: npt.NDArray[np.float32] | None = None,
 ) -> RankingInputs:
     """Ranker inputs for pairs ``(customers[customer_rows[m]], articles[article_rows[m]])``.
 
     Args:
         attributes: int64 (V, 3) from ``attribute_table``.
         customer_rows, article_rows: int64 (M,) row positions.
+        source_features: float32 (M, len(schema.SOURCE_DENSE)) from
+            ``inference.sources.union_candidates``; None = all 0 (a pair no source proposed).
     """
     if customer_rows.shape != article_rows.shape:
         raise ValueError(
@@ -61,11 +65,29 @@ def ranking_inputs(
         )
     hist = customers.hist_ids[customer_rows]
     cross = cross_features(
-        hist, customers.hist_counts[customer_rows], articles.sparse[article_rows, :1], attributes
+        hist,
+        customers.hist_counts[customer_rows],
+        articles.sparse[article_rows, :1],
+        attributes,
+        customers.hist_last_days[customer_rows],
+        customers.hist_first_days[customer_rows],
     )[:, 0, :]
+    if source_features is None:
+        source_features = np.zeros((len(customer_rows), len(s.SOURCE_DENSE)), dtype=np.float32)
+    if source_features.shape != (len(customer_rows), len(s.SOURCE_DENSE)):
+        raise ValueError(
+            f"source_features has shape {source_features.shape}, expected "
+            f"({len(customer_rows)}, {len(s.SOURCE_DENSE)})"
+        )
     return RankingInputs(
         dense=np.concatenate(
-            [customers.dense[customer_rows], articles.dense[article_rows], cross], axis=1
+            [
+                customers.dense[customer_rows],
+                articles.dense[article_rows],
+                cross,
+                source_features.astype(np.float32, copy=False),
+            ],
+            axis=1,
         ),
         sparse=np.concatenate(
             [customers.sparse[customer_rows], articles.sparse[article_rows]], axis=1

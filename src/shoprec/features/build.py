@@ -48,8 +48,9 @@ def customer_features(
         One row per customer: ``schema.CUSTOMER_COLUMNS``, the ``schema.CUSTOMER_DENSE``
         aggregates (counts as int, days as int, mean price in currency units; null where the
         customer has no purchase before ``cutoff``), ``HIST_ARTICLE_IDS`` (list[str], at most
-        N, in ``history_order``, final ties by article id) and ``HIST_COUNTS``
-        (list[int], purchases of each).
+        N, in ``history_order``, final ties by article id), ``HIST_COUNTS``
+        (list[int], purchases of each), ``HIST_LAST_DAYS`` / ``HIST_FIRST_DAYS`` (list[int],
+        days from the last / first purchase of each to ``cutoff``, >= 1).
 
     Raises:
         ValueError: ``history_length < 1``.
@@ -76,12 +77,26 @@ def customer_features(
     keys = [_N, _LAST] if history_order is HistoryOrder.FREQUENCY else [_LAST, _N]
     lists = (
         hist.group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
-        .agg(pl.len().alias(_N), pl.col(s.T_DAT).max().alias(_LAST))
+        .agg(
+            pl.len().alias(_N),
+            pl.col(s.T_DAT).max().alias(_LAST),
+            pl.col(s.T_DAT).min().alias(_FIRST),
+        )
         .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
         .group_by(s.CUSTOMER_ID, maintain_order=True)
         .agg(
             pl.col(s.ARTICLE_ID).head(history_length).alias(s.HIST_ARTICLE_IDS),
             pl.col(_N).head(history_length).cast(pl.Int64).alias(s.HIST_COUNTS),
+            (pl.lit(cutoff, dtype=pl.Date) - pl.col(_LAST))
+            .dt.total_days()
+            .head(history_length)
+            .cast(pl.Int64)
+            .alias(s.HIST_LAST_DAYS),
+            (pl.lit(cutoff, dtype=pl.Date) - pl.col(_FIRST))
+            .dt.total_days()
+            .head(history_length)
+            .cast(pl.Int64)
+            .alias(s.HIST_FIRST_DAYS),
         )
     )
     cutoff_lit = pl.lit(cutoff, dtype=pl.Date)
@@ -96,12 +111,16 @@ def customer_features(
             (cutoff_lit - pl.col(_FIRST)).dt.total_days().alias(s.DAYS_SINCE_FIRST),
             pl.col(s.HIST_ARTICLE_IDS).fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
             pl.col(s.HIST_COUNTS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
+            pl.col(s.HIST_LAST_DAYS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
+            pl.col(s.HIST_FIRST_DAYS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
         )
         .select(
             *s.CUSTOMER_COLUMNS,
             *[c for c in s.CUSTOMER_DENSE if c != s.AGE],
             s.HIST_ARTICLE_IDS,
             s.HIST_COUNTS,
+            s.HIST_LAST_DAYS,
+            s.HIST_FIRST_DAYS,
         )
         .sort(s.CUSTOMER_ID)
     )

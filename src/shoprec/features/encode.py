@@ -80,6 +80,8 @@ class EncodedCustomers:
         dense: float32 (B, Fd) normalised ``schema.CUSTOMER_DENSE`` (+ missing indicators).
         hist_ids: int64 (B, N) article vocabulary ids, most recent first, 0 = padding.
         hist_counts: float32 (B, N) purchase counts of those articles, 0 for padding.
+        hist_last_days / hist_first_days: float32 (B, N) days from the last / first purchase
+            of each history article to the cutoff, 0 for padding.
     """
 
     ids: npt.NDArray[np.object_]
@@ -87,6 +89,8 @@ class EncodedCustomers:
     dense: npt.NDArray[np.float32]
     hist_ids: npt.NDArray[np.int64]
     hist_counts: npt.NDArray[np.float32]
+    hist_last_days: npt.NDArray[np.float32]
+    hist_first_days: npt.NDArray[np.float32]
 
     def take(self, index: npt.NDArray[np.integer[Any]]) -> EncodedCustomers:
         return EncodedCustomers(
@@ -95,6 +99,8 @@ class EncodedCustomers:
             self.dense[index],
             self.hist_ids[index],
             self.hist_counts[index],
+            self.hist_last_days[index],
+            self.hist_first_days[index],
         )
 
 
@@ -116,22 +122,29 @@ class EncodedArticles:
         return EncodedArticles(self.ids[index], self.sparse[index], self.dense[index])
 
 
+def _list_matrix(frame: pl.DataFrame, column: str, length: int) -> npt.NDArray[np.float32]:
+    """A list[int] column -> float32 (B, length), left-aligned, 0 padding."""
+    out = np.zeros((frame.height, length), dtype=np.float32)
+    raw = frame.get_column(column).list.head(length)
+    lengths = raw.list.len().to_numpy()
+    if frame.height and lengths.sum():
+        rows = np.repeat(np.arange(frame.height), lengths)
+        cols = np.concatenate([np.arange(n) for n in lengths])
+        out[rows, cols] = raw.explode().drop_nulls().to_numpy().astype(np.float32)
+    return out
+
+
 def encode_customers(wf: Workflow, frame: pl.DataFrame, history_length: int) -> EncodedCustomers:
     """Encode customer feature rows (as written by ``customer_features``)."""
     hist = frame.get_column(s.HIST_ARTICLE_IDS)
-    counts = np.zeros((frame.height, history_length), dtype=np.float32)
-    raw = frame.get_column(s.HIST_COUNTS).list.head(history_length)
-    lengths = raw.list.len().to_numpy()
-    if frame.height:
-        rows = np.repeat(np.arange(frame.height), lengths)
-        cols = np.concatenate([np.arange(n) for n in lengths])
-        counts[rows, cols] = raw.explode().drop_nulls().to_numpy().astype(np.float32)
     return EncodedCustomers(
         ids=frame.get_column(s.CUSTOMER_ID).to_numpy().astype(object),
         sparse=wf.categorical_matrix(frame, s.CUSTOMER_SPARSE),
         dense=wf.dense(frame, s.CUSTOMER_DENSE),
         hist_ids=wf.categorical_ops[s.ARTICLE_ID].transform_lists(hist, history_length),
-        hist_counts=counts,
+        hist_counts=_list_matrix(frame, s.HIST_COUNTS, history_length),
+        hist_last_days=_list_matrix(frame, s.HIST_LAST_DAYS, history_length),
+        hist_first_days=_list_matrix(frame, s.HIST_FIRST_DAYS, history_length),
     )
 
 
@@ -163,6 +176,8 @@ def cross_features(
     hist_counts: npt.NDArray[np.float32],
     candidates: npt.NDArray[np.int64],
     attributes: npt.NDArray[np.int64],
+    hist_last_days: npt.NDArray[np.float32] | None = None,
+    hist_first_days: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Customer x article features from the customer's purchase history.
 
@@ -171,11 +186,18 @@ def cross_features(
         hist_counts: float32 (B, N) purchases of each history article.
         candidates: int64 (B, C) article vocabulary ids to score.
         attributes: int64 (V, 3) from ``attribute_table``.
+        hist_last_days / hist_first_days: float32 (B, N) days from the last / first purchase
+            of each history article to the cutoff (None = unknown: the last three features
+            are -1).
 
     Returns:
-        float32 (B, C, 5) = ``schema.CROSS_DENSE``: log1p(purchases of the candidate),
-        1 / (1 + position of the candidate in the history) or 0 if absent, and log1p(purchases
-        of history articles sharing the candidate's product type / group / department).
+        float32 (B, C, 8) = ``schema.CROSS_DENSE``: log1p(purchases of the candidate),
+        1 / (1 + position of the candidate in the history) or 0 if absent, log1p(purchases
+        of history articles sharing the candidate's product type / group / department), and
+        for a candidate in the history: log1p(days since its last purchase), log1p(its
+        purchase cycle = days between first and last purchase / (purchases - 1), -1 when
+        bought once) and days since last / cycle (1 = due again now; -1 when bought once);
+        all three -1 when the candidate is not in the history.
     """
     valid = hist_ids >= FIRST_ID  # (B, N)
     same = (hist_ids[:, None, :] == candidates[:, :, None]) & valid[:, None, :]  # (B, C, N)
@@ -193,4 +215,16 @@ def cross_features(
             & valid[:, None, :]
         )
         out[..., 2 + j] = np.log1p((match * counts).sum(-1))
+    out[..., 5:] = -1.0
+    if hist_last_days is not None and hist_first_days is not None:
+        inside = same.any(-1)
+        pos = np.maximum(first, 0)
+        cnt = np.take_along_axis(hist_counts, pos, axis=1)
+        last = np.take_along_axis(hist_last_days, pos, axis=1)
+        span = np.take_along_axis(hist_first_days, pos, axis=1) - last
+        repeat = inside & (cnt > 1)
+        cycle = np.where(repeat, np.maximum(span, 1.0) / np.maximum(cnt - 1, 1.0), 1.0)
+        out[..., 5] = np.where(inside, np.log1p(last), -1.0)
+        out[..., 6] = np.where(repeat, np.log1p(cycle), -1.0)
+        out[..., 7] = np.where(repeat, last / cycle, -1.0)
     return out

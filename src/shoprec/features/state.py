@@ -53,7 +53,10 @@ def encode_customer_state(
 
     Returns:
         :class:`~shoprec.features.encode.EncodedCustomers` sorted by customer id: sparse int64
-        (B, Fs), dense float32 (B, Fd), hist_ids int64 (B, N), hist_counts float32 (B, N).
+        (B, Fs), dense float32 (B, Fd), hist_ids int64 (B, N), hist_counts float32 (B, N),
+        hist_last_days / hist_first_days float32 (B, N) (days from the last / first purchase of
+        each history article to the customer's cutoff), the columns of
+        ``schema.ENCODED_CUSTOMER_FEATURES``.
 
     Raises:
         ValueError: ``history_length < 1``.
@@ -71,7 +74,8 @@ def encode_customer_state(
     )
     frames = []
     for (cutoff,), group in cutoffs.group_by(_CUTOFF, maintain_order=True):
-        assert isinstance(cutoff, date)
+        if not isinstance(cutoff, date):  # polars types group keys as object
+            raise TypeError(f"cutoff {cutoff!r} is not a date")
         ids = group.get_column(s.CUSTOMER_ID)
         frames.append(
             customer_features(

@@ -8,8 +8,9 @@ feature repo's ``data/``, :data:`ONLINE_DATA_DIR`):
 * ``customers.parquet``: ``CUSTOMER_ID`` (string), ``EVENT_TIMESTAMP`` (timestamp[us, UTC] =
   the serving cutoff) and ``schema.ENCODED_CUSTOMER_FEATURES`` as list columns:
   ``customer_sparse`` list<int64> (Fc), ``customer_dense`` list<float> (Fdc), ``hist_ids``
-  list<int64> (N), ``hist_counts`` list<float> (N). These are exactly the arrays
-  :func:`shoprec.features.encode.encode_customers` returns for the serving snapshot, i.e. the
+  list<int64> (N), ``hist_counts``, ``hist_last_days``, ``hist_first_days`` list<float> (N).
+  These are exactly the arrays
+  :func:`shoprec.features.state.encode_customer_state` returns for the serving snapshot, i.e. the
   inputs of the Triton ``recommend`` ensemble, so a request needs no transformation.
 * ``articles.parquet``: ``ARTICLE_ID``, ``EVENT_TIMESTAMP`` and the display fields ``NAME``,
   ``schema.ARTICLE_ATTRIBUTES``, ``DESCRIPTION`` (string, nullable) of every catalog article.
@@ -108,6 +109,8 @@ def encoded_columns(enc: EncodedCustomers) -> dict[str, npt.NDArray[Any]]:
         s.T_CUSTOMER_DENSE: enc.dense,
         s.T_HIST_IDS: enc.hist_ids,
         s.T_HIST_COUNTS: enc.hist_counts,
+        s.T_HIST_LAST_DAYS: enc.hist_last_days,
+        s.T_HIST_FIRST_DAYS: enc.hist_first_days,
     }
 
 

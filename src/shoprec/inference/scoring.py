@@ -14,15 +14,16 @@ from torch import nn
 from shoprec import schema as s
 from shoprec.features.assemble import RankingInputs, ranking_inputs
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
+from shoprec.models.rules import RuleRanker
 from shoprec.models.trees import TreeRanker
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module | TreeRanker, inputs: RankingInputs, batch_size: int = 16384
+    model: nn.Module | TreeRanker | RuleRanker, inputs: RankingInputs, batch_size: int = 16384
 ) -> npt.NDArray[np.float32]:
-    """Purchase probabilities, float32 (M,)."""
-    if isinstance(model, TreeRanker):
+    """Purchase probabilities (a rule ranker: its scores), float32 (M,)."""
+    if isinstance(model, TreeRanker | RuleRanker):
         return model.predict(inputs)
     model.eval()
     out = []
@@ -35,8 +36,19 @@ def predict(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+def purchased_mask(
+    candidate_vocab: npt.NDArray[np.int64], hist_ids: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """bool (B, C): whether each candidate (article vocabulary id, (B, C)) is in the
+    customer's history (int64 (B, N)); unknown ids (< 2) never are. The one exclusion rule
+    of ``exclude_purchased``, offline and in the Triton ranking step."""
+    same = (candidate_vocab[:, :, None] == hist_ids[:, None, :]).any(-1)
+    result: npt.NDArray[np.bool_] = same & (candidate_vocab >= 2)
+    return result
+
+
 def rank_candidates(
-    model: nn.Module | TreeRanker,
+    model: nn.Module | TreeRanker | RuleRanker,
     customers: EncodedCustomers,
     customer_rows: npt.NDArray[np.int64],
     articles: EncodedArticles,
@@ -44,6 +56,7 @@ def rank_candidates(
     candidates: npt.NDArray[np.int64],
     k: int,
     exclude: npt.NDArray[np.bool_] | None = None,
+    source_features: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Score every candidate with the ranker and keep the top k.
 
@@ -53,6 +66,8 @@ def rank_candidates(
         candidates: int64 (B, C) article rows, -1 where empty.
         k: results per customer (>= 1).
         exclude: optional bool (B, C), True = never return this candidate.
+        source_features: optional float32 (B, C, len(schema.SOURCE_DENSE)) per candidate
+            (``inference.sources.union_candidates``); None = all 0.
 
     Returns:
         (article rows int64 (B, k), probabilities float32 (B, k)), best first; -1 / -inf pad
@@ -67,7 +82,12 @@ def rank_candidates(
     scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
     if len(b_idx):
         inputs = ranking_inputs(
-            customers, articles, attributes, customer_rows[b_idx], candidates[b_idx, c_idx]
+            customers,
+            articles,
+            attributes,
+            customer_rows[b_idx],
+            candidates[b_idx, c_idx],
+            None if source_features is None else source_features[b_idx, c_idx],
         )
         scores[b_idx, c_idx] = predict(model, inputs)
     kk = min(k, candidates.shape[1])

@@ -20,7 +20,11 @@ history popularity    1          mean log2 of the history's article ids (their f
 
 Random forest: scikit-learn ``RandomForestClassifier`` (Breiman 2001), no model selection.
 Gradient-boosted trees: LightGBM (Ke et al. 2017) with early stopping on validation AUC, the
-trees' counterpart of the neural rankers' best-epoch selection.
+trees' counterpart of the neural rankers' best-epoch selection. LambdaRank: the same trees
+with LightGBM's ``lambdarank`` objective (Burges, "From RankNet to LambdaRank to LambdaMART",
+2010), examples grouped by (window, customer), early stopping on validation MAP@12; its raw
+scores go through a sigmoid so every tree ranker returns values in (0, 1) (the order is
+unchanged).
 
 Saved files (``ranker_files``): ``<kind>.json`` (kind, widths, config, fit summary) next to
 the model: LightGBM's own model text (``gbdt.txt``, loadable by ``lightgbm.Booster``) or the
@@ -48,8 +52,16 @@ if TYPE_CHECKING:  # imported where used: a Triton process serving DLRM never lo
     from sklearn.ensemble import RandomForestClassifier
 
 HISTORY_SUMMARIES: Final = ("history_length", "history_log2_rank")
-_MODEL_FILES: Final = {RankerKind.GBDT: "gbdt.txt", RankerKind.RF: "rf.joblib"}
-_FORMATS: Final = {RankerKind.GBDT: "lightgbm-text", RankerKind.RF: "sklearn-joblib"}
+_MODEL_FILES: Final = {
+    RankerKind.GBDT: "gbdt.txt",
+    RankerKind.LAMBDARANK: "lambdarank.txt",
+    RankerKind.RF: "rf.joblib",
+}
+_FORMATS: Final = {
+    RankerKind.GBDT: "lightgbm-text",
+    RankerKind.LAMBDARANK: "lightgbm-text",
+    RankerKind.RF: "sklearn-joblib",
+}
 
 
 def tree_features(inputs: RankingInputs) -> npt.NDArray[np.float32]:
@@ -83,7 +95,7 @@ class TreeRanker:
     ``cardinalities`` (F sparse table sizes), ``num_dense`` (Fd) and ``predict``.
 
     Args:
-        kind: ``RankerKind.RF`` or ``RankerKind.GBDT``.
+        kind: ``RankerKind.RF``, ``RankerKind.GBDT`` or ``RankerKind.LAMBDARANK``.
         cardinalities: ids of each of the F sparse features.
         num_dense: Fd.
         config: tree hyper-parameters.
@@ -148,16 +160,34 @@ class TreeRanker:
         labels: npt.NDArray[np.integer[Any]],
         val: RankingInputs,
         val_labels: npt.NDArray[np.integer[Any]],
+        groups: npt.NDArray[np.integer[Any]] | None = None,
+        val_groups: npt.NDArray[np.integer[Any]] | None = None,
     ) -> dict[str, Any]:
-        """Fit on 0/1 ``labels`` (M,); returns (and keeps) a summary with the validation AUC."""
+        """Fit on 0/1 ``labels`` (M,); returns (and keeps) a summary with the validation AUC.
+
+        ``groups`` / ``val_groups``: int (G,) sizes of consecutive example groups (one per
+        window and customer, summing to M), required by LambdaRank, ignored by the others.
+
+        Raises:
+            ValueError: lengths differ, or LambdaRank without groups that sum to M.
+        """
         if len(train) != len(labels) or len(val) != len(val_labels):
             raise ValueError("inputs and labels differ in length")
         x, y = self._check(train), np.asarray(labels, dtype=np.int32)
+        x_val = self._check(val)
+        ranking = self.kind is RankerKind.LAMBDARANK
+        if ranking:
+            if groups is None or val_groups is None:
+                raise ValueError("lambdarank needs the example groups (one per customer)")
+            if int(np.sum(groups)) != len(x) or int(np.sum(val_groups)) != len(x_val):
+                raise ValueError(
+                    f"lambdarank groups sum to {int(np.sum(groups))} / {int(np.sum(val_groups))}"
+                    f" examples, inputs hold {len(x)} / {len(x_val)}"
+                )
         cap = self.config.tree_max_examples
-        if cap and len(x) > cap:
+        if cap and len(x) > cap and not ranking:
             keep = np.sort(np.random.default_rng(self.seed).choice(len(x), cap, replace=False))
             x, y = x[keep], y[keep]
-        x_val = self._check(val)
         cfg = self.config
         if self.kind is RankerKind.RF:
             from sklearn.ensemble import RandomForestClassifier
@@ -176,9 +206,22 @@ class TreeRanker:
 
             booster = lgb.train(
                 self._lgb_params(),
-                lgb.Dataset(x, y, categorical_feature=self.categorical, free_raw_data=True),
+                lgb.Dataset(
+                    x,
+                    y,
+                    group=groups if ranking else None,
+                    categorical_feature=self.categorical,
+                    free_raw_data=True,
+                ),
                 num_boost_round=cfg.gbdt_rounds,
-                valid_sets=[lgb.Dataset(x_val, val_labels, categorical_feature=self.categorical)],
+                valid_sets=[
+                    lgb.Dataset(
+                        x_val,
+                        val_labels,
+                        group=val_groups if ranking else None,
+                        categorical_feature=self.categorical,
+                    )
+                ],
                 valid_names=["val"],
                 callbacks=[lgb.early_stopping(cfg.gbdt_early_stopping, verbose=False)],
             )
@@ -194,9 +237,13 @@ class TreeRanker:
 
     def _lgb_params(self) -> dict[str, Any]:
         cfg = self.config
+        ranking = {"objective": "lambdarank", "metric": "map", "eval_at": [12]}
         return {
-            "objective": "binary",
-            "metric": "auc",
+            **(
+                ranking
+                if self.kind is RankerKind.LAMBDARANK
+                else {"objective": "binary", "metric": "auc"}
+            ),
             "learning_rate": cfg.gbdt_learning_rate,
             "num_leaves": cfg.gbdt_num_leaves,
             "min_child_samples": cfg.gbdt_min_child_samples,
@@ -223,6 +270,8 @@ class TreeRanker:
             p = self.estimator.predict(
                 x, num_iteration=self.estimator.best_iteration or None, num_threads=self.threads
             )
+            if self.kind is RankerKind.LAMBDARANK:
+                p = 1.0 / (1.0 + np.exp(-np.asarray(p, dtype=np.float64)))
         return np.asarray(p, dtype=np.float32)
 
     def save(self, directory: Path) -> list[Path]:

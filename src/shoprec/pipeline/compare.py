@@ -55,7 +55,12 @@ from shoprec.inference.scoring import predict
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.two_tower import load_two_tower
 from shoprec.training.encoded import encode_dataset
-from shoprec.training.examples import ranker_examples, ranker_widths
+from shoprec.training.examples import (
+    example_groups,
+    example_inputs,
+    ranker_examples,
+    ranker_widths,
+)
 from shoprec.training.ranker import fit_ranker
 
 Log = Callable[[str], None]
@@ -133,8 +138,10 @@ def compare_rankers(
     data = load_dataset(paths.dataset)
     enc = encode_dataset(wf, data, config.dataset.history_length)
     tr, va = ranker_examples(two_tower, enc, data, config)
-    train_in, val_in = enc.ranking_inputs(*enc.rows(tr)), enc.ranking_inputs(*enc.rows(va))
+    train_in, val_in = example_inputs(enc, tr), example_inputs(enc, va)
     y_tr, y_va = tr.get_column(s.LABEL).to_numpy(), va.get_column(s.LABEL).to_numpy()
+    groups = (example_groups(tr), example_groups(va))
+    exclude = A.trained_exclusion(models_dir)
     (test,) = data.window(SPLIT_TEST)
     sets = ranker_test_sets(two_tower, enc, data, test.index, config)
     cards, num_dense = ranker_widths(wf, train_in)
@@ -159,9 +166,11 @@ def compare_rankers(
         for i, seed in enumerate(seed_list):
             ranker = build_ranker(kind, cards, num_dense, config, seed)
             start = time.perf_counter()
-            history = fit_ranker(ranker, train_in, y_tr, val_in, y_va, config.ranker, seed)
+            history = fit_ranker(
+                ranker, train_in, y_tr, val_in, y_va, config.ranker, seed, None, groups
+            )
             fit_s = time.perf_counter() - start
-            scores, lists = score_ranker(ranker, enc, sets, k)
+            scores, lists = score_ranker(ranker, enc, sets, k, exclude)
             runs.append({**scores, "fit_seconds": fit_s})
             val_auc.append(max(auc for _, auc in history))
             ap_seeds.append(

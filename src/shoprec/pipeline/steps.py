@@ -44,26 +44,33 @@ from shoprec.evaluation.metrics import (
     evaluate_lists,
     mean_recall_at_k,
     paired_bootstrap_ci,
+    paired_bootstrap_ratio_ci,
 )
 from shoprec.evaluation.report import none_if_nan, report_markdown
 from shoprec.evaluation.testsets import (
     article_lists,
     in_history,
+    rank_window,
     ranker_test_sets,
     score_ranker,
     window_truth,
 )
 from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.features.popular import repurchase_share
 from shoprec.inference.index import build_index, save_index
 from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
+from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.models.text import embed_articles, make_encoder
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
+    example_groups,
+    example_inputs,
     indexable_articles,
     ranker_examples,
     ranker_widths,
+    window_candidates,
     window_ids,
 )
 from shoprec.training.ranker import fit_ranker
@@ -123,6 +130,13 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         purchases,
     )
     wf.save(out / A.WORKFLOW_FILE)
+    share = repurchase_share(canonical.transactions.filter(pl.col(s.T_DAT) < val_start))
+    exclude = config.eval.exclude_purchased.resolve(share, config.eval.repurchase_threshold)
+    log(
+        f"repurchase share of the training period {share:.3f}: exclude_purchased="
+        f"{config.eval.exclude_purchased.value} -> {'exclude' if exclude else 'keep'} "
+        "already-bought articles"
+    )
     enc = encode_dataset(wf, data, config.dataset.history_length)
     timer("workflow", t)
     log(
@@ -146,8 +160,15 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     val_truth = window_truth(ex, val_w)
     val_rows = article_rows(enc, val_w, indexable_articles(data, val_w))
 
+    tt_recalls: list[float] = []
+    best_state: dict[str, torch.Tensor] = {}
+
     def tt_epoch(epoch: int, loss: float) -> None:
         recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
+        if not tt_recalls or recall > max(tt_recalls):
+            best_state.clear()
+            best_state.update({k: v.detach().clone() for k, v in two_tower.state_dict().items()})
+        tt_recalls.append(recall)
         log(
             f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
             f"val candidate recall@{config.eval.candidates} {recall:.4f}"
@@ -156,6 +177,11 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     tt_losses = train_two_tower(
         two_tower, RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows), tt_cfg, tt_epoch
     )
+    # best-epoch selection: keep the epoch with the best validation candidate recall
+    tt_best = int(np.argmax(tt_recalls)) if tt_recalls else len(tt_losses) - 1
+    if best_state:
+        two_tower.load_state_dict(best_state)
+    log(f"two-tower: kept epoch {tt_best + 1} (best validation candidate recall)")
     save_model(
         two_tower,
         {
@@ -176,8 +202,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
         f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
     )
-    train_inputs = enc.ranking_inputs(*enc.rows(tr))
-    val_inputs = enc.ranking_inputs(*enc.rows(va))
+    train_inputs = example_inputs(enc, tr)
+    val_inputs = example_inputs(enc, va)
     cards, num_dense = ranker_widths(wf, train_inputs)
     kind = config.ranker.kind
     ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
@@ -192,9 +218,18 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         lambda e, loss, auc: log(
             f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC {auc:.4f}"
         ),
+        (example_groups(tr), example_groups(va)),
     )
     save_ranker(ranker, config, out)
     timer("ranker", t)
+
+    # ---- guardrail: what is served, chosen on the validation window ------------------------
+    t = time.perf_counter()
+    served = choose_served(
+        ranker, two_tower, enc, data, canonical, val_w, val_start, cards, num_dense, exclude, config
+    )
+    log(f"served recommender: {served['recommender']} ({served['why']})")
+    timer("guardrail", t)
 
     # ---- item index over the serving snapshot ---------------------------------------------
     t = time.perf_counter()
@@ -219,15 +254,91 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     A.write_json(config.to_dict(), out / A.CONFIG_FILE)
     summary = {
         "two_tower_epoch_loss": tt_losses,
+        "two_tower_val_recall": tt_recalls,
+        "two_tower_best_epoch": tt_best + 1,
         "ranker": kind.value,
         "ranker_epochs": [{"loss": lo, "val_auc": au} for lo, au in ranker_hist],
+        "ranker_best_epoch": int(np.nanargmax([au for _, au in ranker_hist])) + 1
+        if np.isfinite([au for _, au in ranker_hist]).any()
+        else len(ranker_hist),
         "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
+        "repurchase_share": share,
+        "exclude_purchased": exclude,
+        "served": served,
         "indexed_articles": int(latest.height),
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
     return summary
+
+
+def choose_served(
+    ranker: Any,
+    two_tower: Any,
+    enc: Any,
+    data: DatasetArtifacts,
+    canonical: Canonical,
+    window: int,
+    cutoff: Any,
+    cards: list[int],
+    num_dense: int,
+    exclude: bool,
+    config: PipelineConfig,
+) -> dict[str, Any]:
+    """The guardrail: MAP@k on the validation ``window`` of what the Triton ensemble can serve
+    (the two-stage pipeline with the trained ranker, and the rule rankers ``popularity`` and
+    ``repurchase`` over the same candidates) and of the offline baselines; the servable one
+    with the best MAP@k is served.
+
+    Returns:
+        {"recommender": SERVED_RANKER or a ``RuleKind`` value, "validation_map": {name:
+        MAP@k}, "why": a sentence}.
+    """
+    k = config.eval.k
+    wc = window_candidates(two_tower, enc, data, window, config)
+    truth = window_truth(data.examples, window)
+    ids = enc.customers.ids[wc.customer_rows]
+    relevant = [truth[c] for c in ids]
+
+    def served_map(model: Any) -> float:
+        rows = rank_window(model, enc, wc.customer_rows, wc.candidates, k, wc.features, exclude)
+        return evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
+
+    servable = {SERVED_RANKER: served_map(ranker)}
+    for rule in RuleKind:
+        servable[rule.value] = served_map(RuleRanker(rule, cards, num_dense))
+    offline: dict[str, float] = {}
+    for name, model in offline_baselines(config).items():
+        model.fit(canonical.transactions, cutoff)
+        offline[name] = evaluate_lists(model.recommend(list(ids), k), relevant, k)[f"map@{k}"]
+    choice = max(servable, key=lambda n: (servable[n], n == SERVED_RANKER))
+    best_offline = max(offline, key=offline.__getitem__)
+    why = (
+        f"best validation MAP@{k} among the servable recommenders "
+        f"({', '.join(f'{n} {v:.4f}' for n, v in servable.items())})"
+    )
+    if offline[best_offline] > servable[choice]:
+        why += f"; the offline baseline {best_offline} scored higher ({offline[best_offline]:.4f})"
+    return {
+        "recommender": choice,
+        "validation_map": {**servable, **offline},
+        "why": why,
+    }
+
+
+def offline_baselines(config: PipelineConfig) -> dict[str, Recommender]:
+    """The baselines every evaluation compares with, unfitted, by report name."""
+    return {
+        "global popularity": GlobalPopularity(),
+        "last-week popularity": RecentPopularity(days=7),
+        "repurchase (+ last-week popularity)": Repurchase(),
+        "implicit ALS": ALSRecommender(
+            factors=config.eval.als_factors,
+            iterations=config.eval.als_iterations,
+            seed=config.eval.seed,
+        ),
+    }
 
 
 def two_stage_label(kind: RankerKind) -> str:
@@ -254,33 +365,39 @@ def run_evaluate(
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
-    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k)
+    exclude = A.trained_exclusion(paths.models_dir)
+    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k, exclude)
     two_stage_name = two_stage_label(models.ranker_kind)
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
     customer_ids = enc.customers.ids[cust_rows]
-    ann, everything = article_lists(enc, cands[:, :n]), article_lists(enc, cands)
+    ann, everything = article_lists(enc, sets.by_source[s.SOURCE_ANN]), article_lists(enc, cands)
     recommended: dict[str, list[list[str]]] = {
         two_stage_name: two_stage,
         "Two-Tower only": [a[:k] for a in ann],
     }
+    trained = A.read_json(paths.models_dir / A.TRAIN_SUMMARY_FILE)
+    served = trained.get("served", {}).get("recommender", SERVED_RANKER)
+    if served == SERVED_RANKER:
+        served_name = two_stage_name
+    else:  # the guardrail chose a rule: rank the same candidates by it
+        loaded = models.load_ranker()
+        rule = RuleRanker(RuleKind(served), loaded.cardinalities, loaded.num_dense)
+        served_name = f"served: {served} rule over the candidates"
+        recommended[served_name] = article_lists(
+            enc,
+            rank_window(rule, enc, cust_rows, cands, k, sets.candidate_features, exclude),
+        )
     log("two-stage pipeline evaluated")
     cutoff = test.start
-    baselines: dict[str, Recommender] = {
-        "global popularity": GlobalPopularity(),
-        "last-week popularity": RecentPopularity(days=7),
-        "repurchase (+ last-week popularity)": Repurchase(),
-        "implicit ALS": ALSRecommender(
-            factors=config.eval.als_factors,
-            iterations=config.eval.als_iterations,
-            seed=config.eval.seed,
-        ),
-    }
+    baselines = offline_baselines(config)
     for name, model in baselines.items():
         model.fit(canonical.transactions, cutoff)
         recommended[name] = model.recommend(list(customer_ids), k)
         log(f"baseline evaluated: {name}")
     rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
+    baseline_names = list(baselines)
+    best_baseline = max(baseline_names, key=lambda n: rows[n][f"map@{k}"])
     ap = {
         name: [average_precision_at_k(r, rel, k) for r, rel in zip(recs, relevant, strict=True)]
         for name, recs in recommended.items()
@@ -293,18 +410,59 @@ def run_evaluate(
             )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
+    bought = set(
+        canonical.transactions.filter(
+            (pl.col(s.T_DAT) < cutoff) & pl.col(s.CUSTOMER_ID).is_in(list(customer_ids))
+        )
+        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
+        .unique()
+        .iter_rows()
+    )
+    already_bought = sum(
+        (c, a) in bought
+        for c, items in zip(customer_ids, recommended[served_name], strict=True)
+        for a in items
+    )
+    ratio, low, high = paired_bootstrap_ratio_ci(
+        ap[served_name], ap[best_baseline], seed=config.eval.seed
+    )
     report = {
         "dataset": str(paths.data_dir),
+        "run": {
+            "two_stage": two_stage_name,
+            "candidate_sources": list(sets.by_source),
+            "ranker": models.ranker_kind.value,
+            "two_tower_best_epoch": trained.get("two_tower_best_epoch"),
+            "ranker_best_epoch": trained.get("ranker_best_epoch"),
+            "exclude_purchased": config.eval.exclude_purchased.value,
+            "repurchase_share": trained.get("repurchase_share"),
+            "excluded": exclude,
+        },
         "test_window": test.to_dict(),
         "test_customers": len(relevant),
         "k": k,
         "candidates": n,
-        "history_candidates": config.eval.history_candidates,
+        "exclude_purchased": exclude,
+        "candidate_sources": {name: int(rows.shape[1]) for name, rows in sets.by_source.items()},
         "metrics": rows,
+        "served": {
+            "recommender": served_name,
+            "why": trained.get("served", {}).get("why", "the trained ranker (no guardrail run)"),
+            "best_baseline": best_baseline,
+            "already_bought_in_lists": already_bought,
+            "map_ratio": ratio,
+            "ci95_low": low,
+            "ci95_high": high,
+        },
         "two_stage_minus_baseline_map": comparison,
         "retrieval": {
-            f"candidate_recall@{n} (ANN)": mean_recall_at_k(ann, relevant, n),
-            "candidate_recall (ANN + history)": mean_recall_at_k(
+            **{
+                f"candidate_recall ({name}, {rows.shape[1]})": mean_recall_at_k(
+                    article_lists(enc, rows), relevant, rows.shape[1]
+                )
+                for name, rows in sets.by_source.items()
+            },
+            f"candidate_recall (union of {', '.join(sets.by_source)})": mean_recall_at_k(
                 everything, relevant, cands.shape[1]
             ),
             "mean_candidates_per_customer": float(np.mean([len(c) for c in everything])),

@@ -14,9 +14,9 @@ from shoprec import schema as s
 from shoprec.config import RankerKind
 from shoprec.errors import ArtifactError
 from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCustomers
-from shoprec.features.workflow import FIRST_ID
-from shoprec.inference.scoring import rank_candidates
+from shoprec.inference.scoring import purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker, load_ranker
+from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.serving.repository import (
     ARTICLE_DENSE_FILE,
     ARTICLE_IDS_FILE,
@@ -27,6 +27,7 @@ from shoprec.serving.runtime import (
     EMPTY_ID,
     P_EXCLUDE_PURCHASED,
     P_MAX_K,
+    P_SERVED,
     P_THREADS,
     Step,
     as_float32,
@@ -53,7 +54,9 @@ class RankingStep(Step):
     article is in the customer's ``hist_ids`` is never returned.
 
     Inputs: customer_sparse int64 (B, Fc), customer_dense float32 (B, Fdc), hist_ids int64
-    (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none).
+    (B, N), hist_counts float32 (B, N), candidates int64 (B, C) served rows (-1 = none),
+    source_features float32 (B, C * len(schema.SOURCE_DENSE)) from the retrieval step,
+    hist_last_days / hist_first_days float32 (B, N) (the customer's purchase state).
     Outputs: article_ids bytes (B, K) best first (b"" = none), scores float32 (B, K) purchase
     probabilities (-inf = none).
     """
@@ -65,12 +68,15 @@ class RankingStep(Step):
         s.T_HIST_IDS,
         s.T_HIST_COUNTS,
         s.T_CANDIDATES,
+        s.T_SOURCE_FEATURES,
+        s.T_HIST_LAST_DAYS,
+        s.T_HIST_FIRST_DAYS,
     )
     outputs = (s.T_ARTICLE_IDS, s.T_SCORES)
 
     def __init__(
         self,
-        model: Ranker,
+        model: Ranker | RuleRanker,
         articles: EncodedArticles,
         attributes: npt.NDArray[Any],
         max_k: int,
@@ -89,7 +95,9 @@ class RankingStep(Step):
         self.max_k = max_k
         self.exclude_purchased = exclude_purchased
         self.customer_cards = model.cardinalities[: len(s.CUSTOMER_SPARSE)]
-        self.dense_width = model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE)
+        self.dense_width = (
+            model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE) - len(s.SOURCE_DENSE)
+        )
         # Row -1 (-1, none) of these lookups is the extra last element: b"" / vocabulary id 0.
         self._ids = np.array([a.encode() for a in articles.ids] + [EMPTY_ID], dtype=object)
         self._vocab = np.append(articles.sparse[:, 0], 0).astype(np.int64)
@@ -102,10 +110,13 @@ class RankingStep(Step):
         exclude_purchased: bool,
         ranker: RankerKind = RankerKind.DLRM,
         threads: int = 0,
+        served: str = SERVED_RANKER,
     ) -> RankingStep:
         """Load the ranker's files and the served article table; ``ArtifactError`` if missing.
 
-        ``threads``: a tree ranker's prediction threads (0 = every core).
+        ``threads``: a tree ranker's prediction threads (0 = every core). ``served``:
+        ``"ranker"`` scores with the ranker, a ``models.rules.RuleKind`` value with that rule
+        (the guardrail's choice; the ranker's files still give the input widths).
         """
         ids = load_array(directory / ARTICLE_IDS_FILE).astype(str).astype(object)
         articles = EncodedArticles(
@@ -113,8 +124,15 @@ class RankingStep(Step):
             load_array(directory / ARTICLE_SPARSE_FILE),
             load_array(directory / ARTICLE_DENSE_FILE),
         )
+        model: Ranker | RuleRanker = load_ranker(directory, ranker, threads)
+        if served != SERVED_RANKER:
+            try:
+                rule = RuleKind(served)
+            except ValueError as exc:
+                raise ArtifactError(f"parameter 'served': unknown recommender {served!r}") from exc
+            model = RuleRanker(rule, model.cardinalities, model.num_dense)
         return cls(
-            load_ranker(directory, ranker, threads),
+            model,
             articles,
             load_array(directory / ATTRIBUTES_FILE),
             max_k,
@@ -129,6 +147,7 @@ class RankingStep(Step):
             bool_param(params, P_EXCLUDE_PURCHASED),
             ranker_param(params),
             int_param(params, P_THREADS),
+            params.get(P_SERVED, SERVED_RANKER),
         )
 
     def rank(
@@ -138,6 +157,9 @@ class RankingStep(Step):
         hist_ids: npt.NDArray[Any],
         hist_counts: npt.NDArray[Any],
         candidates: npt.NDArray[Any],
+        source_features: npt.NDArray[Any],
+        hist_last_days: npt.NDArray[Any],
+        hist_first_days: npt.NDArray[Any],
     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]:
         """(article ids bytes (B, K), scores float32 (B, K)), best first.
 
@@ -152,14 +174,20 @@ class RankingStep(Step):
                 s.T_HIST_IDS: hist_ids,
                 s.T_HIST_COUNTS: hist_counts,
                 s.T_CANDIDATES: candidates,
+                s.T_SOURCE_FEATURES: source_features,
+                s.T_HIST_LAST_DAYS: hist_last_days,
+                s.T_HIST_FIRST_DAYS: hist_first_days,
             }
         )
         check_width(s.T_CUSTOMER_SPARSE, sparse, len(self.customer_cards))
         check_width(s.T_CUSTOMER_DENSE, dense, self.dense_width)
         check_width(s.T_HIST_COUNTS, hist_counts, hist_ids.shape[1])
+        check_width(s.T_HIST_LAST_DAYS, hist_last_days, hist_ids.shape[1])
+        check_width(s.T_HIST_FIRST_DAYS, hist_first_days, hist_ids.shape[1])
         check_sparse(s.T_CUSTOMER_SPARSE, sparse, self.customer_cards)
         check_range(s.T_HIST_IDS, hist_ids, len(self.attributes))
         check_range(s.T_CANDIDATES, candidates, len(self.articles.ids), lower=s.NO_CANDIDATE)
+        check_width(s.T_SOURCE_FEATURES, source_features, candidates.shape[1] * len(s.SOURCE_DENSE))
         if batch == 0:
             return (
                 np.zeros((0, self.max_k), dtype=object),
@@ -173,11 +201,13 @@ class RankingStep(Step):
             as_float32(dense),
             hist,
             as_float32(hist_counts),
+            as_float32(hist_last_days),
+            as_float32(hist_first_days),
         )
         exclude = None
         if self.exclude_purchased:
             vocab = self._vocab[cands]
-            exclude = (vocab[:, :, None] == hist[:, None, :]).any(-1) & (vocab >= FIRST_ID)
+            exclude = purchased_mask(vocab, hist)
         rows, scores = rank_candidates(
             self.model,
             customers,
@@ -187,6 +217,7 @@ class RankingStep(Step):
             cands,
             self.max_k,
             exclude,
+            as_float32(source_features).reshape(batch, cands.shape[1], len(s.SOURCE_DENSE)),
         )
         return self._ids[rows], scores.astype(np.float32, copy=False)
 

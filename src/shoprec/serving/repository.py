@@ -37,6 +37,10 @@ VERSION: Final = "1"  # the one version directory of every model
 
 # ---- files of each step's version directory (``<model>/1/``) ------------------------------
 HISTORY_ROWS_FILE: Final = "history_rows.npy"  # int64 (V,) vocab id -> served row, -1 = none
+COPURCHASE_NEIGHBOURS_FILE: Final = "copurchase_neighbours.npy"  # int64 (V, K) vocab ids
+COPURCHASE_WEIGHTS_FILE: Final = "copurchase_weights.npy"  # float32 (V, K), 0 = none
+POPULAR_ROWS_FILE: Final = "popular_rows.npy"  # int64 (P,) served rows, best first
+POPULAR_SCORES_FILE: Final = "popular_scores.npy"  # float32 (P,) log1p(last-week sales)
 ARTICLE_IDS_FILE: Final = "article_ids.npy"  # str (A,) served table ids, article-id order
 ARTICLE_SPARSE_FILE: Final = "article_sparse.npy"  # int64 (A, Fa) encoded ARTICLE_SPARSE
 ARTICLE_DENSE_FILE: Final = "article_dense.npy"  # float32 (A, Fda) encoded ARTICLE_DENSE

@@ -1,4 +1,5 @@
-"""The ``retrieval`` step: item-index ANN top-n plus the customer's history (FAISS)."""
+"""The ``retrieval`` step: the candidate sources' union (FAISS ANN, history, co-purchase,
+popular) and each candidate's per-source features."""
 
 from __future__ import annotations
 
@@ -12,20 +13,34 @@ import numpy.typing as npt
 
 from shoprec import artifacts as A
 from shoprec import schema as s
-from shoprec.inference.candidates import retrieve_candidates
 from shoprec.inference.index import load_index
+from shoprec.inference.sources import (
+    AnnSource,
+    CandidateSource,
+    CoPurchaseSource,
+    HistorySource,
+    PopularSource,
+    SourceQuery,
+    union_candidates,
+    union_width,
+)
 from shoprec.serving.repository import (
+    COPURCHASE_NEIGHBOURS_FILE,
+    COPURCHASE_WEIGHTS_FILE,
     HISTORY_ROWS_FILE,
+    POPULAR_ROWS_FILE,
+    POPULAR_SCORES_FILE,
 )
 from shoprec.serving.runtime import (
     P_CANDIDATES,
+    P_COPURCHASE_CANDIDATES,
     P_HISTORY_CANDIDATES,
+    P_POPULAR_CANDIDATES,
     Step,
     as_float32,
     as_int64,
     batch_size_of,
     bool_param,
-    candidate_width,
     check_range,
     check_width,
     int_param,
@@ -34,18 +49,19 @@ from shoprec.serving.runtime import (
 
 
 class RetrievalStep(Step):
-    """Candidate retrieval: item-index ANN top-n plus the customer's history articles.
+    """Candidate retrieval: ``inference.sources.union_candidates`` over the exported sources.
 
-    ``ranking.rerank.retrieve_candidates`` with index id i = served row i and the history
-    mapped by ``history_rows`` (``ranking.rerank.vocab_to_row`` over the served table).
+    Index id i = served row i; history and co-purchase articles are mapped to served rows by
+    ``history_rows`` (``inference.candidates.vocab_to_row`` over the served table).
 
-    Inputs: query_embedding float32 (B, D), hist_ids int64 (B, N). Output: candidates int64
-    (B, C) served-table rows, ``candidate_width`` wide, PAD (-1) for none and duplicates.
+    Inputs: query_embedding float32 (B, D), hist_ids int64 (B, N), hist_counts float32 (B, N).
+    Outputs: candidates int64 (B, C) served-table rows, ``candidate_width`` wide, PAD (-1) for
+    none and duplicates; source_features float32 (B, C * len(schema.SOURCE_DENSE)).
     """
 
     name = s.TRITON_RETRIEVAL
-    inputs = (s.T_QUERY_EMBEDDING, s.T_HIST_IDS)
-    outputs = (s.T_CANDIDATES,)
+    inputs = (s.T_QUERY_EMBEDDING, s.T_HIST_IDS, s.T_HIST_COUNTS)
+    outputs = (s.T_CANDIDATES, s.T_SOURCE_FEATURES)
 
     def __init__(
         self,
@@ -53,48 +69,94 @@ class RetrievalStep(Step):
         history_rows: npt.NDArray[Any],
         candidates: int,
         history_candidates: bool,
+        copurchase: tuple[npt.NDArray[Any], npt.NDArray[Any], int] | None = None,
+        popular: tuple[npt.NDArray[Any], npt.NDArray[Any], int] | None = None,
     ):
+        """``copurchase`` = (neighbours (V, K), weights (V, K), n), ``popular`` = (rows (P,),
+        scores (P,), n); None = that source is off."""
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         self.index = index
         self.history_rows = as_int64(history_rows)
-        self.candidates = candidates
-        self.history_candidates = history_candidates
-        self.index_rows = np.arange(index.ntotal, dtype=np.int64)
+        rows = np.arange(index.ntotal, dtype=np.int64)
+        self.sources: list[CandidateSource] = [AnnSource(index, rows, candidates)]
+        if history_candidates:
+            self.sources.append(HistorySource(self.history_rows))
+        if copurchase is not None:
+            nb, w, n = copurchase
+            self.sources.append(CoPurchaseSource(as_int64(nb), as_float32(w), self.history_rows, n))
+        if popular is not None:
+            p_rows, p_scores, n = popular
+            self.sources.append(PopularSource(as_int64(p_rows), as_float32(p_scores), n))
 
     @classmethod
-    def load(cls, directory: Path, candidates: int, history_candidates: bool) -> RetrievalStep:
-        """Load ``item_index.faiss`` and ``history_rows.npy``; ``ArtifactError`` if missing."""
+    def load(
+        cls,
+        directory: Path,
+        candidates: int,
+        history_candidates: bool,
+        copurchase_candidates: int = 0,
+        popular_candidates: int = 0,
+    ) -> RetrievalStep:
+        """Load the index and the sources' arrays; ``ArtifactError`` if one is missing."""
+        copurchase = popular = None
+        if copurchase_candidates > 0:
+            copurchase = (
+                load_array(directory / COPURCHASE_NEIGHBOURS_FILE),
+                load_array(directory / COPURCHASE_WEIGHTS_FILE),
+                copurchase_candidates,
+            )
+        if popular_candidates > 0:
+            popular = (
+                load_array(directory / POPULAR_ROWS_FILE),
+                load_array(directory / POPULAR_SCORES_FILE),
+                popular_candidates,
+            )
         return cls(
             load_index(directory / A.ITEM_INDEX_FILE),
             load_array(directory / HISTORY_ROWS_FILE),
             candidates,
             history_candidates,
+            copurchase,
+            popular,
         )
 
     @classmethod
     def from_parameters(cls, directory: Path, params: Mapping[str, str]) -> RetrievalStep:
         return cls.load(
-            directory, int_param(params, P_CANDIDATES), bool_param(params, P_HISTORY_CANDIDATES)
+            directory,
+            int_param(params, P_CANDIDATES),
+            bool_param(params, P_HISTORY_CANDIDATES),
+            int_param(params, P_COPURCHASE_CANDIDATES),
+            int_param(params, P_POPULAR_CANDIDATES),
         )
 
     def retrieve(
-        self, query: npt.NDArray[Any], hist_ids: npt.NDArray[Any]
-    ) -> npt.NDArray[np.int64]:
-        """Candidate rows int64 (B, C). Raises ``RequestError`` on bad shapes or ids."""
-        batch = batch_size_of({s.T_QUERY_EMBEDDING: query, s.T_HIST_IDS: hist_ids})
+        self, query: npt.NDArray[Any], hist_ids: npt.NDArray[Any], hist_counts: npt.NDArray[Any]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """(candidate rows int64 (B, C), source features float32 (B, C * len(SOURCE_DENSE))).
+
+        Raises:
+            RequestError: bad shapes or ids.
+        """
+        batch = batch_size_of(
+            {s.T_QUERY_EMBEDDING: query, s.T_HIST_IDS: hist_ids, s.T_HIST_COUNTS: hist_counts}
+        )
         check_width(s.T_QUERY_EMBEDDING, query, self.index.d)
+        check_width(s.T_HIST_COUNTS, hist_counts, hist_ids.shape[1])
         check_range(s.T_HIST_IDS, hist_ids, len(self.history_rows))
-        width = candidate_width(
-            self.candidates, self.index.ntotal, hist_ids.shape[1], self.history_candidates
-        )
+        width = union_width(self.sources, hist_ids.shape[1])
         if batch == 0:
-            return np.zeros((0, width), dtype=np.int64)
-        hist = as_int64(hist_ids) if self.history_candidates else None
-        cands, _ = retrieve_candidates(
-            self.index, as_float32(query), self.candidates, self.index_rows, hist, self.history_rows
+            return (
+                np.zeros((0, width), dtype=np.int64),
+                np.zeros((0, width * len(s.SOURCE_DENSE)), dtype=np.float32),
+            )
+        cands, feats, _ = union_candidates(
+            self.sources,
+            SourceQuery(as_float32(query), as_int64(hist_ids), as_float32(hist_counts)),
         )
-        return cands
+        return cands, feats.reshape(batch, -1)
 
     def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        return {s.T_CANDIDATES: self.retrieve(tensors[s.T_QUERY_EMBEDDING], tensors[s.T_HIST_IDS])}
+        cands, feats = self.retrieve(*(tensors[name] for name in self.inputs))
+        return {s.T_CANDIDATES: cands, s.T_SOURCE_FEATURES: feats}

@@ -51,7 +51,10 @@ P_THREADS: Final = "intra_op_threads"  # torch and FAISS (OpenMP) threads per in
 P_MAX_K: Final = "max_k"
 P_CANDIDATES: Final = "candidates"
 P_HISTORY_CANDIDATES: Final = "history_candidates"
+P_COPURCHASE_CANDIDATES: Final = "copurchase_candidates"
+P_POPULAR_CANDIDATES: Final = "popular_candidates"
 P_EXCLUDE_PURCHASED: Final = "exclude_purchased"
+P_SERVED: Final = "served"  # "ranker" or a models.rules.RuleKind value (the guardrail's pick)
 P_RANKER: Final = "ranker"  # a RankerKind value: which ranker's files the ranking step loads
 
 EMPTY_ID: Final = b""
@@ -69,14 +72,26 @@ class RequestError(ShoprecError, ValueError):
 
 
 def candidate_width(
-    candidates: int, served_articles: int, history_length: int, history_candidates: bool
+    candidates: int,
+    served_articles: int,
+    history_length: int,
+    history_candidates: bool,
+    copurchase_candidates: int = 0,
+    popular_candidates: int = 0,
 ) -> int:
-    """C, the width of the ``candidates`` tensor: ANN results then history articles.
+    """C, the width of the ``candidates`` tensor: the union of the candidate sources
+    (``inference.sources``) in order ANN, history, co-purchase, popular.
 
     The ANN part is ``min(candidates, served_articles)`` wide (FAISS returns at most the index
-    size); the history part is N wide when history candidates are on.
+    size); the history part is N wide when history candidates are on; co-purchase and popular
+    are as wide as asked (0 = off).
     """
-    return min(candidates, served_articles) + (history_length if history_candidates else 0)
+    return (
+        min(candidates, served_articles)
+        + (history_length if history_candidates else 0)
+        + copurchase_candidates
+        + popular_candidates
+    )
 
 
 class Step(ABC):

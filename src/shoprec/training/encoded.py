@@ -78,9 +78,19 @@ class EncodedDataset:
             .astype(np.int64)
         )
 
-    def ranking_inputs(self, customer_rows: np.ndarray, article_rows: np.ndarray) -> RankingInputs:
+    def ranking_inputs(
+        self,
+        customer_rows: np.ndarray,
+        article_rows: np.ndarray,
+        source_features: np.ndarray | None = None,
+    ) -> RankingInputs:
         return ranking_inputs(
-            self.customers, self.articles, self.attributes, customer_rows, article_rows
+            self.customers,
+            self.articles,
+            self.attributes,
+            customer_rows,
+            article_rows,
+            source_features,
         )
 
 

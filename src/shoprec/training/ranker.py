@@ -92,15 +92,19 @@ def fit_ranker(
     config: RankerConfig,
     seed: int,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[float, float]]:
     """Fit any ranker on the same examples: :func:`train_ranker` with ``config`` (its seed
     replaced by ``seed``) for a neural one, ``TreeRanker.fit`` for a tree (seeded when built).
+    ``groups``: (train, validation) group sizes (``training.examples.example_groups``), which
+    LambdaRank needs.
 
     Returns:
         (mean train loss, validation AUC) per epoch; one (nan, validation AUC) for a tree.
     """
     if isinstance(model, TreeRanker):
-        auc = model.fit(train, train_labels, val, val_labels)["val_auc"]
+        train_groups, val_groups = groups if groups is not None else (None, None)
+        auc = model.fit(train, train_labels, val, val_labels, train_groups, val_groups)["val_auc"]
         return [(float("nan"), float("nan") if auc is None else auc)]
     return train_ranker(
         model,

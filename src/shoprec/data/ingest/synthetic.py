@@ -84,12 +84,16 @@ SCALES: Final[dict[str, SyntheticScale]] = {
     "hm": SyntheticScale(1_371_980, 105_542, 31_788_324, date(2018, 9, 20), date(2020, 9, 22)),
 }
 
+REGIMES: Final = ("default", "grocery", "fashion")
+# P(favourite) per regime: grocery customers mostly rebuy their favourites; "fashion" never
+# buys an article twice (every repeat of a (customer, article) pair is dropped).
+_P_FAVOURITE_OF: Final = {"default": 0.12, "grocery": 0.55, "fashion": 0.0}
+
 ZIPF_EXPONENT: Final = 0.7
 FAVOURITE_POPULARITY: Final = 0.3  # favourites drawn with weight base ** this (flatter)
 PRICE_SCALE: Final = 590.0  # H&M prices look like SEK / 590
 CHUNK_DAYS: Final = 7
 N_FAVOURITES: Final = 4
-P_FAVOURITE: Final = 0.12
 P_PRIMARY: Final = 0.57
 P_SECONDARY: Final = 0.22
 P_SAME_AS_PREVIOUS: Final = 0.06
@@ -552,9 +556,15 @@ def _day_weights(sc: SyntheticScale) -> np.ndarray:
 
 
 def _transaction_chunks(
-    rng: np.random.Generator, sc: SyntheticScale, catalogue: _Catalogue, people: _Population
+    rng: np.random.Generator,
+    sc: SyntheticScale,
+    catalogue: _Catalogue,
+    people: _Population,
+    regime: str = "default",
 ) -> Iterator[pl.DataFrame]:
     """transactions_train.csv rows, one frame per CHUNK_DAYS days, in date order."""
+    p_favourite = _P_FAVOURITE_OF[regime]
+    seen = np.zeros(0, dtype=np.int64)  # fashion: (customer, article) pairs bought so far
     day_w = _day_weights(sc)
     starts = np.arange(0, sc.n_days, CHUNK_DAYS)
     chunk_w = np.add.reduceat(day_w, starts)
@@ -590,15 +600,15 @@ def _transaction_chunks(
         )
         u = rng.random(n_rows)
         section = np.where(
-            u < P_FAVOURITE + P_PRIMARY,
+            u < p_favourite + P_PRIMARY,
             people.primary[row_customer],
             people.secondary[row_customer],
         )
         article = _section_sample(rng, weight, section, catalogue)
-        anywhere = u >= P_FAVOURITE + P_PRIMARY + P_SECONDARY
+        anywhere = u >= p_favourite + P_PRIMARY + P_SECONDARY
         article[anywhere] = _sample_cdf(np.cumsum(weight), rng.random(int(anywhere.sum())))
         fav = people.favourites[row_customer, rng.integers(0, N_FAVOURITES, size=n_rows)]
-        use_fav = (u < P_FAVOURITE) & (catalogue.launch[fav] <= d0)
+        use_fav = (u < p_favourite) & (catalogue.launch[fav] <= d0)
         article[use_fav] = fav[use_fav]
         same = rng.random(n_rows) < P_SAME_AS_PREVIOUS
         same[1:] &= basket[1:] == basket[:-1]
@@ -606,15 +616,23 @@ def _transaction_chunks(
         anchor = np.maximum.accumulate(np.where(same, 0, np.arange(n_rows)))
         article = article[anchor]
 
+        keep = np.ones(n_rows, dtype=bool)
+        if regime == "fashion":  # nobody buys the same article twice
+            key = row_customer.astype(np.int64) * len(catalogue.launch) + article
+            _, first = np.unique(key, return_index=True)
+            keep[:] = False
+            keep[first] = True
+            keep &= ~np.isin(key, seen)
+            seen = np.union1d(seen, key[keep])
         on_sale = age_days[article] > 2 * catalogue.tau[article]
         price = np.round(catalogue.price_sek[article] * np.where(on_sale, 0.75, 1.0), 2)
         yield pl.DataFrame(
             {
-                _T_DAT: pl.Series(epoch + row_day, dtype=pl.Int32).cast(pl.Date),
-                _T_CUSTOMER: people.customer_id.gather(row_customer),
-                _T_ARTICLE: catalogue.article_id.gather(article),
-                _T_PRICE: price / PRICE_SCALE,
-                _T_CHANNEL: channel[basket].astype(np.int8),
+                _T_DAT: pl.Series(epoch + row_day[keep], dtype=pl.Int32).cast(pl.Date),
+                _T_CUSTOMER: people.customer_id.gather(row_customer[keep]),
+                _T_ARTICLE: catalogue.article_id.gather(article[keep]),
+                _T_PRICE: price[keep] / PRICE_SCALE,
+                _T_CHANNEL: channel[basket][keep].astype(np.int8),
             }
         ).select(schema.HM_TRANSACTION_COLUMNS)
 
@@ -635,7 +653,12 @@ def _write_csv(path: Path, frames: Iterator[pl.DataFrame]) -> int:
 
 
 def generate_synthetic(
-    out_dir: Path, scale: str = "tiny", seed: int = 0, *, progress: bool = True
+    out_dir: Path,
+    scale: str = "tiny",
+    seed: int = 0,
+    *,
+    progress: bool = True,
+    regime: str = "default",
 ) -> dict[str, int]:
     """Write synthetic ``articles.csv``, ``customers.csv``, ``transactions_train.csv``.
 
@@ -653,14 +676,21 @@ def generate_synthetic(
         seed: seed for ``numpy.random.default_rng``; the same seed and scale give
             byte-identical files.
         progress: show a progress bar over the weekly transaction chunks.
+        regime: a key of :data:`REGIMES`: ``"default"`` (the H&M-like mix), ``"grocery"``
+            (repurchase-heavy: most lines are the customer's favourites) or ``"fashion"``
+            (no repurchase: a customer's repeat of an article is dropped, so fewer rows than
+            the scale's count are written).
 
     Returns:
         Rows written per table: ``{"articles": A, "customers": C, "transactions": T}``
         (keys from :data:`shoprec.schema.CANONICAL_TABLES`).
 
     Raises:
-        ValueError: unknown ``scale`` (the message lists the valid ones) or negative ``seed``.
+        ValueError: unknown ``scale`` or ``regime`` (the message lists the valid ones) or
+            negative ``seed``.
     """
+    if regime not in REGIMES:
+        raise ValueError(f"unknown synthetic regime {regime!r}; valid regimes: {list(REGIMES)}")
     if scale not in SCALES:
         raise ValueError(f"unknown synthetic scale {scale!r}; valid scales: {sorted(SCALES)}")
     if seed < 0:
@@ -676,7 +706,7 @@ def generate_synthetic(
         schema.CUSTOMERS: _write_csv(out_dir / schema.HM_CUSTOMERS_CSV, iter([customers])),
     }
     chunks = tqdm(
-        _transaction_chunks(rng, sc, catalogue, people),
+        _transaction_chunks(rng, sc, catalogue, people, regime),
         total=-(-sc.n_days // CHUNK_DAYS),
         desc=f"synthetic {scale} transactions",
         unit="week",

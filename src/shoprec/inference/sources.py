@@ -1,0 +1,239 @@
+"""Candidate sources: several small retrievers with one interface, and their union.
+
+Each source proposes, per customer, a fixed number of article rows with a score; the union
+deduplicates them and records, for every candidate, each source's score and reciprocal rank
+(0 where the source did not propose it). These per-source features go to the ranker. The same
+classes run in offline evaluation and inside the Triton ``retrieval`` step.
+
+Sources (after the H&M Kaggle 1st-place recipe: several candidate sources, one ranker):
+
+* :class:`AnnSource` - the Two-Tower's item-index ANN top n (score = inner product).
+* :class:`HistorySource` - the customer's own history list (repurchase; score = log1p(count)).
+* :class:`CoPurchaseSource` - articles bought together (same customer, same day) with the
+  history's articles, from a table fitted on transactions before the cutoff
+  (:func:`shoprec.features.copurchase.copurchase_table`); score = sum over history articles
+  of log1p(count) x co-purchase weight.
+* :class:`PopularSource` - the articles most sold in the 7 days before the cutoff, the same
+  list for everyone (score = log1p(sales)).
+
+Shape letters: B = customers, C = union width, N = history length, D = embedding dim,
+V = article vocabulary size, K = neighbours per article, S = sources (:data:`SOURCE_NAMES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from shoprec import schema as s
+from shoprec.inference.index import search
+
+if TYPE_CHECKING:
+    import faiss
+
+PAD: Final = s.NO_CANDIDATE
+SOURCE_NAMES: Final = s.CANDIDATE_SOURCES
+FEATURES_PER_SOURCE: Final = 2  # score, 1 / (1 + rank)
+SOURCE_FEATURE_WIDTH: Final = FEATURES_PER_SOURCE * len(SOURCE_NAMES)
+
+Rows = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class SourceQuery:
+    """What the sources see of B customers.
+
+    Attributes:
+        queries: float32 (B, D) query-tower embeddings (only :class:`AnnSource` reads them).
+        hist_ids: int64 (B, N) history article vocabulary ids, 0 = padding.
+        hist_counts: float32 (B, N) purchases of each history article.
+    """
+
+    queries: npt.NDArray[np.float32]
+    hist_ids: npt.NDArray[np.int64]
+    hist_counts: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.hist_ids)
+
+
+class CandidateSource(Protocol):
+    """One candidate source: ``name`` (in :data:`SOURCE_NAMES`), ``width(N)`` = columns it
+    returns for history length N, ``generate(query)`` -> (article rows int64 (B, width), PAD
+    where none; scores float32 (B, width), higher = better, best first)."""
+
+    name: str
+
+    def width(self, history_length: int) -> int: ...
+
+    def generate(self, query: SourceQuery) -> tuple[Rows, Scores]: ...
+
+
+class AnnSource:
+    """The item index's top n for the query embedding.
+
+    Args:
+        index: FAISS inner-product index whose id i is article row ``index_rows[i]``.
+        index_rows: int64 (I,).
+        n: candidates per customer (>= 1).
+    """
+
+    name = s.SOURCE_ANN
+
+    def __init__(self, index: faiss.Index, index_rows: Rows, n: int):
+        if n < 1:
+            raise ValueError(f"ANN candidates must be >= 1, got {n}")
+        self.index, self.index_rows, self.n = index, index_rows, n
+
+    def width(self, history_length: int) -> int:
+        return min(self.n, int(self.index.ntotal))
+
+    def generate(self, query: SourceQuery) -> tuple[Rows, Scores]:
+        scores, ids = search(self.index, query.queries, self.n)
+        rows = np.where(ids >= 0, self.index_rows[np.clip(ids, 0, None)], PAD)
+        return rows.astype(np.int64), np.where(ids >= 0, scores, 0).astype(np.float32)
+
+
+class HistorySource:
+    """The customer's history list, most purchased first (the repurchase source).
+
+    Args:
+        history_rows: int64 (V,) article vocabulary id -> article row, PAD if not served
+            (``inference.candidates.vocab_to_row``).
+    """
+
+    name = s.SOURCE_HISTORY
+
+    def __init__(self, history_rows: Rows):
+        self.history_rows = history_rows
+
+    def width(self, history_length: int) -> int:
+        return history_length
+
+    def generate(self, query: SourceQuery) -> tuple[Rows, Scores]:
+        rows = self.history_rows[query.hist_ids]
+        return rows, np.where(rows != PAD, np.log1p(query.hist_counts), 0).astype(np.float32)
+
+
+class CoPurchaseSource:
+    """Articles bought together with the customer's history articles.
+
+    Args:
+        neighbours: int64 (V, K) per article vocabulary id its co-purchased articles'
+            vocabulary ids, 0 = none (from ``features.copurchase.copurchase_arrays``).
+        weights: float32 (V, K) their co-purchase weights (>= 0).
+        history_rows: int64 (V,) vocabulary id -> article row, PAD if not served.
+        n: candidates per customer (>= 1).
+    """
+
+    name = s.SOURCE_COPURCHASE
+
+    def __init__(self, neighbours: Rows, weights: Scores, history_rows: Rows, n: int):
+        if neighbours.shape != weights.shape or neighbours.ndim != 2:
+            raise ValueError(
+                f"co-purchase neighbours {neighbours.shape} and weights {weights.shape} differ"
+            )
+        if n < 1:
+            raise ValueError(f"co-purchase candidates must be >= 1, got {n}")
+        self.neighbours, self.weights, self.history_rows, self.n = (
+            neighbours,
+            weights,
+            history_rows,
+            n,
+        )
+
+    def width(self, history_length: int) -> int:
+        return self.n
+
+    def generate(self, query: SourceQuery) -> tuple[Rows, Scores]:
+        b = len(query)
+        hist = np.clip(query.hist_ids, 0, len(self.neighbours) - 1)
+        nb = self.neighbours[hist].reshape(b, -1)  # (B, N*K) vocab ids
+        w = (self.weights[hist] * np.log1p(query.hist_counts)[:, :, None]).reshape(b, -1)
+        w = np.where(query.hist_ids.repeat(self.neighbours.shape[1], 1) >= 2, w, 0)
+        # vocabulary ids < 2 are padding / out of vocabulary (features.workflow.FIRST_ID)
+        # sum the weights of one article proposed by several history articles
+        valid = (nb >= 2) & (w > 0) & (self.history_rows[nb] != PAD)  # served articles only
+        cust = np.nonzero(valid)[0]
+        key = cust.astype(np.int64) * len(self.neighbours) + nb[valid]
+        uniq, inverse = np.unique(key, return_inverse=True)
+        total = np.bincount(inverse, weights=w[valid].astype(np.float64))
+        row_of, vocab = np.divmod(uniq, len(self.neighbours))
+        order = np.lexsort((vocab, -total, row_of))  # per customer: best first, ties by id
+        row_of, vocab, total = row_of[order], vocab[order], total[order]
+        first = np.searchsorted(row_of, row_of, side="left")
+        rank = np.arange(len(row_of)) - first
+        keep = rank < self.n
+        rows = np.full((b, self.n), PAD, dtype=np.int64)
+        scores = np.zeros((b, self.n), dtype=np.float32)
+        rows[row_of[keep], rank[keep]] = self.history_rows[vocab[keep]]
+        scores[row_of[keep], rank[keep]] = total[keep]
+        return rows, scores
+
+
+class PopularSource:
+    """The same popular articles for every customer.
+
+    Args:
+        rows: int64 (P,) article rows, best first.
+        scores: float32 (P,) their scores (log1p of last-week sales).
+        n: candidates (the first n of ``rows``).
+    """
+
+    name = s.SOURCE_POPULAR
+
+    def __init__(self, rows: Rows, scores: Scores, n: int):
+        if rows.shape != scores.shape:
+            raise ValueError(f"popular rows {rows.shape} and scores {scores.shape} differ")
+        self.rows, self.scores, self.n = rows[:n], scores[:n].astype(np.float32), n
+
+    def width(self, history_length: int) -> int:
+        return self.n
+
+    def generate(self, query: SourceQuery) -> tuple[Rows, Scores]:
+        b = len(query)
+        rows = np.full((b, self.n), PAD, dtype=np.int64)
+        scores = np.zeros((b, self.n), dtype=np.float32)
+        rows[:, : len(self.rows)] = self.rows
+        scores[:, : len(self.rows)] = self.scores
+        return rows, scores
+
+
+def union_width(sources: list[CandidateSource], history_length: int) -> int:
+    """C, the union's width: the sum of the sources' widths."""
+    return sum(src.width(history_length) for src in sources)
+
+
+def union_candidates(
+    sources: list[CandidateSource], query: SourceQuery
+) -> tuple[Rows, npt.NDArray[np.float32], dict[str, Rows]]:
+    """Run every source and merge their lists.
+
+    Returns:
+        (candidates int64 (B, C) article rows, first occurrence kept in source order, PAD for
+        none and repeats; features float32 (B, C, 2 S): for source j of
+        :data:`SOURCE_NAMES`, column 2j = its score for the candidate and 2j + 1 =
+        1 / (1 + its rank), both 0 when the source did not propose it (a source not in
+        ``sources`` is all 0); each source's own rows, by name).
+    """
+    from shoprec.inference.candidates import dedupe_rows
+
+    lists = {src.name: src.generate(query) for src in sources}
+    if lists:
+        cands = dedupe_rows(np.concatenate([r for r, _ in lists.values()], axis=1))
+    else:
+        cands = np.zeros((len(query), 0), dtype=np.int64)
+    feats = np.zeros((*cands.shape, SOURCE_FEATURE_WIDTH), dtype=np.float32)
+    valid = cands != PAD
+    for name, (rows, scores) in lists.items():
+        j = SOURCE_NAMES.index(name)
+        match = (cands[:, :, None] == rows[:, None, :]) & valid[:, :, None]  # (B, C, c)
+        hit = match.any(-1)
+        pos = match.argmax(-1)
+        feats[..., 2 * j] = np.where(hit, np.take_along_axis(scores, pos, axis=1), 0)
+        feats[..., 2 * j + 1] = np.where(hit, 1.0 / (1.0 + pos), 0)
+    return cands, feats, {name: rows for name, (rows, _) in lists.items()}

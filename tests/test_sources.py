@@ -1,0 +1,161 @@
+"""Candidate sources (inference/sources.py) and the co-purchase table, by hand."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import faiss
+import numpy as np
+import polars as pl
+import pytest
+
+from shoprec import schema as s
+from shoprec.features.copurchase import WEIGHT, copurchase_arrays, copurchase_table
+from shoprec.inference.sources import (
+    PAD,
+    SOURCE_FEATURE_WIDTH,
+    AnnSource,
+    CandidateSource,
+    CoPurchaseSource,
+    HistorySource,
+    PopularSource,
+    SourceQuery,
+    union_candidates,
+    union_width,
+)
+
+
+def _tx(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    """(customer, article, day of January 2020) purchase lines."""
+    return pl.DataFrame(
+        {
+            s.CUSTOMER_ID: [r[0] for r in rows],
+            s.ARTICLE_ID: [r[1] for r in rows],
+            s.T_DAT: [date(2020, 1, r[2]) for r in rows],
+        }
+    )
+
+
+def test_copurchase_table_by_hand_and_cutoff() -> None:
+    tx = _tx(
+        [
+            ("c1", "a", 1), ("c1", "b", 1),  # basket {a, b}
+            ("c2", "a", 2), ("c2", "b", 2), ("c2", "c", 2),  # basket {a, b, c}
+            ("c3", "a", 3),  # basket {a}
+            ("c1", "c", 9), ("c1", "a", 9),  # on the cutoff day: never read
+        ]
+    )  # fmt: skip
+    table = copurchase_table(tx, date(2020, 1, 9), lookback_days=30, k=5)
+    got = {(a, b): w for a, b, w in table.iter_rows()}
+    # a in 3 baskets, b in 2, c in 1; a&b together twice, a&c once, b&c once
+    assert got[("a", "b")] == pytest.approx(2 / np.sqrt(3 * 2))
+    assert got[("a", "c")] == pytest.approx(1 / np.sqrt(3 * 1))
+    assert got[("c", "b")] == pytest.approx(1 / np.sqrt(1 * 2))
+    assert len(got) == 6
+    assert table.filter(pl.col(s.ARTICLE_ID) == "a").get_column(WEIGHT).is_sorted(descending=True)
+    assert copurchase_table(tx, date(2020, 1, 2), 30, 5).height == 2  # only day 1: a<->b
+    with pytest.raises(ValueError, match="must be >= 1"):
+        copurchase_table(tx, date(2020, 1, 9), 0, 5)
+    # encoded: vocabulary ids a=2, b=3, c=4; unknown articles dropped
+    nb, w = copurchase_arrays(
+        table, np.array(["a", "b"], dtype=object), np.array([2, 3]), cardinality=5, k=2
+    )
+    assert nb[2].tolist() == [3, 0] and nb[3].tolist() == [2, 0] and not nb[4].any()
+    assert w[2, 0] == pytest.approx(2 / np.sqrt(6))
+
+
+def _query(hist: list[list[int]], counts: list[list[float]]) -> SourceQuery:
+    return SourceQuery(
+        np.eye(len(hist), 4, dtype=np.float32),
+        np.array(hist, dtype=np.int64),
+        np.array(counts, dtype=np.float32),
+    )
+
+
+def test_sources_and_union_features_by_hand() -> None:
+    # vocabulary ids 2..6 are article rows 0..4; id 7 is not served
+    history_rows = np.array([PAD, PAD, 0, 1, 2, 3, 4, PAD])
+    hist = _query([[2, 3], [0, 0]], [[3.0, 1.0], [0.0, 0.0]])
+    history = HistorySource(history_rows)
+    rows, scores = history.generate(hist)
+    assert rows.tolist() == [[0, 1], [PAD, PAD]]
+    np.testing.assert_allclose(scores[0], np.log1p([3.0, 1.0]))
+
+    # article 2 co-bought with 4 (0.5) and 5 (0.1); article 3 with 4 (0.2) and 7 (0.9)
+    nb = np.zeros((8, 2), dtype=np.int64)
+    w = np.zeros((8, 2), dtype=np.float32)
+    nb[2], w[2] = [4, 5], [0.5, 0.1]
+    nb[3], w[3] = [4, 7], [0.2, 0.9]
+    co = CoPurchaseSource(nb, w, history_rows, n=3)
+    rows, scores = co.generate(hist)
+    # 4: 0.5 log1p(3) + 0.2 log1p(1); 5: 0.1 log1p(3); 7 is not served: left out
+    assert rows[0].tolist() == [2, 3, PAD]
+    np.testing.assert_allclose(
+        scores[0, :2], [0.5 * np.log1p(3) + 0.2 * np.log1p(1), 0.1 * np.log1p(3)], rtol=1e-6
+    )
+    assert rows[1].tolist() == [PAD] * 3  # no history, no co-purchases
+
+    popular = PopularSource(np.array([4, 2]), np.array([2.0, 1.0], dtype=np.float32), n=3)
+    rows, _ = popular.generate(hist)
+    assert rows.tolist() == [[4, 2, PAD], [4, 2, PAD]]
+
+    index = faiss.IndexFlatIP(4)
+    index.add(np.eye(4, dtype=np.float32))
+    ann = AnnSource(index, np.array([4, 3, 2, 1]), n=1)  # query b matches index id b
+    sources: list[CandidateSource] = [ann, history, co, popular]
+    assert union_width(sources, history_length=2) == 1 + 2 + 3 + 3
+    cands, feats, by_source = union_candidates(sources, hist)
+    assert feats.shape == (2, 9, SOURCE_FEATURE_WIDTH)
+    assert set(by_source) == {s.SOURCE_ANN, s.SOURCE_HISTORY, s.SOURCE_COPURCHASE, s.SOURCE_POPULAR}
+    # customer 0: ann -> row 4; history rows 0, 1; co-purchase 2, 3; popular 4 (dup), 2 (dup)
+    assert [c for c in cands[0] if c != PAD] == [4, 0, 1, 2, 3]
+    row4 = feats[0, 0]
+    assert row4[0] == pytest.approx(1.0) and row4[1] == 1.0  # ANN score, rank 0
+    assert row4[2:4].tolist() == [0, 0]  # not in the history
+    assert row4[6] == pytest.approx(2.0) and row4[7] == 1.0  # popular, rank 0
+    row2 = feats[0, list(cands[0]).index(2)]
+    assert row2[5] == pytest.approx(1.0) and row2[7] == pytest.approx(
+        0.5
+    )  # co-purchase #1, popular #2
+    assert (feats[cands == PAD] == 0).all()
+
+
+def test_co_purchase_source_rejects_mismatched_tables() -> None:
+    with pytest.raises(ValueError, match="neighbours .* and weights .* differ"):
+        CoPurchaseSource(
+            np.zeros((3, 2), np.int64), np.zeros((3, 1), np.float32), np.zeros(3, np.int64), 1
+        )
+
+
+def test_repurchase_share_and_the_exclusion_policy() -> None:
+    from shoprec.config import ExcludePurchased
+    from shoprec.features.popular import repurchase_share
+
+    # c1 buys a on days 1, 1 and 5 (the day-5 line is a repurchase), b once; c2 buys a once
+    tx = _tx([("c1", "a", 1), ("c1", "a", 1), ("c1", "a", 5), ("c1", "b", 2), ("c2", "a", 3)])
+    assert repurchase_share(tx) == pytest.approx(1 / 5)
+    assert repurchase_share(tx.head(0)) == 0.0
+    assert ExcludePurchased.AUTO.resolve(0.01, 0.05) is True  # fashion-like: exclude
+    assert ExcludePurchased.AUTO.resolve(0.2, 0.05) is False  # grocery-like: keep
+    assert ExcludePurchased.ALWAYS.resolve(0.9, 0.05) is True
+    assert ExcludePurchased.NEVER.resolve(0.0, 0.05) is False
+
+
+def test_rule_rankers_score_from_the_source_features() -> None:
+    from shoprec.features.assemble import RankingInputs
+    from shoprec.models.rules import RuleKind, RuleRanker
+
+    width = 3 + len(s.SOURCE_DENSE)
+    dense = np.zeros((3, width), dtype=np.float32)
+    col = {name: 3 + j for j, name in enumerate(s.SOURCE_DENSE)}
+    dense[0, col["popular_score"]] = 5.0  # a best seller, never bought
+    dense[1, col["history_score"]] = np.log1p(2)  # bought twice, not popular
+    dense[2, col["history_score"]] = np.log1p(1)
+    dense[2, col["popular_score"]] = 1.0  # bought once, a little popular
+    inputs = RankingInputs(dense, np.zeros((3, 1), np.int64), np.zeros((3, 2), np.int64))
+    pop = RuleRanker(RuleKind.POPULARITY, [5], width).predict(inputs)
+    assert np.argsort(-pop).tolist() == [0, 2, 1]
+    rep = RuleRanker(RuleKind.REPURCHASE, [5], width).predict(inputs)
+    assert np.argsort(-rep).tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="inputs have 11 dense features, expected 12"):
+        RuleRanker(RuleKind.POPULARITY, [5], width + 1).predict(inputs)
