@@ -24,9 +24,11 @@ from typer.testing import CliRunner
 
 from servers import TEST_KEYS, WRITE_KEY, GatewayProcess
 from shoprec import schema as s
+from shoprec.artifacts import WORKFLOW_FILE
 from shoprec.cli import app
 from shoprec.config import Paths
 from shoprec.export import ExportConfig
+from shoprec.features.workflow import OOV_ID, Workflow
 from shoprec.featurestore import OnlineFeatures
 from shoprec.featurestore.store import repo_dir
 from shoprec.featurestore.tables import ONLINE_DATA_DIR, read_customer_ids
@@ -36,6 +38,7 @@ from shoprec.serving.tritonserver import free_port
 from test_export import TinyRun, tiny_run
 
 NAME = "syn"
+FIRST_ID = OOV_ID + 1  # vocabulary ids below are padding (0) and unknown (1)
 EXPORT = ExportConfig(max_k=12, candidates=20, max_batch_size=8, exclude_purchased=True)
 EFFECT_WITHIN_S = 20.0
 WRITE = {"X-API-Key": WRITE_KEY}
@@ -141,12 +144,20 @@ def stored_history(stack: ServingStack, customer_id: str) -> np.ndarray:
 
 
 def test_a_purchase_changes_the_next_recommendation(
-    stack: ServingStack, http: httpx.Client
+    tiny: TinyRun, stack: ServingStack, http: httpx.Client
 ) -> None:
     customer = regular(stack, http, 0)
     before = recommend(http, customer)
     history = stored_history(stack, customer)
-    bought = ids(before)[0]
+    # The first listed article the model's vocabulary knows: exclusion matches the history by
+    # vocabulary id, and articles first sold after the workflow was fitted share the unknown
+    # id, so they cannot be excluded (a known gap: README "Candidate sources, ranking
+    # features and the guardrail").
+    workflow = Workflow.load(tiny.models_dir / WORKFLOW_FILE)
+    listed = ids(before)
+    known = workflow.categorical(s.ARTICLE_ID, listed) >= FIRST_ID
+    assert known.any(), listed
+    bought = listed[int(np.argmax(known))]
     # Bought more often than any article of the history: it heads the frequency-ordered
     # history, so the exported policy (exclude_purchased) must drop it.
     purchase = {"type": "purchase", "customer_id": customer, "article_id": bought}
