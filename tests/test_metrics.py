@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -222,3 +223,19 @@ def test_paired_bootstrap_ci_brackets_the_mean_and_detects_a_clear_difference() 
     assert same == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="aligned"):
         paired_bootstrap_ci([1.0], [1.0, 2.0])
+
+
+def test_paired_bootstrap_ratio_ci_brackets_the_ratio_of_means() -> None:
+    from shoprec.evaluation.metrics import paired_bootstrap_ratio_ci
+
+    rng = np.random.default_rng(0)
+    worse = rng.uniform(0.1, 0.3, 400).tolist()
+    better = [w * 1.5 for w in worse]  # every customer 1.5x: the ratio is 1.5, the interval too
+    ratio, low, high = paired_bootstrap_ratio_ci(better, worse, seed=1)
+    assert ratio == pytest.approx(1.5) and low == pytest.approx(1.5) and high == pytest.approx(1.5)
+    noisy = (np.asarray(worse) + rng.normal(0.0, 0.05, 400)).tolist()
+    ratio, low, high = paired_bootstrap_ratio_ci(noisy, worse, seed=1)
+    assert low < ratio < high and low < 1.0 < high  # no real difference: 1.0 inside
+    assert paired_bootstrap_ratio_ci([1.0, 2.0], [0.0, 0.0])[0] == float("inf")
+    with pytest.raises(ValueError, match="aligned"):
+        paired_bootstrap_ratio_ci([1.0], [1.0, 2.0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
 PerCustomerMetric = Callable[[Sequence[str], Collection[str], int], float]
@@ -196,6 +197,29 @@ def evaluate_lists(
     }
 
 
+def _paired_resamples(
+    a: Sequence[float], b: Sequence[float], n_resamples: int, level: float, seed: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """(a, b) as float64 (n,) and int64 (n_resamples, n) customer indices drawn with
+    replacement, shared by both systems; ``ValueError`` on bad arguments."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"need two aligned non-empty 1-D score lists, got {x.shape} and {y.shape}")
+    if n_resamples < 1 or not 0.0 < level < 1.0:
+        raise ValueError(
+            f"n_resamples must be >= 1 and level in (0, 1), got {n_resamples}, {level}"
+        )
+    idx = np.random.default_rng(seed).integers(0, len(x), (n_resamples, len(x)))
+    return x, y, idx
+
+
+def _percentile_interval(samples: npt.NDArray[np.float64], level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``samples``."""
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def paired_bootstrap_ci(
     a: Sequence[float],
     b: Sequence[float],
@@ -220,19 +244,10 @@ def paired_bootstrap_ci(
     Raises:
         ValueError: lengths differ, are 0, or an argument is out of range.
     """
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
-        raise ValueError(f"need two aligned non-empty 1-D score lists, got {x.shape} and {y.shape}")
-    if n_resamples < 1 or not 0.0 < level < 1.0:
-        raise ValueError(
-            f"n_resamples must be >= 1 and level in (0, 1), got {n_resamples}, {level}"
-        )
+    x, y, idx = _paired_resamples(a, b, n_resamples, level, seed)
     diff = x - y
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (n_resamples, len(diff)))].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(diff.mean()), float(low), float(high)
+    low, high = _percentile_interval(diff[idx].mean(axis=1), level)
+    return float(diff.mean()), low, high
 
 
 def paired_bootstrap_ratio_ci(
@@ -253,23 +268,14 @@ def paired_bootstrap_ratio_ci(
     Raises:
         ValueError: lengths differ, are 0, or an argument is out of range.
     """
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
-        raise ValueError(f"need two aligned non-empty 1-D score lists, got {x.shape} and {y.shape}")
-    if n_resamples < 1 or not 0.0 < level < 1.0:
-        raise ValueError(
-            f"n_resamples must be >= 1 and level in (0, 1), got {n_resamples}, {level}"
-        )
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), (n_resamples, len(x)))
+    x, y, idx = _paired_resamples(a, b, n_resamples, level, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(
             y[idx].mean(axis=1) > 0, x[idx].mean(axis=1) / y[idx].mean(axis=1), np.inf
         )
         ratio = x.mean() / y.mean() if y.mean() > 0 else np.inf
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(ratios, [tail, 100.0 - tail])
-    return float(ratio), float(low), float(high)
+    low, high = _percentile_interval(ratios, level)
+    return float(ratio), low, high
 
 
 def binary_classification_metrics(
