@@ -403,7 +403,9 @@ def test_unmaterialized_or_missing_repo_gives_clear_errors(
     with pytest.raises(ArtifactError, match="nowhere: no materialized feature store"):
         OnlineFeatures(tmp_path / "nowhere")
     repo = tmp_path / "copy"
-    shutil.copytree(sqlite_repo, repo)
+    # Without SQLite's -wal/-shm files: they vanish when another reader of the shared repo
+    # closes (a race copytree lost once), and the copy's database is deleted anyway.
+    shutil.copytree(sqlite_repo, repo, ignore=shutil.ignore_patterns("*.db-wal", "*.db-shm"))
     (current_dir(repo) / "data" / "online_store.db").unlink()
     with pytest.raises(OnlineStoreError, match="not materialized"):
         OnlineFeatures(repo).ping()
