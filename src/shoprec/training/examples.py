@@ -46,7 +46,9 @@ def indexable_articles(data: DatasetArtifacts, window: int) -> pl.Series:
 
 def article_rows(enc: EncodedDataset, window: int, ids: pl.Series) -> np.ndarray:
     return (
-        enc.article_index.filter((pl.col(s.WINDOW) == window) & pl.col(s.ARTICLE_ID).is_in(ids))
+        enc.article_index.filter(
+            (pl.col(s.WINDOW) == window) & pl.col(s.ARTICLE_ID).is_in(ids.implode())
+        )
         .get_column("_row")
         .to_numpy()
         .astype(np.int64)
