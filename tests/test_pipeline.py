@@ -38,7 +38,7 @@ def _run(*args: str) -> str:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run")
     (root / "fast.json").write_text(json.dumps(FAST))
-    _run(
+    output = _run(
         "pipeline",
         "synthetic",
         "--name",
@@ -50,6 +50,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--models-root",
         str(root / "models"),
     )
+    # the step tables give each step's wall time and peak resident memory
+    assert "pipeline wall time and peak memory" in output and "peak RSS MiB" in output
     return root
 
 
@@ -85,6 +87,10 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
     recalls = summary["two_tower_val_recall"]
     assert len(recalls) == FAST["two_tower"]["epochs"]
+    # every train step has its wall time and its own peak resident memory (a Python process
+    # with torch loaded holds well over 50 MiB)
+    assert set(summary["peak_rss_mib"]) == set(summary["seconds"])
+    assert all(50 < mib < 24 * 1024 for mib in summary["peak_rss_mib"].values())
     assert summary["two_tower_best_epoch"] == int(np.argmax(recalls)) + 1
     run = report["run"]
     assert run["candidate_sources"] == ["ann", "history", "copurchase", "popular"]

@@ -250,7 +250,10 @@ def do_train(paths: Paths, config: PipelineConfig, ranker: RankerKind | None = N
     console.print(
         _table(
             f"trained -> {paths.models_dir}",
-            [{"step": k, "seconds": v} for k, v in summary["seconds"].items()],
+            [
+                {"step": k, "seconds": v, "peak RSS MiB": summary["peak_rss_mib"][k]}
+                for k, v in summary["seconds"].items()
+            ],
         )
     )
 
@@ -341,20 +344,26 @@ def _run_pipeline(
     seed: int,
     regime: str = "default",
 ) -> None:
+    from shoprec.pipeline.memory import PeakSpan
+
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
-    for step, fn in (
-        ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed, regime)),
-        ("build-dataset", lambda: do_build_dataset(paths, cfg)),
-        ("train", lambda: do_train(paths, cfg)),
-        ("evaluate", lambda: do_evaluate(paths, cfg)),
-    ):
-        t = time.perf_counter()
-        _log(f"[bold]{step}[/bold]")
-        fn()
-        steps.append({"step": step, "seconds": round(time.perf_counter() - t, 1)})
-    steps.append({"step": "total", "seconds": round(time.perf_counter() - start, 1)})
-    console.print(_table("pipeline wall time", steps))
+    with PeakSpan() as whole:
+        for step, fn in (
+            ("ingest", lambda: do_ingest(source, paths, raw_dir, scale, seed, regime)),
+            ("build-dataset", lambda: do_build_dataset(paths, cfg)),
+            ("train", lambda: do_train(paths, cfg)),
+            ("evaluate", lambda: do_evaluate(paths, cfg)),
+        ):
+            t = time.perf_counter()
+            _log(f"[bold]{step}[/bold]")
+            with PeakSpan() as span:
+                fn()
+            seconds = round(time.perf_counter() - t, 1)
+            steps.append({"step": step, "seconds": seconds, "peak RSS MiB": round(span.mib)})
+    total = round(time.perf_counter() - start, 1)
+    steps.append({"step": "total", "seconds": total, "peak RSS MiB": round(whole.mib)})
+    console.print(_table("pipeline wall time and peak memory", steps))
 
 
 @app.command()

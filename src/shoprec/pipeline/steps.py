@@ -62,6 +62,7 @@ from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.models.text import embed_articles, make_encoder
+from shoprec.pipeline.memory import PeakSpan
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
@@ -91,12 +92,30 @@ def _noop(_: str) -> None:
 
 @dataclass
 class StepTimer:
-    """Wall time per named step, in seconds."""
+    """Wall time (seconds) and peak resident memory (MiB, :mod:`shoprec.pipeline.memory`) per
+    named step; a step's peak is measured from the previous step's end (or the timer's
+    creation)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    _span: PeakSpan | None = None
+    _last_mib: float = float("nan")
+
+    def __post_init__(self) -> None:
+        self._span = PeakSpan().__enter__()
 
     def __call__(self, name: str, start: float) -> None:
         self.seconds[name] = round(time.perf_counter() - start, 2)
+        self.stop()
+        self.peak_rss_mib[name] = round(self._last_mib)
+        self._span = PeakSpan().__enter__()
+
+    def stop(self) -> None:
+        """Stop measuring (after the last step)."""
+        if self._span is not None:
+            self._span.__exit__(None, None, None)
+            self._last_mib = self._span.mib
+            self._span = None
 
 
 def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
@@ -251,6 +270,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     A.write_ids(np.asarray(text_ids, dtype=object), out / A.TEXT_IDS_FILE)
     timer("text_embeddings", t)
 
+    timer.stop()
     A.write_json(config.to_dict(), out / A.CONFIG_FILE)
     summary = {
         "two_tower_epoch_loss": tt_losses,
@@ -268,6 +288,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "indexed_articles": int(latest.height),
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
+        "peak_rss_mib": timer.peak_rss_mib,
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
     return summary
