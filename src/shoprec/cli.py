@@ -45,6 +45,13 @@ NameOpt = Annotated[
 ]
 DataRoot = Annotated[Path, typer.Option("--data-root", help="Root of data/<name>.")]
 ModelsRoot = Annotated[Path, typer.Option("--models-root", help="Root of models/<name>.")]
+ServedName = Annotated[
+    str | None,
+    typer.Option(
+        help="Dataset name: the feature repo is models/<name>/feature_repo unless "
+        "SHOPREC_FEATURE_REPO says otherwise"
+    ),
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -449,13 +456,7 @@ def materialize(
 def gateway(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8080,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset name: the feature repo is models/<name>/feature_repo unless "
-            "SHOPREC_FEATURE_REPO says otherwise"
-        ),
-    ] = None,
+    name: ServedName = None,
     models_root: ModelsRoot = Path("models"),
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
@@ -482,13 +483,7 @@ def gateway(
 
 @app.command()
 def updater(
-    name: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset name: the feature repo is models/<name>/feature_repo unless "
-            "SHOPREC_FEATURE_REPO says otherwise"
-        ),
-    ] = None,
+    name: ServedName = None,
     models_root: ModelsRoot = Path("models"),
     event_log: Annotated[
         str | None,
