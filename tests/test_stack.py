@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,20 +191,27 @@ def _gateway_pid(stack: ServingStack) -> int:
     return pid
 
 
-@pytest.fixture(scope="module")
-def stack(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
+def stack_config(
+    served: Served, log_dir: Path, gateway_settings: Mapping[str, Any] | None = None
+) -> StackConfig:
+    """The served repos on free loopback ports (also used by test_storefront_browser)."""
     gateway, http, grpc, metrics = _free_ports(4)
-    config = StackConfig(
+    return StackConfig(
         served.repo,
         served.feature_repo,
         gateway_port=gateway,
         triton_http_port=http,
         triton_grpc_port=grpc,
         triton_metrics_port=metrics,
-        log_dir=tmp_path_factory.mktemp("stack-logs"),
+        log_dir=log_dir,
         ready_timeout_s=STARTUP_S,
+        gateway_settings=gateway_settings or {},
     )
-    with ServingStack(config) as st:
+
+
+@pytest.fixture(scope="module")
+def stack(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
+    with ServingStack(stack_config(served, tmp_path_factory.mktemp("stack-logs"))) as st:
         yield st
 
 

@@ -32,10 +32,10 @@ from servers import TEST_KEYS, WRITE_KEY
 from shoprec import schema as s
 from shoprec.artifacts import WORKFLOW_FILE
 from shoprec.features.workflow import OOV_ID, Workflow
-from shoprec.serving.stack import ServingStack, StackConfig
+from shoprec.serving.stack import ServingStack
 from shoprec.storefront.app import GATEWAY_DOWN
 from test_export import tiny_run
-from test_stack import EXPORT, STARTUP_S, Served, _free_ports, build_served
+from test_stack import EXPORT, Served, _free_ports, build_served, stack_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -88,18 +88,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
 @pytest.fixture(scope="module")
 def stack(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
     """The stack of test_stack with a write key for the storefront."""
-    gateway_port, http, grpc, metrics = _free_ports(4)
-    config = StackConfig(
-        served.repo,
-        served.feature_repo,
-        gateway_port=gateway_port,
-        triton_http_port=http,
-        triton_grpc_port=grpc,
-        triton_metrics_port=metrics,
-        log_dir=tmp_path_factory.mktemp("storefront-stack-logs"),
-        ready_timeout_s=STARTUP_S,
-        gateway_settings={"api_keys": TEST_KEYS},
-    )
+    logs = tmp_path_factory.mktemp("storefront-stack-logs")
+    config = stack_config(served, logs, {"api_keys": TEST_KEYS})
     with ServingStack(config) as st:
         yield st
 
