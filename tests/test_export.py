@@ -64,7 +64,13 @@ from test_pipeline import FAST
 GOLDEN = Path(__file__).parent / "golden" / "triton"
 UPDATE_GOLDEN = os.environ.get("SHOPREC_UPDATE_GOLDEN") == "1"
 GOLDEN_DIMS = RepositoryDims(
-    customer_sparse=3, customer_dense=11, history_length=64, embedding_dim=64, served_articles=68257
+    customer_sparse=3,
+    customer_dense=11,
+    history_length=64,
+    embedding_dim=64,
+    served_articles=68257,
+    article_dense=6,
+    text_embedding_dim=384,
 )
 # Tiny export: K = 10, 20 ANN candidates + 16 history articles.
 # serves the trained ranker whatever the guardrail chose on the tiny data
@@ -305,11 +311,19 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
                 "history_length",
                 "embedding_dim",
                 "served_articles",
+                "article_dense",
+                "text_embedding_dim",
             )
         }
     )
     assert dims == RepositoryDims(
-        3, 11, FAST["dataset"]["history_length"], FAST["two_tower"]["embedding_dim"], len(served)
+        3,
+        11,
+        FAST["dataset"]["history_length"],
+        FAST["two_tower"]["embedding_dim"],
+        len(served),
+        6,
+        384,
     )
     assert manifest["dims"]["candidates"] == 20 + 16 + 50 + 20  # ANN, history, co-purchase, popular
     assert manifest["dims"]["max_k"] == 10

@@ -152,6 +152,7 @@ TRITON_QUERY_TOWER: Final = "query_tower"
 TRITON_RETRIEVAL: Final = "retrieval"
 TRITON_RANKING: Final = "ranking"
 TRITON_SIMILAR_ITEMS: Final = "similar_items"
+TRITON_ARTICLE_ENCODER: Final = "article_encoder"  # item tower + text encoder of new articles
 T_CUSTOMER_SPARSE: Final = "customer_sparse"  # INT64 (B, Fc) encoded CUSTOMER_SPARSE
 T_CUSTOMER_DENSE: Final = "customer_dense"  # FP32 (B, Fdc) encoded CUSTOMER_DENSE
 T_HIST_IDS: Final = "hist_ids"  # INT64 (B, N) article vocabulary ids, 0 = padding
@@ -165,6 +166,14 @@ NO_CANDIDATE: Final = -1  # the padding of candidate and result rows ("none")
 T_ARTICLE_ID: Final = "article_id"  # BYTES (B, 1) input of similar_items
 T_ARTICLE_IDS: Final = "article_ids"  # BYTES (B, K) output, best first, b"" = none
 T_SCORES: Final = "scores"  # FP32 (B, K) output, -inf where none
+T_ARTICLE_FIELDS: Final = "article_fields"  # BYTES (B, AF) ARTICLE_FIELDS, b"" = null
+T_ITEM_EMBEDDING: Final = "item_embedding"  # FP32 (B, D) item-tower embedding
+T_TEXT_EMBEDDING: Final = "text_embedding"  # FP32 (B, Dt) text embedding
+T_ARTICLE_SPARSE: Final = "article_sparse"  # INT64 (B, Fa) encoded ARTICLE_SPARSE
+T_ARTICLE_DENSE: Final = "article_dense"  # FP32 (B, Fda) encoded ARTICLE_DENSE
+T_KNOWN: Final = "known"  # BOOL (B, 1) the served model has the article (no delta row needed)
+T_EXPORT_ID: Final = "export_id"  # BYTES (B, 1) the repository export that computed the row
+ARTICLE_FIELDS: Final = ARTICLE_COLUMNS[1:]  # what article_fields carries, in this order
 ENCODED_CUSTOMER_FEATURES: Final = (
     T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS, T_HIST_LAST_DAYS,
     T_HIST_FIRST_DAYS,
@@ -259,6 +268,27 @@ TENSORS: Final = {
             T_ARTICLE_IDS, "BYTES", "object", "K", "UTF-8 article ids, best first, b'' = none"
         ),
         TensorSpec(T_SCORES, "FP32", "float32", "K", "scores of those articles, -inf = none"),
+        TensorSpec(
+            T_ARTICLE_FIELDS,
+            "BYTES",
+            "object",
+            "AF",
+            "UTF-8 name, attributes and description (ARTICLE_FIELDS), b'' = null",
+        ),
+        TensorSpec(T_ITEM_EMBEDDING, "FP32", "float32", "D", "L2-normalised item-tower embedding"),
+        TensorSpec(T_TEXT_EMBEDDING, "FP32", "float32", "Dt", "L2-normalised text embedding"),
+        TensorSpec(T_ARTICLE_SPARSE, "INT64", "int64", "Fa", "workflow ids of ARTICLE_SPARSE"),
+        TensorSpec(
+            T_ARTICLE_DENSE,
+            "FP32",
+            "float32",
+            "Fda",
+            "normalised ARTICLE_DENSE and missing indicators",
+        ),
+        TensorSpec(T_KNOWN, "BOOL", "bool", "1", "the served model has this article"),
+        TensorSpec(
+            T_EXPORT_ID, "BYTES", "object", "1", "export_id of the repository (manifest.json)"
+        ),
     )
 }
 

@@ -8,8 +8,11 @@
                                               1/attributes.npy
     similar_items/  config.pbtxt  1/model.py  1/text_article_ids.npy  1/text_groups.npy
                                               1/text_neighbour{s,_scores}.npy
+                                              1/text_group_vectors.npy
+    article_encoder/ config.pbtxt 1/model.py  1/two_tower.pt  1/workflow.json
+                                              1/text_encoder.json  1/text_article_ids.npy
     recommend/      config.pbtxt  1/          (ensemble: query_tower -> retrieval -> ranking)
-    manifest.json   dims, K, article counts, the export config
+    manifest.json   dims, K, article counts, the export config, ``export_id``
 
 The ranker files are those of ``ExportConfig.ranker`` (``models.rankers.ranker_files``):
 ``dlrm.pt`` by default, ``<kind>.pt`` for another neural ranker, ``<kind>.json`` plus
@@ -32,6 +35,7 @@ length, D = embedding dim, C = candidates, K = ``max_k``, A = served articles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -66,6 +70,7 @@ STEP_MODELS: Final = (
     s.TRITON_RETRIEVAL,
     s.TRITON_RANKING,
     s.TRITON_SIMILAR_ITEMS,
+    s.TRITON_ARTICLE_ENCODER,
 )
 RECOMMEND_STEPS: Final = (s.TRITON_QUERY_TOWER, s.TRITON_RETRIEVAL, s.TRITON_RANKING)
 MODELS: Final = (*STEP_MODELS, s.TRITON_RECOMMEND)
@@ -214,6 +219,8 @@ class RepositoryDims:
         history_length: N.
         embedding_dim: D of the Two-Tower.
         served_articles: A, rows of the served article table (= item index size).
+        article_dense: Fda, encoded article dense width (missing indicators included).
+        text_embedding_dim: Dt of the text encoder.
     """
 
     customer_sparse: int
@@ -221,6 +228,8 @@ class RepositoryDims:
     history_length: int
     embedding_dim: int
     served_articles: int
+    article_dense: int
+    text_embedding_dim: int
 
     def candidates(self, config: ExportConfig) -> int:
         """C, the width of the ``candidates`` tensor under ``config``."""
@@ -255,6 +264,10 @@ def _tensor_types(dims: RepositoryDims, config: ExportConfig) -> dict[str, tuple
         "CS": dims.candidates(config) * len(s.SOURCE_DENSE),
         "K": config.max_k,
         "1": 1,
+        "AF": len(s.ARTICLE_FIELDS),
+        "Fa": len(s.ARTICLE_SPARSE),
+        "Fda": dims.article_dense,
+        "Dt": dims.text_embedding_dim,
     }
     return {name: (spec.config_type, widths[spec.width]) for name, spec in s.TENSORS.items()}
 
@@ -424,6 +437,8 @@ def export_triton_repository(
         history_length=models.config.dataset.history_length,
         embedding_dim=models.two_tower.embedding_dim,
         served_articles=len(served_ids),
+        article_dense=len(wf.dense_names(s.ARTICLE_DENSE)),
+        text_embedding_dim=int(models.text_index.d),
     )
     neighbours, weights = copurchase_arrays(
         data.copurchase_of(SERVING_WINDOW),
@@ -456,6 +471,7 @@ def export_triton_repository(
         s.TRITON_RETRIEVAL: (models_dir, (A.ITEM_INDEX_FILE,)),
         s.TRITON_RANKING: (ranker_source, ranker_files(ranker)),
         s.TRITON_SIMILAR_ITEMS: (models_dir, ()),
+        s.TRITON_ARTICLE_ENCODER: (models_dir, (A.TWO_TOWER_FILE, A.WORKFLOW_FILE)),
     }
     for source, names in copies.values():
         for name in names:
@@ -495,8 +511,15 @@ def export_triton_repository(
             written.append(version_dir / name)
         if model == s.TRITON_SIMILAR_ITEMS:
             written += similar.save(version_dir)
+        if model == s.TRITON_ARTICLE_ENCODER:
+            text_config = json.dumps(to_plain(models.config.text), indent=2) + "\n"
+            written.append(_write_text(version_dir / repo_files.TEXT_ENCODER_FILE, text_config))
+            ids_file = version_dir / repo_files.TEXT_ARTICLE_IDS_FILE
+            np.save(ids_file, np.array(similar.article_ids, dtype=str), allow_pickle=False)
+            written.append(ids_file)
     manifest = {
         "format_version": MANIFEST_FORMAT_VERSION,
+        "export_id": _export_id(models_dir, ranker_source, ranker, config),
         "models": list(MODELS),
         "dims": {
             **asdict(dims),
@@ -511,6 +534,22 @@ def export_triton_repository(
     }
     written.append(_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n"))
     return sorted(written)
+
+
+def _export_id(
+    models_dir: Path, ranker_source: Path, ranker: RankerKind, config: ExportConfig
+) -> str:
+    """SHA-256 (first 16 hex digits) of the served weights, indexes and export config: the same
+    artifacts give the same id; the article delta is scoped by it (vectors of another export
+    live in another embedding space)."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    files = [models_dir / n for n in (A.TWO_TOWER_FILE, A.ITEM_INDEX_FILE, A.TEXT_INDEX_FILE)]
+    files += [ranker_source / n for n in ranker_files(ranker)]
+    for path in files:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _write_text(path: Path, text: str) -> Path:

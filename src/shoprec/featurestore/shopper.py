@@ -24,11 +24,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
+from urllib.parse import quote
 
 import redis
+from feast.infra.online_stores.redis import RedisOnlineStore
 
 from shoprec.featurestore.store import OnlineStoreKind, _load_config, _redis_client
 from shoprec.featurestore.versions import resolve
+from shoprec.serving.article_delta import DELTA_DB
 
 SHOPPER_DB: Final = "shopper_state.db"
 SESSION_TTL_S: Final = 1800  # a session's views are forgotten 30 min after its last view
@@ -209,3 +212,27 @@ def open_shopper_state(
         client = _redis_client(config.online_store.connection_string)
         return RedisShopperState(client, f"shoprec:{base}", ttl_s)
     return SqliteShopperState(Path(repo_path) / SHOPPER_DB, ttl_s)
+
+
+def article_delta_location(repo_path: Path, *, redis_url: str | None = None) -> str:
+    """Where the article delta of a materialized feature repo lives
+    (:func:`shoprec.serving.article_delta.open_article_delta` opens it): ``article_delta.db``
+    in the repo folder next to a SQLite store; the store's Redis for a Redis store, as
+    ``redis://[:password@]host:port/db#shoprec:<project>`` (the shopper state's key prefix).
+    The Redis form carries the store's password: pass it through the environment, never log it.
+
+    Raises:
+        ArtifactError: the repo is not materialized.
+    """
+    folder, version = resolve(Path(repo_path))
+    config = _load_config(folder, redis_url)
+    if OnlineStoreKind(config.online_store.type) is not OnlineStoreKind.REDIS:
+        return str(Path(repo_path).resolve() / DELTA_DB)
+    project = str(config.project)
+    base = project.removesuffix(f"_{version}") if version else project
+    nodes, params = RedisOnlineStore._parse_connection_string(config.online_store.connection_string)
+    scheme = "rediss" if str(params.get("ssl", "")).lower() in ("true", "1") else "redis"
+    password = params.get("password")
+    auth = f":{quote(str(password), safe='')}@" if password else ""
+    host, port = nodes[0]["host"], nodes[0]["port"]
+    return f"{scheme}://{auth}{host}:{port}/{params.get('db', 0)}#shoprec:{base}"

@@ -17,6 +17,8 @@ from shoprec.features.encode import CROSS_ATTRIBUTES, EncodedArticles, EncodedCu
 from shoprec.inference.scoring import purchased_mask, rank_candidates
 from shoprec.models.rankers import Ranker, load_ranker
 from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
+from shoprec.serving.article_delta import DeltaView, delta_view
+from shoprec.serving.delta_table import DeltaArticleTable
 from shoprec.serving.repository import (
     ARTICLE_DENSE_FILE,
     ARTICLE_IDS_FILE,
@@ -24,7 +26,6 @@ from shoprec.serving.repository import (
     ATTRIBUTES_FILE,
 )
 from shoprec.serving.runtime import (
-    EMPTY_ID,
     P_EXCLUDE_PURCHASED,
     P_MAX_K,
     P_SERVED,
@@ -81,7 +82,10 @@ class RankingStep(Step):
         attributes: npt.NDArray[Any],
         max_k: int,
         exclude_purchased: bool,
+        delta: DeltaView | None = None,
     ):
+        """``delta``: the article delta whose rows follow the exported table
+        (:mod:`shoprec.serving.delta_table`); None = the exported table alone."""
         if max_k < 1:
             raise ValueError(f"max_k must be >= 1, got {max_k}")
         if attributes.ndim != 2 or attributes.shape[1] != len(CROSS_ATTRIBUTES):
@@ -98,9 +102,8 @@ class RankingStep(Step):
         self.dense_width = (
             model.num_dense - articles.dense.shape[1] - len(s.CROSS_DENSE) - len(s.SOURCE_DENSE)
         )
-        # Row -1 (-1, none) of these lookups is the extra last element: b"" / vocabulary id 0.
-        self._ids = np.array([a.encode() for a in articles.ids] + [EMPTY_ID], dtype=object)
-        self._vocab = np.append(articles.sparse[:, 0], 0).astype(np.int64)
+        # Rows A.. are the delta's articles; row -1 (none) maps to b"" / vocabulary id 0.
+        self.table = DeltaArticleTable(articles, delta)
 
     @classmethod
     def load(
@@ -137,6 +140,7 @@ class RankingStep(Step):
             load_array(directory / ATTRIBUTES_FILE),
             max_k,
             exclude_purchased,
+            delta_view(directory),
         )
 
     @classmethod
@@ -186,7 +190,8 @@ class RankingStep(Step):
         check_width(s.T_HIST_FIRST_DAYS, hist_first_days, hist_ids.shape[1])
         check_sparse(s.T_CUSTOMER_SPARSE, sparse, self.customer_cards)
         check_range(s.T_HIST_IDS, hist_ids, len(self.attributes))
-        check_range(s.T_CANDIDATES, candidates, len(self.articles.ids), lower=s.NO_CANDIDATE)
+        table = self.table.current()
+        check_range(s.T_CANDIDATES, candidates, len(table.articles.ids), lower=s.NO_CANDIDATE)
         check_width(s.T_SOURCE_FEATURES, source_features, candidates.shape[1] * len(s.SOURCE_DENSE))
         if batch == 0:
             return (
@@ -206,20 +211,20 @@ class RankingStep(Step):
         )
         exclude = None
         if self.exclude_purchased:
-            vocab = self._vocab[cands]
+            vocab = table.vocab[cands]
             exclude = purchased_mask(vocab, hist)
         rows, scores = rank_candidates(
             self.model,
             customers,
             np.arange(batch),
-            self.articles,
+            table.articles,
             self.attributes,
             cands,
             self.max_k,
             exclude,
             as_float32(source_features).reshape(batch, cands.shape[1], len(s.SOURCE_DENSE)),
         )
-        return self._ids[rows], scores.astype(np.float32, copy=False)
+        return table.ids[rows], scores.astype(np.float32, copy=False)
 
     def __call__(self, tensors: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         ids, scores = self.rank(*(tensors[name] for name in self.inputs))

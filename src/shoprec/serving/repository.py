@@ -49,6 +49,18 @@ TEXT_ARTICLE_IDS_FILE: Final = "text_article_ids.npy"  # str (T,) article id of 
 TEXT_GROUPS_FILE: Final = "text_groups.npy"  # int32 (T,) group of identical text vectors
 TEXT_NEIGHBOURS_FILE: Final = "text_neighbours.npy"  # int32 (G, K) nearest other groups
 TEXT_NEIGHBOUR_SCORES_FILE: Final = "text_neighbour_scores.npy"  # float32 (G, K) cosine
+TEXT_GROUP_VECTORS_FILE: Final = "text_group_vectors.npy"  # float32 (G, Dt) one per group
+TEXT_ENCODER_FILE: Final = "text_encoder.json"  # the run's TextConfig (article_encoder)
+
+
+def export_id(version_dir: Path) -> str:
+    """The ``export_id`` of the repository a model's version directory
+    (``<repository>/<model>/<version>``) belongs to; "" for a repository exported before it
+    existed. The article delta is scoped by it (:mod:`shoprec.serving.article_delta`)."""
+    path = version_dir.parent.parent / MANIFEST_FILE
+    if not path.is_file():
+        return ""
+    return str(json.loads(path.read_text()).get("export_id", ""))
 
 
 def read_repository_manifest(repo: Path) -> dict[str, Any]:

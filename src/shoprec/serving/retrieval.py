@@ -15,6 +15,7 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.inference.index import load_index
 from shoprec.inference.sources import (
+    PAD,
     AnnSource,
     CandidateSource,
     CoPurchaseSource,
@@ -24,6 +25,7 @@ from shoprec.inference.sources import (
     union_candidates,
     union_width,
 )
+from shoprec.serving.article_delta import DeltaView, delta_view
 from shoprec.serving.repository import (
     COPURCHASE_NEIGHBOURS_FILE,
     COPURCHASE_WEIGHTS_FILE,
@@ -46,6 +48,34 @@ from shoprec.serving.runtime import (
     int_param,
     load_array,
 )
+
+
+class DeltaAnnSource(AnnSource):
+    """The ANN source over the item index plus the article delta: the index's top n merged by
+    score with a brute-force inner product over the delta's live item vectors (delta slot m is
+    served row ``A + m``, A = the index size). Same width as :class:`AnnSource`; with an empty
+    delta it returns exactly what :class:`AnnSource` returns.
+    """
+
+    def __init__(self, index: faiss.Index, index_rows: npt.NDArray[Any], n: int, delta: DeltaView):
+        super().__init__(index, index_rows, n)
+        self.delta = delta
+
+    def generate(self, query: SourceQuery) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        rows, scores = super().generate(query)
+        delta = self.delta.current()
+        live = np.flatnonzero(delta.live)
+        if live.size == 0:
+            return rows, scores
+        extra = query.queries @ delta.item[live].T  # (B, M)
+        all_rows = np.concatenate(
+            [rows, np.broadcast_to(int(self.index.ntotal) + live, extra.shape)], axis=1
+        )
+        all_scores = np.concatenate([np.where(rows != PAD, scores, -np.inf), extra], axis=1)
+        top = np.argsort(-all_scores, axis=1, kind="stable")[:, : rows.shape[1]]
+        best = np.take_along_axis(all_scores, top, axis=1)
+        merged = np.where(np.isfinite(best), np.take_along_axis(all_rows, top, axis=1), PAD)
+        return merged.astype(np.int64), np.where(np.isfinite(best), best, 0).astype(np.float32)
 
 
 class RetrievalStep(Step):
@@ -71,15 +101,21 @@ class RetrievalStep(Step):
         history_candidates: bool,
         copurchase: tuple[npt.NDArray[Any], npt.NDArray[Any], int] | None = None,
         popular: tuple[npt.NDArray[Any], npt.NDArray[Any], int] | None = None,
+        delta: DeltaView | None = None,
     ):
         """``copurchase`` = (neighbours (V, K), weights (V, K), n), ``popular`` = (rows (P,),
-        scores (P,), n); None = that source is off."""
+        scores (P,), n); None = that source is off. ``delta``: the article delta merged into
+        the ANN source (:class:`DeltaAnnSource`); None = the index alone."""
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         self.index = index
         self.history_rows = as_int64(history_rows)
         rows = np.arange(index.ntotal, dtype=np.int64)
-        self.sources: list[CandidateSource] = [AnnSource(index, rows, candidates)]
+        self.sources: list[CandidateSource] = [
+            AnnSource(index, rows, candidates)
+            if delta is None
+            else DeltaAnnSource(index, rows, candidates, delta)
+        ]
         if history_candidates:
             self.sources.append(HistorySource(self.history_rows))
         if copurchase is not None:
@@ -98,7 +134,8 @@ class RetrievalStep(Step):
         copurchase_candidates: int = 0,
         popular_candidates: int = 0,
     ) -> RetrievalStep:
-        """Load the index and the sources' arrays; ``ArtifactError`` if one is missing."""
+        """Load the index and the sources' arrays; ``ArtifactError`` if one is missing. The
+        article delta named by ``SHOPREC_ARTICLE_DELTA`` is merged when the variable is set."""
         copurchase = popular = None
         if copurchase_candidates > 0:
             copurchase = (
@@ -119,6 +156,7 @@ class RetrievalStep(Step):
             history_candidates,
             copurchase,
             popular,
+            delta_view(directory),
         )
 
     @classmethod

@@ -21,6 +21,10 @@ Steps (the ``recommend`` ensemble chains the first three):
   (DLRM by default; any ``RankerKind`` exported with ``ExportConfig.ranker``).
 * ``similar_items.SimilarItemsStep`` (``similar_items``): article id -> K nearest articles by text
   embedding, the query article excluded (a lookup in the neighbour table computed at export).
+* ``article_encoder.ArticleEncoderStep`` (``article_encoder``): a new article's fields -> its
+  item-tower and text embeddings and encoded attributes (called by the near-real-time updater;
+  the results go into the article delta, ``article_delta``, that retrieval, ranking and
+  similar_items merge at query time).
 
 The served article table is the serving snapshot's articles with a first sale, in article-id
 order: row i of it is row i of the item index (see ``pipeline.steps.run_train``). The names
@@ -121,6 +125,7 @@ STEP_CLASSES: Final[dict[str, str]] = {
     s.TRITON_RETRIEVAL: "shoprec.serving.retrieval:RetrievalStep",
     s.TRITON_RANKING: "shoprec.serving.ranking:RankingStep",
     s.TRITON_SIMILAR_ITEMS: "shoprec.serving.similar_items:SimilarItemsStep",
+    s.TRITON_ARTICLE_ENCODER: "shoprec.serving.article_encoder:ArticleEncoderStep",
 }
 
 

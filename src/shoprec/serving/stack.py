@@ -23,9 +23,11 @@ from typing import Any, Final
 
 import httpx
 
-from shoprec.errors import ShoprecError
+from shoprec.errors import ArtifactError, ShoprecError
+from shoprec.featurestore.shopper import article_delta_location
 from shoprec.gateway.main import uvicorn_command
 from shoprec.gateway.settings import Settings
+from shoprec.serving.article_delta import DELTA_DB, ENV_ARTICLE_DELTA
 from shoprec.serving.supervisor import Backoff, ChildSpec, Supervisor
 from shoprec.serving.tritonserver import LOG_FILE, TritonServer
 
@@ -95,6 +97,12 @@ class ServingStack:
         self.config = config
         self._own_log_dir = config.log_dir is None
         self.log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="shoprec-stack-"))
+        try:
+            self.article_delta = article_delta_location(
+                config.feature_repo, redis_url=config.gateway_settings.get("redis_url")
+            )
+        except ArtifactError:  # not materialized yet: the gateway will say so; SQLite default
+            self.article_delta = str(config.feature_repo.resolve() / DELTA_DB)
         self.triton = TritonServer(
             config.triton_repo,
             http_port=config.triton_http_port,
@@ -103,6 +111,7 @@ class ServingStack:
             host=config.host,
             log_file=self.log_dir / LOG_FILE,
             admin_key=config.triton_admin_key,
+            env={ENV_ARTICLE_DELTA: self.article_delta},
         )
         gateway = ChildSpec(
             name=GATEWAY,
@@ -131,13 +140,19 @@ class ServingStack:
         return f"http://{self.config.host}:{self.config.gateway_port}"
 
     def gateway_env(self) -> dict[str, str]:
-        """Environment of the gateway process (the same variables docker-compose sets)."""
+        """Environment of the gateway and updater processes (the same variables docker-compose
+        sets), with ``SHOPREC_ARTICLE_DELTA``: the article delta the updater writes and
+        tritonserver's models read (next to the online store)."""
         settings = Settings(
             triton_url=self.triton.grpc_url,
             feature_repo=self.config.feature_repo.resolve(),
             **self.config.gateway_settings,
         )
-        return {**os.environ, **settings.environment()}
+        return {
+            **os.environ,
+            **settings.environment(),
+            ENV_ARTICLE_DELTA: self.article_delta,
+        }
 
     def start(self) -> ServingStack:
         """Start Triton, wait until its models are ready, then the gateway until /readyz is

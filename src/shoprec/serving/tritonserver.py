@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -197,7 +198,11 @@ class TritonServer:
         exit_timeout_s: int = 15,
         extra_args: tuple[str, ...] = (),
         admin_key: str | None = None,
+        env: Mapping[str, str] | None = None,
     ):
+        """``env``: variables added to the server's environment (its Python-backend models
+        read them, e.g. ``SHOPREC_ARTICLE_DELTA``)."""
+        self.extra_env = dict(env or {})
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
             raise TritonServerError(f"model repository not found: {self.model_repository}")
@@ -293,7 +298,7 @@ class TritonServer:
             name=name,
             command=lambda: self.command(backend_dir),
             log_file=self.log_path,
-            env=server_environment(self.install),
+            env={**server_environment(self.install), **self.extra_env},
             cwd=self.work_dir,
             restart=restart,
             backoff=backoff or Backoff(),
@@ -321,7 +326,7 @@ class TritonServer:
         self._group = ProcessGroup.start(
             self.command(backend_dir),
             self.log_path,
-            env=server_environment(self.install),
+            env={**server_environment(self.install), **self.extra_env},
             cwd=self.work_dir,
         )
         return self

@@ -4,8 +4,10 @@ the ``updater`` service of docker-compose and a child of ``shoprec serve``).
 Settings come from the same ``SHOPREC_*`` variables as the gateway's: ``SHOPREC_FEATURE_REPO``
 (required), ``SHOPREC_EVENT_LOG`` (default ``events.db`` next to the feature repo),
 ``SHOPREC_EVENT_LOG_NAMESPACE``, ``SHOPREC_EVENT_LOG_PASSWORD_FILE``, ``SHOPREC_REDIS_URL``,
-``SHOPREC_UPDATER_POLL_S`` (0.02) and ``SHOPREC_UPDATER_HEARTBEAT`` (a file touched every
-5 s, for docker-compose's healthcheck).
+``SHOPREC_UPDATER_POLL_S`` (0.02), ``SHOPREC_UPDATER_HEARTBEAT`` (a file touched every
+5 s, for docker-compose's healthcheck), ``SHOPREC_TRITON_URL`` (Triton's gRPC address: new
+articles are encoded by its ``article_encoder`` model; unset: they are not) and
+``SHOPREC_ARTICLE_DELTA`` (where the article delta lives; default next to the online store).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import FrameType
 
 from shoprec.events import DEFAULT_LOG_FILE, DEFAULT_NAMESPACE, LogReader, open_log_reader
 from shoprec.events.log import EventLogError
+from shoprec.updater.articles import TritonArticleEncoder
 from shoprec.updater.process import FeatureUpdater, UpdaterConfig
 
 log = logging.getLogger("shoprec.updater")
@@ -67,11 +70,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     config = UpdaterConfig(poll_s=float(_env("UPDATER_POLL_S") or 0.02))
+    triton_url = _env("TRITON_URL")
     updater = FeatureUpdater(
         Path(os.environ["SHOPREC_FEATURE_REPO"]),
         open_reader(),
         redis_url=_env("REDIS_URL"),
         config=config,
+        encoder=TritonArticleEncoder(triton_url) if triton_url else None,
     )
     log.info("updater started at offset %d", updater.position)
     try:

@@ -49,6 +49,7 @@ import polars as pl
 from shoprec import schema as s
 from shoprec.config import HistoryOrder
 from shoprec.events import (
+    ArticleState,
     Customer,
     EntryKind,
     Erasure,
@@ -62,6 +63,7 @@ from shoprec.features.state import STATE_TRANSACTION_COLUMNS, encode_customer_st
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.shopper import (
     SqliteShopperState,
+    article_delta_location,
     open_shopper_state,
 )
 from shoprec.featurestore.tables import (
@@ -75,6 +77,8 @@ from shoprec.featurestore.tables import (
 )
 from shoprec.featurestore.versions import resolve
 from shoprec.featurestore.writer import OnlineWriter
+from shoprec.serving.article_delta import ENV_ARTICLE_DELTA, open_article_delta
+from shoprec.updater.articles import ArticleEncoder, ArticleIndexer
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,10 @@ class FeatureUpdater:
         reader: the event log.
         redis_url: overrides the Redis address of a Redis repo.
         config: polling settings.
+        encoder: the served article encoder (Triton ``article_encoder``); with it, articles
+            put through the API that the served model does not know are encoded into the
+            article delta (``SHOPREC_ARTICLE_DELTA``, default: next to the online store,
+            ``featurestore.shopper.article_delta_location``). None: they are not.
 
     Raises:
         ArtifactError: the repo is not materialized, or its version has no updater state
@@ -150,12 +158,19 @@ class FeatureUpdater:
         *,
         redis_url: str | None = None,
         config: UpdaterConfig | None = None,
+        encoder: ArticleEncoder | None = None,
     ) -> None:
         self.repo_path = Path(repo_path)
         self.reader = reader
         self.config = config or UpdaterConfig()
         self.writer = OnlineWriter(self.repo_path, redis_url=redis_url)
         self.shopper = open_shopper_state(self.repo_path, redis_url=redis_url)
+        self.articles: ArticleIndexer | None = None
+        if encoder is not None:
+            location = os.environ.get(ENV_ARTICLE_DELTA) or article_delta_location(
+                self.repo_path, redis_url=redis_url
+            )
+            self.articles = ArticleIndexer(encoder, open_article_delta(location))
         self._last_prune = time.monotonic()
         self._load()
 
@@ -261,6 +276,11 @@ class FeatureUpdater:
                 self.attributes[record.customer_id] = record
                 self.erased.discard(record.customer_id)
                 touched.add(record.customer_id)
+            elif isinstance(record, ArticleState) and self.articles is not None:
+                if record.deleted:
+                    self.articles.delete(record.article_id)
+                elif entry.kind is EntryKind.ARTICLE_PUT and record.fields is not None:
+                    self.articles.put(record.article_id, record.fields)
             elif entry.kind is EntryKind.CUSTOMER_ERASED and isinstance(record, Erasure):
                 cid = self._id_of_hash(record.customer_hash)
                 if cid is not None:
@@ -386,9 +406,13 @@ class FeatureUpdater:
             self._load()
         entries = self.reader.read_after(self.position, self.config.batch)
         if not entries:
+            if self.articles is not None and self.articles.pending:
+                self.articles.flush()  # replayed at start, or a failed flush: retry
             return StepReport(0, 0, self.position)
         touched = self._apply(entries, write_shopper=True)
         written = self._write(touched)
+        if self.articles is not None:
+            self.articles.flush()
         self.position = entries[-1].offset
         _write_position(self.folder, self.position)
         return StepReport(len(entries), written, self.position)
@@ -427,3 +451,6 @@ class FeatureUpdater:
     def close(self) -> None:
         self.shopper.close()
         self.reader.close()
+        if self.articles is not None:
+            self.articles.encoder.close()
+            self.articles.delta.close()
