@@ -9,7 +9,9 @@ Each effect is polled for (at most :data:`EFFECT_WITHIN_S`): how fast it arrives
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +35,8 @@ from shoprec.featurestore import OnlineFeatures
 from shoprec.featurestore.store import repo_dir
 from shoprec.featurestore.tables import ONLINE_DATA_DIR, read_customer_ids
 from shoprec.featurestore.versions import current_dir
+from shoprec.serving.article_delta import open_article_delta
+from shoprec.serving.repository import read_repository_manifest
 from shoprec.serving.stack import ServingStack, StackConfig
 from shoprec.serving.tritonserver import free_port
 from test_export import TinyRun, tiny_run
@@ -43,6 +47,7 @@ EXPORT = ExportConfig(max_k=12, candidates=20, max_batch_size=8, exclude_purchas
 EFFECT_WITHIN_S = 20.0
 WRITE = {"X-API-Key": WRITE_KEY}
 K = 8
+EXPORT_HISTORY = 16  # the tiny run's history length N (test_pipeline.FAST)
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +122,14 @@ def post_events(http: httpx.Client, *events: dict[str, Any]) -> None:
     assert response.json()["stored"] == len(batch)
 
 
-def until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + EFFECT_WITHIN_S
+def until(check: Callable[[], Any], what: str, within_s: float = EFFECT_WITHIN_S) -> Any:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(0.05)
-    raise AssertionError(f"not within {EFFECT_WITHIN_S} s: {what}")
+    raise AssertionError(f"not within {within_s} s: {what}")
 
 
 def regular(stack: ServingStack, http: httpx.Client, n: int) -> str:
@@ -251,3 +256,78 @@ def test_a_second_gateway_process_sees_the_same_updates(
             )
     finally:
         other.stop()
+
+
+def test_a_new_article_is_similar_retrievable_and_survives_a_triton_restart(
+    stack: ServingStack, http: httpx.Client
+) -> None:
+    """A copy of an existing article under a new id (``PUT /v1/articles``): the updater encodes
+    it with Triton's ``article_encoder`` into the article delta; it heads ``/similar`` of the
+    existing article, has similar items itself, is a candidate of Triton's ``retrieval`` for
+    its own item vector, and all of it after tritonserver is killed and restarted."""
+    existing = ids(recommend(http, regular(stack, http, 4)))[0]
+    shown = http.get(f"/v1/articles/{existing}")
+    assert shown.status_code == 200, shown.text
+    fields = {k: v for k, v in shown.json().items() if k in s.ARTICLE_FIELDS and v}
+    new_id = f"new-{uuid.uuid4().hex[:8]}"
+    put = http.put(f"/v1/articles/{new_id}", json=fields, headers=WRITE)
+    assert put.status_code == 201, put.text
+
+    def similar_ids(article_id: str) -> list[str]:
+        response = http.get(f"/v1/articles/{article_id}/similar", params={"k": K})
+        assert response.status_code == 200, response.text
+        return ids(response.json())
+
+    until(lambda: new_id in similar_ids(existing), "the new article similar to its original")
+    own = similar_ids(new_id)
+    assert len(own) == K and new_id not in own
+
+    delta = open_article_delta(stack.article_delta)
+    try:
+        export = read_repository_manifest(stack.config.triton_repo)["export_id"]
+        rows = delta.load(export)
+    finally:
+        delta.close()
+    slot = rows.ids.index(new_id)
+    served = read_repository_manifest(stack.config.triton_repo)["dims"]["served_articles"]
+    query = rows.item[slot : slot + 1]
+    assert served + slot in retrieval_candidates(stack, query)
+
+    os.killpg(_pid(stack), signal.SIGKILL)  # the delta is in the store, not in Triton's memory
+    until(stack.triton.answers_ready, "tritonserver restarted", within_s=180.0)
+    until(lambda: _similar_or_none(http, existing, new_id), "similar after the restart")
+    assert served + slot in retrieval_candidates(stack, query)
+
+
+def _pid(stack: ServingStack) -> int:
+    pid = stack.pid("triton")
+    assert pid is not None
+    return pid
+
+
+def _similar_or_none(http: httpx.Client, article_id: str, wanted: str) -> bool:
+    response = http.get(f"/v1/articles/{article_id}/similar", params={"k": K})
+    return response.status_code == 200 and wanted in ids(response.json())
+
+
+def retrieval_candidates(stack: ServingStack, query: np.ndarray) -> set[int]:
+    """Triton ``retrieval``'s candidate rows for one query embedding and an empty history."""
+    import tritonclient.grpc as grpcclient
+
+    n = EXPORT_HISTORY
+    arrays = {
+        s.T_QUERY_EMBEDDING: query.astype(np.float32),
+        s.T_HIST_IDS: np.zeros((1, n), dtype=np.int64),
+        s.T_HIST_COUNTS: np.zeros((1, n), dtype=np.float32),
+    }
+    client = grpcclient.InferenceServerClient(stack.triton.grpc_url)
+    try:
+        inputs = []
+        for name, array in arrays.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), s.TENSORS[name].triton)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = client.infer(s.TRITON_RETRIEVAL, inputs)
+        return set(result.as_numpy(s.T_CANDIDATES)[0].tolist())
+    finally:
+        client.close()
