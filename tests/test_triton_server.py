@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.data.dataset import load_dataset
+from shoprec.export.triton import MODELS
 from shoprec.features.encode import EncodedCustomers, encode_customers
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore.tables import encoded_columns
@@ -249,7 +250,7 @@ def test_admin_apis_are_restricted_to_the_key(server: TritonServer) -> None:
         index = client.get_model_repository_index(
             headers={"triton-grpc-protocol-shoprec-admin-key": ADMIN_KEY}
         )
-        assert len(index.models) == 5
+        assert len(index.models) == len(MODELS)
         assert client.is_server_ready()
 
 
@@ -295,7 +296,8 @@ def test_stop_leaves_no_process_behind(server: TritonServer) -> None:
     """Runs last in this module: stops the shared server."""
     pid = server.pid
     assert pid is not None and group_alive(pid)
-    assert len(_group_members(pid)) == 5  # tritonserver + one Python-backend stub per model
+    # tritonserver + one Python-backend stub per step model (the ensemble has none)
+    assert len(_group_members(pid)) == 1 + len(MODELS) - 1
     assert server.stop() == 0
     assert not group_alive(pid)
     assert _group_members(pid) == []
