@@ -269,7 +269,8 @@ def api_router(settings: Settings) -> APIRouter:
     ) -> SimilarArticles:
         """Top-k articles most similar to an article (Triton ``similar_items``), best first;
         never an article hidden or deleted through the write API. An article put through the
-        write API that the served model does not know yet has no similar items (empty list)."""
+        write API that the served model does not know has similar items once the updater has
+        encoded it into the article delta (an empty list until then)."""
         excluded = await writes.catalog.excluded()
         await _known_article(backends, writes.catalog, article_id)
         try:
@@ -278,8 +279,8 @@ def api_router(settings: Settings) -> APIRouter:
             put = writes.catalog.state(article_id)
             if put is None or put.fields is None:
                 raise
-            # Put through the write API: the served model may not know it yet (Triton fails
-            # the call for an id outside its table), so it has no neighbours to show.
+            # Put through the write API and not yet in the article delta (Triton fails the
+            # call for an id it does not know), so it has no neighbours to show yet.
             ranked = RankedBatch([[]], [[]])
         article_ids, scores = _top(ranked.ids[0], ranked.scores[0], excluded, k)
         items = await _items(backends, writes.catalog, article_ids, scores)
