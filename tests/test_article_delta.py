@@ -9,7 +9,9 @@ Over real processes (the updater calling Triton, a Triton restart): ``tests/test
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -18,6 +20,7 @@ import redis
 
 from shoprec import schema as s
 from shoprec.data.dataset import load_dataset
+from shoprec.events import ArticleFields
 from shoprec.serving.article_delta import (
     ENV_ARTICLE_DELTA,
     DeltaRow,
@@ -31,7 +34,7 @@ from shoprec.serving.repository import export_id, read_repository_manifest
 from shoprec.serving.retrieval import RetrievalStep
 from shoprec.serving.runtime import RequestError, load_step
 from shoprec.serving.similar_items import SimilarItemsStep
-from shoprec.updater.articles import fields_tensor
+from shoprec.updater.articles import ArticleIndexer, fields_tensor
 from test_export import TinyRun, tiny_run
 
 
@@ -193,10 +196,57 @@ def test_steps_merge_a_new_copy_of_an_existing_article(
 
 
 def test_fields_tensor_orders_the_article_fields() -> None:
-    from shoprec.events import ArticleFields
-
     got = fields_tensor([ArticleFields(name="Oat drink", department="GROCERY")])
     assert got.shape == (1, len(s.ARTICLE_FIELDS))
     assert got[0, s.ARTICLE_FIELDS.index(s.NAME)] == b"Oat drink"
     assert got[0, s.ARTICLE_FIELDS.index(s.DEPARTMENT)] == b"GROCERY"
     assert got[0, s.ARTICLE_FIELDS.index(s.DESCRIPTION)] == b""
+
+
+class FakeEncoder:
+    """Encodes an article as vectors filled with its name's length; ``known`` ids are known."""
+
+    def __init__(self, known: set[str], export: str = "e1") -> None:
+        self.known, self.export, self.calls = known, export, 0
+
+    def encode(self, article_ids: Sequence[str], fields: Sequence[ArticleFields]) -> dict[str, Any]:
+        self.calls += 1
+        n = len(article_ids)
+        size = np.array([[len(f.name)] for f in fields], dtype=np.float32)
+        return {
+            s.T_ITEM_EMBEDDING: np.repeat(size, 4, axis=1),
+            s.T_TEXT_EMBEDDING: np.repeat(size, 3, axis=1),
+            s.T_ARTICLE_SPARSE: np.ones((n, 2), dtype=np.int64),
+            s.T_ARTICLE_DENSE: np.zeros((n, 1), dtype=np.float32),
+            s.T_KNOWN: np.array([[a in self.known] for a in article_ids]),
+            s.T_EXPORT_ID: np.full((n, 1), self.export.encode(), dtype=object),
+        }
+
+    def close(self) -> None:
+        pass
+
+
+def test_indexer_writes_unknown_articles_marks_deletions_and_follows_the_export(
+    tmp_path: Path,
+) -> None:
+    delta = SqliteArticleDelta(tmp_path / "delta.db")
+    encoder = FakeEncoder(known={"old"})
+    indexer = ArticleIndexer(encoder, delta, batch=2)
+    for article_id, name in (("old", "x"), ("n1", "ab"), ("n2", "abc"), ("n3", "abcd")):
+        indexer.put(article_id, ArticleFields(name=name))
+    assert indexer.flush() == 3 and encoder.calls == 2  # batches of 2; "old" is known
+    got = delta.load("e1")
+    assert got.ids == ["n1", "n2", "n3"] and got.item[:, 0].tolist() == [2.0, 3.0, 4.0]
+    indexer.put("n1", ArticleFields(name="abcdef"))  # changed: same slot, new vectors
+    indexer.delete("n2")
+    indexer.flush()
+    got = delta.load("e1")
+    assert got.ids == ["n1", "n2", "n3"] and got.item[0, 0] == 6.0
+    assert got.live.tolist() == [True, False, True]
+    encoder.export = "e2"  # a new export is served: every API article again, in its scope
+    indexer.put("n4", ArticleFields(name="a"))
+    indexer.flush()
+    assert delta.load("e2").ids[0] == "n4"
+    assert sorted(delta.load("e2").ids) == ["n1", "n3", "n4"]
+    assert not indexer.pending
+    delta.close()
