@@ -315,7 +315,7 @@ def retrieval_candidates(stack: ServingStack, query: np.ndarray) -> set[int]:
     import tritonclient.grpc as grpcclient
 
     n = EXPORT_HISTORY
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         s.T_QUERY_EMBEDDING: query.astype(np.float32),
         s.T_HIST_IDS: np.zeros((1, n), dtype=np.int64),
         s.T_HIST_COUNTS: np.zeros((1, n), dtype=np.float32),
