@@ -9,7 +9,8 @@ writes what it returns into the article delta (:mod:`shoprec.serving.article_del
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,6 +53,11 @@ class ArticleEncoderStep(Step):
     export_id bytes (B, 1) (the repository's ``export_id``: the delta scope of the row).
 
     Raises (per request): ``RequestError`` for bad shapes or an empty name.
+
+    The text encoder may be given as a factory: it is then loaded in a background thread from
+    construction on (MiniLM takes 10-20 s to import and load on 2 busy cores), so that Triton
+    reports the model, and with it the server, ready without waiting for it; the first request
+    waits for the load (and raises its error, if any).
     """
 
     name = s.TRITON_ARTICLE_ENCODER
@@ -69,15 +75,27 @@ class ArticleEncoderStep(Step):
         self,
         tower: ItemTower,
         workflow: Workflow,
-        text_encoder: TextEncoder,
+        text_encoder: TextEncoder | Callable[[], TextEncoder],
         known_ids: list[str],
         export: str = "",
     ) -> None:
         self.tower = tower.eval()
         self.workflow = workflow
-        self.text_encoder = text_encoder
+        self._text_encoder: Future[TextEncoder]
+        if callable(text_encoder) and not hasattr(text_encoder, "encode"):
+            pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
+            self._text_encoder = pool.submit(text_encoder)
+            pool.shutdown(wait=False)
+        else:
+            self._text_encoder = Future()
+            self._text_encoder.set_result(text_encoder)  # type: ignore[arg-type]
         self.known = frozenset(known_ids)
         self.export = export
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """The text encoder (waits for a background load to finish)."""
+        return self._text_encoder.result()
 
     @classmethod
     def load(cls, directory: Path) -> ArticleEncoderStep:
@@ -89,7 +107,7 @@ class ArticleEncoderStep(Step):
         return cls(
             load_two_tower(directory / A.TWO_TOWER_FILE).item_tower,
             Workflow.load(directory / A.WORKFLOW_FILE),
-            make_encoder(config),
+            lambda: make_encoder(config),
             load_array(directory / TEXT_ARTICLE_IDS_FILE).astype(str).tolist(),
             export_id(directory),
         )
