@@ -7,7 +7,7 @@ split, popularity-sampled negatives 1:1) by AUC / precision / recall only
 
 * trains on the examples ``shoprec train`` gives its ranker (``training.examples``: the
   configured negatives, by default retrieved-but-not-bought Two-Tower candidates), with the
-  same validation window and model selection (best validation AUC epoch; LightGBM: early
+  same validation window and model selection (best validation MAP@12 epoch; LightGBM: early
   stopping on validation AUC; the random forest: none);
 * is scored by ``evaluation.testsets.score_ranker``, as ``shoprec evaluate`` scores its ranker:
   AUC / precision / recall (threshold 0.5) on the labelled test set (the reference design's

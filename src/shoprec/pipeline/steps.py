@@ -402,11 +402,12 @@ def run_evaluate(
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
     exclude = A.trained_exclusion(paths.models_dir)
-    bought = (
-        customers_bought(canonical.transactions, enc.customers.ids[sets.customer_rows], test.start)
-        if exclude
-        else None
+    # every article each test customer bought before the test window: what an excluding policy
+    # never lists, and what the report counts in the served lists
+    bought_before = customers_bought(
+        canonical.transactions, enc.customers.ids[sets.customer_rows], test.start
     )
+    bought = bought_before if exclude else None
     ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k, bought)
     two_stage_name = two_stage_label(models.ranker_kind)
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
@@ -451,17 +452,9 @@ def run_evaluate(
             )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
-    bought = set(
-        canonical.transactions.filter(
-            (pl.col(s.T_DAT) < cutoff) & pl.col(s.CUSTOMER_ID).is_in(list(customer_ids))
-        )
-        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
-        .unique()
-        .iter_rows()
-    )
     already_bought = sum(
-        (c, a) in bought
-        for c, items in zip(customer_ids, recommended[served_name], strict=True)
+        a in before
+        for before, items in zip(bought_before, recommended[served_name], strict=True)
         for a in items
     )
     ratio, low, high = paired_bootstrap_ratio_ci(
