@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from shoprec import schema as s
-from shoprec.config import DatasetConfig
+from shoprec.config import DatasetConfig, WorkflowConfig
 from shoprec.data.dataset import (
     SPLIT_TEST,
     SPLIT_TRAIN,
@@ -23,7 +23,13 @@ from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import InputDataError
 from shoprec.features.build import article_features, customer_features
 from shoprec.features.copurchase import copurchase_table
-from shoprec.features.encode import cross_features
+from shoprec.features.encode import (
+    cross_features,
+    encode_articles,
+    encode_customers,
+    fit_workflow,
+    price_relative,
+)
 from toydata import make_canonical
 
 
@@ -56,6 +62,31 @@ def test_article_features_by_hand(toy: Canonical) -> None:
     assert a0[s.SALES_7D] == 5
     assert a0[s.DAYS_SINCE_FIRST_SALE] == 8
     assert a0[s.ARTICLE_MEAN_PRICE] == pytest.approx(1.0)
+    assert a0[s.SALES_ALL] == 6  # every sale before the cutoff
+    # last week 5 against 1 sale in the three weeks before (1/3 a week)
+    assert a0[s.SALES_TREND] == pytest.approx(np.log((1 + 5) / (1 + 1 / 3)))
+    earlier = article_features(toy.transactions, toy.articles, date(2020, 1, 2))
+    # before any of its sales but one: 1 sale all time, trend log(2 / 1)
+    a0 = earlier.filter(pl.col(s.ARTICLE_ID) == "a0").row(0, named=True)
+    assert (a0[s.SALES_ALL], a0[s.SALES_TREND]) == (1, pytest.approx(np.log(2.0)))
+
+
+def test_price_relative_is_the_log_price_ratio_on_one_scale(toy: Canonical) -> None:
+    cutoff = date(2020, 1, 9)
+    cust = customer_features(toy.transactions, toy.customers, cutoff, 4)
+    arts = article_features(toy.transactions, toy.articles, cutoff)
+    wf = fit_workflow(
+        WorkflowConfig(), cust, arts, toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
+    )
+    c, a = encode_customers(wf, cust, 4), encode_articles(wf, arts)
+    got = price_relative(c.dense[[0, 0, 3]], a.dense[[0, 1, 2]])
+    raw_c = cust.get_column(s.MEAN_PRICE).to_numpy()[[0, 0, 3]]
+    raw_a = arts.get_column(s.ARTICLE_MEAN_PRICE).to_numpy()[[0, 1, 2]]
+    std = wf.numeric_ops[s.MEAN_PRICE].std
+    want = (np.log1p(raw_a) - np.log1p(raw_c)) / std
+    want = np.where(np.isnan(want), 0.0, want)  # a customer or article without a price
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got[0] != 0  # a0 costs 1, c0 paid more on average
 
 
 def test_make_windows_counts_back_from_the_last_day() -> None:
@@ -107,6 +138,7 @@ def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path: 
         assert got.equals(want), f"customer features of window {w.index} leak"
         got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
         want_a = data.article_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
+        assert {s.SALES_ALL, s.SALES_TREND} <= set(want_a.columns)  # popularity features
         assert got_a.equals(want_a), f"article features of window {w.index} leak"
         got_c = copurchase_table(
             perturbed.transactions, w.start, cfg.copurchase_days, cfg.copurchase_neighbours

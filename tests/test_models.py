@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from shoprec import schema as s
 from shoprec.config import (
     DLRMConfig,
     IndexConfig,
@@ -102,7 +103,7 @@ def test_dlrm_learns_and_round_trips(tmp_path: Path) -> None:
     m = DLRM(CUST_CARDS + ART_CARDS, 6, cfg.embedding_dim, DLRMConfig(), RANKING_HISTORY_FEATURE)
     hist = train_ranker(m, train, y, val, yv, cfg)
     assert len(hist) == 3
-    assert max(auc for _, auc in hist) > 0.95
+    assert max(auc for _, auc, _ in hist) > 0.95
     p = predict(m, val)
     assert p.shape == (400,) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
     save_ranker(m, PipelineConfig(ranker=cfg), tmp_path)
@@ -167,12 +168,12 @@ class _ScoreByArticleId(torch.nn.Module):
 
 
 def test_rank_candidates_orders_pads_and_excludes() -> None:
-    from shoprec.features.encode import EncodedArticles, EncodedCustomers
+    from shoprec.features.encode import EncodedArticles, EncodedCustomers, dense_width
 
     cust = EncodedCustomers(
         np.array(["c"], object),
         np.zeros((1, 3), np.int64),
-        np.zeros((1, 2), np.float32),
+        np.zeros((1, dense_width(s.CUSTOMER_DENSE)), np.float32),
         np.zeros((1, 4), np.int64),
         np.zeros((1, 4), np.float32),
         np.zeros((1, 4), np.float32),
@@ -182,7 +183,7 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
     arts = EncodedArticles(
         np.array(list("abcd"), object),
         np.stack([art_ids] + [np.zeros(4, np.int64)] * 5, axis=1),
-        np.zeros((4, 1), np.float32),
+        np.zeros((4, dense_width(s.ARTICLE_DENSE)), np.float32),
     )
     attrs = np.zeros((10, 3), np.int64)
     cands = np.array([[0, 1, 2, 3, PAD]])

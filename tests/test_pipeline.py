@@ -268,3 +268,31 @@ def test_cli_evaluate_takes_a_config(trained: Path, tmp_path: Path) -> None:
     assert all(set(row) == {"map@5", "recall@5", "ndcg@5"} for row in report["metrics"].values())
     assert "served:" in out
     assert report["served"]["best_baseline"] in report["metrics"]
+
+
+def test_evaluate_with_exclusion_lists_no_already_bought_article(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Under an excluding policy no served list holds an article the customer bought before
+    the test window, including those beyond the N history slots (N = 16 here)."""
+    import shutil
+
+    before = json.loads((trained / "models" / "syn" / A.REPORT_JSON).read_text())
+    models = tmp_path / "models" / "syn"
+    shutil.copytree(trained / "models" / "syn", models)
+    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
+    (models / A.TRAIN_SUMMARY_FILE).write_text(json.dumps({**summary, "exclude_purchased": True}))
+    _run(
+        "evaluate",
+        "--name",
+        "syn",
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(tmp_path / "models"),
+    )
+    report = json.loads((models / A.REPORT_JSON).read_text())
+    assert report["run"]["excluded"] is True
+    assert report["served"]["already_bought_in_lists"] == 0
+    if not before["run"]["excluded"]:  # the same models keeping them do list bought articles
+        assert before["served"]["already_bought_in_lists"] > 0

@@ -60,7 +60,7 @@ from shoprec.serving.runtime import load_step
 from shoprec.serving.tritonserver import TritonServer
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import example_groups
-from shoprec.training.ranker import fit_ranker
+from shoprec.training.ranker import fit_ranker, grouped_map_at_k
 from test_export import TINY_EXPORT, TinyRun, tiny_run
 from test_triton_server import _in_process, _recommend
 
@@ -103,7 +103,7 @@ def data() -> Data:
 
 def _fit(
     kind: RankerKind, data: Data, seed: int = 0
-) -> tuple[Ranker, list[tuple[float, float]], PipelineConfig]:
+) -> tuple[Ranker, list[tuple[float, float, float]], PipelineConfig]:
     train, y, val, yv = data
     config = dataclasses.replace(
         SMALL,
@@ -129,8 +129,12 @@ def test_every_ranker_learns_and_outputs_probabilities(kind: RankerKind, data: D
     assert ((p >= 0) & (p <= 1)).all()
     auc = binary_classification_metrics(yv, p)["auc"]
     assert auc > 0.9
-    if kind is not RankerKind.RF:  # the forest has no model selection; the others keep the best
-        assert max(a for _, a in history) == pytest.approx(auc, abs=1e-6)
+    if kind.is_tree and kind is not RankerKind.RF:  # the forest has no model selection
+        assert max(a for _, a, _ in history) == pytest.approx(auc, abs=1e-6)
+    elif not kind.is_tree:  # a neural ranker keeps the epoch of the best validation MAP@12
+        kept = grouped_map_at_k(yv, p, np.full(len(yv) // 10, 10))
+        assert max(m for _, _, m in history) == pytest.approx(kept, abs=1e-6)
+        assert len(history) == 3
     assert predict(ranker, val.slice(0, 0)).shape == (0,)
 
 
@@ -695,3 +699,18 @@ def test_cli_export_rejects_an_unknown_ranker(tiny: TinyRun, tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "'svm' is not one of" in _flat(result.output)
     assert not (tmp_path / "repo").exists()
+
+
+def test_grouped_map_at_k_by_hand() -> None:
+    labels = np.array([1, 0, 0, 1, 0, 0, 0])
+    perfect = np.array([0.9, 0.1, 0.2, 0.8, 0.5, 0.4, 0.3])
+    # group 1 (rows 0-2): positive first; group 2 (rows 3-5): positive first; group 3 (row 6)
+    # has no positive and does not count
+    assert grouped_map_at_k(labels, perfect, np.array([3, 3, 1]), 12) == 1.0
+    worst = -perfect
+    # group 1: the positive ranked 3rd -> 1/3; group 2: 3rd -> 1/3
+    assert grouped_map_at_k(labels, worst, np.array([3, 3, 1]), 12) == pytest.approx(1 / 3)
+    assert grouped_map_at_k(labels, worst, np.array([3, 3, 1]), 2) == 0.0  # beyond k: no hit
+    assert np.isnan(grouped_map_at_k(np.zeros(2), np.zeros(2), np.array([2])))
+    with pytest.raises(ValueError, match="group sizes sum to 3"):
+        grouped_map_at_k(labels, perfect, np.array([3]))

@@ -149,7 +149,7 @@ class RankerConfig:
             ``shoprec train`` trains and ``shoprec export`` serves by default.
         embedding_dim: D of every neural ranker's embedding tables.
         batch_size, epochs, learning_rate, weight_decay: neural rankers' training (Adam,
-            binary cross-entropy; the epoch with the best validation AUC is kept).
+            binary cross-entropy; the epoch with the best validation MAP@12 is kept).
         negatives: what the ranker learns to tell purchases apart from.
         candidate_negatives: retrieved, not purchased candidates per customer and window
             (``RankerNegatives.CANDIDATES``).

@@ -117,7 +117,11 @@ SALES_7D: Final = "sales_7d"
 SALES_28D: Final = "sales_28d"
 ARTICLE_MEAN_PRICE: Final = "article_mean_price"
 DAYS_SINCE_FIRST_SALE: Final = "days_since_first_sale"
-ARTICLE_DENSE: Final = (SALES_7D, SALES_28D, ARTICLE_MEAN_PRICE, DAYS_SINCE_FIRST_SALE)
+SALES_ALL: Final = "sales_all"  # purchase lines before the cutoff, all time (popularity)
+SALES_TREND: Final = "sales_trend"  # log((1 + last week) / (1 + weekly mean of the 3 before))
+ARTICLE_DENSE: Final = (
+    SALES_7D, SALES_28D, ARTICLE_MEAN_PRICE, DAYS_SINCE_FIRST_SALE, SALES_ALL, SALES_TREND,
+)  # fmt: skip
 ARTICLE_SPARSE: Final = (ARTICLE_ID, *ARTICLE_ATTRIBUTES)
 
 # ---- customer x article features (from the customer's history list) -------------------------
@@ -129,10 +133,13 @@ HIST_SAME_DEPARTMENT: Final = "hist_same_department"
 HIST_ARTICLE_RECENCY: Final = "hist_article_recency"  # log1p(days since its last purchase)
 HIST_ARTICLE_CYCLE: Final = "hist_article_cycle"  # log1p(mean days between its purchases)
 HIST_ARTICLE_DUE: Final = "hist_article_due"  # days since last / cycle (1 = due again now)
-CROSS_DENSE: Final = (
+HISTORY_CROSS_DENSE: Final = (
     HIST_SAME_ARTICLE, HIST_SAME_ARTICLE_RANK, HIST_SAME_PRODUCT_TYPE, HIST_SAME_PRODUCT_GROUP,
     HIST_SAME_DEPARTMENT, HIST_ARTICLE_RECENCY, HIST_ARTICLE_CYCLE, HIST_ARTICLE_DUE,
 )  # fmt: skip
+# log(candidate's mean price / customer's mean price), 0 when either is unknown
+PRICE_RELATIVE: Final = "price_relative"
+CROSS_DENSE: Final = (*HISTORY_CROSS_DENSE, PRICE_RELATIVE)
 
 # ---- candidate sources (inference/sources.py), in the order of their ranker features -------
 SOURCE_ANN: Final = "ann"  # Two-Tower item-index ANN

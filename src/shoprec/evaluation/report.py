@@ -23,8 +23,8 @@ def _run_lines(run: dict[str, Any] | None) -> list[str]:
     return [
         f"What ran: {run['two_stage']}, candidates from {', '.join(run['candidate_sources'])}; "
         f"kept Two-Tower epoch {run['two_tower_best_epoch']} (best validation candidate "
-        f"recall) and {run['ranker']} epoch {run['ranker_best_epoch']} (best validation AUC; "
-        "trees: early stopping). exclude_purchased="
+        f"recall) and {run['ranker']} epoch {run['ranker_best_epoch']} (neural: best validation "
+        "MAP@12; trees: early stopping). exclude_purchased="
         f"{run['exclude_purchased']} with a training repurchase share of "
         f"{'n/a' if share is None else f'{share:.3f}'}: already-bought articles "
         f"{'excluded' if run['excluded'] else 'kept'}.",

@@ -5,7 +5,9 @@ Shape letters: B = customers, C = candidates per customer, M = examples.
 
 from __future__ import annotations
 
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
+from datetime import date
 from functools import cached_property
 from typing import Any
 
@@ -20,11 +22,27 @@ from shoprec.evaluation.metrics import binary_classification_metrics, evaluate_l
 from shoprec.features.assemble import RANKING_HISTORY_FEATURE, RankingInputs
 from shoprec.features.workflow import FIRST_ID
 from shoprec.inference.candidates import PAD
-from shoprec.inference.scoring import predict, purchased_mask, rank_candidates
+from shoprec.inference.scoring import bought_mask, predict, rank_candidates
 from shoprec.models.rankers import Ranker
 from shoprec.models.rules import RuleRanker
 from shoprec.training.encoded import EncodedDataset
 from shoprec.training.examples import candidate_examples, example_inputs, window_candidates
+
+
+def customers_bought(
+    transactions: pl.DataFrame, customer_ids: Sequence[str], cutoff: date
+) -> list[frozenset[str]]:
+    """Per customer (in ``customer_ids`` order), every article id they bought before
+    ``cutoff`` (``t_dat < cutoff``; empty for a customer without purchases): what
+    ``exclude_purchased`` never lists (:func:`inference.scoring.bought_mask`)."""
+    ids = list(customer_ids)
+    grouped = (
+        transactions.filter((pl.col(s.T_DAT) < cutoff) & pl.col(s.CUSTOMER_ID).is_in(ids))
+        .group_by(s.CUSTOMER_ID)
+        .agg(pl.col(s.ARTICLE_ID).unique())
+    )
+    sets = {c: frozenset(a) for c, a in grouped.iter_rows()}
+    return [sets.get(c, frozenset()) for c in ids]
 
 
 def window_truth(examples: pl.DataFrame, window: int) -> dict[str, set[str]]:
@@ -98,10 +116,14 @@ def rank_window(
     candidates: np.ndarray,
     k: int,
     features: np.ndarray | None = None,
-    exclude_purchased: bool = False,
+    bought: Sequence[Set[str]] | None = None,
     batch: int = 1024,
 ) -> np.ndarray:
-    """``rank_candidates`` in batches of customers: top-k article rows int64 (B, k), PAD-padded."""
+    """``rank_candidates`` in batches of customers: top-k article rows int64 (B, k), PAD-padded.
+
+    ``bought``: per customer the article ids never to list (:func:`customers_bought`, when
+    ``exclude_purchased`` excludes), None = exclude nothing.
+    """
     return (
         np.concatenate(
             [
@@ -113,9 +135,9 @@ def rank_window(
                     enc.attributes,
                     candidates[i : i + batch],
                     k,
-                    _purchased(enc, customer_rows[i : i + batch], candidates[i : i + batch])
-                    if exclude_purchased
-                    else None,
+                    None
+                    if bought is None
+                    else _bought(enc, candidates[i : i + batch], bought[i : i + batch]),
                     None if features is None else features[i : i + batch],
                 )[0]
                 for i in range(0, len(customer_rows), batch)
@@ -126,11 +148,9 @@ def rank_window(
     )
 
 
-def _purchased(
-    enc: EncodedDataset, customer_rows: np.ndarray, candidates: np.ndarray
-) -> np.ndarray:
-    vocab = np.where(candidates != PAD, enc.articles.sparse[candidates, 0], 0)
-    return purchased_mask(vocab, enc.customers.hist_ids[customer_rows])
+def _bought(enc: EncodedDataset, candidates: np.ndarray, bought: Sequence[Set[str]]) -> np.ndarray:
+    ids = np.where(candidates != PAD, enc.articles.ids[np.maximum(candidates, 0)], "")
+    return bought_mask(ids.astype(object), bought)
 
 
 def article_lists(enc: EncodedDataset, rows: np.ndarray) -> list[list[str]]:
@@ -161,9 +181,9 @@ def score_ranker(
     enc: EncodedDataset,
     sets: RankerTestSets,
     k: int,
-    exclude_purchased: bool = False,
+    bought: Sequence[Set[str]] | None = None,
 ) -> tuple[dict[str, float], list[list[str]]]:
-    """Score one ranker on the test sets.
+    """Score one ranker on the test sets; ``bought`` as in :func:`rank_window`.
 
     Returns:
         ({"auc", "precision", "recall"} on the labelled set (threshold 0.5),
@@ -187,7 +207,7 @@ def score_ranker(
             sets.candidate_rows,
             k,
             sets.candidate_features,
-            exclude_purchased,
+            bought,
         ),
     )
     scores.update(evaluate_lists(lists, sets.relevant, k))

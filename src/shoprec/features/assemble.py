@@ -13,7 +13,12 @@ import numpy as np
 import numpy.typing as npt
 
 from shoprec import schema as s
-from shoprec.features.encode import EncodedArticles, EncodedCustomers, cross_features
+from shoprec.features.encode import (
+    EncodedArticles,
+    EncodedCustomers,
+    cross_features,
+    price_relative,
+)
 
 # Position of the article-id column in the ranker's sparse input (customer sparse first).
 RANKING_HISTORY_FEATURE = len(s.CUSTOMER_SPARSE)
@@ -24,7 +29,8 @@ class RankingInputs:
     """Ranker inputs for M (customer, article) pairs.
 
     Attributes:
-        dense: float32 (M, Fd) = customer dense, article dense, ``schema.CROSS_DENSE``,
+        dense: float32 (M, Fd) = customer dense, article dense, ``schema.CROSS_DENSE`` (the
+            history x candidate features, then the price relative to the customer's usual),
             ``schema.SOURCE_DENSE`` (the candidate sources' scores and reciprocal ranks).
         sparse: int64 (M, Fs) = customer sparse, article sparse.
         hist_ids: int64 (M, N) the customer's history (article vocabulary ids).
@@ -79,12 +85,15 @@ def ranking_inputs(
             f"source_features has shape {source_features.shape}, expected "
             f"({len(customer_rows)}, {len(s.SOURCE_DENSE)})"
         )
+    customer_dense = customers.dense[customer_rows]
+    article_dense = articles.dense[article_rows]
     return RankingInputs(
         dense=np.concatenate(
             [
-                customers.dense[customer_rows],
-                articles.dense[article_rows],
+                customer_dense,
+                article_dense,
                 cross,
+                price_relative(customer_dense, article_dense)[:, None],
                 source_features.astype(np.float32, copy=False),
             ],
             axis=1,

@@ -135,7 +135,10 @@ def article_features(
         One row per article in ``articles``: ``schema.ARTICLE_COLUMNS`` plus ``SALES_7D`` and
         ``SALES_28D`` (int, purchase lines in the 7 / 28 days before ``cutoff``),
         ``ARTICLE_MEAN_PRICE`` (float, currency units; null if never sold) and
-        ``DAYS_SINCE_FIRST_SALE`` (int days; null if never sold). Sorted by article id.
+        ``DAYS_SINCE_FIRST_SALE`` (int days; null if never sold), ``SALES_ALL`` (int, purchase
+        lines before ``cutoff``, all time) and ``SALES_TREND`` (float, ``log((1 + SALES_7D) /
+        (1 + (SALES_28D - SALES_7D) / 3))``: last week against the weekly mean of the three
+        weeks before; 0 = flat, > 0 rising). Sorted by article id.
     """
     hist = transactions_before(transactions, cutoff)
     agg = hist.group_by(s.ARTICLE_ID).agg(
@@ -143,6 +146,7 @@ def article_features(
         (pl.col(s.T_DAT) >= cutoff - timedelta(days=28)).sum().cast(pl.Int64).alias(s.SALES_28D),
         pl.col(s.PRICE).mean().cast(pl.Float64).alias(s.ARTICLE_MEAN_PRICE),
         pl.col(s.T_DAT).min().alias(_FIRST),
+        pl.len().cast(pl.Int64).alias(s.SALES_ALL),
     )
     return (
         articles.select(s.ARTICLE_COLUMNS)
@@ -150,9 +154,15 @@ def article_features(
         .with_columns(
             pl.col(s.SALES_7D).fill_null(0),
             pl.col(s.SALES_28D).fill_null(0),
+            pl.col(s.SALES_ALL).fill_null(0),
             (pl.lit(cutoff, dtype=pl.Date) - pl.col(_FIRST))
             .dt.total_days()
             .alias(s.DAYS_SINCE_FIRST_SALE),
+        )
+        .with_columns(
+            ((1.0 + pl.col(s.SALES_7D)) / (1.0 + (pl.col(s.SALES_28D) - pl.col(s.SALES_7D)) / 3.0))
+            .log()
+            .alias(s.SALES_TREND)
         )
         .drop(_FIRST)
         .sort(s.ARTICLE_ID)

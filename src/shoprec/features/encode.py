@@ -6,6 +6,7 @@ N = history length, Fs = sparse features, Fd = dense features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from shoprec.features.workflow import FIRST_ID, Categorify, Normalize, Workflow
 _LOG = {
     s.N_PURCHASES, s.N_PURCHASES_28D, s.DAYS_SINCE_LAST, s.DAYS_SINCE_FIRST, s.MEAN_PRICE,
     s.N_DISTINCT_ARTICLES, s.SALES_7D, s.SALES_28D, s.ARTICLE_MEAN_PRICE,
-    s.DAYS_SINCE_FIRST_SALE,
+    s.DAYS_SINCE_FIRST_SALE, s.SALES_ALL,
 }  # fmt: skip
 _NULLABLE = {
     s.AGE, s.DAYS_SINCE_LAST, s.DAYS_SINCE_FIRST, s.MEAN_PRICE, s.ARTICLE_MEAN_PRICE,
@@ -67,7 +68,71 @@ def fit_workflow(
         wf.numeric_ops[name].fit(customer_frame.get_column(name))
     for name in s.ARTICLE_DENSE:
         wf.numeric_ops[name].fit(article_frame.get_column(name))
+    # One scale for both prices, so that their difference is a log price ratio
+    # (``price_relative``): log1p(price) standardised by the customers' mean-price statistics.
+    customer_price = wf.numeric_ops[s.MEAN_PRICE]
+    article_price = wf.numeric_ops[s.ARTICLE_MEAN_PRICE]
+    article_price.mean, article_price.std = customer_price.mean, customer_price.std
     return wf
+
+
+def dense_column(names: Sequence[str], name: str) -> int:
+    """Column of ``name``'s value in a dense block encoded from ``names`` (``Workflow.dense``:
+    each name one column, plus its missing indicator when nullable).
+
+    Raises:
+        KeyError: ``name`` is not in ``names``.
+    """
+    col = 0
+    for n in names:
+        if n == name:
+            return col
+        col += 2 if n in _NULLABLE else 1
+    raise KeyError(f"{name!r} is not among the dense features {list(names)}")
+
+
+def dense_width(names: Sequence[str]) -> int:
+    """Columns of a dense block encoded from ``names`` (missing indicators included)."""
+    return sum(2 if n in _NULLABLE else 1 for n in names)
+
+
+_CUSTOMER_PRICE = dense_column(s.CUSTOMER_DENSE, s.MEAN_PRICE)
+_ARTICLE_PRICE = dense_column(s.ARTICLE_DENSE, s.ARTICLE_MEAN_PRICE)
+
+
+def price_relative(
+    customer_dense: npt.NDArray[np.float32], article_dense: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``schema.PRICE_RELATIVE`` of M (customer, article) pairs, float32 (M,).
+
+    Args:
+        customer_dense: float32 (M, Fdc) encoded ``schema.CUSTOMER_DENSE`` of each pair's
+            customer.
+        article_dense: float32 (M, Fda) encoded ``schema.ARTICLE_DENSE`` of each pair's article.
+
+    Returns:
+        The difference of the two encoded prices: both are log1p(price in currency units)
+        standardised with the same statistics (:func:`fit_workflow`), so it is
+        ``(log1p(article mean price) - log1p(customer mean price)) / std``: 0 = the
+        customer's usual price, > 0 dearer. 0 when either price is unknown.
+
+    Raises:
+        ValueError: a width is not that of the encoded schema block.
+    """
+    for name, block, names in (
+        ("customer_dense", customer_dense, s.CUSTOMER_DENSE),
+        ("article_dense", article_dense, s.ARTICLE_DENSE),
+    ):
+        if block.shape[1] != dense_width(names):
+            raise ValueError(
+                f"{name} has {block.shape[1]} columns, expected {dense_width(names)} "
+                f"(encoded {list(names)})"
+            )
+    known = (customer_dense[:, _CUSTOMER_PRICE + 1] == 0) & (
+        article_dense[:, _ARTICLE_PRICE + 1] == 0
+    )
+    diff = article_dense[:, _ARTICLE_PRICE] - customer_dense[:, _CUSTOMER_PRICE]
+    return np.where(known, diff, 0.0).astype(np.float32)
 
 
 @dataclass
@@ -191,7 +256,7 @@ def cross_features(
             are -1).
 
     Returns:
-        float32 (B, C, 8) = ``schema.CROSS_DENSE``: log1p(purchases of the candidate),
+        float32 (B, C, 8) = ``schema.HISTORY_CROSS_DENSE``: log1p(purchases of the candidate),
         1 / (1 + position of the candidate in the history) or 0 if absent, log1p(purchases
         of history articles sharing the candidate's product type / group / department), and
         for a candidate in the history: log1p(days since its last purchase), log1p(its
@@ -202,7 +267,7 @@ def cross_features(
     valid = hist_ids >= FIRST_ID  # (B, N)
     same = (hist_ids[:, None, :] == candidates[:, :, None]) & valid[:, None, :]  # (B, C, N)
     counts = hist_counts[:, None, :]
-    out = np.empty((*candidates.shape, len(s.CROSS_DENSE)), dtype=np.float32)
+    out = np.empty((*candidates.shape, len(s.HISTORY_CROSS_DENSE)), dtype=np.float32)
     out[..., 0] = np.log1p((same * counts).sum(-1))
     first = np.where(same.any(-1), same.argmax(-1), -1)
     out[..., 1] = np.where(first >= 0, 1.0 / (1.0 + np.maximum(first, 0)), 0.0)

@@ -6,6 +6,8 @@ Shape letters: B = customers, C = candidates per customer, M = (customer, articl
 
 from __future__ import annotations
 
+from collections.abc import Sequence, Set
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -45,6 +47,33 @@ def purchased_mask(
     same = (candidate_vocab[:, :, None] == hist_ids[:, None, :]).any(-1)
     result: npt.NDArray[np.bool_] = same & (candidate_vocab >= 2)
     return result
+
+
+def bought_mask(
+    candidate_ids: npt.NDArray[np.object_], bought: Sequence[Set[str]]
+) -> npt.NDArray[np.bool_]:
+    """bool (B, C): whether each candidate (article id str, object (B, C); anything not a
+    bought id, e.g. "" for an empty slot, never matches) is among the articles its customer
+    ever bought (``bought[b]``, article ids, every purchase before the cutoff, not only the N
+    history slots).
+
+    Exclusion by article identity: unlike :func:`purchased_mask` it needs no vocabulary, so
+    purchases beyond the history list and articles outside the workflow's vocabulary (first
+    sold after it was fitted) are excluded too. The ``exclude_purchased`` rule of offline
+    evaluation, the guardrail and ``compare-rankers``.
+
+    Raises:
+        ValueError: ``len(bought)`` differs from B.
+    """
+    if len(bought) != candidate_ids.shape[0]:
+        raise ValueError(
+            f"bought sets for {len(bought)} customers, candidates for {candidate_ids.shape[0]}"
+        )
+    mask = np.zeros(candidate_ids.shape, dtype=np.bool_)
+    for b, items in enumerate(bought):
+        if items:
+            mask[b] = [a in items for a in candidate_ids[b]]
+    return mask
 
 
 def rank_candidates(

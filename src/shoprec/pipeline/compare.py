@@ -7,7 +7,7 @@ split, popularity-sampled negatives 1:1) by AUC / precision / recall only
 
 * trains on the examples ``shoprec train`` gives its ranker (``training.examples``: the
   configured negatives, by default retrieved-but-not-bought Two-Tower candidates), with the
-  same validation window and model selection (best validation AUC epoch; LightGBM: early
+  same validation window and model selection (best validation MAP@12 epoch; LightGBM: early
   stopping on validation AUC; the random forest: none);
 * is scored by ``evaluation.testsets.score_ranker``, as ``shoprec evaluate`` scores its ranker:
   AUC / precision / recall (threshold 0.5) on the labelled test set (the reference design's
@@ -39,6 +39,7 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.config import Paths, PipelineConfig, RankerKind
 from shoprec.data.dataset import SPLIT_TEST, load_dataset
+from shoprec.data.ingest.canonical import read_canonical
 from shoprec.evaluation.metrics import average_precision_at_k, paired_bootstrap_ci
 from shoprec.evaluation.ranker_comparison import (
     CONTEXT_BASELINES,
@@ -49,7 +50,7 @@ from shoprec.evaluation.ranker_comparison import (
     metric_names,
     plot_comparison,
 )
-from shoprec.evaluation.testsets import ranker_test_sets, score_ranker
+from shoprec.evaluation.testsets import customers_bought, ranker_test_sets, score_ranker
 from shoprec.features.workflow import Workflow
 from shoprec.inference.scoring import predict
 from shoprec.models.rankers import build_ranker, save_ranker
@@ -141,9 +142,17 @@ def compare_rankers(
     train_in, val_in = example_inputs(enc, tr), example_inputs(enc, va)
     y_tr, y_va = tr.get_column(s.LABEL).to_numpy(), va.get_column(s.LABEL).to_numpy()
     groups = (example_groups(tr), example_groups(va))
-    exclude = A.trained_exclusion(models_dir)
     (test,) = data.window(SPLIT_TEST)
     sets = ranker_test_sets(two_tower, enc, data, test.index, config)
+    bought = (
+        customers_bought(
+            read_canonical(paths.canonical).transactions,
+            enc.customers.ids[sets.customer_rows],
+            test.start,
+        )
+        if A.trained_exclusion(models_dir)
+        else None
+    )
     cards, num_dense = ranker_widths(wf, train_in)
     k = config.eval.k
     seed_list = [config.ranker.seed + i for i in range(seeds)]
@@ -170,9 +179,9 @@ def compare_rankers(
                 ranker, train_in, y_tr, val_in, y_va, config.ranker, seed, None, groups
             )
             fit_s = time.perf_counter() - start
-            scores, lists = score_ranker(ranker, enc, sets, k, exclude)
+            scores, lists = score_ranker(ranker, enc, sets, k, bought)
             runs.append({**scores, "fit_seconds": fit_s})
-            val_auc.append(max(auc for _, auc in history))
+            val_auc.append(max(auc for _, auc, _ in history))
             ap_seeds.append(
                 [
                     average_precision_at_k(r, rel, k)

@@ -49,6 +49,7 @@ from shoprec.evaluation.metrics import (
 from shoprec.evaluation.report import none_if_nan, report_markdown
 from shoprec.evaluation.testsets import (
     article_lists,
+    customers_bought,
     in_history,
     rank_window,
     ranker_test_sets,
@@ -234,10 +235,12 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         va.get_column(s.LABEL).to_numpy(),
         config.ranker,
         config.ranker.seed,
-        lambda e, loss, auc: log(
-            f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC {auc:.4f}"
+        lambda e, loss, auc, val_map: log(
+            f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC "
+            f"{auc:.4f}, val MAP@{config.eval.k} {val_map:.4f}"
         ),
         (example_groups(tr), example_groups(va)),
+        config.eval.k,
     )
     save_ranker(ranker, config, out)
     timer("ranker", t)
@@ -277,10 +280,11 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "two_tower_val_recall": tt_recalls,
         "two_tower_best_epoch": tt_best + 1,
         "ranker": kind.value,
-        "ranker_epochs": [{"loss": lo, "val_auc": au} for lo, au in ranker_hist],
-        "ranker_best_epoch": int(np.nanargmax([au for _, au in ranker_hist])) + 1
-        if np.isfinite([au for _, au in ranker_hist]).any()
-        else len(ranker_hist),
+        "ranker_epochs": [
+            {"loss": lo, "val_auc": au, f"val_map@{config.eval.k}": mp}
+            for lo, au, mp in ranker_hist
+        ],
+        "ranker_best_epoch": best_epoch(ranker_hist),
         "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
         "repurchase_share": share,
         "exclude_purchased": exclude,
@@ -292,6 +296,16 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
     return summary
+
+
+def best_epoch(history: list[tuple[float, float, float]]) -> int:
+    """The 1-based epoch ``training.ranker.train_ranker`` kept: the best validation MAP@k
+    (third element), else the best AUC (second), else the last."""
+    for col in (2, 1):
+        values = [row[col] for row in history]
+        if np.isfinite(values).any():
+            return int(np.nanargmax(values)) + 1
+    return len(history)
 
 
 def choose_served(
@@ -321,9 +335,10 @@ def choose_served(
     truth = window_truth(data.examples, window)
     ids = enc.customers.ids[wc.customer_rows]
     relevant = [truth[c] for c in ids]
+    bought = customers_bought(canonical.transactions, ids, cutoff) if exclude else None
 
     def served_map(model: Any) -> float:
-        rows = rank_window(model, enc, wc.customer_rows, wc.candidates, k, wc.features, exclude)
+        rows = rank_window(model, enc, wc.customer_rows, wc.candidates, k, wc.features, bought)
         return evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
 
     servable = {SERVED_RANKER: served_map(ranker)}
@@ -387,7 +402,13 @@ def run_evaluate(
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
     exclude = A.trained_exclusion(paths.models_dir)
-    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k, exclude)
+    # every article each test customer bought before the test window: what an excluding policy
+    # never lists, and what the report counts in the served lists
+    bought_before = customers_bought(
+        canonical.transactions, enc.customers.ids[sets.customer_rows], test.start
+    )
+    bought = bought_before if exclude else None
+    ranker_scores, two_stage = score_ranker(models.load_ranker(), enc, sets, k, bought)
     two_stage_name = two_stage_label(models.ranker_kind)
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
@@ -407,7 +428,7 @@ def run_evaluate(
         served_name = f"served: {served} rule over the candidates"
         recommended[served_name] = article_lists(
             enc,
-            rank_window(rule, enc, cust_rows, cands, k, sets.candidate_features, exclude),
+            rank_window(rule, enc, cust_rows, cands, k, sets.candidate_features, bought),
         )
     log("two-stage pipeline evaluated")
     cutoff = test.start
@@ -431,17 +452,9 @@ def run_evaluate(
             )
             comparison[name] = {"map_difference": diff, "ci95_low": low, "ci95_high": high}
 
-    bought = set(
-        canonical.transactions.filter(
-            (pl.col(s.T_DAT) < cutoff) & pl.col(s.CUSTOMER_ID).is_in(list(customer_ids))
-        )
-        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
-        .unique()
-        .iter_rows()
-    )
     already_bought = sum(
-        (c, a) in bought
-        for c, items in zip(customer_ids, recommended[served_name], strict=True)
+        a in before
+        for before, items in zip(bought_before, recommended[served_name], strict=True)
         for a in items
     )
     ratio, low, high = paired_bootstrap_ratio_ci(
