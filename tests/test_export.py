@@ -69,7 +69,7 @@ GOLDEN_DIMS = RepositoryDims(
     history_length=64,
     embedding_dim=64,
     served_articles=68257,
-    article_dense=6,
+    article_dense=8,
     text_embedding_dim=384,
 )
 # Tiny export: K = 10, 20 ANN candidates + 16 history articles.
@@ -322,7 +322,7 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
         FAST["dataset"]["history_length"],
         FAST["two_tower"]["embedding_dim"],
         len(served),
-        6,
+        len(s.ARTICLE_DENSE) + 2,  # missing indicators: mean price, days since first sale
         384,
     )
     assert manifest["dims"]["candidates"] == 20 + 16 + 50 + 20  # ANN, history, co-purchase, popular

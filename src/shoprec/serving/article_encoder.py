@@ -34,7 +34,10 @@ NEW_ARTICLE_DENSE: Final = {
     s.SALES_28D: 0.0,
     s.ARTICLE_MEAN_PRICE: None,
     s.DAYS_SINCE_FIRST_SALE: None,
+    s.SALES_ALL: 0.0,
+    s.SALES_TREND: 0.0,  # log((1 + 0) / (1 + 0))
 }
+assert set(NEW_ARTICLE_DENSE) == set(s.ARTICLE_DENSE), "a new article needs every dense feature"
 
 
 class ArticleEncoderStep(Step):
