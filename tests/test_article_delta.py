@@ -250,3 +250,41 @@ def test_indexer_writes_unknown_articles_marks_deletions_and_follows_the_export(
     assert sorted(delta.load("e2").ids) == ["n1", "n3", "n4"]
     assert not indexer.pending
     delta.close()
+
+
+def test_idle_indexer_follows_a_new_export_without_a_new_put(tmp_path: Path) -> None:
+    delta = SqliteArticleDelta(tmp_path / "delta.db")
+    encoder = FakeEncoder(known=set())
+    indexer = ArticleIndexer(encoder, delta, probe_every_s=0.0)
+    indexer.put("n1", ArticleFields(name="ab"))
+    assert indexer.idle() == 1  # pending: flushed
+    calls = encoder.calls
+    assert indexer.idle() == 0 and encoder.calls == calls + 1  # a probe, same export
+    encoder.export = "e2"  # re-exported and served; no article put since
+    assert indexer.idle() == 1
+    assert delta.load("e2").ids == ["n1"]
+    slow = ArticleIndexer(encoder, delta, probe_every_s=3600.0)
+    slow.put("n9", ArticleFields(name="x"))
+    slow.flush()
+    calls = encoder.calls
+    assert slow.idle() == 0 and encoder.calls == calls  # no probe before probe_every_s
+    delta.close()
+
+
+class BrokenDelta:
+    def version(self, export_id: str) -> int:
+        raise OSError("disk gone")
+
+
+def test_a_failing_delta_read_keeps_the_last_copy_and_is_logged_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from shoprec.serving.article_delta import DeltaView
+
+    view = DeltaView(BrokenDelta(), "e1")  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="shoprec.serving.article_delta"):
+        for _ in range(5):
+            assert len(view.current()) == 0
+    lines = [r for r in caplog.records if "article delta unreadable" in r.getMessage()]
+    assert len(lines) == 1 and "disk gone" in lines[0].getMessage()
+    assert view.failures == 4  # counted for the next report

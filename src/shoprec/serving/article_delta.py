@@ -34,9 +34,11 @@ sparse / dense widths.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,9 @@ if TYPE_CHECKING:
 DELTA_DB: Final = "article_delta.db"
 ENV_ARTICLE_DELTA: Final = "SHOPREC_ARTICLE_DELTA"
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+LOG_EVERY_S: Final = 30.0  # a failing delta read is logged at most this often per step
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -329,13 +334,16 @@ class DeltaView:
 
     ``current()`` costs one version read per call (SQLite indexed read, or a Redis ``GET``);
     the rows are read again only after a write. A read error keeps the last copy (the export
-    alone is still served) and is retried on the next call.
+    alone is still served), is logged at most every :data:`LOG_EVERY_S` seconds (with the
+    count of failures since the last line), and is retried on the next call.
     """
 
     def __init__(self, delta: ArticleDelta | None, export_id: str) -> None:
         self.delta = delta
         self.export_id = export_id
         self._copy = EMPTY
+        self.failures = 0  # read errors since the last log line
+        self._logged_at = -LOG_EVERY_S
 
     def current(self) -> DeltaArticles:
         if self.delta is None:
@@ -343,6 +351,17 @@ class DeltaView:
         try:
             if self.delta.version(self.export_id) != self._copy.version:
                 self._copy = self.delta.load(self.export_id)
-        except Exception:  # noqa: BLE001 - the delta is an addition: serve without its news
+        except Exception as exc:  # noqa: BLE001 - the delta is an addition: serve without its news
+            self.failures += 1
+            now = time.monotonic()
+            if now - self._logged_at >= LOG_EVERY_S:
+                log.warning(
+                    "article delta unreadable (%d failures since the last report), serving "
+                    "its last copy of %d articles: %s",
+                    self.failures,
+                    len(self._copy),
+                    exc,
+                )
+                self._logged_at, self.failures = now, 0
             return self._copy
         return self._copy

@@ -10,6 +10,7 @@ tower with the trained workflow, the pipeline's text encoder) and written to the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -95,12 +96,23 @@ class ArticleIndexer:
         encoder: the served encoder.
         delta: the delta store.
         batch: articles per encoder call.
+        probe_every_s: while idle, how often :meth:`idle` asks the encoder which export it
+            serves (one article, one call), so that API articles are encoded into a newly
+            served export without waiting for the next article put.
     """
 
-    def __init__(self, encoder: ArticleEncoder, delta: ArticleDelta, batch: int = 64) -> None:
+    def __init__(
+        self,
+        encoder: ArticleEncoder,
+        delta: ArticleDelta,
+        batch: int = 64,
+        probe_every_s: float = 10.0,
+    ) -> None:
         self.encoder = encoder
         self.delta = delta
         self.batch = batch
+        self.probe_every_s = probe_every_s
+        self._probed_at = time.monotonic()
         self.fields: dict[str, ArticleFields] = {}
         self.pending: set[str] = set()
         self.rows: dict[str, tuple[str, DeltaRow]] = {}  # written: id -> (export id, row)
@@ -122,6 +134,21 @@ class ArticleIndexer:
             written += self._write(chunk)
             self.pending.difference_update(chunk)
         return written
+
+    def idle(self) -> int:
+        """Called when the log has nothing new: flush what is pending (replayed at start, or a
+        failed flush), else every ``probe_every_s`` encode one API article to learn the served
+        export (a re-export marks every API article pending, written by the next call).
+        Rows written; an encoder error propagates (the updater logs it and retries)."""
+        if self.pending:
+            return self.flush()
+        if not self.fields or time.monotonic() - self._probed_at < self.probe_every_s:
+            return 0
+        self._probed_at = time.monotonic()
+        probe = min(self.fields)
+        out = self.encoder.encode([probe], [self.fields[probe]])
+        self._follow(_text(out[s.T_EXPORT_ID][0, 0]))
+        return self.flush()
 
     def _write(self, article_ids: list[str]) -> int:
         live = [a for a in article_ids if a in self.fields]

@@ -406,8 +406,8 @@ class FeatureUpdater:
             self._load()
         entries = self.reader.read_after(self.position, self.config.batch)
         if not entries:
-            if self.articles is not None and self.articles.pending:
-                self.articles.flush()  # replayed at start, or a failed flush: retry
+            if self.articles is not None:
+                self.articles.idle()  # pending after a replay or a failed flush; a re-export
             return StepReport(0, 0, self.position)
         touched = self._apply(entries, write_shopper=True)
         written = self._write(touched)
