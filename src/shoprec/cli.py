@@ -187,7 +187,7 @@ def ingest(
             " synthetic: where to write them (default data/<name>/raw).",
         ),
     ] = None,
-    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
+    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | mid | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
     regime: RegimeOpt = "default",
     event_log: Annotated[
@@ -379,7 +379,7 @@ def pipeline(
         Source, typer.Argument(help="completejourney | hm | synthetic")
     ] = Source.COMPLETEJOURNEY,
     raw_dir: Annotated[Path | None, typer.Option("--raw-dir", help="hm: Kaggle CSV folder")] = None,
-    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
+    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | mid | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
     regime: RegimeOpt = "default",
     name: NameOpt = None,

@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from shoprec.config import RankerKind, RankersConfig, from_plain, to_plain
 from shoprec.errors import ArtifactError
-from shoprec.features.assemble import RankingInputs
+from shoprec.features.assemble import RANKING_BLOCK, RankingInputs
 from shoprec.features.workflow import FIRST_ID
 
 if TYPE_CHECKING:  # imported where used: a Triton process serving DLRM never loads them
@@ -65,19 +65,23 @@ _FORMATS: Final = {
 
 
 def tree_features(inputs: RankingInputs) -> npt.NDArray[np.float32]:
-    """The trees' feature matrix, float32 (M, Fd + F + 2) (columns in the module docstring)."""
-    valid = inputs.hist_ids >= FIRST_ID
-    length = valid.sum(1)
-    log_rank = np.where(valid, np.log2(np.maximum(inputs.hist_ids, 1)), 0.0).sum(1)
-    features: npt.NDArray[np.float32] = np.concatenate(
-        [
-            inputs.dense,
-            inputs.sparse.astype(np.float32),
-            length[:, None].astype(np.float32),
-            (log_rank / np.maximum(length, 1))[:, None].astype(np.float32),
-        ],
-        axis=1,
-    ).astype(np.float32, copy=False)
+    """The trees' feature matrix, float32 (M, Fd + F + 2) (columns in the module docstring).
+
+    Built in blocks of ``RANKING_BLOCK`` rows: the history summaries' float temporaries are
+    (rows, N) wide, gigabytes at millions of examples.
+    """
+    m, fd, fs = len(inputs), inputs.dense.shape[1], inputs.sparse.shape[1]
+    features = np.empty((m, fd + fs + len(HISTORY_SUMMARIES)), dtype=np.float32)
+    for start in range(0, m, RANKING_BLOCK):
+        stop = min(start + RANKING_BLOCK, m)
+        hist = inputs.hist_ids[start:stop]
+        valid = hist >= FIRST_ID
+        length = valid.sum(1)
+        log_rank = np.where(valid, np.log2(np.maximum(hist, 1)), 0.0).sum(1)
+        features[start:stop, :fd] = inputs.dense[start:stop]
+        features[start:stop, fd : fd + fs] = inputs.sparse[start:stop]
+        features[start:stop, fd + fs] = length
+        features[start:stop, fd + fs + 1] = log_rank / np.maximum(length, 1)
     return features
 
 

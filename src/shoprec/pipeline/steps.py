@@ -6,9 +6,12 @@ Each ``run_*`` function is one CLI command; they communicate only through files 
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +65,7 @@ from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.models.text import embed_articles, make_encoder
+from shoprec.pipeline import budget
 from shoprec.pipeline.memory import PeakSpan
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
@@ -119,23 +123,57 @@ class StepTimer:
 
 
 def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
-    """Read the canonical tables and write the labelled dataset under ``paths.dataset``."""
-    return build_dataset(read_canonical(paths.canonical), config.dataset, paths.dataset)
+    """Read the canonical tables and write the labelled dataset under ``paths.dataset``.
+
+    Raises:
+        MemoryBudgetError: the estimated peak (``pipeline.budget``) is above
+            ``memory.ceiling_gib``; nothing is written.
+    """
+    canonical = read_canonical(paths.canonical)
+    budget.build_dataset_estimate(
+        canonical.transactions.height,
+        canonical.customers.height,
+        canonical.articles.height,
+        config,
+    ).check(config.memory)
+    return build_dataset(canonical, config.dataset, paths.dataset)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move every file of ``staging`` into ``out`` (replacing), then remove ``staging``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staging.iterdir()):
+        os.replace(path, out / path.name)
+    staging.rmdir()
 
 
 def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[str, Any]:
     """Fit the workflow, train the Two-Tower and DLRM, build the item and text indexes.
 
-    Writes everything in ``artifacts`` under ``paths.models_dir``; returns a summary dict
-    (epoch losses, validation metrics, wall times).
+    Writes everything in ``artifacts`` under ``paths.models_dir``, all at the end (into a
+    staging folder beside it until then), so a failed run leaves the previous models intact;
+    returns a summary dict (epoch losses, validation metrics, wall times, peak memory, and
+    the memory estimate made before training).
+
+    Raises:
+        MemoryBudgetError: the estimated peak (``pipeline.budget``) is above
+            ``memory.ceiling_gib``; raised before training, nothing is written.
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timer = StepTimer()
-    out = paths.models_dir
     canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
-    out.mkdir(parents=True, exist_ok=True)  # only once the inputs exist
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
+    estimate = budget.train_estimate(
+        data.customer_features, data.article_features, data.examples, train_w, val_w, config
+    ).check(config.memory)
+    log(
+        f"memory estimate {estimate.gib:.1f} GiB (ceiling {config.memory.ceiling_gib:g} GiB): "
+        + ", ".join(f"{name} {gib:.1f}" for name, gib in estimate.parts.items())
+    )
+    out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)  # only once the inputs exist and fit the budget
     val_start = data.window(SPLIT_VAL)[0].start
 
     t = time.perf_counter()
@@ -240,6 +278,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         (example_groups(tr), example_groups(va)),
     )
     save_ranker(ranker, config, out)
+    ranker_examples_count = int(tr.height)
+    del tr, va, train_inputs, val_inputs  # the guardrail's retrieval needs the memory
     timer("ranker", t)
 
     # ---- guardrail: what is served, chosen on the validation window ------------------------
@@ -281,7 +321,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "ranker_best_epoch": int(np.nanargmax([au for _, au in ranker_hist])) + 1
         if np.isfinite([au for _, au in ranker_hist]).any()
         else len(ranker_hist),
-        "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
+        "train_examples": {"two_tower": int(len(c_rows)), "ranker": ranker_examples_count},
         "repurchase_share": share,
         "exclude_purchased": exclude,
         "served": served,
@@ -289,8 +329,10 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
         "peak_rss_mib": timer.peak_rss_mib,
+        "memory_estimate_mib": {name: round(v * 1024, 1) for name, v in estimate.parts.items()},
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
+    _publish(out, paths.models_dir)
     return summary
 
 
@@ -383,6 +425,9 @@ def run_evaluate(
     canonical: Canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
     (test,) = data.window(SPLIT_TEST)
+    budget.evaluate_estimate(
+        data.customer_features, data.article_features, data.examples, test.index, config
+    ).check(config.memory)
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
