@@ -304,7 +304,11 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     # The whole catalog: text similarity is what serves articles that never sold (cold items).
     catalog = canonical.articles
     encoder = make_encoder(config.text)
-    text_ids, text_vecs = embed_articles(catalog, encoder, config.text.batch_size)
+    text_ids, text_vecs, counts = embed_articles(catalog, encoder, config.text.batch_size)
+    log(
+        f"text embeddings: {counts.articles} articles, {counts.product_texts} distinct texts "
+        f"without the variant and {counts.variants} variants encoded"
+    )
     np.save(out / A.TEXT_EMBEDDINGS_FILE, text_vecs)
     save_index(build_index(text_vecs, config.index), out / A.TEXT_INDEX_FILE)
     A.write_ids(np.asarray(text_ids, dtype=object), out / A.TEXT_IDS_FILE)
