@@ -227,7 +227,7 @@ def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
     from shoprec.data.dataset import dataset_summary
     from shoprec.pipeline.steps import run_build_dataset
 
-    data = run_build_dataset(paths, config)
+    data = run_build_dataset(paths, config, _log)
     console.print(_table(f"labelled dataset -> {paths.dataset}", dataset_summary(data)))
 
 

@@ -17,12 +17,15 @@ offline pipeline").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Final
 
 import polars as pl
 
 from shoprec import schema as s
 from shoprec.config import MemoryConfig, PipelineConfig
+from shoprec.data.dataset import make_windows
+from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import MemoryBudgetError
 from shoprec.pipeline.memory import current_rss_mib
 
@@ -56,8 +59,9 @@ RANKER_EXAMPLE_BYTES_PER_HISTORY: Final = 8
 # per-source rows int64, and the article-id lists of the evaluation (three refs).
 CANDIDATE_BYTES: Final = 8 + 4 * len(s.SOURCE_DENSE) + 8 + 3 * 8
 # build-dataset: per transaction (columns, the window filters and joins), per feature row.
-TRANSACTION_BYTES: Final = 120
+TRANSACTION_BYTES: Final = 200
 DATASET_ROW_BYTES_PER_HISTORY: Final = 4 * 8  # history lists (ids, counts, days) in polars
+EXAMPLE_ROW_BYTES: Final = 120  # window, label, customer and article id strings
 
 
 @dataclass(frozen=True)
@@ -151,30 +155,41 @@ def ranker_example_count(
 _RANKER_KEYS: Final = ("ranker.max_customers_per_window", "ranker.candidate_negatives")
 
 
+def canonical_gib(canonical: Canonical) -> float:
+    """The canonical tables as loaded (polars' own size of each frame), GiB."""
+    frames = (canonical.transactions, canonical.customers, canonical.articles)
+    return sum(frame.estimated_size() for frame in frames) / GIB
+
+
 def train_estimate(
     customer_features: pl.DataFrame,
     article_features: pl.DataFrame,
     examples: pl.DataFrame,
+    canonical: float,
     train_windows: list[int],
     val_window: int,
     config: PipelineConfig,
 ) -> Estimate:
-    """``shoprec train``'s peak: the loaded inputs (measured) + the encoded dataset + the
-    larger of the ranker's examples (training and validation) and the guardrail's retrieval
-    of the whole validation window."""
+    """``shoprec train``'s peak: the loaded dataset (measured, less the ``canonical`` GiB of
+    canonical tables, which ``run_train`` drops after fitting the workflow and reads again for
+    the guardrail) + the encoded dataset + the larger of the ranker's examples (training and
+    validation) and the guardrail's canonical tables and retrieval of the whole validation
+    window."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
     m = ranker_example_count(customers, positives, [*train_windows, val_window], config)
     ranker = examples_gib(m, n)
-    guardrail = candidates_gib(customers.get(val_window, 0), candidate_width(config))
+    guardrail = canonical + candidates_gib(customers.get(val_window, 0), candidate_width(config))
     heavy = (
-        {"ranker examples": ranker} if ranker >= guardrail else {"guardrail retrieval": guardrail}
+        {"ranker examples": ranker}
+        if ranker >= guardrail
+        else {"guardrail (transactions, retrieval)": guardrail}
     )
     return Estimate(
         "train",
         {
-            "loaded inputs": _loaded(),
+            "loaded dataset": max(_loaded() - canonical, 0.0),
             "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
             **heavy,
         },
@@ -210,24 +225,30 @@ def evaluate_estimate(
     )
 
 
-def build_dataset_estimate(
-    transactions: int, customers: int, articles: int, config: PipelineConfig
-) -> Estimate:
+def build_dataset_estimate(canonical: Canonical, config: PipelineConfig) -> Estimate:
     """``shoprec build-dataset``'s peak: the loaded tables (measured) + per-transaction work
-    (window filters, joins, the co-purchase pairs) + the feature rows of every window (at most
-    every customer per window, with their history lists)."""
+    (the as-of aggregations over the history before a cutoff, the co-purchase pairs) + the
+    customer feature rows kept for every window (its buyers) and the serving snapshot (every
+    customer who bought), with their history lists, + the labelled examples."""
     ds = config.dataset
-    windows = ds.train_windows + 3  # + validation, test and the serving snapshot
+    tx = canonical.transactions
+    first, last = tx.get_column(s.T_DAT).min(), tx.get_column(s.T_DAT).max()
+    buyers, positives = 0, 0
+    if isinstance(first, date) and isinstance(last, date):
+        for w in make_windows(first, last, ds):
+            in_window = tx.filter((pl.col(s.T_DAT) >= w.start) & (pl.col(s.T_DAT) < w.end))
+            buyers += in_window.get_column(s.CUSTOMER_ID).n_unique()
+            positives += in_window.select(s.CUSTOMER_ID, s.ARTICLE_ID).n_unique()
+    snapshot = tx.get_column(s.CUSTOMER_ID).n_unique()
     per_customer = CUSTOMER_ROW_BYTES + DATASET_ROW_BYTES_PER_HISTORY * ds.history_length
+    examples = positives * (1 + ds.negatives_per_positive) * EXAMPLE_ROW_BYTES
     return Estimate(
         "build-dataset",
         {
             "loaded inputs": _loaded(),
-            "transactions work": transactions * TRANSACTION_BYTES * OVERHEAD / GIB,
-            "window features": windows
-            * (customers * per_customer + articles * ARTICLE_ROW_BYTES)
-            * OVERHEAD
-            / GIB,
+            "transactions work": tx.height * TRANSACTION_BYTES * OVERHEAD / GIB,
+            "feature rows": (buyers + snapshot) * per_customer * OVERHEAD / GIB,
+            "examples": examples * OVERHEAD / GIB,
         },
-        ("dataset.train_windows", "dataset.history_length"),
+        ("dataset.train_windows", "dataset.history_length", "dataset.negatives_per_positive"),
     )

@@ -122,7 +122,7 @@ class StepTimer:
             self._span = None
 
 
-def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
+def run_build_dataset(paths: Paths, config: PipelineConfig, log: Log = _noop) -> DatasetArtifacts:
     """Read the canonical tables and write the labelled dataset under ``paths.dataset``.
 
     Raises:
@@ -130,13 +130,16 @@ def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
             ``memory.ceiling_gib``; nothing is written.
     """
     canonical = read_canonical(paths.canonical)
-    budget.build_dataset_estimate(
-        canonical.transactions.height,
-        canonical.customers.height,
-        canonical.articles.height,
-        config,
-    ).check(config.memory)
+    _log_estimate(budget.build_dataset_estimate(canonical, config).check(config.memory), log)
     return build_dataset(canonical, config.dataset, paths.dataset)
+
+
+def _log_estimate(estimate: budget.Estimate, log: Log) -> None:
+    log(
+        f"{estimate.step}: memory estimate {estimate.gib:.1f} GiB ("
+        + ", ".join(f"{name} {gib:.1f}" for name, gib in estimate.parts.items())
+        + ")"
+    )
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -161,16 +164,19 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timer = StepTimer()
-    canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
+    canonical = read_canonical(paths.canonical)
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
     estimate = budget.train_estimate(
-        data.customer_features, data.article_features, data.examples, train_w, val_w, config
+        data.customer_features,
+        data.article_features,
+        data.examples,
+        budget.canonical_gib(canonical),
+        train_w,
+        val_w,
+        config,
     ).check(config.memory)
-    log(
-        f"memory estimate {estimate.gib:.1f} GiB (ceiling {config.memory.ceiling_gib:g} GiB): "
-        + ", ".join(f"{name} {gib:.1f}" for name, gib in estimate.parts.items())
-    )
+    _log_estimate(estimate, log)
     out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)  # only once the inputs exist and fit the budget
@@ -195,6 +201,9 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "already-bought articles"
     )
     enc = encode_dataset(wf, data, config.dataset.history_length)
+    # The transactions are read again for the guardrail's baselines: not held while the
+    # Two-Tower and the ranker's examples need the memory (gigabytes at H&M size).
+    del purchases, canonical
     timer("workflow", t)
     log(
         f"workflow fitted: {len(wf.categorical_ops)} vocabularies, "
@@ -284,6 +293,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
 
     # ---- guardrail: what is served, chosen on the validation window ------------------------
     t = time.perf_counter()
+    canonical = read_canonical(paths.canonical)
     served = choose_served(
         ranker, two_tower, enc, data, canonical, val_w, val_start, cards, num_dense, exclude, config
     )
@@ -429,9 +439,10 @@ def run_evaluate(
     canonical: Canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
     (test,) = data.window(SPLIT_TEST)
-    budget.evaluate_estimate(
+    estimate = budget.evaluate_estimate(
         data.customer_features, data.article_features, data.examples, test.index, config
-    ).check(config.memory)
+    )
+    _log_estimate(estimate.check(config.memory), log)
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
