@@ -7,7 +7,7 @@ on labelled examples, evaluation and the Triton ranking step call it on retrieve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,10 +40,42 @@ class RankingInputs:
     def __len__(self) -> int:
         return len(self.dense)
 
+    @property
+    def num_dense(self) -> int:
+        """Fd."""
+        return int(self.dense.shape[1])
+
+    @property
+    def num_sparse(self) -> int:
+        """Fs."""
+        return int(self.sparse.shape[1])
+
     def slice(self, start: int, stop: int) -> RankingInputs:
         return RankingInputs(
             self.dense[start:stop], self.sparse[start:stop], self.hist_ids[start:stop]
         )
+
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> RankingInputs:
+        """Rows ``index`` (int (B,)), a copy."""
+        return RankingInputs(self.dense[index], self.sparse[index], self.hist_ids[index])
+
+
+class ExampleBlocks(Protocol):
+    """M ranker examples whose :class:`RankingInputs` are given a block at a time: a
+    ``RankingInputs`` itself, or ``training.examples.ExampleRows`` (row pairs only, the
+    inputs assembled on demand: 50 bytes per example instead of 800 with N = 64)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_dense(self) -> int: ...
+
+    @property
+    def num_sparse(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> RankingInputs: ...
+
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> RankingInputs: ...
 
 
 def ranking_inputs(

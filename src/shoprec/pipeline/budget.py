@@ -44,17 +44,20 @@ _RANKER_SPARSE: Final = len(s.CUSTOMER_SPARSE) + len(s.ARTICLE_SPARSE)
 CUSTOMER_ROW_BYTES_PER_HISTORY: Final = 8 + 4 + 4 + 4
 CUSTOMER_ROW_BYTES: Final = 4 * _CUSTOMER_DENSE + 8 * len(s.CUSTOMER_SPARSE) + 120
 ARTICLE_ROW_BYTES: Final = 4 * _ARTICLE_DENSE + 8 * len(s.ARTICLE_SPARSE) + 60
-# One ranker example: RankingInputs (dense float32, sparse int64, history int64 x N) + the
-# trees' float32 matrix + LightGBM's binned copy + the example frame (ids, window, label,
-# source features).
+# One ranker example as training holds it (``training.examples.ExampleRows``): two int32
+# rows and the float32 source features, the trees' float32 matrix, LightGBM's binned copy
+# and the example frame (ids, window, label, source features).
 RANKER_EXAMPLE_BYTES: Final = (
-    4 * _RANKER_DENSE
-    + 8 * _RANKER_SPARSE
+    2 * 4
+    + 4 * len(s.SOURCE_DENSE)
     + 4 * (_RANKER_DENSE + _RANKER_SPARSE + 2)
     + 2 * (_RANKER_DENSE + _RANKER_SPARSE)
     + 200
 )
-RANKER_EXAMPLE_BYTES_PER_HISTORY: Final = 8
+# One example assembled whole (``RankingInputs``: dense float32, sparse int64, history int64
+# x N), as evaluation holds its test sets.
+ASSEMBLED_EXAMPLE_BYTES: Final = 4 * _RANKER_DENSE + 8 * _RANKER_SPARSE + 200
+ASSEMBLED_EXAMPLE_BYTES_PER_HISTORY: Final = 8
 # One candidate of a whole window's retrieval: row int64, source features float32, the
 # per-source rows int64, and the article-id lists of the evaluation (three refs).
 CANDIDATE_BYTES: Final = 8 + 4 * len(s.SOURCE_DENSE) + 8 + 3 * 8
@@ -118,9 +121,13 @@ def encoded_gib(customer_rows: int, article_rows: int, history_length: int) -> f
     return (customer_rows * per_customer + article_rows * ARTICLE_ROW_BYTES) / GIB
 
 
-def examples_gib(examples: int, history_length: int) -> float:
-    """``examples`` ranker examples held for training or scoring, GiB."""
-    per = RANKER_EXAMPLE_BYTES + RANKER_EXAMPLE_BYTES_PER_HISTORY * history_length
+def examples_gib(examples: int, history_length: int, assembled: bool = False) -> float:
+    """``examples`` ranker examples held for training (rows, assembled a block at a time) or,
+    ``assembled``, whole (``RankingInputs``, with the history), GiB."""
+    if assembled:
+        per = ASSEMBLED_EXAMPLE_BYTES + ASSEMBLED_EXAMPLE_BYTES_PER_HISTORY * history_length
+    else:
+        per = RANKER_EXAMPLE_BYTES
     return examples * per * OVERHEAD / GIB
 
 
@@ -216,7 +223,7 @@ def evaluate_estimate(
         {
             "loaded inputs": _loaded(),
             "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
-            "test examples": examples_gib(m, n),
+            "test examples": examples_gib(m, n, assembled=True),
             "test retrieval": candidates_gib(
                 customers.get(test_window, 0), candidate_width(config)
             ),

@@ -71,7 +71,7 @@ from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
     example_groups,
-    example_inputs,
+    example_rows,
     indexable_articles,
     ranker_examples,
     ranker_widths,
@@ -268,8 +268,9 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
         f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
     )
-    train_inputs = example_inputs(enc, tr)
-    val_inputs = example_inputs(enc, va)
+    # rows only: the inputs are assembled a block at a time while fitting
+    train_inputs = example_rows(enc, tr)
+    val_inputs = example_rows(enc, va)
     cards, num_dense = ranker_widths(wf, train_inputs)
     kind = config.ranker.kind
     ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
