@@ -62,7 +62,7 @@ ASSEMBLED_EXAMPLE_BYTES_PER_HISTORY: Final = 8
 # per-source rows int64, and the article-id lists of the evaluation (three refs).
 CANDIDATE_BYTES: Final = 8 + 4 * len(s.SOURCE_DENSE) + 8 + 3 * 8
 # build-dataset: per transaction (columns, the window filters and joins), per feature row.
-TRANSACTION_BYTES: Final = 200
+TRANSACTION_BYTES: Final = 160
 DATASET_ROW_BYTES_PER_HISTORY: Final = 4 * 8  # history lists (ids, counts, days) in polars
 EXAMPLE_ROW_BYTES: Final = 120  # window, label, customer and article id strings
 
@@ -246,8 +246,12 @@ def build_dataset_estimate(canonical: Canonical, config: PipelineConfig) -> Esti
             in_window = tx.filter((pl.col(s.T_DAT) >= w.start) & (pl.col(s.T_DAT) < w.end))
             buyers += in_window.get_column(s.CUSTOMER_ID).n_unique()
             positives += in_window.select(s.CUSTOMER_ID, s.ARTICLE_ID).n_unique()
-    snapshot = tx.get_column(s.CUSTOMER_ID).n_unique()
-    per_customer = CUSTOMER_ROW_BYTES + DATASET_ROW_BYTES_PER_HISTORY * ds.history_length
+    per_buyer = tx.group_by(s.CUSTOMER_ID).agg(pl.col(s.ARTICLE_ID).n_unique().alias("n"))
+    snapshot = per_buyer.height
+    # the mean history list: distinct articles bought, at most N, over every buyer
+    history = per_buyer.get_column("n").clip(upper_bound=ds.history_length).mean()
+    mean_history = float(history) if isinstance(history, int | float) else 0.0
+    per_customer = CUSTOMER_ROW_BYTES + DATASET_ROW_BYTES_PER_HISTORY * mean_history
     examples = positives * (1 + ds.negatives_per_positive) * EXAMPLE_ROW_BYTES
     return Estimate(
         "build-dataset",
