@@ -164,8 +164,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timer = StepTimer()
-    data = load_dataset(paths.dataset)
     canonical = read_canonical(paths.canonical)
+    data = load_dataset(paths.dataset)
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
     estimate = budget.train_estimate(
         data.customer_features,
