@@ -135,6 +135,9 @@ class TwoTowerConfig:
     logq_correction: bool = True
     batch_size: int = 1024
     epochs: int = 4
+    # stop after this many epochs without a better validation candidate recall (0 = never);
+    # the best epoch is kept either way
+    patience: int = 1
     learning_rate: float = 3e-3
     weight_decay: float = 1e-6
     seed: int = 42

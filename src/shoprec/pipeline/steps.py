@@ -229,7 +229,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     tt_recalls: list[float] = []
     best_state: dict[str, torch.Tensor] = {}
 
-    def tt_epoch(epoch: int, loss: float) -> None:
+    def tt_epoch(epoch: int, loss: float) -> bool:
         recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
         if not tt_recalls or recall > max(tt_recalls):
             best_state.clear()
@@ -239,6 +239,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
             f"val candidate recall@{config.eval.candidates} {recall:.4f}"
         )
+        since_best = len(tt_recalls) - 1 - int(np.argmax(tt_recalls))
+        return tt_cfg.patience > 0 and since_best >= tt_cfg.patience
 
     tt_losses = train_two_tower(
         two_tower, RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows), tt_cfg, tt_epoch
