@@ -65,6 +65,8 @@ CANDIDATE_BYTES: Final = 8 + 4 * len(s.SOURCE_DENSE) + 8 + 3 * 8
 TRANSACTION_BYTES: Final = 160
 DATASET_ROW_BYTES_PER_HISTORY: Final = 4 * 8  # history lists (ids, counts, days) in polars
 EXAMPLE_ROW_BYTES: Final = 120  # window, label, customer and article id strings
+# The repurchase share (``features.popular``) groups every line by 32-bit id codes: per line.
+REPURCHASE_BYTES: Final = 120
 
 
 @dataclass(frozen=True)
@@ -173,33 +175,40 @@ def train_estimate(
     article_features: pl.DataFrame,
     examples: pl.DataFrame,
     canonical: float,
+    transactions: int,
     train_windows: list[int],
     val_window: int,
     config: PipelineConfig,
 ) -> Estimate:
-    """``shoprec train``'s peak: the loaded dataset (measured, less the ``canonical`` GiB of
-    canonical tables, which ``run_train`` drops after fitting the workflow and reads again for
-    the guardrail) + the encoded dataset + the larger of the ranker's examples (training and
-    validation) and the guardrail's canonical tables and retrieval of the whole validation
-    window."""
+    """``shoprec train``'s peak, the larger of its two phases: fitting the workflow (the loaded
+    inputs, measured, + the repurchase share's grouping of the ``transactions`` lines) and
+    training (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
+    ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded
+    dataset + the larger of the ranker's examples and the guardrail's canonical tables and
+    retrieval of the whole validation window)."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
     m = ranker_example_count(customers, positives, [*train_windows, val_window], config)
     ranker = examples_gib(m, n)
     guardrail = canonical + candidates_gib(customers.get(val_window, 0), candidate_width(config))
-    heavy = (
-        {"ranker examples": ranker}
-        if ranker >= guardrail
-        else {"guardrail (transactions, retrieval)": guardrail}
-    )
+    loaded = _loaded()
+    workflow = {
+        "loaded inputs": loaded,
+        "repurchase share": transactions * REPURCHASE_BYTES * OVERHEAD / GIB,
+    }
+    training = {
+        "loaded dataset": max(loaded - canonical, 0.0),
+        "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
+        **(
+            {"ranker examples": ranker}
+            if ranker >= guardrail
+            else {"guardrail (transactions, retrieval)": guardrail}
+        ),
+    }
     return Estimate(
         "train",
-        {
-            "loaded dataset": max(_loaded() - canonical, 0.0),
-            "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
-            **heavy,
-        },
+        max(workflow, training, key=lambda parts: sum(parts.values())),
         (*_RANKER_KEYS, "eval.candidates", "dataset.train_windows"),
     )
 

@@ -58,7 +58,7 @@ from shoprec.evaluation.testsets import (
     score_ranker,
     window_truth,
 )
-from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.features.encode import encode_articles, fit_workflow, purchase_lines
 from shoprec.features.popular import repurchase_share
 from shoprec.inference.index import build_index, save_index
 from shoprec.models.modules import save_model
@@ -166,12 +166,15 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     timer = StepTimer()
     canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
+    # the serving snapshot's customers are export's, not train's (a gigabyte at H&M size)
+    data.latest_customers = data.latest_customers.clear()
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
     estimate = budget.train_estimate(
         data.customer_features,
         data.article_features,
         data.examples,
         budget.canonical_gib(canonical),
+        canonical.transactions.height,
         train_w,
         val_w,
         config,
@@ -183,8 +186,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     val_start = data.window(SPLIT_VAL)[0].start
 
     t = time.perf_counter()
-    purchases = canonical.transactions.filter(pl.col(s.T_DAT) < val_start).join(
-        canonical.articles.select(s.ARTICLE_SPARSE), on=s.ARTICLE_ID, how="left"
+    purchases = purchase_lines(
+        canonical.transactions.filter(pl.col(s.T_DAT) < val_start), canonical.articles
     )
     wf = fit_workflow(
         config.workflow,
@@ -381,13 +384,13 @@ def choose_served(
     ids = enc.customers.ids[wc.customer_rows]
     relevant = [truth[c] for c in ids]
 
-    def served_map(model: Any) -> float:
+    models: dict[str, Any] = {SERVED_RANKER: ranker}
+    models.update({rule.value: RuleRanker(rule, cards, num_dense) for rule in RuleKind})
+    servable = {}
+    for name, model in models.items():
         rows = rank_window(model, enc, wc.customer_rows, wc.candidates, k, wc.features, exclude)
-        return evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
-
-    servable = {SERVED_RANKER: served_map(ranker)}
-    for rule in RuleKind:
-        servable[rule.value] = served_map(RuleRanker(rule, cards, num_dense))
+        servable[name] = evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
+    del wc, rows  # the window's candidates: the baselines' fits need the memory
     offline: dict[str, float] = {}
     for name, model in offline_baselines(config).items():
         model.fit(canonical.transactions, cutoff)
