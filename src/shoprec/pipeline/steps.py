@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,9 +392,8 @@ def choose_served(
         servable[name] = evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
     del wc, rows  # the window's candidates: the baselines' fits need the memory
     offline: dict[str, float] = {}
-    for name, model in offline_baselines(config).items():
-        model.fit(canonical.transactions, cutoff)
-        offline[name] = evaluate_lists(model.recommend(list(ids), k), relevant, k)[f"map@{k}"]
+    for name, recs in fitted_baselines(config, canonical, cutoff, list(ids), k):
+        offline[name] = evaluate_lists(recs, relevant, k)[f"map@{k}"]
     choice = max(servable, key=lambda n: (servable[n], n == SERVED_RANKER))
     best_offline = max(offline, key=offline.__getitem__)
     why = (
@@ -424,6 +423,21 @@ def offline_baselines(config: PipelineConfig) -> dict[str, Recommender]:
     }
 
 
+def fitted_baselines(
+    config: PipelineConfig, canonical: Canonical, cutoff: Any, customer_ids: list[str], k: int
+) -> Iterator[tuple[str, list[list[str]]]]:
+    """(name, top-k lists of ``customer_ids``) of each offline baseline fitted as of
+    ``cutoff``, one at a time: a fitted baseline is released before the next one fits (the
+    repurchase baseline's lists of every customer are gigabytes at H&M size)."""
+    baselines = offline_baselines(config)
+    for name in list(baselines):
+        model = baselines.pop(name)
+        model.fit(canonical.transactions, cutoff)
+        recs = model.recommend(customer_ids, k)
+        del model
+        yield name, recs
+
+
 def two_stage_label(kind: RankerKind) -> str:
     """The report's name of the two-stage pipeline, e.g. ``two-stage (Two-Tower + DLRM)``."""
     return f"two-stage (Two-Tower + {kind.label})"
@@ -444,6 +458,7 @@ def run_evaluate(
     config = config or models.config
     canonical: Canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
+    data.latest_customers = data.latest_customers.clear()  # export's, not evaluate's
     (test,) = data.window(SPLIT_TEST)
     estimate = budget.evaluate_estimate(
         data.customer_features, data.article_features, data.examples, test.index, config
@@ -477,13 +492,11 @@ def run_evaluate(
         )
     log("two-stage pipeline evaluated")
     cutoff = test.start
-    baselines = offline_baselines(config)
-    for name, model in baselines.items():
-        model.fit(canonical.transactions, cutoff)
-        recommended[name] = model.recommend(list(customer_ids), k)
+    baseline_names = list(offline_baselines(config))
+    for name, recs in fitted_baselines(config, canonical, cutoff, list(customer_ids), k):
+        recommended[name] = recs
         log(f"baseline evaluated: {name}")
     rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
-    baseline_names = list(baselines)
     best_baseline = max(baseline_names, key=lambda n: rows[n][f"map@{k}"])
     ap = {
         name: [average_precision_at_k(r, rel, k) for r, rel in zip(recs, relevant, strict=True)]
