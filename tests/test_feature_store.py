@@ -48,6 +48,7 @@ from shoprec.featurestore.store import (
 from shoprec.featurestore.tables import (
     ARTICLES_FILE,
     CUSTOMERS_FILE,
+    DISPLAY_FIELDS,
     MANIFEST_FILE,
     POPULAR_FILE,
     encoded_columns,
@@ -552,3 +553,35 @@ def test_a_failed_materialize_leaves_the_served_version(toy: Toy, tmp_path: Path
     online = OnlineFeatures(first.repo_path)
     assert online.version == first.version
     online.ping()
+
+
+def _online_rows(folder: Path) -> list[tuple[Any, ...]]:
+    project = FeatureStore(repo_path=str(folder)).config.project
+    rows: list[tuple[Any, ...]] = []
+    with contextlib.closing(sqlite3.connect(folder / "data" / "online_store.db")) as db:
+        for view in (s.CUSTOMER_FEATURE_VIEW, s.ARTICLE_FEATURE_VIEW):
+            rows += db.execute(
+                "SELECT ?, entity_key, feature_name, value, event_ts, created_ts "
+                f"FROM {project}_{view} ORDER BY entity_key, feature_name",
+                (view,),
+            ).fetchall()
+    return rows
+
+
+def test_the_sqlite_bulk_load_writes_the_rows_feast_materialize_writes(
+    sqlite_repo: Path, tmp_path: Path
+) -> None:
+    """The bulk path (one executemany per batch) against Feast's own materialize of the same
+    exported tables into a copy of the repo: byte-identical rows."""
+    bulk = current_dir(sqlite_repo)
+    feast_copy = tmp_path / "feast"
+    shutil.copytree(bulk / "data", feast_copy / "data", ignore=shutil.ignore_patterns("*.db*"))
+    for name in ("feature_store.yaml", "definitions.py"):
+        shutil.copyfile(bulk / name, feast_copy / name)
+    store = FeatureStore(repo_path=str(feast_copy))
+    store.apply(load_definitions(feast_copy / "definitions.py"))
+    store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=datetime.now(UTC))
+    expected = _online_rows(feast_copy)
+    # 6 customers x their encoded arrays, 8 articles x their display fields
+    assert len(expected) == 6 * len(s.ENCODED_CUSTOMER_FEATURES) + 8 * len(DISPLAY_FIELDS)
+    assert _online_rows(bulk) == expected

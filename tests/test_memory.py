@@ -42,3 +42,34 @@ def test_an_enclosing_span_keeps_the_peaks_of_the_spans_inside_it() -> None:
             pass
     assert first.mib >= second.mib + 150
     assert outer.mib >= first.mib
+
+
+def test_an_estimate_above_the_ceiling_names_step_estimate_ceiling_and_keys() -> None:
+    from shoprec.config import MemoryConfig
+    from shoprec.errors import MemoryBudgetError
+    from shoprec.pipeline.budget import Estimate
+
+    est = Estimate("train", {"loaded inputs": 2.0, "ranker examples": 9.5}, ("ranker.x",))
+    assert est.gib == 11.5
+    assert est.check(MemoryConfig(ceiling_gib=12)) is est
+    assert est.check(MemoryConfig(ceiling_gib=0)) is est  # 0 = no check
+    with pytest.raises(MemoryBudgetError) as err:
+        est.check(MemoryConfig(ceiling_gib=10))
+    assert str(err.value) == (
+        "train: estimated peak memory 11.5 GiB is above the ceiling memory.ceiling_gib=10 GiB "
+        "(ranker examples 9.5 GiB, loaded inputs 2.0 GiB); lower ranker.x in a --config file, "
+        "or raise memory.ceiling_gib"
+    )
+
+
+def test_the_example_count_bound_scales_with_the_customer_cap() -> None:
+    from shoprec.config import PipelineConfig, RankerConfig
+    from shoprec.pipeline.budget import ranker_example_count
+
+    config = PipelineConfig(
+        ranker=RankerConfig(max_customers_per_window=100, candidate_negatives=4)
+    )
+    # window 2: 1000 customers capped at 100, 2 purchases each; window 3: 50 customers, 1 each
+    assert ranker_example_count({2: 1000, 3: 50}, {2: 2000, 3: 50}, [2, 3], config) == (
+        100 * (4 + 2) + 50 * (4 + 1)
+    )

@@ -195,3 +195,39 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
         _ScoreByArticleId(), cust, np.array([0]), arts, attrs, cands, 6, exclude
     )
     assert rows.tolist() == [[3, 0, 2, PAD, PAD, PAD]]  # k larger than candidates: padded
+
+
+def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
+    """Early stopping: a true return of ``on_epoch`` ends training after that epoch."""
+    from shoprec.config import TwoTowerConfig
+    from shoprec.features.encode import EncodedArticles, EncodedCustomers
+    from shoprec.training.two_tower import RetrievalExamples, build_two_tower, train_two_tower
+
+    rng = np.random.default_rng(0)
+    b, v, n = 64, 30, 5
+    customers = EncodedCustomers(
+        np.array([f"c{i}" for i in range(b)], dtype=object),
+        rng.integers(0, 3, (b, 2)),
+        rng.random((b, 3)).astype(np.float32),
+        rng.integers(0, v, (b, n)),
+        np.ones((b, n), np.float32),
+        np.zeros((b, n), np.float32),
+        np.zeros((b, n), np.float32),
+    )
+    articles = EncodedArticles(
+        np.array([f"a{i}" for i in range(v)], dtype=object),
+        np.stack([np.arange(v), rng.integers(0, 4, v)], axis=1),
+        rng.random((v, 2)).astype(np.float32),
+    )
+    config = TwoTowerConfig(epochs=4, batch_size=16, embedding_dim=8, feature_dim=4)
+    model = build_two_tower([3, 3], 3, [v, 4], 2, config)
+    examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
+    seen: list[int] = []
+
+    def stop_after_second(epoch: int, _: float) -> bool:
+        seen.append(epoch)
+        return epoch == 1
+
+    losses = train_two_tower(model, examples, config, stop_after_second)
+    assert seen == [0, 1] and len(losses) == 2
+    assert len(train_two_tower(model, examples, config, lambda e, _: None)) == 4

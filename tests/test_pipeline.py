@@ -86,7 +86,10 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     # what ran, said by the report: sources, kept epochs, the exclusion decision
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
     recalls = summary["two_tower_val_recall"]
-    assert len(recalls) == FAST["two_tower"]["epochs"]
+    # all epochs, or early stopping (patience 1) at the first epoch not better than the best
+    best = int(np.argmax(recalls))
+    assert len(recalls) == FAST["two_tower"]["epochs"] or len(recalls) == best + 2
+    assert len(summary["two_tower_epoch_loss"]) == len(recalls)
     # every train step has its wall time and its own peak resident memory (a Python process
     # with torch loaded holds well over 50 MiB)
     assert set(summary["peak_rss_mib"]) == set(summary["seconds"])
@@ -296,3 +299,77 @@ def test_evaluate_with_exclusion_lists_no_already_bought_article(
     assert report["served"]["already_bought_in_lists"] == 0
     if not before["run"]["excluded"]:  # the same models keeping them do list bought articles
         assert before["served"]["already_bought_in_lists"] > 0
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_train_records_a_memory_estimate_that_bounds_the_examples(trained: Path) -> None:
+    """The estimate made before training is in train_summary.json, and its count of ranker
+    examples (per window: sampled customers x (negatives + mean purchases)) is not below the
+    examples actually mined."""
+    from shoprec.config import PipelineConfig
+    from shoprec.data.dataset import SPLIT_TRAIN, SPLIT_VAL, load_dataset
+    from shoprec.pipeline import budget
+    from shoprec.schema import LABEL, WINDOW
+
+    summary = json.loads((trained / "models" / "syn" / A.TRAIN_SUMMARY_FILE).read_text())
+    parts = summary["memory_estimate_mib"]
+    assert parts["loaded dataset"] > 0 and parts["encoded dataset"] > 0
+    data = load_dataset(trained / "data" / "syn" / "dataset")
+    config = PipelineConfig.from_dict(FAST)
+    windows = [w.index for w in data.window(SPLIT_TRAIN) + data.window(SPLIT_VAL)]
+    customers = {
+        w: data.customer_features.filter(data.customer_features[WINDOW] == w).height
+        for w in windows
+    }
+    positives = {
+        w: data.examples.filter((data.examples[WINDOW] == w) & (data.examples[LABEL] == 1)).height
+        for w in windows
+    }
+    bound = budget.ranker_example_count(customers, positives, windows[:-1], config)
+    assert bound >= summary["train_examples"]["ranker"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["build-dataset", "train", "evaluate"])
+def test_a_step_above_the_memory_ceiling_stops_with_the_estimate_and_keeps_earlier_output(
+    trained: Path, tmp_path: Path, command: str
+) -> None:
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(trained / "data", root / "data")
+    shutil.copytree(trained / "models", root / "models")
+    low = tmp_path / "low.json"
+    low.write_text(json.dumps({**FAST, "memory": {"ceiling_gib": 0.05}}))
+    before = _tree(root)
+    result = runner.invoke(
+        app,
+        [
+            command,
+            "--name",
+            "syn",
+            "--config",
+            str(low),
+            "--data-root",
+            str(root / "data"),
+            "--models-root",
+            str(root / "models"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith(f"error: {command}: estimated peak memory ")
+    assert "GiB is above the ceiling memory.ceiling_gib=0.05 GiB (" in text
+    keys = {
+        "build-dataset": "dataset.train_windows",
+        "train": "ranker.max_customers_per_window",
+        "evaluate": "ranker.max_customers_per_window",
+    }
+    assert f"lower {keys[command]}" in text and "raise memory.ceiling_gib" in text
+    assert _tree(root) == before  # nothing written, nothing half-made

@@ -714,3 +714,26 @@ def test_grouped_map_at_k_by_hand() -> None:
     assert np.isnan(grouped_map_at_k(np.zeros(2), np.zeros(2), np.array([2])))
     with pytest.raises(ValueError, match="group sizes sum to 3"):
         grouped_map_at_k(labels, perfect, np.array([3]))
+
+
+def test_example_rows_assemble_the_same_inputs_a_block_at_a_time(tiny: TinyRun) -> None:
+    """``ExampleRows`` (what ``shoprec train`` holds) gives the inputs ``example_inputs``
+    assembles whole: by slice, by random take, and through the trees' feature matrix."""
+    from shoprec.models.trees import tree_features
+    from shoprec.training.examples import example_inputs, example_rows
+
+    config = PipelineConfig.from_dict(A.read_json(tiny.models_dir / A.CONFIG_FILE))
+    data = load_dataset(tiny.dataset_dir)
+    enc = encode_dataset(
+        Workflow.load(tiny.models_dir / A.WORKFLOW_FILE), data, config.dataset.history_length
+    )
+    examples = data.examples.head(500)
+    whole, rows = example_inputs(enc, examples), example_rows(enc, examples)
+    assert len(rows) == len(whole) == 500
+    assert (rows.num_dense, rows.num_sparse) == (whole.num_dense, whole.num_sparse)
+    idx = np.random.default_rng(0).permutation(500)[:77]
+    for got, want in ((rows.take(idx), whole.take(idx)), (rows.slice(10, 90), whole.slice(10, 90))):
+        np.testing.assert_array_equal(got.dense, want.dense)
+        np.testing.assert_array_equal(got.sparse, want.sparse)
+        np.testing.assert_array_equal(got.hist_ids, want.hist_ids)
+    np.testing.assert_array_equal(tree_features(rows), tree_features(whole))

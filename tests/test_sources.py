@@ -159,3 +159,37 @@ def test_rule_rankers_score_from_the_source_features() -> None:
     assert np.argsort(-rep).tolist() == [1, 2, 0]
     with pytest.raises(ValueError, match="inputs have 11 dense features, expected 12"):
         RuleRanker(RuleKind.POPULARITY, [5], width + 1).predict(inputs)
+
+
+def test_union_over_blocks_of_customers_equals_each_customer_alone() -> None:
+    """More customers than one block (``_UNION_BLOCK``): rows, features and each source's
+    lists equal those of every customer's union computed alone."""
+    from shoprec.inference import sources as src
+
+    rng = np.random.default_rng(0)
+    b, n, v, d = src._UNION_BLOCK + 37, 6, 40, 8
+    vectors = rng.standard_normal((v, d)).astype(np.float32)
+    index = faiss.IndexFlatIP(d)
+    index.add(vectors)
+    rows_of_vocab = np.arange(v, dtype=np.int64)
+    rows_of_vocab[:2] = PAD  # vocabulary ids 0 / 1: padding, out of vocabulary
+    neighbours = rng.integers(0, v, (v, 3))
+    sources: list[CandidateSource] = [
+        AnnSource(index, np.arange(v, dtype=np.int64), 5),
+        HistorySource(rows_of_vocab),
+        CoPurchaseSource(neighbours, rng.random((v, 3)).astype(np.float32), rows_of_vocab, 4),
+        PopularSource(np.array([3, 1, 4], dtype=np.int64), np.ones(3, np.float32), 3),
+    ]
+    query = SourceQuery(
+        rng.standard_normal((b, d)).astype(np.float32),
+        rng.integers(0, v, (b, n)),
+        rng.integers(1, 4, (b, n)).astype(np.float32),
+    )
+    cands, feats, by_source = union_candidates(sources, query)
+    for i in (0, src._UNION_BLOCK - 1, src._UNION_BLOCK, b - 1):
+        one_c, one_f, one_by = union_candidates(sources, query.slice(i, i + 1))
+        np.testing.assert_array_equal(cands[i], one_c[0])
+        np.testing.assert_array_equal(feats[i], one_f[0])
+        for name, rows in one_by.items():
+            np.testing.assert_array_equal(by_source[name][i], rows[0])
+    assert cands.shape == (b, union_width(sources, n)) and feats.shape[:2] == cands.shape

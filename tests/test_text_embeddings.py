@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -17,6 +18,8 @@ from shoprec.models.text import (
     MINILM_DIM,
     MiniLMEncoder,
     OpenClipTextEncoder,
+    TextCounts,
+    article_text_parts,
     article_texts,
     embed_articles,
     make_encoder,
@@ -244,42 +247,66 @@ def test_make_encoder_builds_the_configured_kind() -> None:
 # ---- embed_articles --------------------------------------------------------------------------
 
 
-def test_embed_articles_encodes_each_distinct_text_once() -> None:
+def _composed(encoder: Any, product: str, variant: str) -> np.ndarray:
+    """The documented composition: word-count-weighted mean of the two parts, normalised."""
+    p = encoder.encode([product], 1)[0] * len(product.split())
+    v = encoder.encode([variant], 1)[0] * len(variant.split()) if variant else 0
+    return (p + v) / np.linalg.norm(p + v)
+
+
+def test_embed_articles_encodes_each_distinct_product_text_and_variant_once() -> None:
+    red, blue = {**ICE, VARIANT: "Red"}, {**ICE, VARIANT: "Blue"}
     rows = [
-        {**ICE, ARTICLE_ID: "a"},
+        {**red, ARTICLE_ID: "a"},
         {ARTICLE_ID: "b", NAME: "Milk", PRODUCT_GROUP: "DAIRY"},
-        {**ICE, ARTICLE_ID: "c"},
-        {ARTICLE_ID: "d", NAME: "Bread"},
+        {**blue, ARTICLE_ID: "c"},
+        {ARTICLE_ID: "d", NAME: "Bread", VARIANT: "Red"},
         {ARTICLE_ID: "e", NAME: "Milk", PRODUCT_GROUP: "DAIRY"},
-        {**ICE, ARTICLE_ID: "f"},
+        {**red, ARTICLE_ID: "f"},
     ]
     table = articles_table(rows)
-    texts = article_texts(table)
+    product, variants = article_text_parts(table)
+    assert variants == ["Red", "", "Blue", "Red", "", "Red"]
+    assert (
+        product[0]
+        == product[2]
+        == product[5]
+        == article_texts(articles_table([ICE]))[0][: -len(". 22 LB")]
+    )
     encoder = RecordingEncoder()
 
-    ids, vectors = embed_articles(table, encoder, batch_size=2, progress=False)
+    ids, vectors, counts = embed_articles(table, encoder, batch_size=2, progress=False)
 
     assert ids == ["a", "b", "c", "d", "e", "f"]
-    assert vectors.shape == (6, FAKE_DIM)
-    assert vectors.dtype == np.float32
+    assert vectors.shape == (6, FAKE_DIM) and vectors.dtype == np.float32
     encoded = [text for call in encoder.calls for text in call]
-    assert sorted(encoded) == sorted(set(texts))
+    # the ice product once for three colour variants, each colour once
+    assert sorted(encoded) == sorted({product[0], "Milk. DAIRY", "Bread", "Red", "Blue"})
     assert all(len(call) <= 2 for call in encoder.calls)
-    expected = RecordingEncoder().encode(texts, batch_size=len(texts))
-    np.testing.assert_array_equal(vectors, expected)
+    assert counts == TextCounts(articles=6, product_texts=3, variants=2)
+    fake = RecordingEncoder()
+    np.testing.assert_allclose(vectors[0], _composed(fake, product[0], "Red"), rtol=1e-6)
+    np.testing.assert_allclose(vectors[1], fake.encode(["Milk. DAIRY"], 1)[0], rtol=1e-6)
     np.testing.assert_array_equal(vectors[0], vectors[5])
-    assert not np.array_equal(vectors[0], vectors[1])
+    np.testing.assert_array_equal(vectors[1], vectors[4])
+    assert not np.array_equal(vectors[0], vectors[2])  # two colours of one product differ
 
 
-def test_embed_articles_matches_direct_minilm_encoding(minilm: MiniLMEncoder) -> None:
+def test_embed_articles_matches_minilm_on_the_composed_parts(minilm: MiniLMEncoder) -> None:
     table = articles_table([ICE, {ARTICLE_ID: "2", NAME: "Red T-shirt", VARIANT: "Red"}])
-    ids, vectors = embed_articles(table, minilm, batch_size=1, progress=False)
+    ids, vectors, _ = embed_articles(table, minilm, batch_size=1, progress=False)
     assert ids == ["1", "2"]
-    np.testing.assert_allclose(vectors, minilm.encode(article_texts(table), 8), atol=1e-5)
+    product, variants = article_text_parts(table)
+    assert variants == ["22 LB", "Red"]
+    expected = [_composed(minilm, p, v) for p, v in zip(product, variants, strict=True)]
+    np.testing.assert_allclose(vectors, np.array(expected), atol=1e-5)
+    # close to encoding the whole text at once (what the split approximates)
+    whole = minilm.encode(article_texts(table), 8)
+    assert float((vectors * whole).sum(1).min()) > 0.9
 
 
 def test_embed_articles_empty_table() -> None:
-    ids, vectors = embed_articles(articles_table([]), RecordingEncoder(), progress=False)
+    ids, vectors, _ = embed_articles(articles_table([]), RecordingEncoder(), progress=False)
     assert ids == []
     assert vectors.shape == (0, FAKE_DIM)
 
@@ -297,5 +324,5 @@ def test_embed_articles_rejects_bad_input() -> None:
     class WrongDim(RecordingEncoder):
         dim = FAKE_DIM + 1
 
-    with pytest.raises(ValueError, match=r"encoder returned shape \(1, 4\) for 1 texts"):
+    with pytest.raises(ValueError, match=r"encoder returned shape \(2, 4\) for 2 texts"):
         embed_articles(articles_table([ICE]), WrongDim(), progress=False)

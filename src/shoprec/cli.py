@@ -187,7 +187,7 @@ def ingest(
             " synthetic: where to write them (default data/<name>/raw).",
         ),
     ] = None,
-    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
+    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | mid | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
     regime: RegimeOpt = "default",
     event_log: Annotated[
@@ -227,7 +227,7 @@ def do_build_dataset(paths: Paths, config: PipelineConfig) -> None:
     from shoprec.data.dataset import dataset_summary
     from shoprec.pipeline.steps import run_build_dataset
 
-    data = run_build_dataset(paths, config)
+    data = run_build_dataset(paths, config, _log)
     console.print(_table(f"labelled dataset -> {paths.dataset}", dataset_summary(data)))
 
 
@@ -379,7 +379,7 @@ def pipeline(
         Source, typer.Argument(help="completejourney | hm | synthetic")
     ] = Source.COMPLETEJOURNEY,
     raw_dir: Annotated[Path | None, typer.Option("--raw-dir", help="hm: Kaggle CSV folder")] = None,
-    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | hm")] = "tiny",
+    scale: Annotated[str, typer.Option(help="synthetic: tiny | small | mid | hm")] = "tiny",
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
     regime: RegimeOpt = "default",
     name: NameOpt = None,

@@ -135,6 +135,9 @@ class TwoTowerConfig:
     logq_correction: bool = True
     batch_size: int = 1024
     epochs: int = 4
+    # stop after this many epochs without a better validation candidate recall (0 = never);
+    # the best epoch is kept either way
+    patience: int = 1
     learning_rate: float = 3e-3
     weight_decay: float = 1e-6
     seed: int = 42
@@ -262,6 +265,20 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """The offline steps' memory budget (``pipeline.budget``).
+
+    Attributes:
+        ceiling_gib: the most resident memory (GiB) a step may need. ``build-dataset``,
+            ``train`` and ``evaluate`` estimate their peak from the data's sizes before the
+            heavy allocations and stop with an error naming the step, the estimate, this
+            ceiling and the config keys that lower the estimate when it is above. 0 = no check.
+    """
+
+    ceiling_gib: float = 16.0
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """All offline stages."""
 
@@ -274,6 +291,7 @@ class PipelineConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     text: TextConfig = field(default_factory=TextConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (Enums as their values, tuples as lists)."""

@@ -18,3 +18,11 @@ class InputDataError(ShoprecError, ValueError):
 
 class ArtifactError(ShoprecError, FileNotFoundError):
     """A pipeline artifact a step needs is missing or was written by an incompatible version."""
+
+
+class MemoryBudgetError(ShoprecError, MemoryError):
+    """A step's estimated peak resident memory is above ``memory.ceiling_gib``.
+
+    Raised before the step allocates (or writes) anything large; the message names the step,
+    the estimate, the ceiling and the config keys that lower the estimate.
+    """

@@ -7,7 +7,7 @@ on labelled examples, evaluation and the Triton ranking step call it on retrieve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,9 @@ from shoprec.features.encode import (
     cross_features,
     price_relative,
 )
+
+# Pairs assembled at a time by ``ranking_inputs`` (bounds its temporaries, not its output).
+RANKING_BLOCK = 65_536
 
 # Position of the article-id column in the ranker's sparse input (customer sparse first).
 RANKING_HISTORY_FEATURE = len(s.CUSTOMER_SPARSE)
@@ -43,10 +46,42 @@ class RankingInputs:
     def __len__(self) -> int:
         return len(self.dense)
 
+    @property
+    def num_dense(self) -> int:
+        """Fd."""
+        return int(self.dense.shape[1])
+
+    @property
+    def num_sparse(self) -> int:
+        """Fs."""
+        return int(self.sparse.shape[1])
+
     def slice(self, start: int, stop: int) -> RankingInputs:
         return RankingInputs(
             self.dense[start:stop], self.sparse[start:stop], self.hist_ids[start:stop]
         )
+
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> RankingInputs:
+        """Rows ``index`` (int (B,)), a copy."""
+        return RankingInputs(self.dense[index], self.sparse[index], self.hist_ids[index])
+
+
+class ExampleBlocks(Protocol):
+    """M ranker examples whose :class:`RankingInputs` are given a block at a time: a
+    ``RankingInputs`` itself, or ``training.examples.ExampleRows`` (row pairs only, the
+    inputs assembled on demand: 50 bytes per example instead of 800 with N = 64)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_dense(self) -> int: ...
+
+    @property
+    def num_sparse(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> RankingInputs: ...
+
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> RankingInputs: ...
 
 
 def ranking_inputs(
@@ -69,37 +104,44 @@ def ranking_inputs(
         raise ValueError(
             f"customer_rows {customer_rows.shape} and article_rows {article_rows.shape} differ"
         )
-    hist = customers.hist_ids[customer_rows]
-    cross = cross_features(
-        hist,
-        customers.hist_counts[customer_rows],
-        articles.sparse[article_rows, :1],
-        attributes,
-        customers.hist_last_days[customer_rows],
-        customers.hist_first_days[customer_rows],
-    )[:, 0, :]
+    m = len(customer_rows)
     if source_features is None:
-        source_features = np.zeros((len(customer_rows), len(s.SOURCE_DENSE)), dtype=np.float32)
-    if source_features.shape != (len(customer_rows), len(s.SOURCE_DENSE)):
+        source_features = np.zeros((m, len(s.SOURCE_DENSE)), dtype=np.float32)
+    if source_features.shape != (m, len(s.SOURCE_DENSE)):
         raise ValueError(
             f"source_features has shape {source_features.shape}, expected "
-            f"({len(customer_rows)}, {len(s.SOURCE_DENSE)})"
+            f"({m}, {len(s.SOURCE_DENSE)})"
         )
-    customer_dense = customers.dense[customer_rows]
-    article_dense = articles.dense[article_rows]
-    return RankingInputs(
-        dense=np.concatenate(
+    widths = (customers.dense.shape[1], articles.dense.shape[1], len(s.CROSS_DENSE))
+    dense = np.empty((m, sum(widths) + len(s.SOURCE_DENSE)), dtype=np.float32)
+    sparse = np.empty((m, customers.sparse.shape[1] + articles.sparse.shape[1]), dtype=np.int64)
+    hist = customers.hist_ids[customer_rows]
+    # In blocks: the cross features hold (rows, N, 3) temporaries, gigabytes at millions of
+    # examples (H&M size); a block keeps them to tens of MB whatever M is.
+    for start in range(0, m, RANKING_BLOCK):
+        stop = min(start + RANKING_BLOCK, m)
+        c_rows, a_rows = customer_rows[start:stop], article_rows[start:stop]
+        cross = cross_features(
+            hist[start:stop],
+            customers.hist_counts[c_rows],
+            articles.sparse[a_rows, :1],
+            attributes,
+            customers.hist_last_days[c_rows],
+            customers.hist_first_days[c_rows],
+        )[:, 0, :]
+        customer_dense = customers.dense[c_rows]
+        article_dense = articles.dense[a_rows]
+        dense[start:stop] = np.concatenate(
             [
                 customer_dense,
                 article_dense,
                 cross,
                 price_relative(customer_dense, article_dense)[:, None],
-                source_features.astype(np.float32, copy=False),
+                source_features[start:stop].astype(np.float32, copy=False),
             ],
             axis=1,
-        ),
-        sparse=np.concatenate(
-            [customers.sparse[customer_rows], articles.sparse[article_rows]], axis=1
-        ),
-        hist_ids=hist,
-    )
+        )
+        sparse[start:stop] = np.concatenate(
+            [customers.sparse[c_rows], articles.sparse[a_rows]], axis=1
+        )
+    return RankingInputs(dense=dense, sparse=sparse, hist_ids=hist)

@@ -35,8 +35,18 @@ def repurchase_share(transactions: pl.DataFrame) -> float:
     """
     if transactions.height == 0:
         return 0.0
-    first = transactions.group_by(s.CUSTOMER_ID, s.ARTICLE_ID).agg(pl.col(s.T_DAT).min())
-    repeat = transactions.join(first, on=[s.CUSTOMER_ID, s.ARTICLE_ID], suffix="_first").filter(
-        pl.col(s.T_DAT) > pl.col(f"{s.T_DAT}_first")
+    # A line is a repeat unless it is on its (customer, article) pair's first day. The ids are
+    # grouped as 32-bit category codes: grouping and joining the id strings of 30 M lines
+    # (H&M size) took over 10 GB.
+    codes = transactions.select(
+        pl.col(s.CUSTOMER_ID).cast(pl.String).cast(pl.Categorical).to_physical(),
+        pl.col(s.ARTICLE_ID).cast(pl.String).cast(pl.Categorical).to_physical(),
+        pl.col(s.T_DAT),
     )
-    return repeat.height / transactions.height
+    first_day = (
+        codes.group_by(s.CUSTOMER_ID, s.ARTICLE_ID)
+        .agg((pl.col(s.T_DAT) == pl.col(s.T_DAT).min()).sum().alias("first_day"))
+        .get_column("first_day")
+        .sum()
+    )
+    return (transactions.height - int(first_day)) / transactions.height

@@ -41,14 +41,18 @@ class Categorify:
     min_frequency: int = 1
     vocab: dict[str, int] = field(default_factory=dict)
 
-    def fit(self, values: pl.Series) -> Categorify:
-        """Fit on a Utf8 series (nulls ignored). Frequency = number of occurrences."""
+    def fit(self, values: pl.Series, weights: pl.Series | None = None) -> Categorify:
+        """Fit on a Utf8 series (nulls ignored). Frequency = number of occurrences, or the sum
+        of ``weights`` (integers, one per value: how many occurrences a row stands for)."""
         if self.min_frequency < 1:
             raise ValueError(f"{self.name}: min_frequency must be >= 1, got {self.min_frequency}")
+        weight = pl.lit(1, dtype=pl.Int64) if weights is None else weights.cast(pl.Int64)
         counts = (
-            values.drop_nulls()
-            .cast(pl.Utf8)
-            .value_counts(name="n")
+            pl.DataFrame({values.name: values.cast(pl.Utf8)})
+            .with_columns(weight.alias("n"))
+            .drop_nulls(values.name)
+            .group_by(values.name)
+            .agg(pl.col("n").sum())
             .filter(pl.col("n") >= self.min_frequency)
             .sort(["n", values.name], descending=[True, False])
         )

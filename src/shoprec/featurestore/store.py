@@ -57,13 +57,14 @@ import numpy.typing as npt
 import pyarrow.parquet as pq
 import redis
 import yaml
-from feast import Entity, FeatureService, FeatureStore, FeatureView
+from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource
 from feast.data_source import DataSource
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig, load_repo_config
+from feast.utils import _convert_arrow_to_proto, to_naive_utc
 
 from shoprec import schema as s
 
@@ -100,6 +101,7 @@ REDIS_CONNECT_TIMEOUT_S: Final = 2  # added to a Redis URL that sets no socket_c
 SENTINEL_KEY: Final = "shoprec:materialized:{project}"  # Redis key of a version's sentinel
 SENTINEL_TABLE: Final = "shoprec_materialized"  # SQLite table of it (project, value)
 KEEP_VERSIONS: Final = 2  # the served version and the one before (readers still switching)
+BULK_BATCH_ROWS: Final = 20_000  # exported rows converted and written per SQLite executemany
 # Where the project's declarations are looked for, in order: the source checkout this module
 # lives in (editable install), then ./feature_repo (the Docker image: WORKDIR /app holds
 # feature_repo/ while the package is installed into site-packages).
@@ -341,7 +343,8 @@ def apply_and_materialize(
 
     Writes ``feature_store.yaml`` (``config``, from :func:`check_online_store`) and a copy of
     ``definitions`` into ``repo``, applies ``objects`` (the Feast objects of ``definitions``)
-    and materializes every exported row (event time = the serving cutoff of the manifest).
+    and materializes every exported row (event time = the serving cutoff of the manifest):
+    Feast's ``materialize`` for Redis, :func:`bulk_write_sqlite` for SQLite.
     ``repo`` must be a new version folder with a project of its own
     (:mod:`~shoprec.featurestore.versions`): rows of an older materialization of the same
     project would be kept where their timestamp is not older (see the module docstring).
@@ -366,12 +369,62 @@ def apply_and_materialize(
     seconds["apply"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    store.materialize(start_date=_EPOCH, end_date=cutoff + timedelta(seconds=1))
     if config["online_store"]["type"] == OnlineStoreKind.SQLITE:
+        bulk_write_sqlite(store, repo)
         with contextlib.closing(sqlite3.connect(repo / ONLINE_DATA_DIR / SQLITE_FILE)) as db:
             db.execute("PRAGMA journal_mode=WAL")
+    else:
+        store.materialize(start_date=_EPOCH, end_date=cutoff + timedelta(seconds=1))
     seconds["materialize"] = time.perf_counter() - t
     return seconds
+
+
+def bulk_write_sqlite(store: FeatureStore, repo: Path, batch_rows: int = BULK_BATCH_ROWS) -> int:
+    """Write every exported row of each feature view of ``store`` (an applied SQLite repo)
+    into its online table; returns the rows written (entities x features).
+
+    The rows are those Feast's ``materialize`` writes (its own converter,
+    ``feast.utils._convert_arrow_to_proto``, the same entity-key serialization, values and
+    event times, and the same upsert), read from the exported Parquet ``batch_rows`` at a time
+    and written with one ``executemany`` per batch in a single transaction. Feast 0.49's
+    materialize instead reads the whole table through its offline store (a pandas sort and
+    de-duplication) and issues one statement per entity and feature: 647 s for the 1.37 M
+    customers of an H&M-size catalog. Exported tables hold one row per entity, so no
+    de-duplication is needed.
+    """
+    config = store.config
+    version = config.entity_key_serialization_version
+    written = 0
+    with contextlib.closing(sqlite3.connect(repo / ONLINE_DATA_DIR / SQLITE_FILE)) as db, db:
+        for view in store.list_feature_views():
+            join_keys = {col.name: col.dtype.to_value_type() for col in view.entity_columns}
+            source = view.batch_source
+            if not isinstance(source, FileSource):
+                raise ArtifactError(f"feature view {view.name}: source {source.name} is not a file")
+            sql = (
+                f"INSERT INTO {config.project}_{view.name} "
+                "(entity_key, feature_name, value, event_ts, created_ts) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+                "event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+            )
+            parquet = pq.ParquetFile(repo / source.path)
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                rows = [
+                    (
+                        serialize_entity_key(key, entity_key_serialization_version=version),
+                        name,
+                        value.SerializeToString(),
+                        to_naive_utc(event_ts),
+                        None if created is None else to_naive_utc(created),
+                    )
+                    for key, values, event_ts, created in _convert_arrow_to_proto(
+                        batch, view, join_keys
+                    )
+                    for name, value in values.items()
+                ]
+                db.executemany(sql, rows)
+                written += len(rows)
+    return written
 
 
 def manifest_digest(data_dir: Path) -> str:

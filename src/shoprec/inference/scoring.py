@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from shoprec import schema as s
-from shoprec.features.assemble import RankingInputs, ranking_inputs
+from shoprec.features.assemble import ExampleBlocks, ranking_inputs
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
 from shoprec.models.rules import RuleRanker
 from shoprec.models.trees import TreeRanker
@@ -22,15 +22,19 @@ from shoprec.models.trees import TreeRanker
 
 @torch.no_grad()
 def predict(
-    model: nn.Module | TreeRanker | RuleRanker, inputs: RankingInputs, batch_size: int = 16384
+    model: nn.Module | TreeRanker | RuleRanker, inputs: ExampleBlocks, batch_size: int = 16384
 ) -> npt.NDArray[np.float32]:
     """Purchase probabilities (a rule ranker: its scores), float32 (M,)."""
-    if isinstance(model, TreeRanker | RuleRanker):
+    if isinstance(model, TreeRanker):
         return model.predict(inputs)
-    model.eval()
+    if not isinstance(model, RuleRanker):
+        model.eval()
     out = []
     for i in range(0, len(inputs), batch_size):
         b = inputs.slice(i, i + batch_size)
+        if isinstance(model, RuleRanker):
+            out.append(model.predict(b))
+            continue
         logits = model(
             torch.from_numpy(b.dense), torch.from_numpy(b.sparse), torch.from_numpy(b.hist_ids)
         )

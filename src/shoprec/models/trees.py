@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from shoprec.config import RankerKind, RankersConfig, from_plain, to_plain
 from shoprec.errors import ArtifactError
-from shoprec.features.assemble import RankingInputs
+from shoprec.features.assemble import RANKING_BLOCK, ExampleBlocks
 from shoprec.features.workflow import FIRST_ID
 
 if TYPE_CHECKING:  # imported where used: a Triton process serving DLRM never loads them
@@ -64,20 +64,25 @@ _FORMATS: Final = {
 }
 
 
-def tree_features(inputs: RankingInputs) -> npt.NDArray[np.float32]:
-    """The trees' feature matrix, float32 (M, Fd + F + 2) (columns in the module docstring)."""
-    valid = inputs.hist_ids >= FIRST_ID
-    length = valid.sum(1)
-    log_rank = np.where(valid, np.log2(np.maximum(inputs.hist_ids, 1)), 0.0).sum(1)
-    features: npt.NDArray[np.float32] = np.concatenate(
-        [
-            inputs.dense,
-            inputs.sparse.astype(np.float32),
-            length[:, None].astype(np.float32),
-            (log_rank / np.maximum(length, 1))[:, None].astype(np.float32),
-        ],
-        axis=1,
-    ).astype(np.float32, copy=False)
+def tree_features(inputs: ExampleBlocks) -> npt.NDArray[np.float32]:
+    """The trees' feature matrix, float32 (M, Fd + F + 2) (columns in the module docstring).
+
+    Built in blocks of ``RANKING_BLOCK`` rows (``inputs.slice``): neither the history
+    summaries' float temporaries ((rows, N) wide) nor, for ``ExampleRows``, the whole
+    ``RankingInputs`` exist at once; gigabytes at millions of examples.
+    """
+    m, fd, fs = len(inputs), inputs.num_dense, inputs.num_sparse
+    features = np.empty((m, fd + fs + len(HISTORY_SUMMARIES)), dtype=np.float32)
+    for start in range(0, m, RANKING_BLOCK):
+        stop = min(start + RANKING_BLOCK, m)
+        block = inputs.slice(start, stop)
+        valid = block.hist_ids >= FIRST_ID
+        length = valid.sum(1)
+        log_rank = np.where(valid, np.log2(np.maximum(block.hist_ids, 1)), 0.0).sum(1)
+        features[start:stop, :fd] = block.dense
+        features[start:stop, fd : fd + fs] = block.sparse
+        features[start:stop, fd + fs] = length
+        features[start:stop, fd + fs + 1] = log_rank / np.maximum(length, 1)
     return features
 
 
@@ -143,22 +148,20 @@ class TreeRanker:
             if card <= self.config.max_categorical
         ]
 
-    def _check(self, inputs: RankingInputs) -> npt.NDArray[np.float32]:
-        if inputs.dense.shape[1] != self.num_dense or inputs.sparse.shape[1] != len(
-            self.cardinalities
-        ):
+    def _check(self, inputs: ExampleBlocks) -> npt.NDArray[np.float32]:
+        if inputs.num_dense != self.num_dense or inputs.num_sparse != len(self.cardinalities):
             raise ValueError(
-                f"{self.kind.value}: inputs have {inputs.dense.shape[1]} dense and "
-                f"{inputs.sparse.shape[1]} sparse features, the ranker {self.num_dense} and "
+                f"{self.kind.value}: inputs have {inputs.num_dense} dense and "
+                f"{inputs.num_sparse} sparse features, the ranker {self.num_dense} and "
                 f"{len(self.cardinalities)}"
             )
         return tree_features(inputs)
 
     def fit(
         self,
-        train: RankingInputs,
+        train: ExampleBlocks,
         labels: npt.NDArray[np.integer[Any]],
-        val: RankingInputs,
+        val: ExampleBlocks,
         val_labels: npt.NDArray[np.integer[Any]],
         groups: npt.NDArray[np.integer[Any]] | None = None,
         val_groups: npt.NDArray[np.integer[Any]] | None = None,
@@ -255,7 +258,7 @@ class TreeRanker:
             "verbosity": -1,
         }
 
-    def predict(self, inputs: RankingInputs) -> npt.NDArray[np.float32]:
+    def predict(self, inputs: ExampleBlocks) -> npt.NDArray[np.float32]:
         """Purchase probabilities, float32 (M,). Raises ``ValueError`` before ``fit``/``load``."""
         if self.estimator is None:
             raise ValueError(f"{self.kind.value} ranker is not fitted")

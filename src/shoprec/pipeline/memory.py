@@ -24,6 +24,7 @@ _STATUS: Final = Path("/proc/self/status")
 _CLEAR_REFS: Final = Path("/proc/self/clear_refs")
 _RESET_PEAK: Final = "5"  # proc(5): "reset the peak resident set size"
 _HWM: Final = re.compile(r"^VmHWM:\s+(\d+)\s+kB$", re.M)
+_RSS: Final = re.compile(r"^VmRSS:\s+(\d+)\s+kB$", re.M)
 _MIB: Final = 1024.0
 
 _open: list[PeakSpan] = []  # spans entered and not yet left, outermost first
@@ -39,6 +40,17 @@ def high_water_mib() -> float:
         return int(match.group(1)) / _MIB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (_MIB * _MIB) if sys.platform == "darwin" else peak / _MIB
+
+
+def current_rss_mib() -> float:
+    """The process's resident set size now, MiB (``VmRSS``; elsewhere the peak so far)."""
+    try:
+        match = _RSS.search(_STATUS.read_text())
+    except OSError:
+        match = None
+    if match is not None:
+        return int(match.group(1)) / _MIB
+    return high_water_mib()
 
 
 def _reset() -> None:

@@ -6,9 +6,12 @@ Each ``run_*`` function is one CLI command; they communicate only through files 
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,19 +59,20 @@ from shoprec.evaluation.testsets import (
     score_ranker,
     window_truth,
 )
-from shoprec.features.encode import encode_articles, fit_workflow
+from shoprec.features.encode import encode_articles, fit_workflow, purchase_lines
 from shoprec.features.popular import repurchase_share
 from shoprec.inference.index import build_index, save_index
 from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.models.text import embed_articles, make_encoder
+from shoprec.pipeline import budget
 from shoprec.pipeline.memory import PeakSpan
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
     example_groups,
-    example_inputs,
+    example_rows,
     indexable_articles,
     ranker_examples,
     ranker_widths,
@@ -119,29 +123,72 @@ class StepTimer:
             self._span = None
 
 
-def run_build_dataset(paths: Paths, config: PipelineConfig) -> DatasetArtifacts:
-    """Read the canonical tables and write the labelled dataset under ``paths.dataset``."""
-    return build_dataset(read_canonical(paths.canonical), config.dataset, paths.dataset)
+def run_build_dataset(paths: Paths, config: PipelineConfig, log: Log = _noop) -> DatasetArtifacts:
+    """Read the canonical tables and write the labelled dataset under ``paths.dataset``.
+
+    Raises:
+        MemoryBudgetError: the estimated peak (``pipeline.budget``) is above
+            ``memory.ceiling_gib``; nothing is written.
+    """
+    canonical = read_canonical(paths.canonical)
+    _log_estimate(budget.build_dataset_estimate(canonical, config).check(config.memory), log)
+    return build_dataset(canonical, config.dataset, paths.dataset)
+
+
+def _log_estimate(estimate: budget.Estimate, log: Log) -> None:
+    log(
+        f"{estimate.step}: memory estimate {estimate.gib:.1f} GiB ("
+        + ", ".join(f"{name} {gib:.1f}" for name, gib in estimate.parts.items())
+        + ")"
+    )
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move every file of ``staging`` into ``out`` (replacing), then remove ``staging``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staging.iterdir()):
+        os.replace(path, out / path.name)
+    staging.rmdir()
 
 
 def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[str, Any]:
     """Fit the workflow, train the Two-Tower and DLRM, build the item and text indexes.
 
-    Writes everything in ``artifacts`` under ``paths.models_dir``; returns a summary dict
-    (epoch losses, validation metrics, wall times).
+    Writes everything in ``artifacts`` under ``paths.models_dir``, all at the end (into a
+    staging folder beside it until then), so a failed run leaves the previous models intact;
+    returns a summary dict (epoch losses, validation metrics, wall times, peak memory, and
+    the memory estimate made before training).
+
+    Raises:
+        MemoryBudgetError: the estimated peak (``pipeline.budget``) is above
+            ``memory.ceiling_gib``; raised before training, nothing is written.
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timer = StepTimer()
-    out = paths.models_dir
     canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
-    out.mkdir(parents=True, exist_ok=True)  # only once the inputs exist
+    # the serving snapshot's customers are export's, not train's (a gigabyte at H&M size)
+    data.latest_customers = data.latest_customers.clear()
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
+    estimate = budget.train_estimate(
+        data.customer_features,
+        data.article_features,
+        data.examples,
+        budget.canonical_gib(canonical),
+        canonical.transactions.height,
+        train_w,
+        val_w,
+        config,
+    ).check(config.memory)
+    _log_estimate(estimate, log)
+    out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)  # only once the inputs exist and fit the budget
     val_start = data.window(SPLIT_VAL)[0].start
 
     t = time.perf_counter()
-    purchases = canonical.transactions.filter(pl.col(s.T_DAT) < val_start).join(
-        canonical.articles.select(s.ARTICLE_SPARSE), on=s.ARTICLE_ID, how="left"
+    purchases = purchase_lines(
+        canonical.transactions.filter(pl.col(s.T_DAT) < val_start), canonical.articles
     )
     wf = fit_workflow(
         config.workflow,
@@ -158,6 +205,9 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "already-bought articles"
     )
     enc = encode_dataset(wf, data, config.dataset.history_length)
+    # The transactions are read again for the guardrail's baselines: not held while the
+    # Two-Tower and the ranker's examples need the memory (gigabytes at H&M size).
+    del purchases, canonical
     timer("workflow", t)
     log(
         f"workflow fitted: {len(wf.categorical_ops)} vocabularies, "
@@ -183,7 +233,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     tt_recalls: list[float] = []
     best_state: dict[str, torch.Tensor] = {}
 
-    def tt_epoch(epoch: int, loss: float) -> None:
+    def tt_epoch(epoch: int, loss: float) -> bool:
         recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
         if not tt_recalls or recall > max(tt_recalls):
             best_state.clear()
@@ -193,6 +243,8 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
             f"val candidate recall@{config.eval.candidates} {recall:.4f}"
         )
+        since_best = len(tt_recalls) - 1 - int(np.argmax(tt_recalls))
+        return tt_cfg.patience > 0 and since_best >= tt_cfg.patience
 
     tt_losses = train_two_tower(
         two_tower, RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows), tt_cfg, tt_epoch
@@ -222,8 +274,9 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
         f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
     )
-    train_inputs = example_inputs(enc, tr)
-    val_inputs = example_inputs(enc, va)
+    # rows only: the inputs are assembled a block at a time while fitting
+    train_inputs = example_rows(enc, tr)
+    val_inputs = example_rows(enc, va)
     cards, num_dense = ranker_widths(wf, train_inputs)
     kind = config.ranker.kind
     ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
@@ -243,10 +296,13 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         config.eval.k,
     )
     save_ranker(ranker, config, out)
+    ranker_examples_count = int(tr.height)
+    del tr, va, train_inputs, val_inputs  # the guardrail's retrieval needs the memory
     timer("ranker", t)
 
     # ---- guardrail: what is served, chosen on the validation window ------------------------
     t = time.perf_counter()
+    canonical = read_canonical(paths.canonical)
     served = choose_served(
         ranker, two_tower, enc, data, canonical, val_w, val_start, cards, num_dense, exclude, config
     )
@@ -267,7 +323,11 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     # The whole catalog: text similarity is what serves articles that never sold (cold items).
     catalog = canonical.articles
     encoder = make_encoder(config.text)
-    text_ids, text_vecs = embed_articles(catalog, encoder, config.text.batch_size)
+    text_ids, text_vecs, counts = embed_articles(catalog, encoder, config.text.batch_size)
+    log(
+        f"text embeddings: {counts.articles} articles, {counts.product_texts} distinct texts "
+        f"without the variant and {counts.variants} variants encoded"
+    )
     np.save(out / A.TEXT_EMBEDDINGS_FILE, text_vecs)
     save_index(build_index(text_vecs, config.index), out / A.TEXT_INDEX_FILE)
     A.write_ids(np.asarray(text_ids, dtype=object), out / A.TEXT_IDS_FILE)
@@ -285,7 +345,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             for lo, au, mp in ranker_hist
         ],
         "ranker_best_epoch": best_epoch(ranker_hist),
-        "train_examples": {"two_tower": int(len(c_rows)), "ranker": int(tr.height)},
+        "train_examples": {"two_tower": int(len(c_rows)), "ranker": ranker_examples_count},
         "repurchase_share": share,
         "exclude_purchased": exclude,
         "served": served,
@@ -293,8 +353,10 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         "text_embedding_dim": int(text_vecs.shape[1]),
         "seconds": timer.seconds,
         "peak_rss_mib": timer.peak_rss_mib,
+        "memory_estimate_mib": {name: round(v * 1024, 1) for name, v in estimate.parts.items()},
     }
     A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
+    _publish(out, paths.models_dir)
     return summary
 
 
@@ -337,17 +399,16 @@ def choose_served(
     relevant = [truth[c] for c in ids]
     bought = customers_bought(canonical.transactions, ids, cutoff) if exclude else None
 
-    def served_map(model: Any) -> float:
+    models: dict[str, Any] = {SERVED_RANKER: ranker}
+    models.update({rule.value: RuleRanker(rule, cards, num_dense) for rule in RuleKind})
+    servable = {}
+    for name, model in models.items():
         rows = rank_window(model, enc, wc.customer_rows, wc.candidates, k, wc.features, bought)
-        return evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
-
-    servable = {SERVED_RANKER: served_map(ranker)}
-    for rule in RuleKind:
-        servable[rule.value] = served_map(RuleRanker(rule, cards, num_dense))
+        servable[name] = evaluate_lists(article_lists(enc, rows), relevant, k)[f"map@{k}"]
+    del wc, rows  # the window's candidates: the baselines' fits need the memory
     offline: dict[str, float] = {}
-    for name, model in offline_baselines(config).items():
-        model.fit(canonical.transactions, cutoff)
-        offline[name] = evaluate_lists(model.recommend(list(ids), k), relevant, k)[f"map@{k}"]
+    for name, recs in fitted_baselines(config, canonical, cutoff, list(ids), k):
+        offline[name] = evaluate_lists(recs, relevant, k)[f"map@{k}"]
     choice = max(servable, key=lambda n: (servable[n], n == SERVED_RANKER))
     best_offline = max(offline, key=offline.__getitem__)
     why = (
@@ -377,6 +438,21 @@ def offline_baselines(config: PipelineConfig) -> dict[str, Recommender]:
     }
 
 
+def fitted_baselines(
+    config: PipelineConfig, canonical: Canonical, cutoff: Any, customer_ids: list[str], k: int
+) -> Iterator[tuple[str, list[list[str]]]]:
+    """(name, top-k lists of ``customer_ids``) of each offline baseline fitted as of
+    ``cutoff``, one at a time: a fitted baseline is released before the next one fits (the
+    repurchase baseline's lists of every customer are gigabytes at H&M size)."""
+    baselines = offline_baselines(config)
+    for name in list(baselines):
+        model = baselines.pop(name)
+        model.fit(canonical.transactions, cutoff)
+        recs = model.recommend(customer_ids, k)
+        del model
+        yield name, recs
+
+
 def two_stage_label(kind: RankerKind) -> str:
     """The report's name of the two-stage pipeline, e.g. ``two-stage (Two-Tower + DLRM)``."""
     return f"two-stage (Two-Tower + {kind.label})"
@@ -397,7 +473,12 @@ def run_evaluate(
     config = config or models.config
     canonical: Canonical = read_canonical(paths.canonical)
     data = load_dataset(paths.dataset)
+    data.latest_customers = data.latest_customers.clear()  # export's, not evaluate's
     (test,) = data.window(SPLIT_TEST)
+    estimate = budget.evaluate_estimate(
+        data.customer_features, data.article_features, data.examples, test.index, config
+    )
+    _log_estimate(estimate.check(config.memory), log)
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
     sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
@@ -432,13 +513,11 @@ def run_evaluate(
         )
     log("two-stage pipeline evaluated")
     cutoff = test.start
-    baselines = offline_baselines(config)
-    for name, model in baselines.items():
-        model.fit(canonical.transactions, cutoff)
-        recommended[name] = model.recommend(list(customer_ids), k)
+    baseline_names = list(offline_baselines(config))
+    for name, recs in fitted_baselines(config, canonical, cutoff, list(customer_ids), k):
+        recommended[name] = recs
         log(f"baseline evaluated: {name}")
     rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
-    baseline_names = list(baselines)
     best_baseline = max(baseline_names, key=lambda n: rows[n][f"map@{k}"])
     ap = {
         name: [average_precision_at_k(r, rel, k) for r, rel in zip(recs, relevant, strict=True)]

@@ -1,8 +1,9 @@
 """Training and scoring rankers on ``RankingInputs`` with binary cross-entropy.
 
-Any ``nn.Module`` with ``forward(dense, sparse, hist_ids) -> logits (B,)`` trains here; the
-model of the epoch with the best validation MAP@k over the customers' candidate groups is kept
-(early stopping by selection; the best AUC when no groups are given).
+Any ``nn.Module`` with ``forward(dense, sparse, hist_ids) -> logits (B,)`` trains here, on
+examples given as ``RankingInputs`` or as ``training.examples.ExampleRows`` (assembled a
+batch at a time); the model of the epoch with the best validation MAP@k over the customers'
+candidate groups is kept (early stopping by selection; the best AUC when no groups are given).
 Tree rankers (``ranking.trees.TreeRanker``) fit and score through their own methods;
 :func:`fit_ranker` and :func:`predict` take either.
 """
@@ -20,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from shoprec.config import RankerConfig
-from shoprec.features.assemble import RankingInputs
+from shoprec.features.assemble import ExampleBlocks
 from shoprec.inference.scoring import predict
 from shoprec.models.trees import TreeRanker
 
@@ -69,9 +70,9 @@ def grouped_map_at_k(
 
 def train_ranker(
     model: nn.Module,
-    train: RankingInputs,
+    train: ExampleBlocks,
     train_labels: np.ndarray,
-    val: RankingInputs,
+    val: ExampleBlocks,
     val_labels: np.ndarray,
     config: RankerConfig,
     on_epoch: Callable[[int, float, float, float], None] | None = None,
@@ -106,10 +107,11 @@ def train_ranker(
         total, batches = 0.0, 0
         for start in range(0, len(train), config.batch_size):
             idx = order[start : start + config.batch_size]
+            batch = train.take(idx)
             logits = model(
-                torch.from_numpy(train.dense[idx]),
-                torch.from_numpy(train.sparse[idx]),
-                torch.from_numpy(train.hist_ids[idx]),
+                torch.from_numpy(batch.dense),
+                torch.from_numpy(batch.sparse),
+                torch.from_numpy(batch.hist_ids),
             )
             loss = F.binary_cross_entropy_with_logits(logits, y[idx])
             opt.zero_grad()
@@ -140,9 +142,9 @@ def train_ranker(
 
 def fit_ranker(
     model: nn.Module | TreeRanker,
-    train: RankingInputs,
+    train: ExampleBlocks,
     train_labels: np.ndarray,
-    val: RankingInputs,
+    val: ExampleBlocks,
     val_labels: np.ndarray,
     config: RankerConfig,
     seed: int,

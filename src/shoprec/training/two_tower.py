@@ -86,11 +86,12 @@ def train_two_tower(
     model: TwoTower,
     examples: RetrievalExamples,
     config: TwoTowerConfig,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> list[float]:
     """Train in place with Adam; returns the mean loss of each epoch.
 
-    ``on_epoch(epoch, mean_loss)`` is called after each epoch (progress, validation).
+    ``on_epoch(epoch, mean_loss)`` is called after each epoch (progress, validation); a
+    true return stops training there (early stopping).
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -128,8 +129,8 @@ def train_two_tower(
             total += loss.item()
             batches += 1
         losses.append(total / max(batches, 1))
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
+        if on_epoch is not None and on_epoch(epoch, losses[-1]):
+            break
     if losses and not all(math.isfinite(x) for x in losses):
         raise FloatingPointError(f"two-tower training diverged: epoch losses {losses}")
     return losses

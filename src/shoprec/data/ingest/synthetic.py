@@ -80,6 +80,8 @@ SCALES: Final[dict[str, SyntheticScale]] = {
     "tiny": SyntheticScale(300, 200, 20_000, date(2020, 7, 15), date(2020, 9, 22)),
     # Development: half a year, a few seconds.
     "small": SyntheticScale(20_000, 5_000, 1_000_000, date(2020, 3, 26), date(2020, 9, 22)),
+    # A fifth of the Kaggle data over the same two years: profiling the H&M-size build.
+    "mid": SyntheticScale(274_396, 21_108, 6_357_665, date(2018, 9, 20), date(2020, 9, 22)),
     # The size of the Kaggle data (2018-09-20..2020-09-22), about a minute.
     "hm": SyntheticScale(1_371_980, 105_542, 31_788_324, date(2018, 9, 20), date(2020, 9, 22)),
 }
@@ -672,7 +674,8 @@ def generate_synthetic(
     Args:
         out_dir: directory to write into (created if missing; existing files replaced).
         scale: a key of :data:`SCALES`: ``"tiny"`` (tests, < 1 s), ``"small"`` (seconds),
-            ``"hm"`` (the Kaggle size, 31.8M transactions, about a minute, 3.5 GB on disk).
+            ``"mid"`` (a fifth of H&M, for profiling), ``"hm"`` (the Kaggle size, 31.8M
+            transactions, about a minute, 3.5 GB on disk).
         seed: seed for ``numpy.random.default_rng``; the same seed and scale give
             byte-identical files.
         progress: show a progress bar over the weekly transaction chunks.

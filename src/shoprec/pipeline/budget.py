@@ -1,0 +1,274 @@
+"""The offline steps' memory budget: a peak estimate from the data's sizes, checked against
+``memory.ceiling_gib`` before a step allocates or writes anything large.
+
+An estimate is the resident memory measured when it is made (the step's inputs are loaded)
+plus the arrays the step will build, each computed from row counts and widths (bytes per row
+from the dtypes the code uses, see the ``*_BYTES`` constants), so it scales with whatever
+catalog is given. Above the ceiling the step stops with :class:`MemoryBudgetError`, which names
+the step, the estimate, the ceiling and the config keys that lower the estimate; the kernel's
+OOM killer never gets to end the run silently.
+
+The per-row sizes are from the code's dtypes; ``OVERHEAD`` covers polars/numpy temporaries and
+allocator slack. The estimates were compared with the peaks measured by
+:mod:`shoprec.pipeline.memory` at the synthetic ``mid`` and ``hm`` scales (README, "The
+offline pipeline").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Final
+
+import polars as pl
+
+from shoprec import schema as s
+from shoprec.config import MemoryConfig, PipelineConfig
+from shoprec.data.dataset import make_windows
+from shoprec.data.ingest.canonical import Canonical
+from shoprec.errors import MemoryBudgetError
+from shoprec.pipeline.memory import current_rss_mib
+
+GIB: Final = 2.0**30
+MIB: Final = 2.0**20
+OVERHEAD: Final = 1.25  # temporaries and allocator slack on top of the arrays counted
+
+# Dense widths: normalised numeric features plus a missing indicator each (upper bound).
+_CUSTOMER_DENSE: Final = 2 * len(s.CUSTOMER_DENSE)
+_ARTICLE_DENSE: Final = 2 * len(s.ARTICLE_DENSE)
+_RANKER_DENSE: Final = _CUSTOMER_DENSE + _ARTICLE_DENSE + len(s.CROSS_DENSE) + len(s.SOURCE_DENSE)
+_RANKER_SPARSE: Final = len(s.CUSTOMER_SPARSE) + len(s.ARTICLE_SPARSE)
+
+# Encoded customer row: history ids int64 + counts, last / first days float32 (x N), dense
+# float32, sparse int64, and the id string.
+CUSTOMER_ROW_BYTES_PER_HISTORY: Final = 8 + 4 + 4 + 4
+CUSTOMER_ROW_BYTES: Final = 4 * _CUSTOMER_DENSE + 8 * len(s.CUSTOMER_SPARSE) + 120
+ARTICLE_ROW_BYTES: Final = 4 * _ARTICLE_DENSE + 8 * len(s.ARTICLE_SPARSE) + 60
+# One ranker example as training holds it (``training.examples.ExampleRows``): two int32
+# rows and the float32 source features, the trees' float32 matrix, LightGBM's binned copy
+# and the example frame (ids, window, label, source features).
+RANKER_EXAMPLE_BYTES: Final = (
+    2 * 4
+    + 4 * len(s.SOURCE_DENSE)
+    + 4 * (_RANKER_DENSE + _RANKER_SPARSE + 2)
+    + 2 * (_RANKER_DENSE + _RANKER_SPARSE)
+    + 200
+)
+# One example assembled whole (``RankingInputs``: dense float32, sparse int64, history int64
+# x N), as evaluation holds its test sets.
+ASSEMBLED_EXAMPLE_BYTES: Final = 4 * _RANKER_DENSE + 8 * _RANKER_SPARSE + 200
+ASSEMBLED_EXAMPLE_BYTES_PER_HISTORY: Final = 8
+# One candidate of a whole window's retrieval: row int64, source features float32, the
+# per-source rows int64, and the article-id lists of the evaluation (three refs).
+CANDIDATE_BYTES: Final = 8 + 4 * len(s.SOURCE_DENSE) + 8 + 3 * 8
+# build-dataset: per transaction (columns, the window filters and joins), per feature row.
+TRANSACTION_BYTES: Final = 160
+DATASET_ROW_BYTES_PER_HISTORY: Final = 4 * 8  # history lists (ids, counts, days) in polars
+EXAMPLE_ROW_BYTES: Final = 120  # window, label, customer and article id strings
+# The repurchase share (``features.popular``) groups every line by 32-bit id codes: per line.
+REPURCHASE_BYTES: Final = 120
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A step's estimated peak resident memory.
+
+    Attributes:
+        step: the step's name (``train``).
+        parts: GiB per named part (``loaded inputs`` is measured, the others estimated).
+        lower: the config keys that lower the estimate, with their values (for the message).
+    """
+
+    step: str
+    parts: dict[str, float]
+    lower: tuple[str, ...]
+
+    @property
+    def gib(self) -> float:
+        """The estimate, GiB."""
+        return sum(self.parts.values())
+
+    def check(self, config: MemoryConfig) -> Estimate:
+        """Return ``self`` if within ``config.ceiling_gib`` (or the check is off: 0).
+
+        Raises:
+            MemoryBudgetError: the estimate is above the ceiling.
+        """
+        ceiling = config.ceiling_gib
+        if ceiling > 0 and self.gib > ceiling:
+            parts = ", ".join(
+                f"{name} {gib:.1f} GiB"
+                for name, gib in sorted(self.parts.items(), key=lambda p: -p[1])
+            )
+            raise MemoryBudgetError(
+                f"{self.step}: estimated peak memory {self.gib:.1f} GiB is above the ceiling "
+                f"memory.ceiling_gib={ceiling:g} GiB ({parts}); lower "
+                f"{', '.join(self.lower)} in a --config file, or raise memory.ceiling_gib"
+            )
+        return self
+
+
+def _loaded() -> float:
+    return current_rss_mib() * MIB / GIB
+
+
+def _per_window(frame: pl.DataFrame) -> dict[int, int]:
+    counts = frame.group_by(s.WINDOW).len()
+    return dict(counts.select(s.WINDOW, "len").iter_rows())
+
+
+def encoded_gib(customer_rows: int, article_rows: int, history_length: int) -> float:
+    """The encoded dataset (``training.encoded.encode_dataset``), GiB."""
+    per_customer = CUSTOMER_ROW_BYTES + CUSTOMER_ROW_BYTES_PER_HISTORY * history_length
+    return (customer_rows * per_customer + article_rows * ARTICLE_ROW_BYTES) / GIB
+
+
+def examples_gib(examples: int, history_length: int, assembled: bool = False) -> float:
+    """``examples`` ranker examples held for training (rows, assembled a block at a time) or,
+    ``assembled``, whole (``RankingInputs``, with the history), GiB."""
+    if assembled:
+        per = ASSEMBLED_EXAMPLE_BYTES + ASSEMBLED_EXAMPLE_BYTES_PER_HISTORY * history_length
+    else:
+        per = RANKER_EXAMPLE_BYTES
+    return examples * per * OVERHEAD / GIB
+
+
+def candidates_gib(customers: int, width: int) -> float:
+    """Retrieval of ``customers`` customers with ``width`` candidates each, GiB."""
+    return customers * width * CANDIDATE_BYTES * OVERHEAD / GIB
+
+
+def candidate_width(config: PipelineConfig) -> int:
+    """C, the widest union of candidate sources the config allows."""
+    ev = config.eval
+    history = config.dataset.history_length if ev.history_candidates else 0
+    return ev.candidates + history + ev.copurchase_candidates + ev.popular_candidates
+
+
+def ranker_example_count(
+    customers: dict[int, int], positives: dict[int, int], windows: list[int], config: PipelineConfig
+) -> int:
+    """Upper bound on the ranker examples mined from ``windows``: per window, the sampled
+    customers (``ranker.max_customers_per_window``) x (``ranker.candidate_negatives`` + their
+    mean purchases)."""
+    cap, neg = config.ranker.max_customers_per_window, config.ranker.candidate_negatives
+    total = 0
+    for w in windows:
+        n = customers.get(w, 0)
+        if n == 0:
+            continue
+        total += int(min(cap, n) * (neg + positives.get(w, 0) / n))
+    return total
+
+
+_RANKER_KEYS: Final = ("ranker.max_customers_per_window", "ranker.candidate_negatives")
+
+
+def canonical_gib(canonical: Canonical) -> float:
+    """The canonical tables as loaded (polars' own size of each frame), GiB."""
+    frames = (canonical.transactions, canonical.customers, canonical.articles)
+    return sum(frame.estimated_size() for frame in frames) / GIB
+
+
+def train_estimate(
+    customer_features: pl.DataFrame,
+    article_features: pl.DataFrame,
+    examples: pl.DataFrame,
+    canonical: float,
+    transactions: int,
+    train_windows: list[int],
+    val_window: int,
+    config: PipelineConfig,
+) -> Estimate:
+    """``shoprec train``'s peak, the larger of its two phases: fitting the workflow (the loaded
+    inputs, measured, + the repurchase share's grouping of the ``transactions`` lines) and
+    training (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
+    ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded
+    dataset + the larger of the ranker's examples and the guardrail's canonical tables and
+    retrieval of the whole validation window)."""
+    n = config.dataset.history_length
+    customers = _per_window(customer_features)
+    positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
+    m = ranker_example_count(customers, positives, [*train_windows, val_window], config)
+    ranker = examples_gib(m, n)
+    guardrail = canonical + candidates_gib(customers.get(val_window, 0), candidate_width(config))
+    loaded = _loaded()
+    workflow = {
+        "loaded inputs": loaded,
+        "repurchase share": transactions * REPURCHASE_BYTES * OVERHEAD / GIB,
+    }
+    training = {
+        "loaded dataset": max(loaded - canonical, 0.0),
+        "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
+        **(
+            {"ranker examples": ranker}
+            if ranker >= guardrail
+            else {"guardrail (transactions, retrieval)": guardrail}
+        ),
+    }
+    return Estimate(
+        "train",
+        max(workflow, training, key=lambda parts: sum(parts.values())),
+        (*_RANKER_KEYS, "eval.candidates", "dataset.train_windows"),
+    )
+
+
+def evaluate_estimate(
+    customer_features: pl.DataFrame,
+    article_features: pl.DataFrame,
+    examples: pl.DataFrame,
+    test_window: int,
+    config: PipelineConfig,
+) -> Estimate:
+    """``shoprec evaluate``'s peak: the loaded inputs (measured) + the encoded dataset + the
+    test window's labelled examples, candidate examples and whole-window retrieval."""
+    n = config.dataset.history_length
+    customers = _per_window(customer_features)
+    positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
+    labelled = _per_window(examples).get(test_window, 0)
+    m = labelled + ranker_example_count(customers, positives, [test_window], config)
+    return Estimate(
+        "evaluate",
+        {
+            "loaded inputs": _loaded(),
+            "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
+            "test examples": examples_gib(m, n, assembled=True),
+            "test retrieval": candidates_gib(
+                customers.get(test_window, 0), candidate_width(config)
+            ),
+        },
+        (*_RANKER_KEYS, "eval.candidates", "dataset.negatives_per_positive"),
+    )
+
+
+def build_dataset_estimate(canonical: Canonical, config: PipelineConfig) -> Estimate:
+    """``shoprec build-dataset``'s peak: the loaded tables (measured) + per-transaction work
+    (the as-of aggregations over the history before a cutoff, the co-purchase pairs) + the
+    customer feature rows kept for every window (its buyers) and the serving snapshot (every
+    customer who bought), with their history lists, + the labelled examples."""
+    ds = config.dataset
+    tx = canonical.transactions
+    first, last = tx.get_column(s.T_DAT).min(), tx.get_column(s.T_DAT).max()
+    buyers, positives = 0, 0
+    if isinstance(first, date) and isinstance(last, date):
+        for w in make_windows(first, last, ds):
+            in_window = tx.filter((pl.col(s.T_DAT) >= w.start) & (pl.col(s.T_DAT) < w.end))
+            buyers += in_window.get_column(s.CUSTOMER_ID).n_unique()
+            positives += in_window.select(s.CUSTOMER_ID, s.ARTICLE_ID).n_unique()
+    per_buyer = tx.group_by(s.CUSTOMER_ID).agg(pl.col(s.ARTICLE_ID).n_unique().alias("n"))
+    snapshot = per_buyer.height
+    # the mean history list: distinct articles bought, at most N, over every buyer
+    history = per_buyer.get_column("n").clip(upper_bound=ds.history_length).mean()
+    mean_history = float(history) if isinstance(history, int | float) else 0.0
+    per_customer = CUSTOMER_ROW_BYTES + DATASET_ROW_BYTES_PER_HISTORY * mean_history
+    examples = positives * (1 + ds.negatives_per_positive) * EXAMPLE_ROW_BYTES
+    return Estimate(
+        "build-dataset",
+        {
+            "loaded inputs": _loaded(),
+            "transactions work": tx.height * TRANSACTION_BYTES * OVERHEAD / GIB,
+            "feature rows": (buyers + snapshot) * per_customer * OVERHEAD / GIB,
+            "examples": examples * OVERHEAD / GIB,
+        },
+        ("dataset.train_windows", "dataset.history_length", "dataset.negatives_per_positive"),
+    )
