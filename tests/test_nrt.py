@@ -157,10 +157,9 @@ def test_a_purchase_changes_the_next_recommendation(
     customer = regular(stack, http, 0)
     before = recommend(http, customer)
     history = stored_history(stack, customer)
-    # The first listed article the model's vocabulary knows: exclusion matches the history by
-    # vocabulary id, and articles first sold after the workflow was fitted share the unknown
-    # id, so they cannot be excluded (a known gap: README "Candidate sources, ranking
-    # features and the guardrail").
+    # The first listed article the model's vocabulary knows: this test is about the ranking
+    # step's history exclusion (by vocabulary id) and the changed history; the gateway's
+    # bought-set exclusion by identity has tests of its own below.
     workflow = Workflow.load(tiny.models_dir / WORKFLOW_FILE)
     listed = ids(before)
     known = workflow.categorical(s.ARTICLE_ID, listed) >= FIRST_ID

@@ -213,7 +213,7 @@ def write_bought_sets(
     Raises:
         OnlineStoreError: the shopper state cannot be written.
     """
-    from shoprec.featurestore.shopper import shopper_state_at
+    from shoprec.featurestore.shopper import BULK_ROWS, shopper_state_at
 
     state = shopper_state_at(
         repo, kind, connection_string=connection_string, base_project=base_project
@@ -229,9 +229,14 @@ def write_bought_sets(
             .sort(s.CUSTOMER_ID, s.ARTICLE_ID)
             .collect()
         )
-        return state.load_bought(
-            pairs.get_column(s.CUSTOMER_ID).to_list(), pairs.get_column(s.ARTICLE_ID).to_list()
-        )
+        # Python strings of one batch at a time (tens of millions of pairs at H&M size).
+        written = 0
+        for batch in pairs.iter_slices(BULK_ROWS):
+            written += state.load_bought(
+                batch.get_column(s.CUSTOMER_ID).to_list(),
+                batch.get_column(s.ARTICLE_ID).to_list(),
+            )
+        return written
     except (redis.RedisError, sqlite3.Error) as exc:
         raise OnlineStoreError(f"shopper state of {repo}: {exc}") from exc
     finally:
