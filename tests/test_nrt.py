@@ -157,9 +157,10 @@ def test_a_purchase_changes_the_next_recommendation(
     customer = regular(stack, http, 0)
     before = recommend(http, customer)
     history = stored_history(stack, customer)
-    # The first listed article the model's vocabulary knows: this test is about the ranking
-    # step's history exclusion (by vocabulary id) and the changed history; the gateway's
-    # bought-set exclusion by identity has tests of its own below.
+    # The first listed article the model's vocabulary knows, so that it can enter the stored
+    # history. Both the ranking step (history, by vocabulary id) and the gateway (bought set,
+    # by identity) drop it; the bought set is written before the features, so the history is
+    # waited for on its own.
     workflow = Workflow.load(tiny.models_dir / WORKFLOW_FILE)
     listed = ids(before)
     known = workflow.categorical(s.ARTICLE_ID, listed) >= FIRST_ID
@@ -174,7 +175,14 @@ def test_a_purchase_changes_the_next_recommendation(
         "the bought article leaves the list",
     )
     assert after["source"] == "personalised"
+    [vocab_id] = workflow.categorical(s.ARTICLE_ID, [bought])
+    until(
+        lambda: vocab_id in stored_history(stack, customer),
+        "the bought article enters the stored history",
+    )
     assert not np.array_equal(stored_history(stack, customer), history)
+    final = recommend(http, customer)
+    assert final["source"] == "personalised" and bought not in ids(final)
 
 
 def test_a_new_customer_goes_from_popular_to_personalised(
