@@ -146,7 +146,8 @@ def sqlite_repo(toy: Toy) -> Path:
     report = materialize(toy.models, toy.dataset, toy.canonical)
     assert report.rows == {s.CUSTOMER_FEATURE_VIEW: 6, s.ARTICLE_FEATURE_VIEW: 8}
     assert report.serving_cutoff == toy.cutoff
-    assert set(report.seconds) == {"export", "apply", "materialize"}
+    assert set(report.seconds) == {"export", "apply", "materialize", "bought"}
+    assert not report.exclude_purchased and report.n_bought == 0  # no policy recorded: keep
     return report.repo_path
 
 

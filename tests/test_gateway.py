@@ -95,6 +95,8 @@ class FakeStore:
         self.calls: list[tuple[str, Any]] = []
         self.snapshot: set[str] = {KNOWN_CUSTOMER}  # customers of the materialized snapshot
         self.refreshes = 0
+        # Shopper-state exclusions (not_interested + bought set) by customer.
+        self.shopper: dict[str, frozenset[str]] = {}
 
     def _enter(self, method: str, argument: Any) -> None:
         self.calls.append((method, argument))
@@ -133,7 +135,7 @@ class FakeStore:
     # The shopper state (not_interested, sessions) is tested over the real store in
     # tests/test_nrt.py; not recorded in ``calls`` so the call lists here stay about Feast.
     def excluded(self, customer_id: str) -> frozenset[str]:
-        return frozenset()
+        return self.shopper.get(customer_id, frozenset())
 
     def session_views(self, session_id: str) -> list[str]:
         return []
@@ -380,6 +382,32 @@ def test_known_customer_with_no_ranked_articles_falls_back_to_popular(
     assert response.json()["source"] == "popular"
     assert response.json()["items"] == [expected_item(a, None) for a in POPULAR[:2]]
     assert len(triton.calls) == 1
+
+
+def test_bought_articles_leave_the_ranked_list_and_popular_fills_it(
+    client: TestClient, store: FakeStore
+) -> None:
+    store.shopper[KNOWN_CUSTOMER] = frozenset({"a3", "a1"})  # e.g. bought beyond N slots
+    response = client.get(f"/v1/customers/{KNOWN_CUSTOMER}/recommendations", params={"k": 3})
+    assert response.status_code == 200
+    assert response.json()["source"] == "personalised"
+    # The ensemble's other two, then the popular list without the bought and listed ones.
+    assert response.json()["items"] == [
+        expected_item("zz", 0.75),
+        expected_item("a2", -0.5),
+        expected_item("a4", None),
+    ]
+    # The ensemble lists only 4: the list is as long as without exclusions, never longer.
+    response = client.get(f"/v1/customers/{KNOWN_CUSTOMER}/recommendations", params={"k": 12})
+    assert [i["article_id"] for i in response.json()["items"]] == ["zz", "a2", "a4", "a5"]
+
+
+def test_bought_articles_leave_the_popular_fallback(client: TestClient, store: FakeStore) -> None:
+    store.shopper["stranger"] = frozenset({"a4", "a5"})
+    response = client.get("/v1/customers/stranger/recommendations", params={"k": 2})
+    assert response.status_code == 200
+    assert response.json()["source"] == "popular"
+    assert response.json()["items"] == [expected_item(a, None) for a in ("a2", "a1")]
 
 
 @pytest.mark.parametrize("path", [RECOMMEND_PATH, SIMILAR_PATH])

@@ -76,3 +76,38 @@ def test_forget_drops_a_customers_exclusions_and_sessions(state: ShopperState) -
     assert state.excluded("c9") == frozenset()
     assert state.session_views("s9") == []
     assert state.session_views("s10") == ["a2"]
+
+
+def test_bought_sets_join_the_exclusions_in_one_read(state: ShopperState) -> None:
+    state.exclude("c1", ["a1"])
+    state.add_bought("c1", ["a2"])
+    customers = ["c1", "c1", "c2", "c3", "c3", "c3"]
+    articles = ["a2", "a3", "a1", "a4", "a5", "a6"]
+    assert state.load_bought(customers, articles) == len(customers)
+    state.load_bought(customers[:2], articles[:2])  # a second materialize adds nothing new
+    assert state.excluded("c1") == {"a1", "a2", "a3"}
+    assert state.excluded("c2") == {"a1"}
+    assert state.excluded("c3") == {"a4", "a5", "a6"}
+    with pytest.raises(ValueError, match="2 customer ids but 1 article ids"):
+        state.load_bought(["c1", "c2"], ["a1"])
+    state.clear_bought()  # a policy that keeps bought articles
+    assert state.excluded("c1") == {"a1"}
+    assert state.excluded("c3") == frozenset()
+
+
+def test_bulk_bought_load_spans_batches(
+    state: ShopperState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shoprec.featurestore.shopper.BULK_ROWS", 3)
+    customers = sorted(f"c{i // 4}" for i in range(20))  # runs cross the batch edges
+    articles = [f"a{i % 4}" for i in range(20)]
+    assert state.load_bought(customers, articles) == 20
+    assert all(state.excluded(f"c{j}") == {"a0", "a1", "a2", "a3"} for j in range(5))
+
+
+def test_forget_drops_the_bought_set(state: ShopperState) -> None:
+    state.add_bought("c8", ["a1"])
+    state.add_bought("c7", ["a2"])
+    state.forget("c8", [])
+    assert state.excluded("c8") == frozenset()
+    assert state.excluded("c7") == {"a2"}

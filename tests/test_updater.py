@@ -25,6 +25,7 @@ import pytest
 
 from servers import ToyStore, build_toy_store, wait_for
 from shoprec import schema as s
+from shoprec.artifacts import write_exported_policy
 from shoprec.data.ingest.events import fold_event_log
 from shoprec.events import Customer, Event, open_event_log, open_log_reader
 from shoprec.export.online_tables import export_online_tables, materialize
@@ -143,6 +144,57 @@ def test_updated_features_equal_a_rebuild_of_the_folded_log(toy: ToyStore, tmp_p
     shopper = open_shopper_state(toy.repo)
     assert shopper.excluded("c1") == {"a3"}
     assert shopper.session_views("s-1") == ["a6"]
+    shopper.close()
+
+
+def test_bought_sets_follow_the_served_policy(toy: ToyStore, tmp_path: Path) -> None:
+    """Materialize loads every snapshot purchase into the bought sets when the exported policy
+    excludes (beyond the N = 6 history slots too), the updater adds each purchase event and
+    drops the set at erasure; a policy that keeps bought articles clears them."""
+    dataset = toy.root / "data" / "toy" / "dataset"
+    shopper = open_shopper_state(toy.repo)
+    assert shopper.excluded("c0") == frozenset()  # the toy store: no policy recorded, keep
+    write_exported_policy(toy.models_dir, True)
+    report = materialize(toy.models_dir, dataset, toy.canonical_dir)
+    assert report.exclude_purchased
+    pairs = toy.canonical.transactions.select(s.CUSTOMER_ID, s.ARTICLE_ID).unique()
+    assert report.n_bought == pairs.height
+    assert shopper.excluded("c0") == {"a0", "a1", "a2", "a3"}
+    log = tmp_path / "events.db"
+    append(
+        log,
+        purchase(1, "c0", "a5", price=1.0),
+        purchase(2, "web-1", "a2", price=1.0),
+        purchase(3, "c4", "a1", price=1.0),
+    )
+    updater = FeatureUpdater(toy.repo, open_log_reader(str(log)))
+    updater.run_until_caught_up()
+    updater.close()
+    assert shopper.excluded("c0") == {"a0", "a1", "a2", "a3", "a5"}
+    assert shopper.excluded("web-1") == {"a2"}
+
+    async def erase() -> None:
+        writer = open_event_log(str(log))
+        await writer.erase_customer("c4")
+        await writer.close()
+
+    asyncio.run(erase())
+    again = FeatureUpdater(toy.repo, open_log_reader(str(log)))
+    again.run_until_caught_up()
+    again.close()
+    assert shopper.excluded("c4") == frozenset()
+    assert shopper.excluded("c0") == {"a0", "a1", "a2", "a3", "a5"}
+
+    write_exported_policy(toy.models_dir, False)
+    report = materialize(toy.models_dir, dataset, toy.canonical_dir)
+    assert not report.exclude_purchased and report.n_bought == 0
+    assert shopper.excluded("c0") == shopper.excluded("web-1") == frozenset()
+    later = tmp_path / "later.db"
+    append(later, purchase(4, "c1", "a6", price=1.0))
+    keeping = FeatureUpdater(toy.repo, open_log_reader(str(later)))
+    keeping.run_until_caught_up()
+    keeping.close()
+    assert shopper.excluded("c1") == frozenset()
     shopper.close()
 
 

@@ -36,6 +36,7 @@ TEXT_EMBEDDINGS_FILE = "text_embeddings.npy"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 TRAIN_SUMMARY_FILE = "train_summary.json"
+EXPORTED_POLICY_FILE = "exported_policy.json"  # written by `shoprec export`, read by materialize
 RANKERS_DIR = "rankers"  # written by `shoprec compare-rankers`
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
@@ -78,6 +79,27 @@ def trained_exclusion(models_dir: Path) -> bool:
     if not path.is_file():
         raise ArtifactError(f"{path} not found (run `shoprec train` first)")
     return bool(read_json(path).get("exclude_purchased", False))
+
+
+def write_exported_policy(models_dir: Path, exclude_purchased: bool) -> Path:
+    """Record the exclusion policy ``shoprec export`` served (the trained one or the export
+    config's override) for ``shoprec materialize`` (the shopper state's bought sets)."""
+    path = models_dir / EXPORTED_POLICY_FILE
+    write_json({"exclude_purchased": bool(exclude_purchased)}, path)
+    return path
+
+
+def exported_exclusion(models_dir: Path) -> bool:
+    """Whether the served stack excludes already-bought articles: what ``shoprec export``
+    last recorded (:func:`write_exported_policy`), else what training decided
+    (:func:`trained_exclusion`), else False (models without a summary, e.g. a bare workflow).
+    """
+    path = models_dir / EXPORTED_POLICY_FILE
+    if path.is_file():
+        return bool(read_json(path).get("exclude_purchased", False))
+    if (models_dir / TRAIN_SUMMARY_FILE).is_file():
+        return trained_exclusion(models_dir)
+    return False
 
 
 def trained_served(models_dir: Path) -> str:

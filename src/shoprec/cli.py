@@ -443,6 +443,10 @@ def materialize(
         raise _fail(exc) from exc
     rows = [{"item": f"rows {view}", "value": n} for view, n in report.rows.items()]
     rows += [{"item": "popular articles", "value": report.n_popular}]
+    rows += [
+        {"item": "exclude purchased", "value": str(report.exclude_purchased).lower()},
+        {"item": "bought pairs (shopper state)", "value": report.n_bought},
+    ]
     rows += [{"item": f"seconds {step}", "value": sec} for step, sec in report.seconds.items()]
     console.print(
         _table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import redis
 
 from shoprec import schema as s
 from shoprec.config import PipelineConfig
@@ -30,6 +32,7 @@ from shoprec.features.workflow import Workflow
 from shoprec.featurestore.store import (
     DEFAULT_REDIS_URL,
     MaterializeReport,
+    OnlineStoreError,
     OnlineStoreKind,
     apply_and_materialize,
     check_online_store,
@@ -94,7 +97,12 @@ def _folded_offset(canonical_dir: Path) -> int:
 
 
 def export_online_tables(
-    models_dir: Path, dataset_dir: Path, canonical_dir: Path, out_dir: Path
+    models_dir: Path,
+    dataset_dir: Path,
+    canonical_dir: Path,
+    out_dir: Path,
+    *,
+    exclude_purchased: bool = False,
 ) -> OnlineTables:
     """Write the customer, article and popular tables and the manifest to ``out_dir``.
 
@@ -105,6 +113,8 @@ def export_online_tables(
             features, serving cutoff).
         canonical_dir: ``data/<name>/canonical``: the article catalog (display fields).
         out_dir: created if missing; existing files of the same names are replaced.
+        exclude_purchased: the served policy, recorded in the manifest's updater state (the
+            updater adds each purchase to the shopper state's bought set when True).
 
     Returns:
         Paths, row counts, the cutoff and the encoded widths.
@@ -164,6 +174,7 @@ def export_online_tables(
             "history_length": history_length,
             "history_order": config.dataset.history_order.value,
             "log_offset": _folded_offset(canonical_dir),
+            "exclude_purchased": bool(exclude_purchased),
         },
     }
     manifest_path = out_dir / MANIFEST_FILE
@@ -179,6 +190,57 @@ def export_online_tables(
         serving_cutoff=event_time,
         widths=widths,
     )
+
+
+def write_bought_sets(
+    repo: Path,
+    transactions: Path,
+    exclude_purchased: bool,
+    kind: OnlineStoreKind,
+    *,
+    connection_string: str | None = None,
+    base_project: str | None = None,
+) -> int:
+    """Load the distinct (customer, article) pairs of ``transactions`` (the snapshot's updater
+    state, Parquet) into the shopper state's bought sets when ``exclude_purchased``; clear the
+    bought sets otherwise. Bulk writes (:data:`shoprec.featurestore.shopper.BULK_ROWS` pairs
+    per SQLite transaction / Redis pipeline); the pairs are added, so purchases the updater
+    already wrote after the snapshot stay.
+
+    Returns:
+        Pairs written (0 when cleared).
+
+    Raises:
+        OnlineStoreError: the shopper state cannot be written.
+    """
+    from shoprec.featurestore.shopper import BULK_ROWS, shopper_state_at
+
+    state = shopper_state_at(
+        repo, kind, connection_string=connection_string, base_project=base_project
+    )
+    try:
+        if not exclude_purchased:
+            state.clear_bought()
+            return 0
+        pairs = (
+            pl.scan_parquet(transactions)
+            .select(s.CUSTOMER_ID, s.ARTICLE_ID)
+            .unique()
+            .sort(s.CUSTOMER_ID, s.ARTICLE_ID)
+            .collect()
+        )
+        # Python strings of one batch at a time (tens of millions of pairs at H&M size).
+        written = 0
+        for batch in pairs.iter_slices(BULK_ROWS):
+            written += state.load_bought(
+                batch.get_column(s.CUSTOMER_ID).to_list(),
+                batch.get_column(s.ARTICLE_ID).to_list(),
+            )
+        return written
+    except (redis.RedisError, sqlite3.Error) as exc:
+        raise OnlineStoreError(f"shopper state of {repo}: {exc}") from exc
+    finally:
+        state.close()
 
 
 def materialize(
@@ -199,7 +261,12 @@ def materialize(
     :func:`~shoprec.featurestore.store.apply_and_materialize` into the Feast project
     ``<project>_<version>``, and the store's sentinel of that version, last; only then
     ``CURRENT`` moves to it (readers switch), and versions older than the one before it are
-    torn down. A failure leaves the served version as it was (the new one is removed).
+    torn down. When the served policy excludes already-bought articles
+    (:func:`shoprec.artifacts.exported_exclusion`), every (customer, article) pair of the
+    snapshot's transactions is added to the shopper state's bought sets before the switch
+    (:func:`write_bought_sets`); when it keeps them, the bought sets are cleared. A failure
+    leaves the served version as it was (the new one is removed; bought pairs already added
+    stay: they are purchases all the same).
 
     Args:
         models_dir: ``models/<name>`` (workflow, config; receives ``feature_repo/``).
@@ -213,15 +280,18 @@ def materialize(
             ``default_definitions``.
 
     Returns:
-        Feature repo path, the version's project, row counts and seconds per step (``export``,
-        ``apply``, ``materialize``).
+        Feature repo path, the version's project, row counts, the policy, the bought pairs
+        written and seconds per step (``export``, ``apply``, ``materialize``, ``bought``).
 
     Raises:
         ValueError: unknown ``online_store`` or invalid ``project``.
         ArtifactError: an input artifact or ``definitions`` is missing.
         OnlineStoreError: Redis is unreachable (checked before anything is written).
     """
+    from shoprec.artifacts import exported_exclusion
+
     kind = OnlineStoreKind(online_store)
+    exclude_purchased = exported_exclusion(models_dir)
     base = project or default_project(models_dir)
     definitions = definitions or default_definitions()
     objects = load_definitions(definitions)
@@ -233,10 +303,24 @@ def materialize(
     try:
         t = time.perf_counter()
         tables = export_online_tables(
-            models_dir, dataset_dir, canonical_dir, folder / ONLINE_DATA_DIR
+            models_dir,
+            dataset_dir,
+            canonical_dir,
+            folder / ONLINE_DATA_DIR,
+            exclude_purchased=exclude_purchased,
         )
         seconds = {"export": time.perf_counter() - t}
         seconds.update(apply_and_materialize(folder, config, definitions, objects))
+        t = time.perf_counter()
+        n_bought = write_bought_sets(
+            repo,
+            folder / ONLINE_DATA_DIR / STATE_TRANSACTIONS_FILE,
+            exclude_purchased,
+            kind,
+            connection_string=config["online_store"].get("connection_string"),
+            base_project=base,
+        )
+        seconds["bought"] = time.perf_counter() - t
         rows = {
             s.CUSTOMER_FEATURE_VIEW: tables.n_customers,
             s.ARTICLE_FEATURE_VIEW: tables.n_articles,
@@ -258,5 +342,7 @@ def materialize(
         rows=rows,
         n_popular=tables.n_popular,
         seconds=seconds,
+        exclude_purchased=exclude_purchased,
+        n_bought=n_bought,
         version=version,
     )

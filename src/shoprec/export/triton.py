@@ -397,7 +397,8 @@ def export_triton_repository(
         config: what to serve and how.
 
     Returns:
-        The files written, sorted.
+        The files written, sorted. The served ``exclude_purchased`` policy is also recorded
+        in ``models_dir/exported_policy.json`` (``shoprec materialize`` reads it).
 
     Raises:
         ArtifactError: a missing artifact (named), or an item index that does not list the
@@ -533,6 +534,7 @@ def export_triton_repository(
         "export_config": config.to_dict(),
     }
     written.append(_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n"))
+    A.write_exported_policy(models_dir, bool(config.exclude_purchased))
     return sorted(written)
 
 

@@ -1,5 +1,6 @@
 """Per-shopper state the near-real-time updater derives from the event log and every gateway
-worker reads: the articles a customer marked ``not_interested``, and the articles viewed in a
+worker reads: the articles a customer marked ``not_interested``, the articles a customer
+bought (when the served policy excludes already-bought articles), and the articles viewed in a
 session.
 
 It lives in the online store's own database, next to Feast's tables, and is shared by every
@@ -9,11 +10,18 @@ process (no per-worker copy):
   readers never block the writer); session rows older than the TTL are ignored on read and
   pruned by the updater.
 * Redis (production): the online store's Redis, keys ``<prefix>:excluded:<customer_id>`` (a
-  set) and ``<prefix>:session:<session_id>`` (a list, most recent view first, at most
-  :data:`SESSION_LENGTH`, expiring :data:`SESSION_TTL_S` after the last view).
+  set), ``<prefix>:bought:<customer_id>`` (a set) and ``<prefix>:session:<session_id>`` (a
+  list, most recent view first, at most :data:`SESSION_LENGTH`, expiring
+  :data:`SESSION_TTL_S` after the last view).
 
-The state is not versioned with the feature snapshot: it is a function of the log alone, and
-the updater rewrites it idempotently (set semantics, views keyed by log offset).
+The state is not versioned with the feature snapshot. ``not_interested`` and the session
+views are a function of the log alone, and the updater rewrites them idempotently (set
+semantics, views keyed by log offset). The bought set is the union of what ``shoprec
+materialize`` loads from the snapshot's transactions (:meth:`SqliteShopperState.load_bought`,
+added to, never replaced, so purchases the updater wrote after the snapshot are kept) and what
+the updater adds per purchase event; materializing a policy that keeps bought articles clears
+it. The gateway reads both sets of a customer in one query / one round trip
+(:meth:`ShopperState.excluded`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import quote
@@ -36,6 +44,7 @@ from shoprec.serving.article_delta import DELTA_DB
 SHOPPER_DB: Final = "shopper_state.db"
 SESSION_TTL_S: Final = 1800  # a session's views are forgotten 30 min after its last view
 SESSION_LENGTH: Final = 20  # most recent views kept per session
+BULK_ROWS: Final = 200_000  # (customer, article) pairs per bulk write of the bought set
 
 
 class ShopperState(Protocol):
@@ -46,7 +55,21 @@ class ShopperState(Protocol):
         ...
 
     def excluded(self, customer_id: str) -> frozenset[str]:
-        """The articles the customer marked ``not_interested``."""
+        """The articles never to recommend to the customer: marked ``not_interested`` or in
+        the bought set (one SQL query / one Redis round trip for both)."""
+        ...
+
+    def add_bought(self, customer_id: str, article_ids: Sequence[str]) -> None:
+        """Add articles to the customer's bought set (the updater, per purchase event)."""
+        ...
+
+    def load_bought(self, customer_ids: Sequence[str], article_ids: Sequence[str]) -> int:
+        """Bulk-add (customer, article) pairs (parallel sequences, sorted by customer for
+        speed) to the bought sets (``shoprec materialize``); the pairs given."""
+        ...
+
+    def clear_bought(self) -> None:
+        """Drop every customer's bought set (a policy that keeps bought articles)."""
         ...
 
     def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
@@ -60,7 +83,7 @@ class ShopperState(Protocol):
         ...
 
     def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
-        """Erasure: drop the customer's exclusions and these sessions."""
+        """Erasure: drop the customer's exclusions, bought set and these sessions."""
         ...
 
     def close(self) -> None: ...
@@ -82,6 +105,9 @@ class SqliteShopperState:
             CREATE TABLE IF NOT EXISTS excluded (
                 customer_id TEXT NOT NULL, article_id TEXT NOT NULL,
                 PRIMARY KEY (customer_id, article_id)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS bought (
+                customer_id TEXT NOT NULL, article_id TEXT NOT NULL,
+                PRIMARY KEY (customer_id, article_id)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS session_views (
                 session_id TEXT NOT NULL, log_offset INTEGER NOT NULL,
                 article_id TEXT NOT NULL, at REAL NOT NULL,
@@ -99,9 +125,41 @@ class SqliteShopperState:
     def excluded(self, customer_id: str) -> frozenset[str]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT article_id FROM excluded WHERE customer_id = ?", (customer_id,)
+                "SELECT article_id FROM excluded WHERE customer_id = ?1 "
+                "UNION SELECT article_id FROM bought WHERE customer_id = ?1",
+                (customer_id,),
             ).fetchall()
         return frozenset(r[0] for r in rows)
+
+    def add_bought(self, customer_id: str, article_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO bought VALUES (?, ?)",
+                [(customer_id, a) for a in article_ids],
+            )
+
+    def load_bought(self, customer_ids: Sequence[str], article_ids: Sequence[str]) -> int:
+        if len(customer_ids) != len(article_ids):
+            raise ValueError(f"{len(customer_ids)} customer ids but {len(article_ids)} article ids")
+        with self._lock:
+            # One transaction per batch: autocommit per row would sync the WAL per row.
+            for start in range(0, len(customer_ids), BULK_ROWS):
+                stop = start + BULK_ROWS
+                self._conn.execute("BEGIN")
+                try:
+                    self._conn.executemany(
+                        "INSERT OR IGNORE INTO bought VALUES (?, ?)",
+                        zip(customer_ids[start:stop], article_ids[start:stop], strict=True),
+                    )
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+        return len(customer_ids)
+
+    def clear_bought(self) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM bought")
 
     def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
         with self._lock:
@@ -135,6 +193,7 @@ class SqliteShopperState:
     def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM excluded WHERE customer_id = ?", (customer_id,))
+            self._conn.execute("DELETE FROM bought WHERE customer_id = ?", (customer_id,))
             self._conn.executemany(
                 "DELETE FROM session_views WHERE session_id = ?", [(s,) for s in session_ids]
             )
@@ -155,6 +214,9 @@ class RedisShopperState:
     def _excluded_key(self, customer_id: str) -> str:
         return f"{self.prefix}:excluded:{customer_id}"
 
+    def _bought_key(self, customer_id: str) -> str:
+        return f"{self.prefix}:bought:{customer_id}"
+
     def _session_key(self, session_id: str) -> str:
         return f"{self.prefix}:session:{session_id}"
 
@@ -163,8 +225,36 @@ class RedisShopperState:
             self._client.sadd(self._excluded_key(customer_id), *article_ids)
 
     def excluded(self, customer_id: str) -> frozenset[str]:
-        members = self._client.smembers(self._excluded_key(customer_id))
+        # SUNION of a missing key is the empty set: one round trip for both sets.
+        members = self._client.sunion(
+            [self._excluded_key(customer_id), self._bought_key(customer_id)]
+        )
         return frozenset(m.decode() for m in members)
+
+    def add_bought(self, customer_id: str, article_ids: Sequence[str]) -> None:
+        if article_ids:
+            self._client.sadd(self._bought_key(customer_id), *article_ids)
+
+    def load_bought(self, customer_ids: Sequence[str], article_ids: Sequence[str]) -> int:
+        if len(customer_ids) != len(article_ids):
+            raise ValueError(f"{len(customer_ids)} customer ids but {len(article_ids)} article ids")
+        for start in range(0, len(customer_ids), BULK_ROWS):
+            stop = min(start + BULK_ROWS, len(customer_ids))
+            pipe = self._client.pipeline(transaction=False)
+            for customer_id, articles in _runs(customer_ids, article_ids, start, stop):
+                pipe.sadd(self._bought_key(customer_id), *articles)
+            pipe.execute()
+        return len(customer_ids)
+
+    def clear_bought(self) -> None:
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=f"{self.prefix}:bought:*", count=10_000):
+            batch.append(key)
+            if len(batch) == 10_000:
+                self._client.unlink(*batch)
+                batch = []
+        if batch:
+            self._client.unlink(*batch)
 
     def add_view(self, session_id: str, offset: int, article_id: str, at: float) -> None:
         # Members "<offset>:<article>" in a sorted set scored by offset: a view written twice
@@ -188,11 +278,52 @@ class RedisShopperState:
         return out
 
     def forget(self, customer_id: str, session_ids: Sequence[str]) -> None:
-        keys = [self._excluded_key(customer_id), *map(self._session_key, session_ids)]
+        keys = [
+            self._excluded_key(customer_id),
+            self._bought_key(customer_id),
+            *map(self._session_key, session_ids),
+        ]
         self._client.delete(*keys)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _runs(
+    customer_ids: Sequence[str], article_ids: Sequence[str], start: int, stop: int
+) -> Iterator[tuple[str, list[str]]]:
+    """(customer, articles) of each run of equal consecutive customer ids in [start, stop)."""
+    i = start
+    while i < stop:
+        j = i + 1
+        while j < stop and customer_ids[j] == customer_ids[i]:
+            j += 1
+        yield customer_ids[i], list(article_ids[i:j])
+        i = j
+
+
+def shopper_state_at(
+    repo_path: Path,
+    kind: OnlineStoreKind | str,
+    *,
+    connection_string: str | None = None,
+    base_project: str | None = None,
+    ttl_s: int = SESSION_TTL_S,
+) -> SqliteShopperState | RedisShopperState:
+    """The shopper state of a feature repo given its store kind (``shoprec materialize``,
+    before the new version is published): ``repo_path / shopper_state.db`` for SQLite; for
+    Redis the store's Redis (``connection_string``, Feast's ``host:port[,key=value...]``) with
+    the key prefix ``shoprec:<base_project>``.
+
+    Raises:
+        ValueError: Redis without ``connection_string`` or ``base_project``.
+    """
+    if OnlineStoreKind(kind) is OnlineStoreKind.REDIS:
+        if not connection_string or not base_project:
+            raise ValueError("a Redis shopper state needs connection_string and base_project")
+        client = _redis_client(connection_string)
+        return RedisShopperState(client, f"shoprec:{base_project}", ttl_s)
+    return SqliteShopperState(Path(repo_path) / SHOPPER_DB, ttl_s)
 
 
 def open_shopper_state(

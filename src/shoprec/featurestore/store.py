@@ -141,7 +141,10 @@ class MaterializeReport:
         project: the Feast project of the version written.
         rows: rows materialized per feature view (every exported row).
         n_popular: articles in the cold-start list.
-        seconds: wall time per step (``export``, ``apply``, ``materialize``), seconds.
+        seconds: wall time per step (``export``, ``apply``, ``materialize``, ``bought``),
+            seconds.
+        exclude_purchased: the served policy (bought sets written when True, cleared else).
+        n_bought: (customer, article) pairs added to the shopper state's bought sets.
     """
 
     repo_path: Path
@@ -152,6 +155,8 @@ class MaterializeReport:
     n_popular: int
     seconds: dict[str, float]
     version: str | None = None  # the feature repo version written (featurestore.versions)
+    exclude_purchased: bool = False
+    n_bought: int = 0
 
 
 def repo_dir(models_dir: Path) -> Path:
@@ -742,8 +747,8 @@ class OnlineFeatures:
             return False  # reads go through a worker thread and fail there as 503
 
     def excluded(self, customer_id: str) -> frozenset[str]:
-        """Articles the customer marked ``not_interested`` (:mod:`.shopper`), shared by every
-        process that reads this repo.
+        """Articles never to list for the customer: marked ``not_interested`` or in the bought
+        set (:mod:`.shopper`, one query for both), shared by every process that reads this repo.
 
         Raises:
             OnlineStoreError: the state cannot be read.

@@ -102,7 +102,8 @@ class FeatureStore(Protocol):
         ...
 
     def excluded(self, customer_id: str) -> frozenset[str]:
-        """Articles the customer marked ``not_interested`` (the updater's shopper state)."""
+        """Articles never to list for the customer: marked ``not_interested`` or in the bought
+        set (the shopper state, one read for both)."""
         ...
 
     def session_views(self, session_id: str) -> list[str]:

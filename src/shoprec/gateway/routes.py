@@ -161,16 +161,20 @@ def api_router(settings: Settings) -> APIRouter:
         (``source: "personalised"``, scores from the ranker). An unknown customer, or one for
         whom the ensemble returns nothing (e.g. every candidate excluded), gets the recent
         popularity list (``source: "popular"``, ``score: null``; the order is the rank).
-        Articles hidden or deleted through the write API, and those the customer marked
-        ``not_interested``, are never listed. Purchases, customer writes and events reach the
-        features within about a second (the near-real-time updater).
+        Articles hidden or deleted through the write API, those the customer marked
+        ``not_interested`` and, when the served policy excludes already-bought articles, every
+        article the customer bought (the shopper state's bought set, by article id) are never
+        listed. When that leaves fewer than ``k`` of the ensemble's list (it returns at most its
+        exported K), the rest is the popular list without them (``score: null``). Purchases,
+        customer writes and events reach the features within about a second (the
+        near-real-time updater).
         """
-        hidden, (found, features), not_interested = await asyncio.gather(
+        hidden, (found, features), shopper_excluded = await asyncio.gather(
             writes.catalog.excluded(),
             backends.customers([customer_id]),
             backends.excluded(customer_id),
         )
-        excluded = hidden | not_interested
+        excluded = hidden | shopper_excluded
         scores: list[float | None] = []
         article_ids: list[str] = []
         if bool(found[0]):
@@ -181,6 +185,14 @@ def api_router(settings: Settings) -> APIRouter:
             popular = await backends.popular(k + len(excluded))
             article_ids, scores = _top(popular, [None] * len(popular), excluded, k)
             source = Source.POPULAR
+        elif len(article_ids) < min(k, len(ranked.ids[0])):
+            # The ensemble returns at most its exported K: what the exclusions removed beyond
+            # that headroom is replaced by popular articles, so they never shorten the list.
+            want = min(k, len(ranked.ids[0]))
+            taken = excluded | frozenset(article_ids)
+            popular = await backends.popular(want + len(taken))
+            more, none = _top(popular, [None] * len(popular), taken, want - len(article_ids))
+            article_ids, scores = article_ids + more, scores + none
         items = await _items(backends, writes.catalog, article_ids, scores)
         return Recommendations(
             customer_id=customer_id,

@@ -11,7 +11,9 @@ calls, so the updated row equals what a fresh export of the same data would hold
 
 Events become transaction lines the way ``shoprec ingest events`` folds them (``t_dat`` = the
 event's UTC date, ``price`` = the event's price, else the article's mean snapshot price, else
-0). ``not_interested`` events add to the customer's exclusions, ``view`` events with a
+0); when the snapshot's served policy excludes already-bought articles (manifest
+``exclude_purchased``), each purchase also joins the customer's bought set in the shopper
+state. ``not_interested`` events add to the customer's exclusions, ``view`` events with a
 ``session_id`` to the session's views, customer ``PUT`` replaces the attributes, an erasure
 drops everything of the customer and deletes their store row again (the gateway removed it
 at erasure; this updater may have written it back from entries it read before).
@@ -190,6 +192,9 @@ class FeatureUpdater:
         self.history_length = int(state["history_length"])
         self.history_order = HistoryOrder(state["history_order"])
         self.base_offset = int(state["log_offset"])
+        # The served policy: each purchase joins the shopper state's bought set when it
+        # excludes (False for snapshots materialized before the bought sets existed).
+        self.exclude_purchased = bool(state.get("exclude_purchased", False))
         self.workflow = Workflow.load(data_dir / STATE_WORKFLOW_FILE)
         self.snapshot_tx = pl.read_parquet(data_dir / STATE_TRANSACTIONS_FILE).select(
             STATE_TRANSACTION_COLUMNS
@@ -313,6 +318,8 @@ class FeatureUpdater:
             day = event.timestamp.astimezone(UTC).date()
             self.lines[cid].append((day, event.article_id, price))
             self.erased.discard(cid)
+            if write_shopper and self.exclude_purchased:
+                self.shopper.add_bought(cid, [event.article_id])
             return {cid}
         if not write_shopper:
             return set()
