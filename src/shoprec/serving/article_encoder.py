@@ -23,7 +23,7 @@ from shoprec import artifacts as A
 from shoprec import schema as s
 from shoprec.config import TextConfig, from_plain
 from shoprec.features.workflow import Workflow
-from shoprec.models.text import TextEncoder, article_texts, make_encoder
+from shoprec.models.text import TextEncoder, embed_articles, make_encoder
 from shoprec.models.two_tower import ItemTower, load_two_tower
 from shoprec.serving.repository import TEXT_ARTICLE_IDS_FILE, TEXT_ENCODER_FILE, export_id
 from shoprec.serving.runtime import RequestError, Step, batch_size_of, check_width, load_array
@@ -143,7 +143,13 @@ class ArticleEncoderStep(Step):
         dense = self.workflow.dense(frame, s.ARTICLE_DENSE)
         with torch.inference_mode():
             item = self.tower(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()
-        text = self.text_encoder.encode(article_texts(frame), max(batch, 1))
+        # The export's own path (models.text.embed_articles: product text and variant encoded
+        # apart, word-count-weighted mean), so a copy of an exported article gets its vector;
+        # row numbers as ids, since a batch may repeat an article.
+        rows = pl.Series(s.ARTICLE_ID, [str(i) for i in range(batch)], dtype=pl.Utf8)
+        text = embed_articles(
+            frame.with_columns(rows), self.text_encoder, max(batch, 1), progress=False
+        )[1]
         return {
             s.T_ITEM_EMBEDDING: item.astype(np.float32, copy=False),
             s.T_TEXT_EMBEDDING: text.astype(np.float32, copy=False),
