@@ -180,6 +180,10 @@ T_ARTICLE_SPARSE: Final = "article_sparse"  # INT64 (B, Fa) encoded ARTICLE_SPAR
 T_ARTICLE_DENSE: Final = "article_dense"  # FP32 (B, Fda) encoded ARTICLE_DENSE
 T_KNOWN: Final = "known"  # BOOL (B, 1) the served model has the article (no delta row needed)
 T_EXPORT_ID: Final = "export_id"  # BYTES (B, 1) the repository export that computed the row
+# What the ``article_encoder`` step returns, in order (the step and its gRPC client).
+ARTICLE_ENCODER_OUTPUTS: Final = (
+    T_ITEM_EMBEDDING, T_TEXT_EMBEDDING, T_ARTICLE_SPARSE, T_ARTICLE_DENSE, T_KNOWN, T_EXPORT_ID,
+)  # fmt: skip
 ARTICLE_FIELDS: Final = ARTICLE_COLUMNS[1:]  # what article_fields carries, in this order
 ENCODED_CUSTOMER_FEATURES: Final = (
     T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS, T_HIST_LAST_DAYS,

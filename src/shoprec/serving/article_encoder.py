@@ -65,14 +65,7 @@ class ArticleEncoderStep(Step):
 
     name = s.TRITON_ARTICLE_ENCODER
     inputs = (s.T_ARTICLE_ID, s.T_ARTICLE_FIELDS)
-    outputs = (
-        s.T_ITEM_EMBEDDING,
-        s.T_TEXT_EMBEDDING,
-        s.T_ARTICLE_SPARSE,
-        s.T_ARTICLE_DENSE,
-        s.T_KNOWN,
-        s.T_EXPORT_ID,
-    )
+    outputs = s.ARTICLE_ENCODER_OUTPUTS
 
     def __init__(
         self,

@@ -66,17 +66,7 @@ class TritonArticleEncoder:
             tensor = self._grpc.InferInput(name, list(array.shape), s.TENSORS[name].triton)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        outputs = [
-            self._grpc.InferRequestedOutput(n)
-            for n in (
-                s.T_ITEM_EMBEDDING,
-                s.T_TEXT_EMBEDDING,
-                s.T_ARTICLE_SPARSE,
-                s.T_ARTICLE_DENSE,
-                s.T_KNOWN,
-                s.T_EXPORT_ID,
-            )
-        ]
+        outputs = [self._grpc.InferRequestedOutput(n) for n in s.ARTICLE_ENCODER_OUTPUTS]
         result = self._client.infer(
             s.TRITON_ARTICLE_ENCODER, inputs, outputs=outputs, client_timeout=self.timeout_s
         )
