@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from shoprec.config import Paths, PipelineConfig, RankerKind, RankerNegatives
+from shoprec.config import Paths, PipelineConfig, RankerConfig, RankerKind, RankerNegatives
 from shoprec.errors import ShoprecError
 
 app = typer.Typer(
@@ -273,7 +273,10 @@ def train(
         RankerKind | None,
         typer.Option(
             "--ranker",
-            help='Ranker to train and serve; overrides --config\'s "ranker.kind" (default dlrm).',
+            help=(
+                'Ranker to train and serve; overrides --config\'s "ranker.kind" (default '
+                f"{RankerConfig().kind.value})."
+            ),
             case_sensitive=False,
         ),
     ] = None,
