@@ -41,6 +41,9 @@ class SparseArch(nn.Module):
         dim: D.
         history_feature: index of the table (the article-id table) whose embeddings are
             mean-pooled over the history list; None for no history.
+        sparse: the tables' gradients are sparse (``nn.Embedding(sparse=True)``): only the
+            rows a batch looks up, for an optimiser of sparse gradients
+            (``torch.optim.SparseAdam``). The forward pass and the weights are the same.
 
     Example::
 
@@ -48,9 +51,15 @@ class SparseArch(nn.Module):
         out = arch(torch.tensor([[2, 3]]), torch.tensor([[3, 5, 0]]))  # (1, 3, 4)
     """
 
-    def __init__(self, cardinalities: Sequence[int], dim: int, history_feature: int | None = None):
+    def __init__(
+        self,
+        cardinalities: Sequence[int],
+        dim: int,
+        history_feature: int | None = None,
+        sparse: bool = False,
+    ):
         super().__init__()
-        tables = [nn.Embedding(c, dim, padding_idx=0) for c in cardinalities]
+        tables = [nn.Embedding(c, dim, padding_idx=0, sparse=sparse) for c in cardinalities]
         for t in tables:
             nn.init.normal_(t.weight, std=0.05)
             with torch.no_grad():
