@@ -26,14 +26,7 @@ from shoprec.models.modules import SparseArch, save_model
 from shoprec.models.rankers import load_ranker, save_ranker
 from shoprec.models.two_tower import TwoTower, load_two_tower
 from shoprec.training.ranker import train_ranker
-from shoprec.training.two_tower import (
-    InBatchSoftmaxTask,
-    RetrievalExamples,
-    build_two_tower,
-    sampling_log_q,
-    train_two_tower,
-    two_tower_optimizers,
-)
+from shoprec.training.two_tower import InBatchSoftmaxTask, build_two_tower, sampling_log_q
 
 CUST_CARDS, ART_CARDS = [4, 5, 6], [10, 3, 3, 3, 3, 3]
 
@@ -204,17 +197,19 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
     assert rows.tolist() == [[3, 0, 2, PAD, PAD, PAD]]  # k larger than candidates: padded
 
 
-def _retrieval_examples(v: int, bought: int, b: int = 64, n: int = 5) -> RetrievalExamples:
-    """``b`` customers of random features whose histories and purchases are article ids
-    ``0 .. bought - 1`` of a vocabulary of ``v``."""
+def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
+    """Early stopping: a true return of ``on_epoch`` ends training after that epoch."""
+    from shoprec.config import TwoTowerConfig
     from shoprec.features.encode import EncodedArticles, EncodedCustomers
+    from shoprec.training.two_tower import RetrievalExamples, build_two_tower, train_two_tower
 
     rng = np.random.default_rng(0)
+    b, v, n = 64, 30, 5
     customers = EncodedCustomers(
         np.array([f"c{i}" for i in range(b)], dtype=object),
         rng.integers(0, 3, (b, 2)),
         rng.random((b, 3)).astype(np.float32),
-        rng.integers(0, bought, (b, n)),
+        rng.integers(0, v, (b, n)),
         np.ones((b, n), np.float32),
         np.zeros((b, n), np.float32),
         np.zeros((b, n), np.float32),
@@ -224,15 +219,9 @@ def _retrieval_examples(v: int, bought: int, b: int = 64, n: int = 5) -> Retriev
         np.stack([np.arange(v), rng.integers(0, 4, v)], axis=1),
         rng.random((v, 2)).astype(np.float32),
     )
-    return RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, bought, b))
-
-
-def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
-    """Early stopping: a true return of ``on_epoch`` ends training after that epoch."""
-    v = 30
     config = TwoTowerConfig(epochs=4, batch_size=16, embedding_dim=8, feature_dim=4)
     model = build_two_tower([3, 3], 3, [v, 4], 2, config)
-    examples = _retrieval_examples(v, bought=v)
+    examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
     seen: list[int] = []
 
     def stop_after_second(epoch: int, _: float) -> bool:
@@ -244,44 +233,38 @@ def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
     assert len(train_two_tower(model, examples, config, lambda e, _: None)) == 4
 
 
-def test_two_tower_training_updates_only_the_article_rows_it_looked_up() -> None:
-    """Sparse embedding gradients (SparseAdam): the rows of articles no batch looked up keep
-    their initial weights (dense Adam with weight decay moved every row at every step), the
-    dense layers learn, and the same seed gives the same weights."""
-    v, bought = 30, 12
-    config = TwoTowerConfig(epochs=2, batch_size=16, embedding_dim=8, feature_dim=4, seed=5)
+def test_two_tower_trains_with_its_thread_count_and_restores_the_previous() -> None:
+    from shoprec.features.encode import EncodedArticles, EncodedCustomers
+    from shoprec.training.two_tower import RetrievalExamples, train_two_tower
 
-    def trained() -> tuple[TwoTower, TwoTower]:
-        model = build_two_tower([3, 3], 3, [v, 4], 2, config)
-        before = build_two_tower([3, 3], 3, [v, 4], 2, config)
-        train_two_tower(model, _retrieval_examples(v, bought), config)
-        return model, before
-
-    model, before = trained()
-    table, initial = model.item_tower.article_table.weight, before.item_tower.article_table.weight
-    assert torch.equal(table[bought:], initial[bought:])
-    assert not torch.equal(table[1:bought], initial[1:bought])
-    assert torch.equal(table[0], torch.zeros(4))  # padding stays zero
-    last, last_before = model.item_tower.mlp[-1], before.item_tower.mlp[-1]
-    assert isinstance(last, torch.nn.Linear) and isinstance(last_before, torch.nn.Linear)
-    assert not torch.equal(last.weight, last_before.weight)
-    again, _ = trained()
-    assert all(
-        torch.equal(x, y)
-        for x, y in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    rng = np.random.default_rng(0)
+    b, v, n = 32, 10, 3
+    customers = EncodedCustomers(
+        np.array([f"c{i}" for i in range(b)], dtype=object),
+        rng.integers(0, 3, (b, 2)),
+        rng.random((b, 3)).astype(np.float32),
+        rng.integers(0, v, (b, n)),
+        np.ones((b, n), np.float32),
+        np.zeros((b, n), np.float32),
+        np.zeros((b, n), np.float32),
     )
-
-
-def test_two_tower_optimizers_split_sparse_tables_from_dense_layers() -> None:
-    model = _two_tower()
-    sparse_adam, adam = two_tower_optimizers(model, TwoTowerConfig(weight_decay=1e-4))
-    assert isinstance(sparse_adam, torch.optim.SparseAdam) and isinstance(adam, torch.optim.Adam)
-    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    in_sparse = {id(p) for g in sparse_adam.param_groups for p in g["params"]}
-    in_dense = {id(p) for g in adam.param_groups for p in g["params"]}
-    assert in_sparse == tables and not in_sparse & in_dense
-    assert len(in_sparse) + len(in_dense) == len(list(model.parameters()))
-    assert adam.param_groups[0]["weight_decay"] == 1e-4
-    dense_table = torch.nn.Sequential(torch.nn.Embedding(4, 2), torch.nn.Linear(2, 1))
-    with pytest.raises(ValueError, match="embedding tables without sparse gradients"):
-        two_tower_optimizers(dense_table, TwoTowerConfig())
+    articles = EncodedArticles(
+        np.array([f"a{i}" for i in range(v)], dtype=object),
+        np.stack([np.arange(v), rng.integers(0, 4, v)], axis=1),
+        rng.random((v, 2)).astype(np.float32),
+    )
+    examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
+    config = TwoTowerConfig(epochs=1, batch_size=16, embedding_dim=8, feature_dim=4, num_threads=1)
+    model = build_two_tower([3, 3], 3, [v, 4], 2, config)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        during: list[int] = []
+        train_two_tower(
+            model, examples, config, lambda e, _: during.append(torch.get_num_threads())
+        )
+        assert during == [1] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="two_tower.num_threads must be >= 0, got -1"):
+            train_two_tower(model, examples, TwoTowerConfig(num_threads=-1))
+    finally:
+        torch.set_num_threads(previous)

@@ -5,10 +5,6 @@ and item vectors can be served from an inner-product ANN index (Covington et al.
 Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations",
 RecSys 2019). The query tower mean-pools the item tower's article-id embeddings over the
 customer's recent purchases, so history and candidates live in one space.
-
-The embedding tables have sparse gradients (``nn.Embedding(sparse=True)``): a batch's
-backward pass and optimiser step touch the rows it looked up, not the whole article table
-(``training.two_tower.train_two_tower`` steps them with ``torch.optim.SparseAdam``).
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ class ItemTower(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], num_dense: int, config: TwoTowerConfig):
         super().__init__()
-        self.sparse_arch = SparseArch(cardinalities, config.feature_dim, sparse=True)
+        self.sparse_arch = SparseArch(cardinalities, config.feature_dim)
         width = len(cardinalities) * config.feature_dim + num_dense
         self.mlp = nn.Sequential(
             mlp(width, config.hidden_dims), nn.Linear(config.hidden_dims[-1], config.embedding_dim)
@@ -63,7 +59,7 @@ class QueryTower(nn.Module):
         article_table: nn.Embedding,
     ):
         super().__init__()
-        self.sparse_arch = SparseArch(cardinalities, config.feature_dim, sparse=True)
+        self.sparse_arch = SparseArch(cardinalities, config.feature_dim)
         self.article_table = article_table  # shared with the item tower
         width = (len(cardinalities) + 1) * config.feature_dim + num_dense
         self.mlp = nn.Sequential(

@@ -23,6 +23,7 @@ from shoprec.config import IndexConfig, IndexKind, TwoTowerConfig
 from shoprec.evaluation.metrics import mean_recall_at_k
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
 from shoprec.inference.index import build_index, search
+from shoprec.models.modules import torch_threads
 from shoprec.models.two_tower import TwoTower
 from shoprec.training.encoded import EncodedDataset
 
@@ -82,45 +83,33 @@ def build_two_tower(
     return TwoTower(customer_cards, customer_dense, article_cards, article_dense, config)
 
 
-def two_tower_optimizers(model: nn.Module, config: TwoTowerConfig) -> list[torch.optim.Optimizer]:
-    """``torch.optim.SparseAdam`` for the embedding tables (their gradients are sparse: a step
-    updates the rows the batch looked up, and their moments, as lazy Adam does) and
-    ``torch.optim.Adam`` with ``config.weight_decay`` for the dense layers. SparseAdam has no
-    weight decay: the tables are not decayed.
-
-    Why: with dense gradients each step's backward pass and Adam update covered the whole
-    article table (V x D, 103k x 64 at H&M size) for the few thousand rows a batch touches;
-    that was most of an epoch's time (README, "The offline pipeline").
-
-    Raises:
-        ValueError: an embedding table of ``model`` does not have sparse gradients.
-    """
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-    dense_tables = [m for m in tables if not m.sparse]
-    if dense_tables:
-        raise ValueError(f"embedding tables without sparse gradients: {dense_tables}")
-    sparse_ids = {id(m.weight) for m in tables}
-    # the article table is shared by both towers: parameters() lists it once
-    sparse = [p for p in model.parameters() if id(p) in sparse_ids]
-    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    return [
-        torch.optim.SparseAdam(sparse, lr=config.learning_rate),
-        torch.optim.Adam(dense, lr=config.learning_rate, weight_decay=config.weight_decay),
-    ]
-
-
 def train_two_tower(
     model: TwoTower,
     examples: RetrievalExamples,
     config: TwoTowerConfig,
     on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> list[float]:
-    """Train in place (:func:`two_tower_optimizers`: SparseAdam for the embedding tables, Adam
-    for the dense layers); returns the mean loss of each epoch.
+    """Train in place with Adam, with ``config.num_threads`` torch threads (restored after);
+    returns the mean loss of each epoch.
 
     ``on_epoch(epoch, mean_loss)`` is called after each epoch (progress, validation); a
     true return stops training there (early stopping).
+
+    Raises:
+        ValueError: ``config.num_threads`` is negative.
     """
+    if config.num_threads < 0:
+        raise ValueError(f"two_tower.num_threads must be >= 0, got {config.num_threads}")
+    with torch_threads(config.num_threads or None):
+        return _train(model, examples, config, on_epoch)
+
+
+def _train(
+    model: TwoTower,
+    examples: RetrievalExamples,
+    config: TwoTowerConfig,
+    on_epoch: Callable[[int, float], bool | None] | None,
+) -> list[float]:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     cards = model.item_tower.article_table.num_embeddings
@@ -128,7 +117,9 @@ def train_two_tower(
     task = InBatchSoftmaxTask(
         sampling_log_q(art_ids, cards) if config.logq_correction else None, config.temperature
     )
-    optimizers = two_tower_optimizers(model, config)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     c, a = examples.customers, examples.articles
     losses = []
     n = len(examples.customer_rows)
@@ -149,11 +140,9 @@ def train_two_tower(
             ids = torch.from_numpy(a.sparse[ar])
             v = model.item_tower(ids, torch.from_numpy(a.dense[ar]))
             loss = task(q, v, ids[:, 0])
-            for opt in optimizers:
-                opt.zero_grad()
+            opt.zero_grad()
             loss.backward()
-            for opt in optimizers:
-                opt.step()
+            opt.step()
             total += loss.item()
             batches += 1
         losses.append(total / max(batches, 1))
