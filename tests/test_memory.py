@@ -73,3 +73,64 @@ def test_the_example_count_bound_scales_with_the_customer_cap() -> None:
     assert ranker_example_count({2: 1000, 3: 50}, {2: 2000, 3: 50}, [2, 3], config) == (
         100 * (4 + 2) + 50 * (4 + 1)
     )
+
+
+def _window_frames() -> tuple[object, object, object]:
+    """Customer and article feature rows of windows 0 (test), 1 (validation), 2 (training),
+    10 customers and 5 articles each, and one purchase + one negative per customer."""
+    import polars as pl
+
+    from shoprec.schema import ARTICLE_ID, CUSTOMER_ID, LABEL, WINDOW
+
+    windows = [w for w in (0, 1, 2) for _ in range(10)]
+    customers = pl.DataFrame({WINDOW: windows, CUSTOMER_ID: [f"c{i}" for i in range(30)]})
+    articles = pl.DataFrame({WINDOW: [w for w in (0, 1, 2) for _ in range(5)]})
+    examples = pl.DataFrame(
+        {
+            WINDOW: windows * 2,
+            CUSTOMER_ID: [f"c{i}" for i in range(30)] * 2,
+            ARTICLE_ID: ["a"] * 60,
+            LABEL: [1] * 30 + [0] * 30,
+        }
+    )
+    return customers, articles, examples
+
+
+def test_the_offline_baselines_term_bounds_train_and_evaluate_and_names_its_key() -> None:
+    """The baselines' fits (per transaction line, ALS's factors per customer) are a part of
+    the train and evaluate estimates once they outgrow the other phase; a ceiling below the
+    estimate stops with a message that names the key that lowers them."""
+    from shoprec.config import EvalConfig, MemoryConfig, PipelineConfig
+    from shoprec.errors import MemoryBudgetError
+    from shoprec.pipeline import budget
+
+    customers, articles, examples = _window_frames()
+    config = PipelineConfig(eval=EvalConfig(als_factors=32))
+    lines, buyers = 40_000_000, 1_000_000
+    expected = (
+        (lines * budget.BASELINE_LINE_BYTES + buyers * 32 * 4 * 2) * budget.OVERHEAD / budget.GIB
+    )
+    assert budget.baselines_gib(lines, buyers, config) == pytest.approx(expected)
+    assert budget.baselines_gib(2 * lines, buyers, config) > 1.9 * expected
+
+    def train(lines: int, buyers: int = buyers) -> budget.Estimate:
+        args = (customers, articles, examples, 0.5, lines, buyers, [2], 1, config)
+        return budget.train_estimate(*args)  # type: ignore[arg-type]
+
+    big = train(lines)
+    assert big.parts["guardrail (transactions, offline baselines)"] == pytest.approx(0.5 + expected)
+    assert "guardrail (transactions, offline baselines)" not in train(1000, 10).parts
+    with pytest.raises(MemoryBudgetError, match=r"^train: .* lower .*eval\.als_factors"):
+        big.check(MemoryConfig(ceiling_gib=big.gib - 0.1))
+
+    def evaluate(lines: int, buyers: int = buyers) -> budget.Estimate:
+        args = (customers, articles, examples, lines, buyers, 0, config)
+        return budget.evaluate_estimate(*args)  # type: ignore[arg-type]
+
+    big = evaluate(lines)
+    assert big.parts["offline baselines"] == pytest.approx(expected)
+    assert "test examples" not in big.parts  # the test sets are built after the baselines
+    small = evaluate(1000, 10)
+    assert "offline baselines" not in small.parts and small.parts["test examples"] > 0
+    with pytest.raises(MemoryBudgetError, match=r"^evaluate: .* lower .*eval\.als_factors"):
+        big.check(MemoryConfig(ceiling_gib=big.gib - 0.1))

@@ -231,3 +231,40 @@ def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
     losses = train_two_tower(model, examples, config, stop_after_second)
     assert seen == [0, 1] and len(losses) == 2
     assert len(train_two_tower(model, examples, config, lambda e, _: None)) == 4
+
+
+def test_two_tower_trains_with_its_thread_count_and_restores_the_previous() -> None:
+    from shoprec.features.encode import EncodedArticles, EncodedCustomers
+    from shoprec.training.two_tower import RetrievalExamples, train_two_tower
+
+    rng = np.random.default_rng(0)
+    b, v, n = 32, 10, 3
+    customers = EncodedCustomers(
+        np.array([f"c{i}" for i in range(b)], dtype=object),
+        rng.integers(0, 3, (b, 2)),
+        rng.random((b, 3)).astype(np.float32),
+        rng.integers(0, v, (b, n)),
+        np.ones((b, n), np.float32),
+        np.zeros((b, n), np.float32),
+        np.zeros((b, n), np.float32),
+    )
+    articles = EncodedArticles(
+        np.array([f"a{i}" for i in range(v)], dtype=object),
+        np.stack([np.arange(v), rng.integers(0, 4, v)], axis=1),
+        rng.random((v, 2)).astype(np.float32),
+    )
+    examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
+    config = TwoTowerConfig(epochs=1, batch_size=16, embedding_dim=8, feature_dim=4, num_threads=1)
+    model = build_two_tower([3, 3], 3, [v, 4], 2, config)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        during: list[int] = []
+        train_two_tower(
+            model, examples, config, lambda e, _: during.append(torch.get_num_threads())
+        )
+        assert during == [1] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="two_tower.num_threads must be >= 0, got -1"):
+            train_two_tower(model, examples, TwoTowerConfig(num_threads=-1))
+    finally:
+        torch.set_num_threads(previous)

@@ -141,6 +141,10 @@ class TwoTowerConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-6
     seed: int = 42
+    # torch intra-op threads while training: its ops are small (B x a few hundred), and on
+    # shared cores two threads cost ten times the CPU time of one (README, "The offline
+    # pipeline"); 0 = torch's default (the CPUs this process may use)
+    num_threads: int = 1
 
 
 @dataclass(frozen=True)

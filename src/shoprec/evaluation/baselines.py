@@ -58,11 +58,25 @@ def _check_days(days: int | None, name: str) -> None:
 
 
 def _history(
-    transactions: pl.DataFrame, cutoff: datetime.date, days: int | None = None
+    transactions: pl.DataFrame,
+    cutoff: datetime.date,
+    days: int | None = None,
+    columns: Sequence[str] = (ARTICLE_ID,),
 ) -> pl.DataFrame:
-    """Rows with ``cutoff - days <= t_dat < cutoff`` (all rows before ``cutoff`` if ``days`` is
-    None). Raises ``ValueError`` naming missing columns or a ``cutoff`` that is not a date.
+    """The ``columns`` of the rows with ``cutoff - days <= t_dat < cutoff`` (all rows before
+    ``cutoff`` if ``days`` is None); only those columns are copied (tens of millions of rows at
+    H&M size). Raises ``ValueError`` naming missing columns or a ``cutoff`` that is not a date.
     """
+    return _lazy_history(transactions, cutoff, days, columns).collect()
+
+
+def _lazy_history(
+    transactions: pl.DataFrame,
+    cutoff: datetime.date,
+    days: int | None,
+    columns: Sequence[str],
+) -> pl.LazyFrame:
+    """:func:`_history`, not collected (nothing is copied yet); raises as it does."""
     if isinstance(cutoff, datetime.datetime) or not isinstance(cutoff, datetime.date):
         raise ValueError(f"cutoff must be a datetime.date, got {cutoff!r}")
     missing = [c for c in TRANSACTION_COLUMNS if c not in transactions.columns]
@@ -71,7 +85,7 @@ def _history(
     predicate = pl.col(T_DAT) < cutoff
     if days is not None:
         predicate &= pl.col(T_DAT) >= cutoff - datetime.timedelta(days=days)
-    return transactions.filter(predicate)
+    return transactions.lazy().filter(predicate).select(columns)
 
 
 def _ranked_articles(history: pl.DataFrame) -> list[str]:
@@ -134,6 +148,8 @@ class Repurchase:
     own articles the list is padded with ``fill``'s recommendations for that customer,
     skipping articles already in the list; customers without history get ``fill``'s list.
     With ``fill=None`` lists are not padded (customers without history get ``[]``).
+    ``fit`` keeps the rows before the cutoff uncollected (a polars ``LazyFrame`` over the
+    given table, nothing copied) and ``recommend`` ranks the asked customers' rows only.
 
     Args:
         days: only purchases in the ``days`` days before the cutoff count; None = all history.
@@ -153,32 +169,34 @@ class Repurchase:
         _check_days(days, "days")
         self.days = days
         self.fill = copy.deepcopy(fill)
-        self._own: dict[str, list[str]] | None = None
+        # the rows before the cutoff, not collected: ``recommend`` ranks the asked customers'
+        # own purchases only (a tenth of the lines at H&M size, where grouping and sorting
+        # every customer's pairs took minutes and gigabytes)
+        self._history: pl.LazyFrame | None = None
 
     def fit(self, transactions: pl.DataFrame, cutoff: datetime.date) -> Self:
-        history = _history(transactions, cutoff, self.days)
-        per_pair = history.group_by(CUSTOMER_ID, ARTICLE_ID).agg(
-            pl.len().alias(_COUNT), pl.col(T_DAT).max().alias(_LAST)
-        )
-        ranked = (
-            per_pair.sort(
-                [CUSTOMER_ID, _COUNT, _LAST, ARTICLE_ID], descending=[False, True, True, False]
-            )
-            .group_by(CUSTOMER_ID, maintain_order=True)
-            .agg(pl.col(ARTICLE_ID))
-        )
-        self._own = dict(
-            zip(ranked[CUSTOMER_ID].to_list(), ranked[ARTICLE_ID].to_list(), strict=True)
-        )
+        columns = (CUSTOMER_ID, ARTICLE_ID, T_DAT)
+        self._history = _lazy_history(transactions, cutoff, self.days, columns)
         if self.fill is not None:
             self.fill.fit(transactions, cutoff)
         return self
 
     def recommend(self, customer_ids: Sequence[str], k: int) -> list[list[str]]:
         _check_k(k)
-        if self._own is None:
+        if self._history is None:
             raise NotFittedError("Repurchase is not fitted; call fit first")
-        lists = [list(self._own.get(c, [])[:k]) for c in customer_ids]
+        asked = pl.Series(list(customer_ids), dtype=pl.String)
+        ranked = (
+            self._history.filter(pl.col(CUSTOMER_ID).is_in(asked.implode()))
+            .group_by(CUSTOMER_ID, ARTICLE_ID)
+            .agg(pl.len().alias(_COUNT), pl.col(T_DAT).max().alias(_LAST))
+            .sort([CUSTOMER_ID, _COUNT, _LAST, ARTICLE_ID], descending=[False, True, True, False])
+            .group_by(CUSTOMER_ID, maintain_order=True)
+            .agg(pl.col(ARTICLE_ID).head(k))
+            .collect()
+        )
+        own = dict(zip(ranked[CUSTOMER_ID].to_list(), ranked[ARTICLE_ID].to_list(), strict=True))
+        lists = [list(own.get(c, [])) for c in customer_ids]
         short = [i for i, rec in enumerate(lists) if len(rec) < k]
         if self.fill is None or not short:
             return lists
@@ -305,19 +323,27 @@ class ALSRecommender:
         self._article_ids: np.ndarray = np.empty(0, dtype=object)
 
     def fit(self, transactions: pl.DataFrame, cutoff: datetime.date) -> Self:
-        history = _history(transactions, cutoff)
         self._popularity.fit(transactions, cutoff)
+        history = _history(transactions, cutoff, columns=(CUSTOMER_ID, ARTICLE_ID))
         customers = history[CUSTOMER_ID].unique().sort()
         articles = history[ARTICLE_ID].unique().sort()
+        # the matrix's row and column of every line: positions in the sorted ids (32-bit), so
+        # the pairs are grouped by integers, not by the id strings of every line
         pairs = (
-            history.group_by(CUSTOMER_ID, ARTICLE_ID)
+            pl.DataFrame(
+                {
+                    _ROW: customers.search_sorted(history[CUSTOMER_ID]),
+                    _COL: articles.search_sorted(history[ARTICLE_ID]),
+                }
+            )
+            .group_by(_ROW, _COL)
             .agg(pl.len().alias(_COUNT))
-            .join(customers.to_frame().with_row_index(_ROW), on=CUSTOMER_ID)
-            .join(articles.to_frame().with_row_index(_COL), on=ARTICLE_ID)
         )
+        del history
         rows = pairs[_ROW].to_numpy().astype(np.int64)
         cols = pairs[_COL].to_numpy().astype(np.int64)
         weight = pairs[_COUNT].to_numpy().astype(np.float64)
+        del pairs
         if self.weighting == "bm25" and len(weight) > 0:
             weight = _bm25(weight, rows, cols, len(customers), len(articles))
         confidence = (1.0 + self.alpha * weight).astype(np.float32)

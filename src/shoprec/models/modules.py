@@ -6,7 +6,9 @@ Fd = dense features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -93,3 +95,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"model file not found: {path} (run `shoprec train` first)")
     checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return checkpoint
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run torch CPU ops with ``num_threads`` intra-op threads (None: the current number,
+    capped at the CPUs this process may use); the previous number is restored on exit."""
+    previous = torch.get_num_threads()
+    wanted = num_threads or min(previous, _usable_cpus())
+    if wanted != previous:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if wanted != previous:
+            torch.set_num_threads(previous)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -20,8 +20,7 @@ Hugging Face offline switches are set; importing this module changes no global s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from shoprec.config import TextConfig, TextEncoderKind
 from shoprec.errors import ArtifactError
+from shoprec.models.modules import torch_threads
 from shoprec.schema import ARTICLE_ATTRIBUTES, ARTICLE_ID, DESCRIPTION, NAME, VARIANT
 
 __all__ = [
@@ -285,7 +285,7 @@ class MiniLMEncoder:
         texts = _check_texts(texts, batch_size)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             vectors = self._model.encode(
                 texts,
                 batch_size=batch_size,
@@ -369,7 +369,7 @@ class OpenClipTextEncoder:
         """
         texts = _check_texts(texts, batch_size)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with _torch_threads(self.num_threads), torch.inference_mode():
+        with torch_threads(self.num_threads), torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 tokens = self._tokenizer(texts[start : start + batch_size]).to(self.device)
                 features = self._model.encode_text(tokens).float()
@@ -485,24 +485,3 @@ def _check_texts(texts: Sequence[str], batch_size: int) -> list[str]:
         if not isinstance(text, str):
             raise ValueError(f"texts[{i}] is {type(text).__name__} {text!r}, expected str")
     return texts
-
-
-@contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run torch CPU ops with ``num_threads`` threads (default: capped at usable CPUs)."""
-    previous = torch.get_num_threads()
-    wanted = num_threads or min(previous, _usable_cpus())
-    if wanted != previous:
-        torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        if wanted != previous:
-            torch.set_num_threads(previous)
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

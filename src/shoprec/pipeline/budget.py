@@ -67,6 +67,14 @@ DATASET_ROW_BYTES_PER_HISTORY: Final = 4 * 8  # history lists (ids, counts, days
 EXAMPLE_ROW_BYTES: Final = 120  # window, label, customer and article id strings
 # The repurchase share (``features.popular``) groups every line by 32-bit id codes: per line.
 REPURCHASE_BYTES: Final = 120
+# The offline baselines (``pipeline.steps.fitted_baselines``, one at a time): per transaction
+# line the larger of the repurchase baseline's (copied id and date columns, the grouped
+# pairs, their sort, the per-customer lists) and implicit ALS's (copied id columns, 32-bit
+# positions, the grouped pairs as numpy arrays and the sparse matrix in both orientations),
+# measured at the synthetic mid scale (64-character customer ids) by
+# ``scripts/bench_baselines.py``; plus ALS's float32 factors per customer (and the
+# conjugate-gradient solver's copy).
+BASELINE_LINE_BYTES: Final = 150
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,17 @@ def ranker_example_count(
 _RANKER_KEYS: Final = ("ranker.max_customers_per_window", "ranker.candidate_negatives")
 
 
+def baselines_gib(transactions: int, customers: int, config: PipelineConfig) -> float:
+    """The offline baselines fitted on ``transactions`` lines of ``customers`` customers
+    (``pipeline.steps.fitted_baselines``: the largest one, they are fitted one at a time), GiB.
+    """
+    factors = customers * config.eval.als_factors * 4 * 2
+    return (transactions * BASELINE_LINE_BYTES + factors) * OVERHEAD / GIB
+
+
+_BASELINE_KEYS: Final = ("eval.als_factors",)
+
+
 def canonical_gib(canonical: Canonical) -> float:
     """The canonical tables as loaded (polars' own size of each frame), GiB."""
     frames = (canonical.transactions, canonical.customers, canonical.articles)
@@ -176,6 +195,7 @@ def train_estimate(
     examples: pl.DataFrame,
     canonical: float,
     transactions: int,
+    buyers: int,
     train_windows: list[int],
     val_window: int,
     config: PipelineConfig,
@@ -184,14 +204,18 @@ def train_estimate(
     inputs, measured, + the repurchase share's grouping of the ``transactions`` lines) and
     training (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
     ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded
-    dataset + the larger of the ranker's examples and the guardrail's canonical tables and
-    retrieval of the whole validation window)."""
+    dataset + the larger of the ranker's examples and the guardrail: the canonical tables and
+    the larger of the retrieval of the whole validation window and the offline baselines'
+    fits (:func:`baselines_gib` of the ``transactions`` lines of at most ``buyers``
+    customers), which come after the retrieval is released)."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
     m = ranker_example_count(customers, positives, [*train_windows, val_window], config)
     ranker = examples_gib(m, n)
-    guardrail = canonical + candidates_gib(customers.get(val_window, 0), candidate_width(config))
+    retrieval = candidates_gib(customers.get(val_window, 0), candidate_width(config))
+    baselines = baselines_gib(transactions, buyers, config)
+    guardrail = canonical + max(retrieval, baselines)
     loaded = _loaded()
     workflow = {
         "loaded inputs": loaded,
@@ -203,13 +227,17 @@ def train_estimate(
         **(
             {"ranker examples": ranker}
             if ranker >= guardrail
-            else {"guardrail (transactions, retrieval)": guardrail}
+            else (
+                {"guardrail (transactions, retrieval)": guardrail}
+                if retrieval >= baselines
+                else {"guardrail (transactions, offline baselines)": guardrail}
+            )
         ),
     }
     return Estimate(
         "train",
         max(workflow, training, key=lambda parts: sum(parts.values())),
-        (*_RANKER_KEYS, "eval.candidates", "dataset.train_windows"),
+        (*_RANKER_KEYS, "eval.candidates", "dataset.train_windows", *_BASELINE_KEYS),
     )
 
 
@@ -217,27 +245,33 @@ def evaluate_estimate(
     customer_features: pl.DataFrame,
     article_features: pl.DataFrame,
     examples: pl.DataFrame,
+    transactions: int,
+    buyers: int,
     test_window: int,
     config: PipelineConfig,
 ) -> Estimate:
     """``shoprec evaluate``'s peak: the loaded inputs (measured) + the encoded dataset + the
-    test window's labelled examples, candidate examples and whole-window retrieval."""
+    larger of its two phases: the offline baselines' fits (:func:`baselines_gib` of the
+    ``transactions`` lines of at most ``buyers`` customers; they come first) and the test
+    window's labelled examples, candidate examples and whole-window retrieval."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
     labelled = _per_window(examples).get(test_window, 0)
     m = labelled + ranker_example_count(customers, positives, [test_window], config)
+    test_sets: dict[str, float] = {
+        "test examples": examples_gib(m, n, assembled=True),
+        "test retrieval": candidates_gib(customers.get(test_window, 0), candidate_width(config)),
+    }
+    baselines: dict[str, float] = {"offline baselines": baselines_gib(transactions, buyers, config)}
     return Estimate(
         "evaluate",
         {
             "loaded inputs": _loaded(),
             "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
-            "test examples": examples_gib(m, n, assembled=True),
-            "test retrieval": candidates_gib(
-                customers.get(test_window, 0), candidate_width(config)
-            ),
+            **(test_sets if sum(test_sets.values()) >= sum(baselines.values()) else baselines),
         },
-        (*_RANKER_KEYS, "eval.candidates", "dataset.negatives_per_positive"),
+        (*_RANKER_KEYS, "eval.candidates", "dataset.negatives_per_positive", *_BASELINE_KEYS),
     )
 
 

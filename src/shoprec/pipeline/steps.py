@@ -176,6 +176,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         data.examples,
         budget.canonical_gib(canonical),
         canonical.transactions.height,
+        canonical.customers.height,
         train_w,
         val_w,
         config,
@@ -476,12 +477,27 @@ def run_evaluate(
     data.latest_customers = data.latest_customers.clear()  # export's, not evaluate's
     (test,) = data.window(SPLIT_TEST)
     estimate = budget.evaluate_estimate(
-        data.customer_features, data.article_features, data.examples, test.index, config
+        data.customer_features,
+        data.article_features,
+        data.examples,
+        canonical.transactions.height,
+        canonical.customers.height,
+        test.index,
+        config,
     )
     _log_estimate(estimate.check(config.memory), log)
     enc = encode_dataset(models.workflow, data, config.dataset.history_length)
     k, n = config.eval.k, config.eval.candidates
-    sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)
+    # The baselines first, one at a time (their fits are the transactions' size): only their
+    # top-k lists of the test window's customers (the test sets' customers, in the same
+    # order: ``window_candidates``) are held while the test sets are built.
+    customer_ids = enc.customers.ids[enc.window_customers(test.index)]
+    baseline_names = list(offline_baselines(config))
+    baseline_lists: dict[str, list[list[str]]] = {}
+    for name, recs in fitted_baselines(config, canonical, test.start, list(customer_ids), k):
+        baseline_lists[name] = recs
+        log(f"baseline fitted: {name}")
+    sets = ranker_test_sets(models.two_tower, enc, data, test.index, config)  # same customers
     exclude = A.trained_exclusion(paths.models_dir)
     # every article each test customer bought before the test window: what an excluding policy
     # never lists, and what the report counts in the served lists
@@ -493,7 +509,6 @@ def run_evaluate(
     two_stage_name = two_stage_label(models.ranker_kind)
     labelled_hist, cand_hist = in_history(sets.labelled), sets.candidate_in_history
     cust_rows, cands, relevant = sets.customer_rows, sets.candidate_rows, sets.relevant
-    customer_ids = enc.customers.ids[cust_rows]
     ann, everything = article_lists(enc, sets.by_source[s.SOURCE_ANN]), article_lists(enc, cands)
     recommended: dict[str, list[list[str]]] = {
         two_stage_name: two_stage,
@@ -512,11 +527,7 @@ def run_evaluate(
             rank_window(rule, enc, cust_rows, cands, k, sets.candidate_features, bought),
         )
     log("two-stage pipeline evaluated")
-    cutoff = test.start
-    baseline_names = list(offline_baselines(config))
-    for name, recs in fitted_baselines(config, canonical, cutoff, list(customer_ids), k):
-        recommended[name] = recs
-        log(f"baseline evaluated: {name}")
+    recommended.update(baseline_lists)
     rows = {name: evaluate_lists(recs, relevant, k) for name, recs in recommended.items()}
     best_baseline = max(baseline_names, key=lambda n: rows[n][f"map@{k}"])
     ap = {

@@ -23,6 +23,7 @@ from shoprec.config import IndexConfig, IndexKind, TwoTowerConfig
 from shoprec.evaluation.metrics import mean_recall_at_k
 from shoprec.features.encode import EncodedArticles, EncodedCustomers
 from shoprec.inference.index import build_index, search
+from shoprec.models.modules import torch_threads
 from shoprec.models.two_tower import TwoTower
 from shoprec.training.encoded import EncodedDataset
 
@@ -88,11 +89,27 @@ def train_two_tower(
     config: TwoTowerConfig,
     on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> list[float]:
-    """Train in place with Adam; returns the mean loss of each epoch.
+    """Train in place with Adam, with ``config.num_threads`` torch threads (restored after);
+    returns the mean loss of each epoch.
 
     ``on_epoch(epoch, mean_loss)`` is called after each epoch (progress, validation); a
     true return stops training there (early stopping).
+
+    Raises:
+        ValueError: ``config.num_threads`` is negative.
     """
+    if config.num_threads < 0:
+        raise ValueError(f"two_tower.num_threads must be >= 0, got {config.num_threads}")
+    with torch_threads(config.num_threads or None):
+        return _train(model, examples, config, on_epoch)
+
+
+def _train(
+    model: TwoTower,
+    examples: RetrievalExamples,
+    config: TwoTowerConfig,
+    on_epoch: Callable[[int, float], bool | None] | None,
+) -> list[float]:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     cards = model.item_tower.article_table.num_embeddings
