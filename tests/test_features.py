@@ -47,6 +47,47 @@ def test_customer_features_by_hand(toy: Canonical) -> None:
     assert f.height == 6
 
 
+def test_repurchase_list_extends_the_history_list_in_the_same_order(toy: Canonical) -> None:
+    cutoff = date(2020, 1, 4)  # c0 bought a0, a1, a2 once each (Jan 1..3)
+    f = customer_features(toy.transactions, toy.customers, cutoff, 2, ["c0"], repurchase_length=3)
+    c0 = f.row(0, named=True)
+    assert c0[s.HIST_ARTICLE_IDS] == ["a2", "a1"]
+    assert c0[s.REPURCHASE_ARTICLE_IDS] == ["a2", "a1", "a0"]
+    assert c0[s.REPURCHASE_COUNTS] == [1, 1, 1]
+    default = customer_features(toy.transactions, toy.customers, cutoff, 2, ["c0"])
+    assert default.get_column(s.REPURCHASE_ARTICLE_IDS).to_list() == [["a2", "a1"]]  # R = N
+    with pytest.raises(ValueError, match="repurchase_length must be >= 1, got 0"):
+        customer_features(toy.transactions, toy.customers, cutoff, 2, repurchase_length=0)
+
+
+def test_repurchase_length_is_chosen_from_the_purchases_before_the_cutoff() -> None:
+    from shoprec.data.dataset import MAX_REPURCHASE_LENGTH, choose_repurchase_length
+
+    def tx(distinct: list[int], day: int = 1) -> pl.DataFrame:
+        """Customer i buys distinct[i] distinct articles on ``day`` of January 2020."""
+        cust = [f"c{i}" for i, n in enumerate(distinct) for _ in range(n)]
+        arts = [f"a{j}" for n in distinct for j in range(n)]
+        return pl.DataFrame(
+            {s.CUSTOMER_ID: cust, s.ARTICLE_ID: arts, s.T_DAT: [date(2020, 1, day)] * len(cust)}
+        )
+
+    cutoff = date(2020, 1, 2)
+    # 20, 40, ..., 200 distinct articles: the 0.9 quantile is 182, rounded up to 192
+    steps = tx([20 * (i + 1) for i in range(10)])
+    assert choose_repurchase_length(steps, cutoff, history_length=64) == 192
+    # a purchase on the cutoff day is not seen
+    late = pl.concat([steps, tx([5000], day=2)])
+    assert choose_repurchase_length(late, cutoff, history_length=64) == 192
+    # few distinct articles (fashion): R = N; many: capped
+    assert choose_repurchase_length(tx([1, 2, 3]), cutoff, history_length=64) == 64
+    assert choose_repurchase_length(tx([5000] * 3), cutoff, 64) == MAX_REPURCHASE_LENGTH
+    assert choose_repurchase_length(tx([5000]), cutoff, 1024) == 1024  # never below N
+    assert choose_repurchase_length(steps.head(0), cutoff, 64) == 64
+    assert choose_repurchase_length(steps, cutoff, 64, configured=100) == 100
+    with pytest.raises(ValueError, match="dataset.repurchase_length must be >= 1, got 0"):
+        choose_repurchase_length(steps, cutoff, 64, configured=0)
+
+
 def test_customer_without_history_gets_zero_counts_and_null_recency(toy: Canonical) -> None:
     f = customer_features(toy.transactions, toy.customers, date(2020, 1, 1), 4, ["c3"])
     row = f.row(0, named=True)
@@ -231,12 +272,17 @@ def test_encode_customer_state_of_some_customers_equals_their_rows_of_all(toy: C
     purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
     wf = fit_workflow(WorkflowConfig(), frame, arts, purchases)
     snapshot = toy.transactions.filter(pl.col(s.T_DAT) < cutoff)  # what a snapshot holds
-    every = encode_customer_state(snapshot, toy.customers, cutoff, wf, 4)
+    every = encode_customer_state(snapshot, toy.customers, cutoff, wf, 4, repurchase_length=6)
+    assert every.repurchase_ids.shape == (len(every.ids), 6)
+    np.testing.assert_array_equal(every.repurchase_ids[:, :4], every.hist_ids)  # same order
     ids = list(every.ids[[1, 3]])
     chosen = toy.customers.filter(pl.col(s.CUSTOMER_ID).is_in(ids))
-    some = encode_customer_state(snapshot, chosen, cutoff, wf, 4)
+    some = encode_customer_state(snapshot, chosen, cutoff, wf, 4, repurchase_length=6)
     expected = every.take(np.array([1, 3]))
-    for name in ("ids", "sparse", "dense", "hist_ids", "hist_counts", "hist_last_days"):
+    for name in (
+        "ids", "sparse", "dense", "hist_ids", "hist_counts", "hist_last_days", "repurchase_ids",
+        "repurchase_counts",
+    ):  # fmt: skip
         np.testing.assert_array_equal(getattr(some, name), getattr(expected, name), err_msg=name)
     np.testing.assert_array_equal(some.hist_first_days, expected.hist_first_days)
     # days since the last purchase of a history article are counted to the cutoff

@@ -178,6 +178,8 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
         np.zeros((1, 4), np.float32),
         np.zeros((1, 4), np.float32),
         np.zeros((1, 4), np.float32),
+        np.zeros((1, 4), np.int64),
+        np.zeros((1, 4), np.float32),
     )
     art_ids = np.array([5, 9, 2, 7])
     arts = EncodedArticles(
@@ -212,6 +214,8 @@ def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
         rng.integers(0, v, (b, n)),
         np.ones((b, n), np.float32),
         np.zeros((b, n), np.float32),
+        np.zeros((b, n), np.float32),
+        np.zeros((b, n), np.int64),
         np.zeros((b, n), np.float32),
     )
     articles = EncodedArticles(

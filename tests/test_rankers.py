@@ -436,9 +436,9 @@ def _export(compared: tuple[Paths, dict], kind: RankerKind, repo: Path) -> Path:
 @pytest.fixture(scope="module")
 def customers(tiny: TinyRun) -> EncodedCustomers:
     wf = Workflow.load(tiny.models_dir / A.WORKFLOW_FILE)
-    latest = load_dataset(tiny.dataset_dir).latest_customers
+    data = load_dataset(tiny.dataset_dir)
     history = A.read_json(tiny.models_dir / A.CONFIG_FILE)["dataset"]["history_length"]
-    return encode_customers(wf, latest, history)
+    return encode_customers(wf, data.latest_customers, history, data.repurchase_length)
 
 
 @pytest.mark.parametrize("kind", [RankerKind.GBDT, RankerKind.MLP, RankerKind.RF])

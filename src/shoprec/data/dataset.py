@@ -42,6 +42,10 @@ LATEST_CUSTOMERS_FILE = "customer_features_latest.parquet"
 LATEST_ARTICLES_FILE = "article_features_latest.parquet"
 COPURCHASE_FILE = "copurchase.parquet"
 SERVING_WINDOW = -1  # the WINDOW value of the serving snapshot's co-purchase table
+# choose_repurchase_length: R covers the whole history of this share of the customers ...
+REPURCHASE_COVERAGE = 0.9
+REPURCHASE_STEP = 64  # ... rounded up to a multiple of this ...
+MAX_REPURCHASE_LENGTH = 512  # ... and at most this (candidates the ranker scores per customer)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class DatasetArtifacts:
     serving_cutoff: date
     # WINDOW (SERVING_WINDOW = the snapshot) + ``features.copurchase.copurchase_table`` columns
     copurchase: pl.DataFrame
+    repurchase_length: int  # R of the repurchase lists (``choose_repurchase_length``)
 
     def copurchase_of(self, window: int) -> pl.DataFrame:
         """The co-purchase table as of ``window``'s first day (``SERVING_WINDOW``: snapshot)."""
@@ -180,6 +185,41 @@ class DatasetArtifacts:
 
     def window(self, split: str) -> list[Window]:
         return [w for w in self.windows if w.split == split]
+
+
+def choose_repurchase_length(
+    transactions: pl.DataFrame, cutoff: date, history_length: int, configured: int | None = None
+) -> int:
+    """R, the length of every customer's repurchase list (what the history candidate source
+    reads): ``configured`` when given, else chosen from the purchases before ``cutoff`` (the
+    first validation day, so the choice never sees evaluated purchases).
+
+    The chosen R is the :data:`REPURCHASE_COVERAGE` quantile of the number of distinct
+    articles a customer bought (so that list holds the whole history of that share of the
+    customers), rounded up to a multiple of :data:`REPURCHASE_STEP`, clipped to
+    [``history_length``, max(``history_length``, :data:`MAX_REPURCHASE_LENGTH`)]: a catalog
+    where customers buy few distinct articles (fashion) keeps R = N, a grocery catalog gets a
+    deep list.
+
+    Raises:
+        ValueError: ``configured < 1`` (the value is named).
+    """
+    if configured is not None:
+        if configured < 1:
+            raise ValueError(f"dataset.repurchase_length must be >= 1, got {configured}")
+        return configured
+    distinct = (
+        transactions_before(transactions, cutoff)
+        .group_by(s.CUSTOMER_ID)
+        .agg(pl.col(s.ARTICLE_ID).n_unique().alias("n"))
+        .get_column("n")
+    )
+    if distinct.len() == 0:
+        return history_length
+    quantile = float(np.quantile(distinct.to_numpy(), REPURCHASE_COVERAGE))
+    steps = int(np.ceil(quantile / REPURCHASE_STEP))
+    most = max(history_length, MAX_REPURCHASE_LENGTH)
+    return int(np.clip(steps * REPURCHASE_STEP, history_length, most))
 
 
 def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) -> DatasetArtifacts:
@@ -203,6 +243,10 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
             " widen dataset.window_days, move dataset.test_start (--test-start), or lower "
             "dataset.min_test_customers"
         )
+    first_eval = min(w.start for w in windows if w.split != SPLIT_TRAIN)
+    repurchase = choose_repurchase_length(
+        tx, first_eval, config.history_length, config.repurchase_length
+    )
     rng = np.random.default_rng(config.seed)
     cust_frames, art_frames, ex_frames, co_frames = [], [], [], []
 
@@ -225,7 +269,13 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         ids = pos.get_column(s.CUSTOMER_ID).unique()
         cust_frames.append(
             customer_features(
-                tx, canonical.customers, w.start, config.history_length, ids, config.history_order
+                tx,
+                canonical.customers,
+                w.start,
+                config.history_length,
+                ids,
+                config.history_order,
+                repurchase,
             ).with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
         )
         art_frames.append(
@@ -246,10 +296,12 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
             serving_cutoff,
             config.history_length,
             history_order=config.history_order,
+            repurchase_length=repurchase,
         ),
         latest_articles=article_features(tx, canonical.articles, serving_cutoff),
         serving_cutoff=serving_cutoff,
         copurchase=pl.concat(co_frames),
+        repurchase_length=repurchase,
     )
     _write(art, out_dir)
     return art
@@ -272,6 +324,7 @@ def _write(art: DatasetArtifacts, out_dir: Path) -> None:
     meta = {
         "windows": [w.to_dict() for w in art.windows],
         "serving_cutoff": art.serving_cutoff.isoformat(),
+        "repurchase_length": art.repurchase_length,
     }
     (out_dir / WINDOWS_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -300,7 +353,17 @@ def load_dataset(out_dir: Path) -> DatasetArtifacts:
         latest_articles=pl.read_parquet(out_dir / LATEST_ARTICLES_FILE),
         serving_cutoff=date.fromisoformat(meta["serving_cutoff"]),
         copurchase=pl.read_parquet(out_dir / COPURCHASE_FILE),
+        repurchase_length=_repurchase_length(meta, out_dir),
     )
+
+
+def _repurchase_length(meta: dict[str, Any], out_dir: Path) -> int:
+    if "repurchase_length" not in meta:
+        raise ArtifactError(
+            f"{out_dir / WINDOWS_FILE} names no repurchase_length (a dataset built before the "
+            "repurchase lists): run `shoprec build-dataset` again"
+        )
+    return int(meta["repurchase_length"])
 
 
 def dataset_summary(data: DatasetArtifacts) -> list[dict[str, Any]]:
