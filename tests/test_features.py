@@ -60,32 +60,43 @@ def test_repurchase_list_extends_the_history_list_in_the_same_order(toy: Canonic
         customer_features(toy.transactions, toy.customers, cutoff, 2, repurchase_length=0)
 
 
-def test_repurchase_length_is_chosen_from_the_purchases_before_the_cutoff() -> None:
+def test_repurchase_length_is_how_deep_the_last_training_window_found_repurchases() -> None:
     from shoprec.data.dataset import MAX_REPURCHASE_LENGTH, choose_repurchase_length
 
-    def tx(distinct: list[int], day: int = 1) -> pl.DataFrame:
-        """Customer i buys distinct[i] distinct articles on ``day`` of January 2020."""
-        cust = [f"c{i}" for i, n in enumerate(distinct) for _ in range(n)]
-        arts = [f"a{j}" for n in distinct for j in range(n)]
+    def lines(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+        """(customer, article, day of January 2020) purchase lines."""
         return pl.DataFrame(
-            {s.CUSTOMER_ID: cust, s.ARTICLE_ID: arts, s.T_DAT: [date(2020, 1, day)] * len(cust)}
+            {
+                s.CUSTOMER_ID: [r[0] for r in rows],
+                s.ARTICLE_ID: [r[1] for r in rows],
+                s.T_DAT: [date(2020, 1, r[2]) for r in rows],
+            }
         )
 
-    cutoff = date(2020, 1, 2)
-    # 20, 40, ..., 200 distinct articles: the 0.9 quantile is 182, rounded up to 192
-    steps = tx([20 * (i + 1) for i in range(10)])
-    assert choose_repurchase_length(steps, cutoff, history_length=64) == 192
-    # a purchase on the cutoff day is not seen
-    late = pl.concat([steps, tx([5000], day=2)])
-    assert choose_repurchase_length(late, cutoff, history_length=64) == 192
-    # few distinct articles (fashion): R = N; many: capped
-    assert choose_repurchase_length(tx([1, 2, 3]), cutoff, history_length=64) == 64
-    assert choose_repurchase_length(tx([5000] * 3), cutoff, 64) == MAX_REPURCHASE_LENGTH
-    assert choose_repurchase_length(tx([5000]), cutoff, 1024) == 1024  # never below N
-    assert choose_repurchase_length(steps.head(0), cutoff, 64) == 64
-    assert choose_repurchase_length(steps, cutoff, 64, configured=100) == 100
+    # c0 bought a000..a999 once each on Jan 1: history positions = the number (ties by id)
+    history = lines([("c0", f"a{i:03d}", 1) for i in range(1000)])
+    cutoff = date(2020, 1, 10)  # the window: Jan 3..9
+
+    def chosen(bought: list[tuple[str, str, int]], n: int = 64) -> int:
+        return choose_repurchase_length(pl.concat([history, lines(bought)]), cutoff, n, 7)
+
+    # a150 again (position 150, depth 151 -> 192), c1 and "new" never bought before: ignored,
+    # a999 on the cutoff day: not seen
+    assert (
+        chosen([("c0", "a150", 4), ("c0", "new", 4), ("c1", "a001", 5), ("c0", "a999", 10)]) == 192
+    )
+    assert chosen([("c0", "a150", 4)], n=256) == 256  # never below N
+    assert chosen([("c0", "a001", 4)]) == 64
+    assert chosen([("c0", "new", 4)]) == 64  # no repurchase (fashion): R = N
+    assert chosen([("c0", "a999", 9)]) == MAX_REPURCHASE_LENGTH  # capped
+    # a frequent article leads the list: a500 bought 3 times before is at position 0
+    again = [("c0", "a500", 2), ("c0", "a500", 2), ("c0", "a500", 4)]
+    assert chosen(again) == 64
+    assert choose_repurchase_length(history, cutoff, 64, 7, configured=100) == 100
     with pytest.raises(ValueError, match="dataset.repurchase_length must be >= 1, got 0"):
-        choose_repurchase_length(steps, cutoff, 64, configured=0)
+        choose_repurchase_length(history, cutoff, 64, 7, configured=0)
+    with pytest.raises(ValueError, match="window_days must be >= 1, got 0"):
+        choose_repurchase_length(history, cutoff, 64, 0)
 
 
 def test_customer_without_history_gets_zero_counts_and_null_recency(toy: Canonical) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from shoprec import schema as s
-from shoprec.config import DatasetConfig
+from shoprec.config import DatasetConfig, HistoryOrder
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import ArtifactError, InputDataError
 from shoprec.features.build import article_features, customer_features, transactions_before
@@ -42,8 +42,8 @@ LATEST_CUSTOMERS_FILE = "customer_features_latest.parquet"
 LATEST_ARTICLES_FILE = "article_features_latest.parquet"
 COPURCHASE_FILE = "copurchase.parquet"
 SERVING_WINDOW = -1  # the WINDOW value of the serving snapshot's co-purchase table
-# choose_repurchase_length: R covers the whole history of this share of the customers ...
-REPURCHASE_COVERAGE = 0.9
+# choose_repurchase_length: R holds this share of the repurchases of the last training window ...
+REPURCHASE_COVERAGE = 0.95
 REPURCHASE_STEP = 64  # ... rounded up to a multiple of this ...
 MAX_REPURCHASE_LENGTH = 512  # ... and at most this (candidates the ranker scores per customer)
 
@@ -188,36 +188,54 @@ class DatasetArtifacts:
 
 
 def choose_repurchase_length(
-    transactions: pl.DataFrame, cutoff: date, history_length: int, configured: int | None = None
+    transactions: pl.DataFrame,
+    cutoff: date,
+    history_length: int,
+    window_days: int,
+    history_order: HistoryOrder = HistoryOrder.FREQUENCY,
+    configured: int | None = None,
 ) -> int:
     """R, the length of every customer's repurchase list (what the history candidate source
     reads): ``configured`` when given, else chosen from the purchases before ``cutoff`` (the
     first validation day, so the choice never sees evaluated purchases).
 
-    The chosen R is the :data:`REPURCHASE_COVERAGE` quantile of the number of distinct
-    articles a customer bought (so that list holds the whole history of that share of the
-    customers), rounded up to a multiple of :data:`REPURCHASE_STEP`, clipped to
-    [``history_length``, max(``history_length``, :data:`MAX_REPURCHASE_LENGTH`)]: a catalog
-    where customers buy few distinct articles (fashion) keeps R = N, a grocery catalog gets a
-    deep list.
+    The chosen R is how deep in their history lists customers found what they bought again:
+    over the ``window_days`` before ``cutoff``, every purchase of an article the customer had
+    bought before that window is a repurchase, at some position of their history list as of
+    the window's start (``history_order``, as ``features.build.customer_features`` orders
+    it); R is the :data:`REPURCHASE_COVERAGE` quantile of those positions + 1, rounded up to a
+    multiple of :data:`REPURCHASE_STEP`, clipped to [``history_length``, max(``history_length``,
+    :data:`MAX_REPURCHASE_LENGTH`)]. No repurchase (a fashion-like catalog) gives R = N; a
+    grocery catalog gets a deep list.
 
     Raises:
-        ValueError: ``configured < 1`` (the value is named).
+        ValueError: ``configured < 1`` or ``window_days < 1`` (the value is named).
     """
     if configured is not None:
         if configured < 1:
             raise ValueError(f"dataset.repurchase_length must be >= 1, got {configured}")
         return configured
-    distinct = (
-        transactions_before(transactions, cutoff)
-        .group_by(s.CUSTOMER_ID)
-        .agg(pl.col(s.ARTICLE_ID).n_unique().alias("n"))
-        .get_column("n")
+    if window_days < 1:
+        raise ValueError(f"window_days must be >= 1, got {window_days}")
+    start = cutoff - timedelta(days=window_days)
+    keys = ["_n", "_last"] if history_order is HistoryOrder.FREQUENCY else ["_last", "_n"]
+    ranked = (
+        transactions_before(transactions, start)
+        .group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
+        .agg(pl.len().alias("_n"), pl.col(s.T_DAT).max().alias("_last"))
+        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
+        .with_columns(pl.int_range(pl.len()).over(s.CUSTOMER_ID).alias("_position"))
     )
-    if distinct.len() == 0:
+    bought = (
+        transactions.filter((pl.col(s.T_DAT) >= start) & (pl.col(s.T_DAT) < cutoff))
+        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
+        .unique()
+    )
+    positions = bought.join(ranked, on=[s.CUSTOMER_ID, s.ARTICLE_ID]).get_column("_position")
+    if positions.len() == 0:
         return history_length
-    quantile = float(np.quantile(distinct.to_numpy(), REPURCHASE_COVERAGE))
-    steps = int(np.ceil(quantile / REPURCHASE_STEP))
+    depth = float(np.quantile(positions.to_numpy() + 1, REPURCHASE_COVERAGE))
+    steps = int(np.ceil(depth / REPURCHASE_STEP))
     most = max(history_length, MAX_REPURCHASE_LENGTH)
     return int(np.clip(steps * REPURCHASE_STEP, history_length, most))
 
@@ -245,7 +263,12 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         )
     first_eval = min(w.start for w in windows if w.split != SPLIT_TRAIN)
     repurchase = choose_repurchase_length(
-        tx, first_eval, config.history_length, config.repurchase_length
+        tx,
+        first_eval,
+        config.history_length,
+        config.window_days,
+        config.history_order,
+        config.repurchase_length,
     )
     rng = np.random.default_rng(config.seed)
     cust_frames, art_frames, ex_frames, co_frames = [], [], [], []
