@@ -14,6 +14,7 @@ from shoprec.data.dataset import (
     SPLIT_TRAIN,
     SPLIT_VAL,
     build_dataset,
+    choose_repurchase_length,
     load_dataset,
     make_windows,
     sample_negatives,
@@ -184,10 +185,22 @@ def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path: 
         )
         ids = data.customer_features.filter(pl.col(s.WINDOW) == w.index).get_column(s.CUSTOMER_ID)
         got = customer_features(
-            perturbed.transactions, perturbed.customers, w.start, cfg.history_length, ids
+            perturbed.transactions,
+            perturbed.customers,
+            w.start,
+            cfg.history_length,
+            ids,
+            repurchase_length=data.repurchase_length,
         )
         want = data.customer_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
+        assert s.REPURCHASE_ARTICLE_IDS in want.columns  # the repurchase lists
         assert got.equals(want), f"customer features of window {w.index} leak"
+        if w.split != SPLIT_TRAIN and w.start == min(
+            v.start for v in data.windows if v.split != SPLIT_TRAIN
+        ):
+            # R is chosen from the purchases before the first evaluated day only
+            chosen = choose_repurchase_length(perturbed.transactions, w.start, 4, cfg.window_days)
+            assert chosen == data.repurchase_length
         got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
         want_a = data.article_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
         assert {s.SALES_ALL, s.SALES_TREND} <= set(want_a.columns)  # popularity features
