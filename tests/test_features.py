@@ -100,6 +100,22 @@ def test_repurchase_length_is_how_deep_the_last_training_window_found_repurchase
         choose_repurchase_length(history, cutoff, 64, 0)
 
 
+def test_workflow_dense_columns_of_some_features_by_hand(toy: Canonical) -> None:
+    cutoff = date(2020, 1, 9)
+    cust = customer_features(toy.transactions, toy.customers, cutoff, 4)
+    arts = article_features(toy.transactions, toy.articles, cutoff)
+    purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
+    wf = fit_workflow(WorkflowConfig(), cust, arts, purchases)
+    names = wf.dense_names(s.ARTICLE_DENSE)
+    # sales_7d, sales_28d, mean price + missing, days since first sale + missing, all, trend
+    assert len(names) == 8
+    kept = wf.dense_columns(s.ARTICLE_DENSE, s.ITEM_TOWER_DENSE)
+    assert kept == [0, 1, 2, 3, 4, 5]
+    assert [names[i] for i in wf.dense_columns(s.ARTICLE_DENSE, [s.SALES_TREND])] == [s.SALES_TREND]
+    with pytest.raises(KeyError, match="'nope'"):
+        wf.dense_columns(s.ARTICLE_DENSE, ["nope"])
+
+
 def test_customer_without_history_gets_zero_counts_and_null_recency(toy: Canonical) -> None:
     f = customer_features(toy.transactions, toy.customers, date(2020, 1, 1), 4, ["c3"])
     row = f.row(0, named=True)

@@ -32,7 +32,9 @@ CUST_CARDS, ART_CARDS = [4, 5, 6], [10, 3, 3, 3, 3, 3]
 
 
 def _two_tower(seed: int = 0) -> TwoTower:
-    return build_two_tower(CUST_CARDS, 7, ART_CARDS, 4, TwoTowerConfig(embedding_dim=8, seed=seed))
+    return build_two_tower(
+        CUST_CARDS, 7, ART_CARDS, [0, 1, 2, 3], TwoTowerConfig(embedding_dim=8, seed=seed)
+    )
 
 
 def test_two_tower_output_shapes_and_unit_norm() -> None:
@@ -44,6 +46,31 @@ def test_two_tower_output_shapes_and_unit_norm() -> None:
     assert q.shape == (5, 8) and v.shape == (5, 8)
     torch.testing.assert_close(q.norm(dim=1), torch.ones(5))
     assert m.query_tower.article_table is m.item_tower.article_table
+
+
+def test_item_tower_reads_only_its_dense_columns(tmp_path: Path) -> None:
+    """The item tower reads the dense columns it was built with: the others (the ranker's
+    all-time sales and trend, ``schema.ITEM_TOWER_DENSE``) never change an embedding, also
+    after a save and load."""
+    m = build_two_tower(CUST_CARDS, 7, ART_CARDS, [0, 2], TwoTowerConfig(embedding_dim=8))
+    sparse = torch.ones(4, 6, dtype=torch.long)
+    dense = torch.randn(4, 5)
+    other = dense.clone()
+    other[:, [1, 3, 4]] = torch.randn(4, 3)
+    torch.testing.assert_close(m.item_tower(sparse, dense), m.item_tower(sparse, other))
+    moved = dense.clone()
+    moved[:, 2] += 1.0
+    assert not torch.allclose(m.item_tower(sparse, dense), m.item_tower(sparse, moved))
+    hparams = {
+        "customer_cardinalities": CUST_CARDS,
+        "customer_dense": 7,
+        "article_cardinalities": ART_CARDS,
+        "article_dense_columns": [0, 2],
+        "config": to_plain(TwoTowerConfig(embedding_dim=8)),
+    }
+    save_model(m, hparams, tmp_path / "tt.pt")
+    loaded = load_two_tower(tmp_path / "tt.pt")
+    torch.testing.assert_close(loaded.item_tower(sparse, other), m.item_tower(sparse, dense))
 
 
 def test_same_seed_gives_same_weights() -> None:
@@ -118,7 +145,7 @@ def test_two_tower_round_trip(tmp_path: Path) -> None:
             "customer_cardinalities": CUST_CARDS,
             "customer_dense": 7,
             "article_cardinalities": ART_CARDS,
-            "article_dense": 4,
+            "article_dense_columns": [0, 1, 2, 3],
             "config": to_plain(TwoTowerConfig(embedding_dim=8)),
         },
         tmp_path / "tt.pt",
@@ -224,7 +251,7 @@ def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
         rng.random((v, 2)).astype(np.float32),
     )
     config = TwoTowerConfig(epochs=4, batch_size=16, embedding_dim=8, feature_dim=4)
-    model = build_two_tower([3, 3], 3, [v, 4], 2, config)
+    model = build_two_tower([3, 3], 3, [v, 4], [0, 1], config)
     examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
     seen: list[int] = []
 
