@@ -28,6 +28,8 @@ class ItemTower(nn.Module):
     Output: float32 (B, D).
     """
 
+    dense_columns: torch.Tensor  # int64 (Fi,) buffer, saved with the weights
+
     def __init__(
         self, cardinalities: Sequence[int], dense_columns: Sequence[int], config: TwoTowerConfig
     ):
