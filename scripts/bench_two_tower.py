@@ -56,7 +56,7 @@ def main(name: str, epochs: int) -> None:
         wf.cardinalities(s.CUSTOMER_SPARSE),
         enc.customers.dense.shape[1],
         wf.cardinalities(s.ARTICLE_SPARSE),
-        enc.articles.dense.shape[1],
+        wf.dense_columns(s.ARTICLE_DENSE, s.ITEM_TOWER_DENSE),
         tt,
     )
     truth = window_truth(ex, val_w)

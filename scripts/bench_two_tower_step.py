@@ -54,7 +54,7 @@ def main(threads: int, v: int, steps: int) -> None:
     print("| threads | V | gradients | forward | backward | step | CPU ms/step | wall ms/step |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for sparse in (False, True):
-        model = build_two_tower([10, 10, 10], 6, [v, 20, 30, 40, 50, 60], 4, config)
+        model = build_two_tower([10, 10, 10], 6, [v, 20, 30, 40, 50, 60], [0, 1, 2, 3], config)
         optimizers = _optimizers(model, sparse, config)
         task = InBatchSoftmaxTask(None, config.temperature)
         c_sparse = torch.from_numpy(rng.integers(0, 10, (B, 3)))

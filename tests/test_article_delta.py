@@ -163,7 +163,10 @@ def test_steps_merge_a_new_copy_of_an_existing_article(
     # retrieval: the new article's item vector as the query finds delta row A + 0 first.
     query = out[s.T_ITEM_EMBEDDING][:1]
     hist = np.zeros((1, 16), dtype=np.int64)
-    cands, feats = retrieval.retrieve(query, hist, np.zeros((1, 16), dtype=np.float32))
+    rep = np.zeros((1, 24), dtype=np.int64)
+    cands, feats = retrieval.retrieve(
+        query, hist, np.zeros((1, 16), dtype=np.float32), rep, np.zeros((1, 24), np.float32)
+    )
     assert cands[0, 0] == served  # slot 0 -> served row A
     # ranking: the delta row alone as the candidates: it is scored and mapped back to its id.
     only = np.full_like(cands, -1)

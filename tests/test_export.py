@@ -67,12 +67,13 @@ GOLDEN_DIMS = RepositoryDims(
     customer_sparse=3,
     customer_dense=11,
     history_length=64,
+    repurchase_length=256,
     embedding_dim=64,
     served_articles=68257,
     article_dense=8,
     text_embedding_dim=384,
 )
-# Tiny export: K = 10, 20 ANN candidates + 16 history articles.
+# Tiny export: K = 10, 20 ANN candidates + 24 repurchase-list articles (N = 16 history slots).
 # serves the trained ranker whatever the guardrail chose on the tiny data
 TINY_EXPORT = ExportConfig(max_k=10, candidates=20, max_batch_size=8, served="ranker")
 _DONE = "done"
@@ -153,8 +154,8 @@ def test_golden_configs_are_valid_triton_model_configs() -> None:
         (s.T_CUSTOMER_DENSE, [11]),
         (s.T_HIST_IDS, [64]),
         (s.T_HIST_COUNTS, [64]),
-        (s.T_CANDIDATES, [100 + 64 + 50 + 20]),
-        (s.T_SOURCE_FEATURES, [(100 + 64 + 50 + 20) * len(s.SOURCE_DENSE)]),
+        (s.T_CANDIDATES, [100 + 256 + 50 + 20]),  # ANN, repurchase list R, co-purchase, popular
+        (s.T_SOURCE_FEATURES, [(100 + 256 + 50 + 20) * len(s.SOURCE_DENSE)]),
         (s.T_HIST_LAST_DAYS, [64]),
         (s.T_HIST_FIRST_DAYS, [64]),
     ]
@@ -309,6 +310,7 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
                 "customer_sparse",
                 "customer_dense",
                 "history_length",
+                "repurchase_length",
                 "embedding_dim",
                 "served_articles",
                 "article_dense",
@@ -320,12 +322,14 @@ def test_export_writes_a_self_contained_repository(tiny: TinyRun) -> None:
         3,
         11,
         FAST["dataset"]["history_length"],
+        FAST["dataset"]["repurchase_length"],
         FAST["two_tower"]["embedding_dim"],
         len(served),
         len(s.ARTICLE_DENSE) + 2,  # missing indicators: mean price, days since first sale
         384,
     )
-    assert manifest["dims"]["candidates"] == 20 + 16 + 50 + 20  # ANN, history, co-purchase, popular
+    # ANN, history (the repurchase list, R = 24), co-purchase, popular
+    assert manifest["dims"]["candidates"] == 20 + 24 + 50 + 20
     assert manifest["dims"]["max_k"] == 10
     served_config = ExportConfig.from_dict(manifest["export_config"])
     assert served_config == replace(
@@ -474,7 +478,7 @@ def _chain(
     assert isinstance(qt, QueryTowerStep) and isinstance(ret, RetrievalStep)
     assert isinstance(rank, RankingStep)
     q = qt.embed(c.sparse, c.dense, c.hist_ids)
-    cands, feats = ret.retrieve(q, c.hist_ids, c.hist_counts)
+    cands, feats = ret.retrieve(q, c.hist_ids, c.hist_counts, c.repurchase_ids, c.repurchase_counts)
     ids, scores = rank.rank(
         c.sparse,
         c.dense,
@@ -497,7 +501,7 @@ def test_chained_steps_match_the_offline_two_stage_path(
     rank = steps[s.TRITON_RANKING]
     assert isinstance(rank, RankingStep)
     served = np.append(rank.articles.ids, "")
-    width = 20 + 16 + TINY_EXPORT.copurchase_candidates + TINY_EXPORT.popular_candidates
+    width = 20 + 24 + TINY_EXPORT.copurchase_candidates + TINY_EXPORT.popular_candidates
     assert cands.shape == (len(c.ids), width)
     np.testing.assert_array_equal(served[cands], offline.candidate_ids)
     np.testing.assert_allclose(

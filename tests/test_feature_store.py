@@ -64,6 +64,7 @@ from toydata import make_canonical
 
 REDIS_URL = "127.0.0.1:6379"
 HISTORY = 6  # > the 4 distinct articles a toy customer buys, so rows end in padding
+REPURCHASE = 8  # R of the repurchase lists (also padding-ended)
 # Purchases in the toy data's last 7 days (see toydata: c0..c2 cycle through a0..a3 and
 # c3..c5 through a4..a7 with offsets; each skips one article a day), worked out by hand.
 EXPECTED_POPULAR = [
@@ -115,7 +116,9 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
     root = tmp_path_factory.mktemp("fs")
     canonical = make_canonical()
     write_canonical(canonical, root / "canonical", {"source": "toy"})
-    config = PipelineConfig(dataset=DatasetConfig(train_windows=2, history_length=HISTORY))
+    config = PipelineConfig(
+        dataset=DatasetConfig(train_windows=2, history_length=HISTORY, repurchase_length=REPURCHASE)
+    )
     data = build_dataset(canonical, config.dataset, root / "dataset")
     train = [w.index for w in data.window(SPLIT_TRAIN)]
     purchases = canonical.transactions.join(
@@ -136,7 +139,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
         models,
         root / "dataset",
         root / "canonical",
-        encode_customers(wf, data.latest_customers, HISTORY),
+        encode_customers(wf, data.latest_customers, HISTORY, REPURCHASE),
         datetime(2020, 2, 12, tzinfo=UTC),
     )
 
@@ -205,6 +208,8 @@ def test_export_writes_the_encoded_arrays_with_explicit_types_deterministically(
         s.T_HIST_COUNTS: HISTORY,
         s.T_HIST_LAST_DAYS: HISTORY,
         s.T_HIST_FIRST_DAYS: HISTORY,
+        s.T_REPURCHASE_IDS: REPURCHASE,
+        s.T_REPURCHASE_COUNTS: REPURCHASE,
     }
     table = pq.read_table(a.customers)
     assert table.schema.field(s.EVENT_TIMESTAMP).type == pa.timestamp("us", tz="UTC")
@@ -267,6 +272,8 @@ def test_feature_repo_declares_the_schema_names(sqlite_repo: Path) -> None:
         s.T_HIST_COUNTS: Array(Float32),
         s.T_HIST_LAST_DAYS: Array(Float32),
         s.T_HIST_FIRST_DAYS: Array(Float32),
+        s.T_REPURCHASE_IDS: Array(Int64),
+        s.T_REPURCHASE_COUNTS: Array(Float32),
     }
     art = objects[f"FeatureView:{s.ARTICLE_FEATURE_VIEW}"]
     assert [f.name for f in art.features] == [s.NAME, *s.ARTICLE_ATTRIBUTES, s.DESCRIPTION]
@@ -463,7 +470,10 @@ def test_rematerializing_replaces_redis_rows_and_teardown_spares_other_projects(
         assert online.version == second.version
         _, features = online.get_customers(["c0", "c3"])
         expected = encode_customers(
-            wf, pl.read_parquet(toy.dataset / "customer_features_latest.parquet"), HISTORY
+            wf,
+            pl.read_parquet(toy.dataset / "customer_features_latest.parquet"),
+            HISTORY,
+            REPURCHASE,
         )
         np.testing.assert_array_equal(features[s.T_HIST_IDS], expected.hist_ids[[0, 3]])
         assert not np.array_equal(expected.hist_ids, toy.encoded.hist_ids)

@@ -14,6 +14,7 @@ from shoprec.data.dataset import (
     SPLIT_TRAIN,
     SPLIT_VAL,
     build_dataset,
+    choose_repurchase_length,
     load_dataset,
     make_windows,
     sample_negatives,
@@ -45,6 +46,74 @@ def test_customer_features_by_hand(toy: Canonical) -> None:
     assert c0[s.HIST_ARTICLE_IDS] == ["a2", "a1"]  # newest first, truncated to 2
     assert c0[s.HIST_COUNTS] == [1, 1]
     assert f.height == 6
+
+
+def test_repurchase_list_extends_the_history_list_in_the_same_order(toy: Canonical) -> None:
+    cutoff = date(2020, 1, 4)  # c0 bought a0, a1, a2 once each (Jan 1..3)
+    f = customer_features(toy.transactions, toy.customers, cutoff, 2, ["c0"], repurchase_length=3)
+    c0 = f.row(0, named=True)
+    assert c0[s.HIST_ARTICLE_IDS] == ["a2", "a1"]
+    assert c0[s.REPURCHASE_ARTICLE_IDS] == ["a2", "a1", "a0"]
+    assert c0[s.REPURCHASE_COUNTS] == [1, 1, 1]
+    default = customer_features(toy.transactions, toy.customers, cutoff, 2, ["c0"])
+    assert default.get_column(s.REPURCHASE_ARTICLE_IDS).to_list() == [["a2", "a1"]]  # R = N
+    with pytest.raises(ValueError, match="repurchase_length must be >= 1, got 0"):
+        customer_features(toy.transactions, toy.customers, cutoff, 2, repurchase_length=0)
+
+
+def test_repurchase_length_is_how_deep_the_last_training_window_found_repurchases() -> None:
+    from shoprec.data.dataset import MAX_REPURCHASE_LENGTH, choose_repurchase_length
+
+    def lines(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+        """(customer, article, day of January 2020) purchase lines."""
+        return pl.DataFrame(
+            {
+                s.CUSTOMER_ID: [r[0] for r in rows],
+                s.ARTICLE_ID: [r[1] for r in rows],
+                s.T_DAT: [date(2020, 1, r[2]) for r in rows],
+            }
+        )
+
+    # c0 bought a000..a999 once each on Jan 1: history positions = the number (ties by id)
+    history = lines([("c0", f"a{i:03d}", 1) for i in range(1000)])
+    cutoff = date(2020, 1, 10)  # the window: Jan 3..9
+
+    def chosen(bought: list[tuple[str, str, int]], n: int = 64) -> int:
+        return choose_repurchase_length(pl.concat([history, lines(bought)]), cutoff, n, 7)
+
+    # a150 again (position 150, depth 151 -> 192), c1 and "new" never bought before: ignored,
+    # a999 on the cutoff day: not seen
+    assert (
+        chosen([("c0", "a150", 4), ("c0", "new", 4), ("c1", "a001", 5), ("c0", "a999", 10)]) == 192
+    )
+    assert chosen([("c0", "a150", 4)], n=256) == 256  # never below N
+    assert chosen([("c0", "a001", 4)]) == 64
+    assert chosen([("c0", "new", 4)]) == 64  # no repurchase (fashion): R = N
+    assert chosen([("c0", "a999", 9)]) == MAX_REPURCHASE_LENGTH  # capped
+    # a frequent article leads the list: a500 bought 3 times before is at position 0
+    again = [("c0", "a500", 2), ("c0", "a500", 2), ("c0", "a500", 4)]
+    assert chosen(again) == 64
+    assert choose_repurchase_length(history, cutoff, 64, 7, configured=100) == 100
+    with pytest.raises(ValueError, match="dataset.repurchase_length must be >= 1, got 0"):
+        choose_repurchase_length(history, cutoff, 64, 7, configured=0)
+    with pytest.raises(ValueError, match="window_days must be >= 1, got 0"):
+        choose_repurchase_length(history, cutoff, 64, 0)
+
+
+def test_workflow_dense_columns_of_some_features_by_hand(toy: Canonical) -> None:
+    cutoff = date(2020, 1, 9)
+    cust = customer_features(toy.transactions, toy.customers, cutoff, 4)
+    arts = article_features(toy.transactions, toy.articles, cutoff)
+    purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
+    wf = fit_workflow(WorkflowConfig(), cust, arts, purchases)
+    names = wf.dense_names(s.ARTICLE_DENSE)
+    # sales_7d, sales_28d, mean price + missing, days since first sale + missing, all, trend
+    assert len(names) == 8
+    kept = wf.dense_columns(s.ARTICLE_DENSE, s.ITEM_TOWER_DENSE)
+    assert kept == [0, 1, 2, 3, 4, 5]
+    assert [names[i] for i in wf.dense_columns(s.ARTICLE_DENSE, [s.SALES_TREND])] == [s.SALES_TREND]
+    with pytest.raises(KeyError, match="'nope'"):
+        wf.dense_columns(s.ARTICLE_DENSE, ["nope"])
 
 
 def test_customer_without_history_gets_zero_counts_and_null_recency(toy: Canonical) -> None:
@@ -132,10 +201,22 @@ def test_dataset_has_no_leakage_from_the_label_window(toy: Canonical, tmp_path: 
         )
         ids = data.customer_features.filter(pl.col(s.WINDOW) == w.index).get_column(s.CUSTOMER_ID)
         got = customer_features(
-            perturbed.transactions, perturbed.customers, w.start, cfg.history_length, ids
+            perturbed.transactions,
+            perturbed.customers,
+            w.start,
+            cfg.history_length,
+            ids,
+            repurchase_length=data.repurchase_length,
         )
         want = data.customer_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
+        assert s.REPURCHASE_ARTICLE_IDS in want.columns  # the repurchase lists
         assert got.equals(want), f"customer features of window {w.index} leak"
+        if w.split != SPLIT_TRAIN and w.start == min(
+            v.start for v in data.windows if v.split != SPLIT_TRAIN
+        ):
+            # R is chosen from the purchases before the first evaluated day only
+            chosen = choose_repurchase_length(perturbed.transactions, w.start, 4, cfg.window_days)
+            assert chosen == data.repurchase_length
         got_a = article_features(perturbed.transactions, perturbed.articles, w.start)
         want_a = data.article_features.filter(pl.col(s.WINDOW) == w.index).drop(s.WINDOW)
         assert {s.SALES_ALL, s.SALES_TREND} <= set(want_a.columns)  # popularity features
@@ -231,12 +312,17 @@ def test_encode_customer_state_of_some_customers_equals_their_rows_of_all(toy: C
     purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
     wf = fit_workflow(WorkflowConfig(), frame, arts, purchases)
     snapshot = toy.transactions.filter(pl.col(s.T_DAT) < cutoff)  # what a snapshot holds
-    every = encode_customer_state(snapshot, toy.customers, cutoff, wf, 4)
+    every = encode_customer_state(snapshot, toy.customers, cutoff, wf, 4, repurchase_length=6)
+    assert every.repurchase_ids.shape == (len(every.ids), 6)
+    np.testing.assert_array_equal(every.repurchase_ids[:, :4], every.hist_ids)  # same order
     ids = list(every.ids[[1, 3]])
     chosen = toy.customers.filter(pl.col(s.CUSTOMER_ID).is_in(ids))
-    some = encode_customer_state(snapshot, chosen, cutoff, wf, 4)
+    some = encode_customer_state(snapshot, chosen, cutoff, wf, 4, repurchase_length=6)
     expected = every.take(np.array([1, 3]))
-    for name in ("ids", "sparse", "dense", "hist_ids", "hist_counts", "hist_last_days"):
+    for name in (
+        "ids", "sparse", "dense", "hist_ids", "hist_counts", "hist_last_days", "repurchase_ids",
+        "repurchase_counts",
+    ):  # fmt: skip
         np.testing.assert_array_equal(getattr(some, name), getattr(expected, name), err_msg=name)
     np.testing.assert_array_equal(some.hist_first_days, expected.hist_first_days)
     # days since the last purchase of a history article are counted to the cutoff

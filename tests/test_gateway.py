@@ -76,6 +76,8 @@ CUSTOMER_FEATURES: dict[str, np.ndarray] = {
     schema.T_HIST_COUNTS: np.array([3, 1, 0, 0], dtype=np.float32),
     schema.T_HIST_LAST_DAYS: np.array([2, 9, 0, 0], dtype=np.float32),
     schema.T_HIST_FIRST_DAYS: np.array([30, 9, 0, 0], dtype=np.float32),
+    schema.T_REPURCHASE_IDS: np.array([5, 2, 7, 0, 0, 0], dtype=np.int64),
+    schema.T_REPURCHASE_COUNTS: np.array([3, 1, 1, 0, 0, 0], dtype=np.float32),
 }
 # Best first; "zz" is an article the model knows but the store does not.
 RECOMMENDED = [("a3", 2.5), ("a1", 1.25), ("zz", 0.75), ("a2", -0.5)]
@@ -830,6 +832,8 @@ def test_recommend_inputs_follow_the_contract() -> None:
         (schema.T_HIST_COUNTS, "FP32", [2, 4]),
         (schema.T_HIST_LAST_DAYS, "FP32", [2, 4]),
         (schema.T_HIST_FIRST_DAYS, "FP32", [2, 4]),
+        (schema.T_REPURCHASE_IDS, "INT64", [2, 6]),
+        (schema.T_REPURCHASE_COUNTS, "FP32", [2, 6]),
     ]
     for tensor in inputs:
         np.testing.assert_allclose(tensor_values(tensor), features[tensor.name()])

@@ -26,13 +26,20 @@ from shoprec.models.modules import SparseArch, save_model
 from shoprec.models.rankers import load_ranker, save_ranker
 from shoprec.models.two_tower import TwoTower, load_two_tower
 from shoprec.training.ranker import train_ranker
-from shoprec.training.two_tower import InBatchSoftmaxTask, build_two_tower, sampling_log_q
+from shoprec.training.two_tower import (
+    InBatchSoftmaxTask,
+    RetrievalExamples,
+    build_two_tower,
+    sampling_log_q,
+)
 
 CUST_CARDS, ART_CARDS = [4, 5, 6], [10, 3, 3, 3, 3, 3]
 
 
 def _two_tower(seed: int = 0) -> TwoTower:
-    return build_two_tower(CUST_CARDS, 7, ART_CARDS, 4, TwoTowerConfig(embedding_dim=8, seed=seed))
+    return build_two_tower(
+        CUST_CARDS, 7, ART_CARDS, [0, 1, 2, 3], TwoTowerConfig(embedding_dim=8, seed=seed)
+    )
 
 
 def test_two_tower_output_shapes_and_unit_norm() -> None:
@@ -44,6 +51,31 @@ def test_two_tower_output_shapes_and_unit_norm() -> None:
     assert q.shape == (5, 8) and v.shape == (5, 8)
     torch.testing.assert_close(q.norm(dim=1), torch.ones(5))
     assert m.query_tower.article_table is m.item_tower.article_table
+
+
+def test_item_tower_reads_only_its_dense_columns(tmp_path: Path) -> None:
+    """The item tower reads the dense columns it was built with: the others (the ranker's
+    all-time sales and trend, ``schema.ITEM_TOWER_DENSE``) never change an embedding, also
+    after a save and load."""
+    m = build_two_tower(CUST_CARDS, 7, ART_CARDS, [0, 2], TwoTowerConfig(embedding_dim=8))
+    sparse = torch.ones(4, 6, dtype=torch.long)
+    dense = torch.randn(4, 5)
+    other = dense.clone()
+    other[:, [1, 3, 4]] = torch.randn(4, 3)
+    torch.testing.assert_close(m.item_tower(sparse, dense), m.item_tower(sparse, other))
+    moved = dense.clone()
+    moved[:, 2] += 1.0
+    assert not torch.allclose(m.item_tower(sparse, dense), m.item_tower(sparse, moved))
+    hparams = {
+        "customer_cardinalities": CUST_CARDS,
+        "customer_dense": 7,
+        "article_cardinalities": ART_CARDS,
+        "article_dense_columns": [0, 2],
+        "config": to_plain(TwoTowerConfig(embedding_dim=8)),
+    }
+    save_model(m, hparams, tmp_path / "tt.pt")
+    loaded = load_two_tower(tmp_path / "tt.pt")
+    torch.testing.assert_close(loaded.item_tower(sparse, other), m.item_tower(sparse, dense))
 
 
 def test_same_seed_gives_same_weights() -> None:
@@ -118,7 +150,7 @@ def test_two_tower_round_trip(tmp_path: Path) -> None:
             "customer_cardinalities": CUST_CARDS,
             "customer_dense": 7,
             "article_cardinalities": ART_CARDS,
-            "article_dense": 4,
+            "article_dense_columns": [0, 1, 2, 3],
             "config": to_plain(TwoTowerConfig(embedding_dim=8)),
         },
         tmp_path / "tt.pt",
@@ -178,6 +210,8 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
         np.zeros((1, 4), np.float32),
         np.zeros((1, 4), np.float32),
         np.zeros((1, 4), np.float32),
+        np.zeros((1, 4), np.int64),
+        np.zeros((1, 4), np.float32),
     )
     art_ids = np.array([5, 9, 2, 7])
     arts = EncodedArticles(
@@ -197,14 +231,11 @@ def test_rank_candidates_orders_pads_and_excludes() -> None:
     assert rows.tolist() == [[3, 0, 2, PAD, PAD, PAD]]  # k larger than candidates: padded
 
 
-def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
-    """Early stopping: a true return of ``on_epoch`` ends training after that epoch."""
-    from shoprec.config import TwoTowerConfig
+def _tiny_retrieval_examples(b: int, v: int, n: int) -> RetrievalExamples:
+    """B random customers with N history slots and V random articles, one positive each."""
     from shoprec.features.encode import EncodedArticles, EncodedCustomers
-    from shoprec.training.two_tower import RetrievalExamples, build_two_tower, train_two_tower
 
     rng = np.random.default_rng(0)
-    b, v, n = 64, 30, 5
     customers = EncodedCustomers(
         np.array([f"c{i}" for i in range(b)], dtype=object),
         rng.integers(0, 3, (b, 2)),
@@ -213,15 +244,25 @@ def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
         np.ones((b, n), np.float32),
         np.zeros((b, n), np.float32),
         np.zeros((b, n), np.float32),
+        np.zeros((b, n), np.int64),
+        np.zeros((b, n), np.float32),
     )
     articles = EncodedArticles(
         np.array([f"a{i}" for i in range(v)], dtype=object),
         np.stack([np.arange(v), rng.integers(0, 4, v)], axis=1),
         rng.random((v, 2)).astype(np.float32),
     )
+    return RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
+
+
+def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
+    """Early stopping: a true return of ``on_epoch`` ends training after that epoch."""
+    from shoprec.training.two_tower import train_two_tower
+
+    v = 30
     config = TwoTowerConfig(epochs=4, batch_size=16, embedding_dim=8, feature_dim=4)
-    model = build_two_tower([3, 3], 3, [v, 4], 2, config)
-    examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
+    model = build_two_tower([3, 3], 3, [v, 4], [0, 1], config)
+    examples = _tiny_retrieval_examples(64, v, 5)
     seen: list[int] = []
 
     def stop_after_second(epoch: int, _: float) -> bool:
@@ -234,28 +275,12 @@ def test_two_tower_training_stops_when_on_epoch_says_so() -> None:
 
 
 def test_two_tower_trains_with_its_thread_count_and_restores_the_previous() -> None:
-    from shoprec.features.encode import EncodedArticles, EncodedCustomers
-    from shoprec.training.two_tower import RetrievalExamples, train_two_tower
+    from shoprec.training.two_tower import train_two_tower
 
-    rng = np.random.default_rng(0)
-    b, v, n = 32, 10, 3
-    customers = EncodedCustomers(
-        np.array([f"c{i}" for i in range(b)], dtype=object),
-        rng.integers(0, 3, (b, 2)),
-        rng.random((b, 3)).astype(np.float32),
-        rng.integers(0, v, (b, n)),
-        np.ones((b, n), np.float32),
-        np.zeros((b, n), np.float32),
-        np.zeros((b, n), np.float32),
-    )
-    articles = EncodedArticles(
-        np.array([f"a{i}" for i in range(v)], dtype=object),
-        np.stack([np.arange(v), rng.integers(0, 4, v)], axis=1),
-        rng.random((v, 2)).astype(np.float32),
-    )
-    examples = RetrievalExamples(customers, articles, np.arange(b), rng.integers(0, v, b))
+    v = 10
+    examples = _tiny_retrieval_examples(32, v, 3)
     config = TwoTowerConfig(epochs=1, batch_size=16, embedding_dim=8, feature_dim=4, num_threads=1)
-    model = build_two_tower([3, 3], 3, [v, 4], 2, config)
+    model = build_two_tower([3, 3], 3, [v, 4], [0, 1], config)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

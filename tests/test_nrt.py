@@ -390,10 +390,13 @@ def retrieval_candidates(stack: ServingStack, query: np.ndarray) -> set[int]:
     import tritonclient.grpc as grpcclient
 
     n = EXPORT_HISTORY
+    r = read_repository_manifest(stack.config.triton_repo)["dims"]["repurchase_length"]
     arrays: dict[str, np.ndarray] = {
         s.T_QUERY_EMBEDDING: query.astype(np.float32),
         s.T_HIST_IDS: np.zeros((1, n), dtype=np.int64),
         s.T_HIST_COUNTS: np.zeros((1, n), dtype=np.float32),
+        s.T_REPURCHASE_IDS: np.zeros((1, r), dtype=np.int64),
+        s.T_REPURCHASE_COUNTS: np.zeros((1, r), dtype=np.float32),
     }
     client = grpcclient.InferenceServerClient(stack.triton.grpc_url)
     try:

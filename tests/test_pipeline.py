@@ -17,7 +17,7 @@ from shoprec.config import RankerKind
 from shoprec.models.rankers import ranker_files
 
 FAST: dict[str, dict[str, Any]] = {
-    "dataset": {"train_windows": 3, "history_length": 16},
+    "dataset": {"train_windows": 3, "history_length": 16, "repurchase_length": 24},
     "two_tower": {"epochs": 2, "batch_size": 256, "embedding_dim": 16},
     "ranker": {"kind": "dlrm", "epochs": 1, "batch_size": 512, "candidate_negatives": 8},
     "eval": {"candidates": 20, "als_iterations": 3, "als_factors": 8},

@@ -436,9 +436,9 @@ def _export(compared: tuple[Paths, dict], kind: RankerKind, repo: Path) -> Path:
 @pytest.fixture(scope="module")
 def customers(tiny: TinyRun) -> EncodedCustomers:
     wf = Workflow.load(tiny.models_dir / A.WORKFLOW_FILE)
-    latest = load_dataset(tiny.dataset_dir).latest_customers
+    data = load_dataset(tiny.dataset_dir)
     history = A.read_json(tiny.models_dir / A.CONFIG_FILE)["dataset"]["history_length"]
-    return encode_customers(wf, latest, history)
+    return encode_customers(wf, data.latest_customers, history, data.repurchase_length)
 
 
 @pytest.mark.parametrize("kind", [RankerKind.GBDT, RankerKind.MLP, RankerKind.RF])
@@ -471,7 +471,15 @@ def test_exported_ranker_scores_like_the_in_process_ranker(
     q = query(
         {s.T_CUSTOMER_SPARSE: c.sparse, s.T_CUSTOMER_DENSE: c.dense, s.T_HIST_IDS: c.hist_ids}
     )
-    out = retrieval({**q, s.T_HIST_IDS: c.hist_ids, s.T_HIST_COUNTS: c.hist_counts})
+    out = retrieval(
+        {
+            **q,
+            s.T_HIST_IDS: c.hist_ids,
+            s.T_HIST_COUNTS: c.hist_counts,
+            s.T_REPURCHASE_IDS: c.repurchase_ids,
+            s.T_REPURCHASE_COUNTS: c.repurchase_counts,
+        }
+    )
     cands = out[s.T_CANDIDATES]
     feats = out[s.T_SOURCE_FEATURES].reshape(*cands.shape, len(s.SOURCE_DENSE))
     rows, ref_scores = rank_candidates(

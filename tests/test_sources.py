@@ -19,6 +19,7 @@ from shoprec.inference.sources import (
     CoPurchaseSource,
     HistorySource,
     PopularSource,
+    QueryWidths,
     SourceQuery,
     union_candidates,
     union_width,
@@ -64,11 +65,19 @@ def test_copurchase_table_by_hand_and_cutoff() -> None:
     assert w[2, 0] == pytest.approx(2 / np.sqrt(6))
 
 
-def _query(hist: list[list[int]], counts: list[list[float]]) -> SourceQuery:
+def _query(
+    hist: list[list[int]],
+    counts: list[list[float]],
+    repurchase: list[list[int]] | None = None,
+    repurchase_counts: list[list[float]] | None = None,
+) -> SourceQuery:
+    """B customers' history lists; the repurchase lists default to the history lists."""
     return SourceQuery(
         np.eye(len(hist), 4, dtype=np.float32),
         np.array(hist, dtype=np.int64),
         np.array(counts, dtype=np.float32),
+        np.array(hist if repurchase is None else repurchase, dtype=np.int64),
+        np.array(counts if repurchase_counts is None else repurchase_counts, dtype=np.float32),
     )
 
 
@@ -103,7 +112,7 @@ def test_sources_and_union_features_by_hand() -> None:
     index.add(np.eye(4, dtype=np.float32))
     ann = AnnSource(index, np.array([4, 3, 2, 1]), n=1)  # query b matches index id b
     sources: list[CandidateSource] = [ann, history, co, popular]
-    assert union_width(sources, history_length=2) == 1 + 2 + 3 + 3
+    assert union_width(sources, QueryWidths(history=2, repurchase=2)) == 1 + 2 + 3 + 3
     cands, feats, by_source = union_candidates(sources, hist)
     assert feats.shape == (2, 9, SOURCE_FEATURE_WIDTH)
     assert set(by_source) == {s.SOURCE_ANN, s.SOURCE_HISTORY, s.SOURCE_COPURCHASE, s.SOURCE_POPULAR}
@@ -118,6 +127,49 @@ def test_sources_and_union_features_by_hand() -> None:
         0.5
     )  # co-purchase #1, popular #2
     assert (feats[cands == PAD] == 0).all()
+
+
+def test_history_source_reads_the_whole_repurchase_list() -> None:
+    """The history source proposes the R-long repurchase list, not only the N history slots
+    (which the co-purchase source reads)."""
+    history_rows = np.array([PAD, PAD, 0, 1, 2, 3, 4, PAD])
+    # customer 0: history [2] (N = 1); repurchase list [2, 3, 7, 5] (7 is not served)
+    query = _query(
+        [[2], [0]], [[3.0], [0.0]], [[2, 3, 7, 5], [6, 0, 0, 0]], [[3, 2, 2, 1], [1, 0, 0, 0]]
+    )
+    assert query.widths == QueryWidths(history=1, repurchase=4)
+    history = HistorySource(history_rows)
+    assert history.width(query.widths) == 4
+    rows, scores = history.generate(query)
+    assert rows.tolist() == [[0, 1, PAD, 3], [4, PAD, PAD, PAD]]
+    np.testing.assert_allclose(scores, np.log1p([[3, 2, 0, 1], [1, 0, 0, 0]]), rtol=1e-6)
+    nb = np.zeros((8, 1), dtype=np.int64)
+    nb[2], nb[3] = 6, 5  # article 2 is co-bought with 6, article 3 with 5
+    co = CoPurchaseSource(nb, np.ones((8, 1), np.float32), history_rows, n=2)
+    co_rows, _ = co.generate(query)
+    assert co_rows[0].tolist() == [4, PAD]  # from the history slot 2 only, not from 3
+    cands, feats, _ = union_candidates([history, co], query)
+    assert [c for c in cands[0] if c != PAD] == [0, 1, 3, 4]
+    row3 = feats[0, list(cands[0]).index(3)]
+    j = 2 * s.CANDIDATE_SOURCES.index(s.SOURCE_HISTORY)
+    assert row3[j] == pytest.approx(np.log1p(1)) and row3[j + 1] == pytest.approx(1 / 4)
+
+
+def test_union_positions_equal_the_pairwise_comparison() -> None:
+    """``_positions`` (a sorted search) = the first match of the (B, C, c) comparison, with
+    padding and a source that lists an article twice."""
+    from shoprec.inference.sources import _positions
+
+    rng = np.random.default_rng(1)
+    cands = rng.integers(-1, 30, (50, 40))
+    rows = rng.integers(-1, 30, (50, 12))  # repeats within a row: the first one counts
+    hit, pos = _positions(cands, rows)
+    match = (cands[:, :, None] == rows[:, None, :]) & (cands != PAD)[:, :, None]
+    np.testing.assert_array_equal(hit, match.any(-1))
+    np.testing.assert_array_equal(pos, np.where(match.any(-1), match.argmax(-1), 0))
+    assert hit.any() and (~hit).any()
+    empty_hit, empty_pos = _positions(cands, np.zeros((50, 0), dtype=np.int64))
+    assert not empty_hit.any() and empty_pos.shape == cands.shape
 
 
 def test_co_purchase_source_rejects_mismatched_tables() -> None:
@@ -184,6 +236,8 @@ def test_union_over_blocks_of_customers_equals_each_customer_alone() -> None:
         rng.standard_normal((b, d)).astype(np.float32),
         rng.integers(0, v, (b, n)),
         rng.integers(1, 4, (b, n)).astype(np.float32),
+        rng.integers(0, v, (b, 2 * n)),
+        rng.integers(1, 4, (b, 2 * n)).astype(np.float32),
     )
     cands, feats, by_source = union_candidates(sources, query)
     for i in (0, src._UNION_BLOCK - 1, src._UNION_BLOCK, b - 1):
@@ -192,4 +246,5 @@ def test_union_over_blocks_of_customers_equals_each_customer_alone() -> None:
         np.testing.assert_array_equal(feats[i], one_f[0])
         for name, rows in one_by.items():
             np.testing.assert_array_equal(by_source[name][i], rows[0])
-    assert cands.shape == (b, union_width(sources, n)) and feats.shape[:2] == cands.shape
+    assert cands.shape == (b, union_width(sources, query.widths)) and feats.shape[:2] == cands.shape
+    assert cands.shape[1] == 5 + 2 * n + 4 + 3

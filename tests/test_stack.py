@@ -123,9 +123,12 @@ def build_served(
         .get_column(s.ARTICLE_ID)
         .to_list()
     )
-    latest = load_dataset(paths.dataset).latest_customers
+    data = load_dataset(paths.dataset)
+    latest = data.latest_customers
     history = A.read_json(paths.models_dir / A.CONFIG_FILE)["dataset"]["history_length"]
-    customers = encode_customers(Workflow.load(paths.models_dir / A.WORKFLOW_FILE), latest, history)
+    customers = encode_customers(
+        Workflow.load(paths.models_dir / A.WORKFLOW_FILE), latest, history, data.repurchase_length
+    )
     regulars = (
         latest.sort([s.N_PURCHASES, s.CUSTOMER_ID], descending=[True, False])
         .get_column(s.CUSTOMER_ID)

@@ -61,9 +61,12 @@ def client(server: TritonServer) -> Iterator[grpcclient.InferenceServerClient]:
 def customers(tiny: TinyRun) -> EncodedCustomers:
     """Encoded serving-snapshot customers (what the feature store hands the gateway)."""
     wf = Workflow.load(tiny.models_dir / A.WORKFLOW_FILE)
-    latest = load_dataset(tiny.dataset_dir).latest_customers
+    data = load_dataset(tiny.dataset_dir)
     return encode_customers(
-        wf, latest, A.read_json(tiny.models_dir / A.CONFIG_FILE)["dataset"]["history_length"]
+        wf,
+        data.latest_customers,
+        A.read_json(tiny.models_dir / A.CONFIG_FILE)["dataset"]["history_length"],
+        data.repurchase_length,
     )
 
 
@@ -124,7 +127,7 @@ def test_recommend_over_grpc_matches_the_steps_in_process(
         ids, scores = _recommend(client, one)
         assert ids.shape == scores.shape == (1, K)
         assert set(ids[0]) <= catalog
-        assert len(set(ids[0])) == K  # 20 + 16 candidates: always K distinct articles
+        assert len(set(ids[0])) == K  # 20 + 24 candidates: always K distinct articles
         assert (np.diff(scores[0]) <= 0).all()
         ref_ids, ref_scores = _in_process(tiny, one)
         np.testing.assert_array_equal(ids, ref_ids)
@@ -150,7 +153,7 @@ def test_ranking_model_rejects_a_candidate_outside_the_table(
     step = load_step(tiny.repo / s.TRITON_RANKING)
     assert isinstance(step, RankingStep)
     c = customers.take(np.array([0]))
-    width = 20 + 16 + TINY_EXPORT.copurchase_candidates + TINY_EXPORT.popular_candidates
+    width = 20 + 24 + TINY_EXPORT.copurchase_candidates + TINY_EXPORT.popular_candidates
     cands = np.full((1, width), -1, dtype=np.int64)
     cands[0, 0] = len(step.articles.ids)
     feats = np.zeros((1, width * len(s.SOURCE_DENSE)), dtype=np.float32)

@@ -109,6 +109,10 @@ class DatasetConfig:
     popularity_days: int = 28  # negatives are drawn by article popularity over these days
     history_length: int = 64  # N distinct purchased articles kept per customer
     history_order: HistoryOrder = HistoryOrder.FREQUENCY
+    # R distinct purchased articles the history (repurchase) candidate source reads per
+    # customer, in history order; None = chosen from the training data
+    # (``data.dataset.choose_repurchase_length``)
+    repurchase_length: int | None = None
     test_start: str | None = None  # ISO date of the test window's first day; None = the last days
     min_test_customers: int = 1  # fewer customers buying in the test window is an error
     copurchase_days: int = 56  # the co-purchase table of a cutoff reads these days before it

@@ -106,6 +106,10 @@ HIST_ARTICLE_IDS: Final = "hist_article_ids"  # list[str]: N distinct past artic
 HIST_COUNTS: Final = "hist_counts"  # list[int]: purchases of each of those articles
 HIST_LAST_DAYS: Final = "hist_last_days"  # list[int]: days since the last purchase of each
 HIST_FIRST_DAYS: Final = "hist_first_days"  # list[int]: days since the first purchase of each
+# The repurchase list: R distinct past articles in the history's order (the history list is its
+# first N), what the history candidate source reads (inference/sources.py).
+REPURCHASE_ARTICLE_IDS: Final = "repurchase_article_ids"  # list[str]: R distinct past articles
+REPURCHASE_COUNTS: Final = "repurchase_counts"  # list[int]: purchases of each of those articles
 CUSTOMER_DENSE: Final = (
     AGE, N_PURCHASES, N_PURCHASES_28D, DAYS_SINCE_LAST, DAYS_SINCE_FIRST, MEAN_PRICE,
     N_DISTINCT_ARTICLES,
@@ -122,6 +126,10 @@ SALES_TREND: Final = "sales_trend"  # log((1 + last week) / (1 + weekly mean of 
 ARTICLE_DENSE: Final = (
     SALES_7D, SALES_28D, ARTICLE_MEAN_PRICE, DAYS_SINCE_FIRST_SALE, SALES_ALL, SALES_TREND,
 )  # fmt: skip
+# What the Two-Tower item tower reads of ARTICLE_DENSE: not the ranker's all-time sales and
+# trend (with them the item tower learned popularity, and the no-repurchase regime's served
+# MAP@12 fell from 2.19x to 1.78x the best baseline, README "Candidate sources ...").
+ITEM_TOWER_DENSE: Final = (SALES_7D, SALES_28D, ARTICLE_MEAN_PRICE, DAYS_SINCE_FIRST_SALE)
 ARTICLE_SPARSE: Final = (ARTICLE_ID, *ARTICLE_ATTRIBUTES)
 
 # ---- customer x article features (from the customer's history list) -------------------------
@@ -153,6 +161,7 @@ SOURCE_DENSE: Final = tuple(
 
 # ---- online serving contract: Triton models and tensors ----------------------------------
 # B = requests in a batch, Fc/Fdc = customer sparse/dense widths, N = history length,
+# R = repurchase-list length,
 # D = embedding dim, C = candidates, K = results (the exported maximum k).
 TRITON_RECOMMEND: Final = "recommend"  # ensemble: query_tower -> retrieval -> ranking
 TRITON_QUERY_TOWER: Final = "query_tower"
@@ -166,6 +175,8 @@ T_HIST_IDS: Final = "hist_ids"  # INT64 (B, N) article vocabulary ids, 0 = paddi
 T_HIST_COUNTS: Final = "hist_counts"  # FP32 (B, N)
 T_HIST_LAST_DAYS: Final = "hist_last_days"  # FP32 (B, N) days since each one's last purchase
 T_HIST_FIRST_DAYS: Final = "hist_first_days"  # FP32 (B, N) days since each one's first purchase
+T_REPURCHASE_IDS: Final = "repurchase_ids"  # INT64 (B, R) article vocabulary ids, 0 = padding
+T_REPURCHASE_COUNTS: Final = "repurchase_counts"  # FP32 (B, R)
 T_QUERY_EMBEDDING: Final = "query_embedding"  # FP32 (B, D)
 T_CANDIDATES: Final = "candidates"  # INT64 (B, C) rows of the served article table, -1 = none
 T_SOURCE_FEATURES: Final = "source_features"  # FP32 (B, C * len(SOURCE_DENSE)) per candidate
@@ -187,7 +198,7 @@ ARTICLE_ENCODER_OUTPUTS: Final = (
 ARTICLE_FIELDS: Final = ARTICLE_COLUMNS[1:]  # what article_fields carries, in this order
 ENCODED_CUSTOMER_FEATURES: Final = (
     T_CUSTOMER_SPARSE, T_CUSTOMER_DENSE, T_HIST_IDS, T_HIST_COUNTS, T_HIST_LAST_DAYS,
-    T_HIST_FIRST_DAYS,
+    T_HIST_FIRST_DAYS, T_REPURCHASE_IDS, T_REPURCHASE_COUNTS,
 )  # fmt: skip
 
 
@@ -260,6 +271,20 @@ TENSORS: Final = {
             "float32",
             "N",
             "days from the first purchase of each history article to the cutoff, 0 for padding",
+        ),
+        TensorSpec(
+            T_REPURCHASE_IDS,
+            "INT64",
+            "int64",
+            "R",
+            "article vocabulary ids of the repurchase list (history order), 0 = padding",
+        ),
+        TensorSpec(
+            T_REPURCHASE_COUNTS,
+            "FP32",
+            "float32",
+            "R",
+            "purchases of each repurchase-list article, 0 for padding",
         ),
         TensorSpec(
             T_QUERY_EMBEDDING, "FP32", "float32", "D", "L2-normalised query-tower embedding"

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from shoprec import schema as s
-from shoprec.config import DatasetConfig
+from shoprec.config import DatasetConfig, HistoryOrder
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import ArtifactError, InputDataError
 from shoprec.features.build import article_features, customer_features, transactions_before
@@ -42,6 +42,10 @@ LATEST_CUSTOMERS_FILE = "customer_features_latest.parquet"
 LATEST_ARTICLES_FILE = "article_features_latest.parquet"
 COPURCHASE_FILE = "copurchase.parquet"
 SERVING_WINDOW = -1  # the WINDOW value of the serving snapshot's co-purchase table
+# choose_repurchase_length: R holds this share of the repurchases of the last training window ...
+REPURCHASE_COVERAGE = 0.95
+REPURCHASE_STEP = 64  # ... rounded up to a multiple of this ...
+MAX_REPURCHASE_LENGTH = 512  # ... and at most this (candidates the ranker scores per customer)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class DatasetArtifacts:
     serving_cutoff: date
     # WINDOW (SERVING_WINDOW = the snapshot) + ``features.copurchase.copurchase_table`` columns
     copurchase: pl.DataFrame
+    repurchase_length: int  # R of the repurchase lists (``choose_repurchase_length``)
 
     def copurchase_of(self, window: int) -> pl.DataFrame:
         """The co-purchase table as of ``window``'s first day (``SERVING_WINDOW``: snapshot)."""
@@ -180,6 +185,59 @@ class DatasetArtifacts:
 
     def window(self, split: str) -> list[Window]:
         return [w for w in self.windows if w.split == split]
+
+
+def choose_repurchase_length(
+    transactions: pl.DataFrame,
+    cutoff: date,
+    history_length: int,
+    window_days: int,
+    history_order: HistoryOrder = HistoryOrder.FREQUENCY,
+    configured: int | None = None,
+) -> int:
+    """R, the length of every customer's repurchase list (what the history candidate source
+    reads): ``configured`` when given, else chosen from the purchases before ``cutoff`` (the
+    first validation day, so the choice never sees evaluated purchases).
+
+    The chosen R is how deep in their history lists customers found what they bought again:
+    over the ``window_days`` before ``cutoff``, every purchase of an article the customer had
+    bought before that window is a repurchase, at some position of their history list as of
+    the window's start (``history_order``, as ``features.build.customer_features`` orders
+    it); R is the :data:`REPURCHASE_COVERAGE` quantile of those positions + 1, rounded up to a
+    multiple of :data:`REPURCHASE_STEP`, clipped to [``history_length``, max(``history_length``,
+    :data:`MAX_REPURCHASE_LENGTH`)]. No repurchase (a fashion-like catalog) gives R = N; a
+    grocery catalog gets a deep list.
+
+    Raises:
+        ValueError: ``configured < 1`` or ``window_days < 1`` (the value is named).
+    """
+    if configured is not None:
+        if configured < 1:
+            raise ValueError(f"dataset.repurchase_length must be >= 1, got {configured}")
+        return configured
+    if window_days < 1:
+        raise ValueError(f"window_days must be >= 1, got {window_days}")
+    start = cutoff - timedelta(days=window_days)
+    keys = ["_n", "_last"] if history_order is HistoryOrder.FREQUENCY else ["_last", "_n"]
+    ranked = (
+        transactions_before(transactions, start)
+        .group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
+        .agg(pl.len().alias("_n"), pl.col(s.T_DAT).max().alias("_last"))
+        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
+        .with_columns(pl.int_range(pl.len()).over(s.CUSTOMER_ID).alias("_position"))
+    )
+    bought = (
+        transactions.filter((pl.col(s.T_DAT) >= start) & (pl.col(s.T_DAT) < cutoff))
+        .select(s.CUSTOMER_ID, s.ARTICLE_ID)
+        .unique()
+    )
+    positions = bought.join(ranked, on=[s.CUSTOMER_ID, s.ARTICLE_ID]).get_column("_position")
+    if positions.len() == 0:
+        return history_length
+    depth = float(np.quantile(positions.to_numpy() + 1, REPURCHASE_COVERAGE))
+    steps = int(np.ceil(depth / REPURCHASE_STEP))
+    most = max(history_length, MAX_REPURCHASE_LENGTH)
+    return int(np.clip(steps * REPURCHASE_STEP, history_length, most))
 
 
 def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) -> DatasetArtifacts:
@@ -203,6 +261,15 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
             " widen dataset.window_days, move dataset.test_start (--test-start), or lower "
             "dataset.min_test_customers"
         )
+    first_eval = min(w.start for w in windows if w.split != SPLIT_TRAIN)
+    repurchase = choose_repurchase_length(
+        tx,
+        first_eval,
+        config.history_length,
+        config.window_days,
+        config.history_order,
+        config.repurchase_length,
+    )
     rng = np.random.default_rng(config.seed)
     cust_frames, art_frames, ex_frames, co_frames = [], [], [], []
 
@@ -225,7 +292,13 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         ids = pos.get_column(s.CUSTOMER_ID).unique()
         cust_frames.append(
             customer_features(
-                tx, canonical.customers, w.start, config.history_length, ids, config.history_order
+                tx,
+                canonical.customers,
+                w.start,
+                config.history_length,
+                ids,
+                config.history_order,
+                repurchase,
             ).with_columns(pl.lit(w.index, dtype=pl.Int32).alias(s.WINDOW))
         )
         art_frames.append(
@@ -246,10 +319,12 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
             serving_cutoff,
             config.history_length,
             history_order=config.history_order,
+            repurchase_length=repurchase,
         ),
         latest_articles=article_features(tx, canonical.articles, serving_cutoff),
         serving_cutoff=serving_cutoff,
         copurchase=pl.concat(co_frames),
+        repurchase_length=repurchase,
     )
     _write(art, out_dir)
     return art
@@ -272,6 +347,7 @@ def _write(art: DatasetArtifacts, out_dir: Path) -> None:
     meta = {
         "windows": [w.to_dict() for w in art.windows],
         "serving_cutoff": art.serving_cutoff.isoformat(),
+        "repurchase_length": art.repurchase_length,
     }
     (out_dir / WINDOWS_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -300,7 +376,17 @@ def load_dataset(out_dir: Path) -> DatasetArtifacts:
         latest_articles=pl.read_parquet(out_dir / LATEST_ARTICLES_FILE),
         serving_cutoff=date.fromisoformat(meta["serving_cutoff"]),
         copurchase=pl.read_parquet(out_dir / COPURCHASE_FILE),
+        repurchase_length=_repurchase_length(meta, out_dir),
     )
+
+
+def _repurchase_length(meta: dict[str, Any], out_dir: Path) -> int:
+    if "repurchase_length" not in meta:
+        raise ArtifactError(
+            f"{out_dir / WINDOWS_FILE} names no repurchase_length (a dataset built before the "
+            "repurchase lists): run `shoprec build-dataset` again"
+        )
+    return int(meta["repurchase_length"])
 
 
 def dataset_summary(data: DatasetArtifacts) -> list[dict[str, Any]]:

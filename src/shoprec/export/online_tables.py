@@ -110,7 +110,7 @@ def export_online_tables(
         models_dir: ``models/<name>``: ``workflow.json`` and ``config.json`` (for N =
             ``dataset.history_length``).
         dataset_dir: ``data/<name>/dataset``: the serving snapshot (latest customer and article
-            features, serving cutoff).
+            features, serving cutoff) and R, its repurchase-list length.
         canonical_dir: ``data/<name>/canonical``: the article catalog (display fields).
         out_dir: created if missing; existing files of the same names are replaced.
         exclude_purchased: the served policy, recorded in the manifest's updater state (the
@@ -146,6 +146,7 @@ def export_online_tables(
         workflow,
         history_length,
         config.dataset.history_order,
+        data.repurchase_length,
     )
     event_time = cutoff_timestamp(data.serving_cutoff)
     customers = customer_table(enc, event_time)
@@ -173,6 +174,7 @@ def export_online_tables(
             "serving_cutoff": data.serving_cutoff.isoformat(),
             "history_length": history_length,
             "history_order": config.dataset.history_order.value,
+            "repurchase_length": data.repurchase_length,
             "log_offset": _folded_offset(canonical_dir),
             "exclude_purchased": bool(exclude_purchased),
         },

@@ -217,6 +217,7 @@ class RepositoryDims:
         customer_sparse: Fc = ``len(schema.CUSTOMER_SPARSE)``.
         customer_dense: Fdc, encoded customer dense width (missing indicators included).
         history_length: N.
+        repurchase_length: R, the dataset's repurchase-list length.
         embedding_dim: D of the Two-Tower.
         served_articles: A, rows of the served article table (= item index size).
         article_dense: Fda, encoded article dense width (missing indicators included).
@@ -226,6 +227,7 @@ class RepositoryDims:
     customer_sparse: int
     customer_dense: int
     history_length: int
+    repurchase_length: int
     embedding_dim: int
     served_articles: int
     article_dense: int
@@ -236,7 +238,7 @@ class RepositoryDims:
         return rt.candidate_width(
             config.candidates,
             self.served_articles,
-            self.history_length,
+            self.repurchase_length,
             config.history_candidates,
             config.copurchase_candidates,
             config.popular_candidates,
@@ -259,6 +261,7 @@ def _tensor_types(dims: RepositoryDims, config: ExportConfig) -> dict[str, tuple
         "Fc": dims.customer_sparse,
         "Fdc": dims.customer_dense,
         "N": dims.history_length,
+        "R": dims.repurchase_length,
         "D": dims.embedding_dim,
         "C": dims.candidates(config),
         "CS": dims.candidates(config) * len(s.SOURCE_DENSE),
@@ -436,6 +439,7 @@ def export_triton_repository(
         customer_sparse=len(s.CUSTOMER_SPARSE),
         customer_dense=len(wf.dense_names(s.CUSTOMER_DENSE)),
         history_length=models.config.dataset.history_length,
+        repurchase_length=data.repurchase_length,
         embedding_dim=models.two_tower.embedding_dim,
         served_articles=len(served_ids),
         article_dense=len(wf.dense_names(s.ARTICLE_DENSE)),

@@ -32,6 +32,7 @@ def customer_features(
     history_length: int,
     customer_ids: Sequence[str] | pl.Series | None = None,
     history_order: HistoryOrder = HistoryOrder.FREQUENCY,
+    repurchase_length: int | None = None,
 ) -> pl.DataFrame:
     """Customer features as of ``cutoff``.
 
@@ -50,13 +51,18 @@ def customer_features(
         customer has no purchase before ``cutoff``), ``HIST_ARTICLE_IDS`` (list[str], at most
         N, in ``history_order``, final ties by article id), ``HIST_COUNTS``
         (list[int], purchases of each), ``HIST_LAST_DAYS`` / ``HIST_FIRST_DAYS`` (list[int],
-        days from the last / first purchase of each to ``cutoff``, >= 1).
+        days from the last / first purchase of each to ``cutoff``, >= 1),
+        ``REPURCHASE_ARTICLE_IDS`` (list[str], at most R, same order) and
+        ``REPURCHASE_COUNTS`` (list[int]).
 
     Raises:
-        ValueError: ``history_length < 1``.
+        ValueError: ``history_length < 1`` or ``repurchase_length < 1``.
     """
     if history_length < 1:
         raise ValueError(f"history_length must be >= 1, got {history_length}")
+    repurchase = history_length if repurchase_length is None else repurchase_length
+    if repurchase < 1:
+        raise ValueError(f"repurchase_length must be >= 1, got {repurchase_length}")
     base = customers.select(s.CUSTOMER_COLUMNS)
     hist = transactions_before(transactions, cutoff)
     if customer_ids is not None:
@@ -97,6 +103,8 @@ def customer_features(
             .head(history_length)
             .cast(pl.Int64)
             .alias(s.HIST_FIRST_DAYS),
+            pl.col(s.ARTICLE_ID).head(repurchase).alias(s.REPURCHASE_ARTICLE_IDS),
+            pl.col(_N).head(repurchase).cast(pl.Int64).alias(s.REPURCHASE_COUNTS),
         )
     )
     cutoff_lit = pl.lit(cutoff, dtype=pl.Date)
@@ -113,6 +121,8 @@ def customer_features(
             pl.col(s.HIST_COUNTS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
             pl.col(s.HIST_LAST_DAYS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
             pl.col(s.HIST_FIRST_DAYS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
+            pl.col(s.REPURCHASE_ARTICLE_IDS).fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
+            pl.col(s.REPURCHASE_COUNTS).fill_null(pl.lit([], dtype=pl.List(pl.Int64))),
         )
         .select(
             *s.CUSTOMER_COLUMNS,
@@ -121,6 +131,8 @@ def customer_features(
             s.HIST_COUNTS,
             s.HIST_LAST_DAYS,
             s.HIST_FIRST_DAYS,
+            s.REPURCHASE_ARTICLE_IDS,
+            s.REPURCHASE_COUNTS,
         )
         .sort(s.CUSTOMER_ID)
     )

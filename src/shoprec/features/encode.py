@@ -164,6 +164,9 @@ class EncodedCustomers:
         hist_counts: float32 (B, N) purchase counts of those articles, 0 for padding.
         hist_last_days / hist_first_days: float32 (B, N) days from the last / first purchase
             of each history article to the cutoff, 0 for padding.
+        repurchase_ids: int64 (B, R) the repurchase list's vocabulary ids (history order, the
+            history list is its first N), 0 = padding.
+        repurchase_counts: float32 (B, R) purchase counts of those articles, 0 for padding.
     """
 
     ids: npt.NDArray[np.object_]
@@ -173,6 +176,8 @@ class EncodedCustomers:
     hist_counts: npt.NDArray[np.float32]
     hist_last_days: npt.NDArray[np.float32]
     hist_first_days: npt.NDArray[np.float32]
+    repurchase_ids: npt.NDArray[np.int64]
+    repurchase_counts: npt.NDArray[np.float32]
 
     def take(self, index: npt.NDArray[np.integer[Any]]) -> EncodedCustomers:
         return EncodedCustomers(
@@ -183,6 +188,8 @@ class EncodedCustomers:
             self.hist_counts[index],
             self.hist_last_days[index],
             self.hist_first_days[index],
+            self.repurchase_ids[index],
+            self.repurchase_counts[index],
         )
 
 
@@ -216,17 +223,26 @@ def _list_matrix(frame: pl.DataFrame, column: str, length: int) -> npt.NDArray[n
     return out
 
 
-def encode_customers(wf: Workflow, frame: pl.DataFrame, history_length: int) -> EncodedCustomers:
-    """Encode customer feature rows (as written by ``customer_features``)."""
+def encode_customers(
+    wf: Workflow, frame: pl.DataFrame, history_length: int, repurchase_length: int | None = None
+) -> EncodedCustomers:
+    """Encode customer feature rows (as written by ``customer_features``): history arrays N
+    wide, repurchase arrays R = ``repurchase_length`` wide (None = N)."""
     hist = frame.get_column(s.HIST_ARTICLE_IDS)
+    rep_len = history_length if repurchase_length is None else repurchase_length
+    articles = wf.categorical_ops[s.ARTICLE_ID]
     return EncodedCustomers(
         ids=frame.get_column(s.CUSTOMER_ID).to_numpy().astype(object),
         sparse=wf.categorical_matrix(frame, s.CUSTOMER_SPARSE),
         dense=wf.dense(frame, s.CUSTOMER_DENSE),
-        hist_ids=wf.categorical_ops[s.ARTICLE_ID].transform_lists(hist, history_length),
+        hist_ids=articles.transform_lists(hist, history_length),
         hist_counts=_list_matrix(frame, s.HIST_COUNTS, history_length),
         hist_last_days=_list_matrix(frame, s.HIST_LAST_DAYS, history_length),
         hist_first_days=_list_matrix(frame, s.HIST_FIRST_DAYS, history_length),
+        repurchase_ids=articles.transform_lists(
+            frame.get_column(s.REPURCHASE_ARTICLE_IDS), rep_len
+        ),
+        repurchase_counts=_list_matrix(frame, s.REPURCHASE_COUNTS, rep_len),
     )
 
 

@@ -32,6 +32,7 @@ def encode_customer_state(
     workflow: Workflow,
     history_length: int,
     history_order: HistoryOrder = HistoryOrder.FREQUENCY,
+    repurchase_length: int | None = None,
 ) -> EncodedCustomers:
     """Encoded online features (the ``recommend`` ensemble's customer inputs) of customers.
 
@@ -50,16 +51,18 @@ def encode_customer_state(
         workflow: the fitted preprocessing workflow of the served model.
         history_length: N.
         history_order: the dataset's ``history_order``.
+        repurchase_length: R, the dataset's repurchase-list length (None = N).
 
     Returns:
         :class:`~shoprec.features.encode.EncodedCustomers` sorted by customer id: sparse int64
         (B, Fs), dense float32 (B, Fd), hist_ids int64 (B, N), hist_counts float32 (B, N),
         hist_last_days / hist_first_days float32 (B, N) (days from the last / first purchase of
-        each history article to the customer's cutoff), the columns of
+        each history article to the customer's cutoff), repurchase_ids int64 (B, R),
+        repurchase_counts float32 (B, R), the columns of
         ``schema.ENCODED_CUSTOMER_FEATURES``.
 
     Raises:
-        ValueError: ``history_length < 1``.
+        ValueError: ``history_length < 1`` or ``repurchase_length < 1``.
     """
     last = transactions.group_by(s.CUSTOMER_ID).agg(pl.col(s.T_DAT).max().alias(_CUTOFF))
     cutoffs = (
@@ -85,14 +88,15 @@ def encode_customer_state(
                 history_length,
                 customer_ids=ids,
                 history_order=history_order,
+                repurchase_length=repurchase_length,
             )
         )
     if not frames:
         frames.append(
             customer_features(
                 transactions, customers, snapshot_cutoff, history_length,
-                history_order=history_order,
+                history_order=history_order, repurchase_length=repurchase_length,
             )
         )  # fmt: skip
     frame = pl.concat(frames).sort(s.CUSTOMER_ID)
-    return encode_customers(workflow, frame, history_length)
+    return encode_customers(workflow, frame, history_length, repurchase_length)

@@ -189,6 +189,25 @@ class Workflow:
     def dense_names(self, names: Sequence[str]) -> list[str]:
         return [out for n in names for out in self.numeric_ops[n].output_names]
 
+    def dense_columns(self, names: Sequence[str], kept: Sequence[str]) -> list[int]:
+        """Columns of ``dense(frame, names)`` that come from the features ``kept`` (their
+        missing indicators included), in order.
+
+        Raises:
+            KeyError: a name of ``kept`` not in ``names``.
+        """
+        missing = sorted(set(kept) - set(names))
+        if missing:
+            raise KeyError(f"dense features {missing} are not among {list(names)}")
+        widths = [len(self.numeric_ops[n].output_names) for n in names]
+        starts = np.cumsum([0, *widths[:-1]])
+        return [
+            int(start) + i
+            for n, start, width in zip(names, starts, widths, strict=True)
+            if n in kept
+            for i in range(width)
+        ]
+
     def cardinalities(self, names: Sequence[str]) -> list[int]:
         return [self.categorical_ops[n].cardinality for n in names]
 

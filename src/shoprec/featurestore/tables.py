@@ -1,6 +1,7 @@
 """The Parquet tables the Feast feature views read, their manifest, and the encoded layout.
 
-Shape letters: B = customers, Fc / Fdc = customer sparse / dense widths, N = history length.
+Shape letters: B = customers, Fc / Fdc = customer sparse / dense widths, N = history length,
+R = repurchase-list length.
 
 ``shoprec.export.online_tables.export_online_tables`` writes them into one directory (a
 feature repo's ``data/``, :data:`ONLINE_DATA_DIR`):
@@ -8,7 +9,8 @@ feature repo's ``data/``, :data:`ONLINE_DATA_DIR`):
 * ``customers.parquet``: ``CUSTOMER_ID`` (string), ``EVENT_TIMESTAMP`` (timestamp[us, UTC] =
   the serving cutoff) and ``schema.ENCODED_CUSTOMER_FEATURES`` as list columns:
   ``customer_sparse`` list<int64> (Fc), ``customer_dense`` list<float> (Fdc), ``hist_ids``
-  list<int64> (N), ``hist_counts``, ``hist_last_days``, ``hist_first_days`` list<float> (N).
+  list<int64> (N), ``hist_counts``, ``hist_last_days``, ``hist_first_days`` list<float> (N),
+  ``repurchase_ids`` list<int64> (R), ``repurchase_counts`` list<float> (R).
   These are exactly the arrays
   :func:`shoprec.features.state.encode_customer_state` returns for the serving snapshot, i.e. the
   inputs of the Triton ``recommend`` ensemble, so a request needs no transformation.
@@ -111,6 +113,8 @@ def encoded_columns(enc: EncodedCustomers) -> dict[str, npt.NDArray[Any]]:
         s.T_HIST_COUNTS: enc.hist_counts,
         s.T_HIST_LAST_DAYS: enc.hist_last_days,
         s.T_HIST_FIRST_DAYS: enc.hist_first_days,
+        s.T_REPURCHASE_IDS: enc.repurchase_ids,
+        s.T_REPURCHASE_COUNTS: enc.repurchase_counts,
     }
 
 

@@ -23,14 +23,20 @@ from shoprec.models.modules import SparseArch, load_checkpoint, mlp
 class ItemTower(nn.Module):
     """Article features -> L2-normalised embedding.
 
-    Inputs: sparse int64 (B, Fa) with column 0 = article id, dense float32 (B, Fda).
+    Inputs: sparse int64 (B, Fa) with column 0 = article id, dense float32 (B, Fda), of which
+    the tower reads the columns ``dense_columns`` (``schema.ITEM_TOWER_DENSE``).
     Output: float32 (B, D).
     """
 
-    def __init__(self, cardinalities: Sequence[int], num_dense: int, config: TwoTowerConfig):
+    dense_columns: torch.Tensor  # int64 (Fi,) buffer, saved with the weights
+
+    def __init__(
+        self, cardinalities: Sequence[int], dense_columns: Sequence[int], config: TwoTowerConfig
+    ):
         super().__init__()
         self.sparse_arch = SparseArch(cardinalities, config.feature_dim)
-        width = len(cardinalities) * config.feature_dim + num_dense
+        self.register_buffer("dense_columns", torch.tensor(list(dense_columns), dtype=torch.long))
+        width = len(cardinalities) * config.feature_dim + len(dense_columns)
         self.mlp = nn.Sequential(
             mlp(width, config.hidden_dims), nn.Linear(config.hidden_dims[-1], config.embedding_dim)
         )
@@ -40,7 +46,7 @@ class ItemTower(nn.Module):
         return self.sparse_arch.embeddings[0]
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.sparse_arch(sparse).flatten(1), dense], dim=1)
+        x = torch.cat([self.sparse_arch(sparse).flatten(1), dense[:, self.dense_columns]], dim=1)
         return F.normalize(self.mlp(x), dim=-1)
 
 
@@ -76,19 +82,20 @@ class QueryTower(nn.Module):
 
 
 class TwoTower(nn.Module):
-    """Query tower + item tower sharing the article-id embedding table."""
+    """Query tower + item tower sharing the article-id embedding table; the item tower reads
+    the ``article_dense_columns`` of the encoded article dense features."""
 
     def __init__(
         self,
         customer_cardinalities: Sequence[int],
         customer_dense: int,
         article_cardinalities: Sequence[int],
-        article_dense: int,
+        article_dense_columns: Sequence[int],
         config: TwoTowerConfig,
     ):
         super().__init__()
         self.embedding_dim = config.embedding_dim
-        self.item_tower = ItemTower(article_cardinalities, article_dense, config)
+        self.item_tower = ItemTower(article_cardinalities, article_dense_columns, config)
         self.query_tower = QueryTower(
             customer_cardinalities, customer_dense, config, self.item_tower.article_table
         )
@@ -106,7 +113,7 @@ def load_two_tower(path: Path) -> TwoTower:
         h["customer_cardinalities"],
         h["customer_dense"],
         h["article_cardinalities"],
-        h["article_dense"],
+        h["article_dense_columns"],
         from_plain(TwoTowerConfig, h["config"], "two_tower"),
     )
     model.load_state_dict(ckpt["state_dict"])

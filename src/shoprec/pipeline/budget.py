@@ -24,7 +24,7 @@ import polars as pl
 
 from shoprec import schema as s
 from shoprec.config import MemoryConfig, PipelineConfig
-from shoprec.data.dataset import make_windows
+from shoprec.data.dataset import MAX_REPURCHASE_LENGTH, make_windows
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import MemoryBudgetError
 from shoprec.pipeline.memory import current_rss_mib
@@ -42,6 +42,7 @@ _RANKER_SPARSE: Final = len(s.CUSTOMER_SPARSE) + len(s.ARTICLE_SPARSE)
 # Encoded customer row: history ids int64 + counts, last / first days float32 (x N), dense
 # float32, sparse int64, and the id string.
 CUSTOMER_ROW_BYTES_PER_HISTORY: Final = 8 + 4 + 4 + 4
+CUSTOMER_ROW_BYTES_PER_REPURCHASE: Final = 8 + 4  # repurchase ids int64 + counts (x R)
 CUSTOMER_ROW_BYTES: Final = 4 * _CUSTOMER_DENSE + 8 * len(s.CUSTOMER_SPARSE) + 120
 ARTICLE_ROW_BYTES: Final = 4 * _ARTICLE_DENSE + 8 * len(s.ARTICLE_SPARSE) + 60
 # One ranker example as training holds it (``training.examples.ExampleRows``): two int32
@@ -64,6 +65,7 @@ CANDIDATE_BYTES: Final = 8 + 4 * len(s.SOURCE_DENSE) + 8 + 3 * 8
 # build-dataset: per transaction (columns, the window filters and joins), per feature row.
 TRANSACTION_BYTES: Final = 160
 DATASET_ROW_BYTES_PER_HISTORY: Final = 4 * 8  # history lists (ids, counts, days) in polars
+DATASET_ROW_BYTES_PER_REPURCHASE: Final = 2 * 8  # repurchase lists (ids, counts) in polars
 EXAMPLE_ROW_BYTES: Final = 120  # window, label, customer and article id strings
 # The repurchase share (``features.popular``) groups every line by 32-bit id codes: per line.
 REPURCHASE_BYTES: Final = 120
@@ -125,9 +127,15 @@ def _per_window(frame: pl.DataFrame) -> dict[int, int]:
     return dict(counts.select(s.WINDOW, "len").iter_rows())
 
 
-def encoded_gib(customer_rows: int, article_rows: int, history_length: int) -> float:
+def encoded_gib(
+    customer_rows: int, article_rows: int, history_length: int, repurchase_length: int
+) -> float:
     """The encoded dataset (``training.encoded.encode_dataset``), GiB."""
-    per_customer = CUSTOMER_ROW_BYTES + CUSTOMER_ROW_BYTES_PER_HISTORY * history_length
+    per_customer = (
+        CUSTOMER_ROW_BYTES
+        + CUSTOMER_ROW_BYTES_PER_HISTORY * history_length
+        + CUSTOMER_ROW_BYTES_PER_REPURCHASE * repurchase_length
+    )
     return (customer_rows * per_customer + article_rows * ARTICLE_ROW_BYTES) / GIB
 
 
@@ -146,11 +154,18 @@ def candidates_gib(customers: int, width: int) -> float:
     return customers * width * CANDIDATE_BYTES * OVERHEAD / GIB
 
 
-def candidate_width(config: PipelineConfig) -> int:
-    """C, the widest union of candidate sources the config allows."""
+def candidate_width(config: PipelineConfig, repurchase_length: int) -> int:
+    """C, the widest union of candidate sources the config allows with repurchase lists R
+    wide."""
     ev = config.eval
-    history = config.dataset.history_length if ev.history_candidates else 0
+    history = repurchase_length if ev.history_candidates else 0
     return ev.candidates + history + ev.copurchase_candidates + ev.popular_candidates
+
+
+def repurchase_width(customer_features: pl.DataFrame) -> int:
+    """R, the longest repurchase list of the dataset's customer feature rows (0 if none)."""
+    longest = customer_features.get_column(s.REPURCHASE_ARTICLE_IDS).list.len().max()
+    return int(longest) if isinstance(longest, int) else 0
 
 
 def ranker_example_count(
@@ -213,7 +228,8 @@ def train_estimate(
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
     m = ranker_example_count(customers, positives, [*train_windows, val_window], config)
     ranker = examples_gib(m, n)
-    retrieval = candidates_gib(customers.get(val_window, 0), candidate_width(config))
+    r = repurchase_width(customer_features)
+    retrieval = candidates_gib(customers.get(val_window, 0), candidate_width(config, r))
     baselines = baselines_gib(transactions, buyers, config)
     guardrail = canonical + max(retrieval, baselines)
     loaded = _loaded()
@@ -223,7 +239,7 @@ def train_estimate(
     }
     training = {
         "loaded dataset": max(loaded - canonical, 0.0),
-        "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
+        "encoded dataset": encoded_gib(customer_features.height, article_features.height, n, r),
         **(
             {"ranker examples": ranker}
             if ranker >= guardrail
@@ -259,16 +275,17 @@ def evaluate_estimate(
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
     labelled = _per_window(examples).get(test_window, 0)
     m = labelled + ranker_example_count(customers, positives, [test_window], config)
+    r = repurchase_width(customer_features)
     test_sets: dict[str, float] = {
         "test examples": examples_gib(m, n, assembled=True),
-        "test retrieval": candidates_gib(customers.get(test_window, 0), candidate_width(config)),
+        "test retrieval": candidates_gib(customers.get(test_window, 0), candidate_width(config, r)),
     }
     baselines: dict[str, float] = {"offline baselines": baselines_gib(transactions, buyers, config)}
     return Estimate(
         "evaluate",
         {
             "loaded inputs": _loaded(),
-            "encoded dataset": encoded_gib(customer_features.height, article_features.height, n),
+            "encoded dataset": encoded_gib(customer_features.height, article_features.height, n, r),
             **(test_sets if sum(test_sets.values()) >= sum(baselines.values()) else baselines),
         },
         (*_RANKER_KEYS, "eval.candidates", "dataset.negatives_per_positive", *_BASELINE_KEYS),
@@ -294,7 +311,15 @@ def build_dataset_estimate(canonical: Canonical, config: PipelineConfig) -> Esti
     # the mean history list: distinct articles bought, at most N, over every buyer
     history = per_buyer.get_column("n").clip(upper_bound=ds.history_length).mean()
     mean_history = float(history) if isinstance(history, int | float) else 0.0
-    per_customer = CUSTOMER_ROW_BYTES + DATASET_ROW_BYTES_PER_HISTORY * mean_history
+    # the repurchase lists, at most R (the configured R, else the most it can be chosen)
+    most = ds.repurchase_length or max(ds.history_length, MAX_REPURCHASE_LENGTH)
+    rep = per_buyer.get_column("n").clip(upper_bound=most).mean()
+    mean_rep = float(rep) if isinstance(rep, int | float) else 0.0
+    per_customer = (
+        CUSTOMER_ROW_BYTES
+        + DATASET_ROW_BYTES_PER_HISTORY * mean_history
+        + DATASET_ROW_BYTES_PER_REPURCHASE * mean_rep
+    )
     examples = positives * (1 + ds.negatives_per_positive) * EXAMPLE_ROW_BYTES
     return Estimate(
         "build-dataset",

@@ -221,11 +221,12 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     pos_train = ex.filter(pl.col(s.WINDOW).is_in(train_w) & (pl.col(s.LABEL) == 1))
     c_rows, a_rows = enc.rows(pos_train)
     tt_cfg = config.two_tower
+    item_dense = wf.dense_columns(s.ARTICLE_DENSE, s.ITEM_TOWER_DENSE)
     two_tower = build_two_tower(
         wf.cardinalities(s.CUSTOMER_SPARSE),
         enc.customers.dense.shape[1],
         wf.cardinalities(s.ARTICLE_SPARSE),
-        enc.articles.dense.shape[1],
+        item_dense,
         tt_cfg,
     )
     val_truth = window_truth(ex, val_w)
@@ -261,7 +262,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             "customer_cardinalities": wf.cardinalities(s.CUSTOMER_SPARSE),
             "customer_dense": int(enc.customers.dense.shape[1]),
             "article_cardinalities": wf.cardinalities(s.ARTICLE_SPARSE),
-            "article_dense": int(enc.articles.dense.shape[1]),
+            "article_dense_columns": item_dense,
             "config": to_plain(tt_cfg),
         },
         out / A.TWO_TOWER_FILE,

@@ -208,6 +208,8 @@ class RankingStep(Step):
             as_float32(hist_counts),
             as_float32(hist_last_days),
             as_float32(hist_first_days),
+            np.zeros((batch, 0), dtype=np.int64),  # the repurchase list: retrieval's input only
+            np.zeros((batch, 0), dtype=np.float32),
         )
         exclude = None
         if self.exclude_purchased:

@@ -21,6 +21,7 @@ from shoprec.inference.sources import (
     CoPurchaseSource,
     HistorySource,
     PopularSource,
+    QueryWidths,
     SourceQuery,
     union_candidates,
     union_width,
@@ -84,13 +85,20 @@ class RetrievalStep(Step):
     Index id i = served row i; history and co-purchase articles are mapped to served rows by
     ``history_rows`` (``inference.candidates.vocab_to_row`` over the served table).
 
-    Inputs: query_embedding float32 (B, D), hist_ids int64 (B, N), hist_counts float32 (B, N).
+    Inputs: query_embedding float32 (B, D), hist_ids int64 (B, N), hist_counts float32 (B, N),
+    repurchase_ids int64 (B, R), repurchase_counts float32 (B, R).
     Outputs: candidates int64 (B, C) served-table rows, ``candidate_width`` wide, PAD (-1) for
     none and duplicates; source_features float32 (B, C * len(schema.SOURCE_DENSE)).
     """
 
     name = s.TRITON_RETRIEVAL
-    inputs = (s.T_QUERY_EMBEDDING, s.T_HIST_IDS, s.T_HIST_COUNTS)
+    inputs = (
+        s.T_QUERY_EMBEDDING,
+        s.T_HIST_IDS,
+        s.T_HIST_COUNTS,
+        s.T_REPURCHASE_IDS,
+        s.T_REPURCHASE_COUNTS,
+    )
     outputs = (s.T_CANDIDATES, s.T_SOURCE_FEATURES)
 
     def __init__(
@@ -170,7 +178,12 @@ class RetrievalStep(Step):
         )
 
     def retrieve(
-        self, query: npt.NDArray[Any], hist_ids: npt.NDArray[Any], hist_counts: npt.NDArray[Any]
+        self,
+        query: npt.NDArray[Any],
+        hist_ids: npt.NDArray[Any],
+        hist_counts: npt.NDArray[Any],
+        repurchase_ids: npt.NDArray[Any],
+        repurchase_counts: npt.NDArray[Any],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """(candidate rows int64 (B, C), source features float32 (B, C * len(SOURCE_DENSE))).
 
@@ -178,12 +191,20 @@ class RetrievalStep(Step):
             RequestError: bad shapes or ids.
         """
         batch = batch_size_of(
-            {s.T_QUERY_EMBEDDING: query, s.T_HIST_IDS: hist_ids, s.T_HIST_COUNTS: hist_counts}
+            {
+                s.T_QUERY_EMBEDDING: query,
+                s.T_HIST_IDS: hist_ids,
+                s.T_HIST_COUNTS: hist_counts,
+                s.T_REPURCHASE_IDS: repurchase_ids,
+                s.T_REPURCHASE_COUNTS: repurchase_counts,
+            }
         )
         check_width(s.T_QUERY_EMBEDDING, query, self.index.d)
         check_width(s.T_HIST_COUNTS, hist_counts, hist_ids.shape[1])
+        check_width(s.T_REPURCHASE_COUNTS, repurchase_counts, repurchase_ids.shape[1])
         check_range(s.T_HIST_IDS, hist_ids, len(self.history_rows))
-        width = union_width(self.sources, hist_ids.shape[1])
+        check_range(s.T_REPURCHASE_IDS, repurchase_ids, len(self.history_rows))
+        width = union_width(self.sources, QueryWidths(hist_ids.shape[1], repurchase_ids.shape[1]))
         if batch == 0:
             return (
                 np.zeros((0, width), dtype=np.int64),
@@ -191,7 +212,13 @@ class RetrievalStep(Step):
             )
         cands, feats, _ = union_candidates(
             self.sources,
-            SourceQuery(as_float32(query), as_int64(hist_ids), as_float32(hist_counts)),
+            SourceQuery(
+                as_float32(query),
+                as_int64(hist_ids),
+                as_float32(hist_counts),
+                as_int64(repurchase_ids),
+                as_float32(repurchase_counts),
+            ),
         )
         return cands, feats.reshape(batch, -1)
 

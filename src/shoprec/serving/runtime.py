@@ -78,7 +78,7 @@ class RequestError(ShoprecError, ValueError):
 def candidate_width(
     candidates: int,
     served_articles: int,
-    history_length: int,
+    repurchase_length: int,
     history_candidates: bool,
     copurchase_candidates: int = 0,
     popular_candidates: int = 0,
@@ -87,12 +87,12 @@ def candidate_width(
     (``inference.sources``) in order ANN, history, co-purchase, popular.
 
     The ANN part is ``min(candidates, served_articles)`` wide (FAISS returns at most the index
-    size); the history part is N wide when history candidates are on; co-purchase and popular
-    are as wide as asked (0 = off).
+    size); the history part is R (the repurchase list) wide when history candidates are on;
+    co-purchase and popular are as wide as asked (0 = off).
     """
     return (
         min(candidates, served_articles)
-        + (history_length if history_candidates else 0)
+        + (repurchase_length if history_candidates else 0)
         + copurchase_candidates
         + popular_candidates
     )

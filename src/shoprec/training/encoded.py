@@ -95,10 +95,11 @@ class EncodedDataset:
 
 
 def encode_dataset(wf: Workflow, data: DatasetArtifacts, history_length: int) -> EncodedDataset:
-    """Encode the customer and article features of every window with the fitted workflow."""
+    """Encode the customer and article features of every window with the fitted workflow
+    (history arrays N = ``history_length`` wide, repurchase arrays the dataset's R)."""
     cust = data.customer_features
     arts = data.article_features
-    customers = encode_customers(wf, cust, history_length)
+    customers = encode_customers(wf, cust, history_length, data.repurchase_length)
     articles = encode_articles(wf, arts)
     # Attributes are static: every window's rows of an article write the same values.
     return EncodedDataset(

@@ -128,6 +128,8 @@ def window_candidates(
         embed_queries(two_tower, enc.customers, cust_rows),
         enc.customers.hist_ids[cust_rows],
         enc.customers.hist_counts[cust_rows],
+        enc.customers.repurchase_ids[cust_rows],
+        enc.customers.repurchase_counts[cust_rows],
     )
     cands, feats, by_source = union_candidates(sources, query)
     return WindowCandidates(cust_rows, cands, feats, by_source)

@@ -76,11 +76,13 @@ def build_two_tower(
     customer_cards: list[int],
     customer_dense: int,
     article_cards: list[int],
-    article_dense: int,
+    article_dense_columns: list[int],
     config: TwoTowerConfig,
 ) -> TwoTower:
+    """A seeded :class:`TwoTower` whose item tower reads ``article_dense_columns`` of the
+    encoded article dense features (``Workflow.dense_columns``)."""
     torch.manual_seed(config.seed)
-    return TwoTower(customer_cards, customer_dense, article_cards, article_dense, config)
+    return TwoTower(customer_cards, customer_dense, article_cards, article_dense_columns, config)
 
 
 def train_two_tower(

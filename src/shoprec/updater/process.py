@@ -191,6 +191,7 @@ class FeatureUpdater:
         self.snapshot_cutoff = date.fromisoformat(state["serving_cutoff"])
         self.history_length = int(state["history_length"])
         self.history_order = HistoryOrder(state["history_order"])
+        self.repurchase_length = int(state["repurchase_length"])
         self.base_offset = int(state["log_offset"])
         # The served policy: each purchase joins the shopper state's bought set when it
         # excludes (False for snapshots materialized before the bought sets existed).
@@ -382,6 +383,7 @@ class FeatureUpdater:
             self.workflow,
             self.history_length,
             self.history_order,
+            self.repurchase_length,
         )
         return [str(c) for c in enc.ids], encoded_columns(enc)
 
