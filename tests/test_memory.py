@@ -77,13 +77,20 @@ def test_the_example_count_bound_scales_with_the_customer_cap() -> None:
 
 def _window_frames() -> tuple[object, object, object]:
     """Customer and article feature rows of windows 0 (test), 1 (validation), 2 (training),
-    10 customers and 5 articles each, and one purchase + one negative per customer."""
+    10 customers (repurchase lists of 64) and 5 articles each, and one purchase + one negative
+    per customer."""
     import polars as pl
 
-    from shoprec.schema import ARTICLE_ID, CUSTOMER_ID, LABEL, WINDOW
+    from shoprec.schema import ARTICLE_ID, CUSTOMER_ID, LABEL, REPURCHASE_ARTICLE_IDS, WINDOW
 
     windows = [w for w in (0, 1, 2) for _ in range(10)]
-    customers = pl.DataFrame({WINDOW: windows, CUSTOMER_ID: [f"c{i}" for i in range(30)]})
+    customers = pl.DataFrame(
+        {
+            WINDOW: windows,
+            CUSTOMER_ID: [f"c{i}" for i in range(30)],
+            REPURCHASE_ARTICLE_IDS: [[f"a{j}" for j in range(64)]] * 30,
+        }
+    )
     articles = pl.DataFrame({WINDOW: [w for w in (0, 1, 2) for _ in range(5)]})
     examples = pl.DataFrame(
         {
