@@ -170,31 +170,26 @@ def test_steps_merge_a_new_copy_of_an_existing_article(
     assert cands[0, 0] == served  # slot 0 -> served row A
     # ranking: the delta row alone as the candidates: it is scored and mapped back to its id.
     only = np.full_like(cands, -1)
-    only[0, 0] = served
-    ranked, ranked_scores = ranking.rank(
-        np.full((1, 3), 1, dtype=np.int64),
-        np.zeros((1, ranking.dense_width), dtype=np.float32),
-        hist,
-        np.zeros((1, 16), dtype=np.float32),
-        only,
-        feats,
-        np.zeros((1, 16), dtype=np.float32),
-        np.zeros((1, 16), dtype=np.float32),
-    )
-    assert ranked[0, 0] == new_id.encode() and np.isfinite(ranked_scores[0, 0])
-    assert ranked[0, 1] == b""
-    with pytest.raises(RequestError, match="outside"):
-        only[0, 0] = served + 1  # no slot 1
-        ranking.rank(
+
+    def rank_only(row: int) -> tuple[np.ndarray, np.ndarray]:
+        only[0, 0] = row
+        zeros = np.zeros((1, 16), dtype=np.float32)
+        return ranking.rank(
             np.full((1, 3), 1, dtype=np.int64),
             np.zeros((1, ranking.dense_width), dtype=np.float32),
             hist,
-            np.zeros((1, 16), dtype=np.float32),
+            zeros,
             only,
             feats,
-            np.zeros((1, 16), dtype=np.float32),
-            np.zeros((1, 16), dtype=np.float32),
+            zeros,
+            zeros,
         )
+
+    ranked, ranked_scores = rank_only(served)
+    assert ranked[0, 0] == new_id.encode() and np.isfinite(ranked_scores[0, 0])
+    assert ranked[0, 1] == b""
+    with pytest.raises(RequestError, match="outside"):
+        rank_only(served + 1)  # no slot 1
     delta.close()
 
 
