@@ -219,17 +219,20 @@ def choose_repurchase_length(
         raise ValueError(f"window_days must be >= 1, got {window_days}")
     start = cutoff - timedelta(days=window_days)
     keys = ["_n", "_last"] if history_order is HistoryOrder.FREQUENCY else ["_last", "_n"]
-    ranked = (
-        transactions_before(transactions, start)
-        .group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
-        .agg(pl.len().alias("_n"), pl.col(s.T_DAT).max().alias("_last"))
-        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
-        .with_columns(pl.int_range(pl.len()).over(s.CUSTOMER_ID).alias("_position"))
-    )
     bought = (
         transactions.filter((pl.col(s.T_DAT) >= start) & (pl.col(s.T_DAT) < cutoff))
         .select(s.CUSTOMER_ID, s.ARTICLE_ID)
         .unique()
+    )
+    # only the window's buyers have positions to find: their lines alone are grouped (a week's
+    # buyers are a small share of every customer at H&M size)
+    ranked = (
+        transactions_before(transactions, start)
+        .join(bought.select(s.CUSTOMER_ID).unique(), on=s.CUSTOMER_ID, how="semi")
+        .group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
+        .agg(pl.len().alias("_n"), pl.col(s.T_DAT).max().alias("_last"))
+        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
+        .with_columns(pl.int_range(pl.len()).over(s.CUSTOMER_ID).alias("_position"))
     )
     positions = bought.join(ranked, on=[s.CUSTOMER_ID, s.ARTICLE_ID]).get_column("_position")
     if positions.len() == 0:
