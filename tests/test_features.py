@@ -31,6 +31,7 @@ from shoprec.features.encode import (
     fit_workflow,
     price_relative,
 )
+from shoprec.features.workflow import Workflow
 from toydata import make_canonical
 
 
@@ -100,12 +101,17 @@ def test_repurchase_length_is_how_deep_the_last_training_window_found_repurchase
         choose_repurchase_length(history, cutoff, 64, 0)
 
 
-def test_workflow_dense_columns_of_some_features_by_hand(toy: Canonical) -> None:
-    cutoff = date(2020, 1, 9)
+def _toy_workflow(toy: Canonical, cutoff: date) -> tuple[pl.DataFrame, Workflow]:
+    """The toy data's customer feature rows (N = 4) as of ``cutoff``, and a workflow fitted
+    on them, its article feature rows and every purchase line."""
     cust = customer_features(toy.transactions, toy.customers, cutoff, 4)
     arts = article_features(toy.transactions, toy.articles, cutoff)
     purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
-    wf = fit_workflow(WorkflowConfig(), cust, arts, purchases)
+    return cust, fit_workflow(WorkflowConfig(), cust, arts, purchases)
+
+
+def test_workflow_dense_columns_of_some_features_by_hand(toy: Canonical) -> None:
+    _, wf = _toy_workflow(toy, date(2020, 1, 9))
     names = wf.dense_names(s.ARTICLE_DENSE)
     # sales_7d, sales_28d, mean price + missing, days since first sale + missing, all, trend
     assert len(names) == 8
@@ -302,15 +308,10 @@ def test_history_order_frequency_versus_recency(toy: Canonical) -> None:
 
 def test_encode_customer_state_of_some_customers_equals_their_rows_of_all(toy: Canonical) -> None:
     """The online state of a subset (what an updater writes) = those rows of the snapshot."""
-    from shoprec.config import WorkflowConfig
-    from shoprec.features.encode import fit_workflow
     from shoprec.features.state import encode_customer_state
 
     cutoff = date(2020, 2, 12)
-    frame = customer_features(toy.transactions, toy.customers, cutoff, 4)
-    arts = article_features(toy.transactions, toy.articles, cutoff)
-    purchases = toy.transactions.join(toy.articles, on=s.ARTICLE_ID)
-    wf = fit_workflow(WorkflowConfig(), frame, arts, purchases)
+    frame, wf = _toy_workflow(toy, cutoff)
     snapshot = toy.transactions.filter(pl.col(s.T_DAT) < cutoff)  # what a snapshot holds
     every = encode_customer_state(snapshot, toy.customers, cutoff, wf, 4, repurchase_length=6)
     assert every.repurchase_ids.shape == (len(every.ids), 6)
