@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from shoprec import artifacts as A
 from shoprec.cli import app
-from shoprec.config import RankerKind
+from shoprec.config import EvalConfig, RankerKind
 from shoprec.models.rankers import ranker_files
+from shoprec.pipeline.steps import guardrail_customers
 
 FAST: dict[str, dict[str, Any]] = {
     "dataset": {"train_windows": 3, "history_length": 16, "repurchase_length": 24},
@@ -107,6 +108,7 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     servable = {n: served["validation_map"][n] for n in ("ranker", "popularity", "repurchase")}
     assert served["recommender"] == max(servable, key=lambda n: (servable[n], n == "ranker"))
     assert "implicit ALS" in served["validation_map"]
+    assert 0 < served["customers"] <= 50_000  # the tiny data's whole validation window
     assert report["served"]["best_baseline"] in report["metrics"]
     assert (
         report["served"]["ci95_low"]
@@ -147,6 +149,19 @@ def test_same_seed_gives_same_artifacts(trained: Path) -> None:
     np.testing.assert_array_equal(
         np.load(first / A.TEXT_EMBEDDINGS_FILE), np.load(again / A.TEXT_EMBEDDINGS_FILE)
     )
+
+
+def test_guardrail_scores_a_seeded_sample_above_its_cap() -> None:
+    rows = np.arange(10, 1010, dtype=np.int64)
+    assert guardrail_customers(rows, EvalConfig(guardrail_customers=0)) is rows
+    assert guardrail_customers(rows, EvalConfig(guardrail_customers=1000)) is rows
+    sample = guardrail_customers(rows, EvalConfig(guardrail_customers=100, seed=3))
+    assert len(sample) == 100 and len(np.unique(sample)) == 100
+    assert np.isin(sample, rows).all() and (np.diff(sample) > 0).all()
+    again = guardrail_customers(rows, EvalConfig(guardrail_customers=100, seed=3))
+    assert np.array_equal(sample, again)
+    other = guardrail_customers(rows, EvalConfig(guardrail_customers=100, seed=4))
+    assert not np.array_equal(sample, other)
 
 
 def test_cli_names_the_missing_input_file(tmp_path: Path) -> None:

@@ -269,6 +269,9 @@ class EvalConfig:
     repurchase_threshold: float = 0.05  # AUTO excludes below this repurchase share
     als_factors: int = 64
     als_iterations: int = 15
+    # the guardrail scores a seeded sample of at most this many validation-window customers
+    # (0 = all); the test window's evaluation always scores every customer
+    guardrail_customers: int = 50_000
     seed: int = 42
 
 

@@ -220,7 +220,8 @@ def train_estimate(
     training (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
     ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded
     dataset + the larger of the ranker's examples and the guardrail: the canonical tables and
-    the larger of the retrieval of the whole validation window and the offline baselines'
+    the larger of the retrieval of the validation window's scored customers
+    (``eval.guardrail_customers``) and the offline baselines'
     fits (:func:`baselines_gib` of the ``transactions`` lines of at most ``buyers``
     customers), which come after the retrieval is released)."""
     n = config.dataset.history_length
@@ -229,7 +230,10 @@ def train_estimate(
     m = ranker_example_count(customers, positives, [*train_windows, val_window], config)
     ranker = examples_gib(m, n)
     r = repurchase_width(customer_features)
-    retrieval = candidates_gib(customers.get(val_window, 0), candidate_width(config, r))
+    scored = customers.get(val_window, 0)
+    if config.eval.guardrail_customers > 0:
+        scored = min(scored, config.eval.guardrail_customers)
+    retrieval = candidates_gib(scored, candidate_width(config, r))
     baselines = baselines_gib(transactions, buyers, config)
     guardrail = canonical + max(retrieval, baselines)
     loaded = _loaded()
@@ -253,7 +257,13 @@ def train_estimate(
     return Estimate(
         "train",
         max(workflow, training, key=lambda parts: sum(parts.values())),
-        (*_RANKER_KEYS, "eval.candidates", "dataset.train_windows", *_BASELINE_KEYS),
+        (
+            *_RANKER_KEYS,
+            "eval.candidates",
+            "eval.guardrail_customers",
+            "dataset.train_windows",
+            *_BASELINE_KEYS,
+        ),
     )
 
 
