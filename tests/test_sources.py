@@ -21,6 +21,7 @@ from shoprec.inference.sources import (
     PopularSource,
     QueryWidths,
     SourceQuery,
+    _best_first,
     union_candidates,
     union_width,
 )
@@ -248,3 +249,18 @@ def test_union_over_blocks_of_customers_equals_each_customer_alone() -> None:
             np.testing.assert_array_equal(by_source[name][i], rows[0])
     assert cands.shape == (b, union_width(sources, query.widths)) and feats.shape[:2] == cands.shape
     assert cands.shape[1] == 5 + 2 * n + 4 + 3
+
+
+def test_copurchase_order_is_lexsorts_by_customer_score_and_article() -> None:
+    rng = np.random.default_rng(5)
+    for n, ties in ((20_000, False), (20_000, True), (1, True), (0, False)):
+        row = np.sort(rng.integers(0, 300, n))
+        art = rng.integers(0, 5_000, n)
+        by = np.lexsort((art, row))
+        row, art = row[by], art[by]
+        total = (
+            rng.integers(1, 4, n).astype(np.float32)
+            if ties
+            else rng.random(n).astype(np.float32) * 40 + 1e-6
+        )
+        assert np.array_equal(_best_first(row, total), np.lexsort((art, -total, row)))
