@@ -215,11 +215,13 @@ def train_estimate(
     val_window: int,
     config: PipelineConfig,
 ) -> Estimate:
-    """``shoprec train``'s peak, the larger of its two phases: fitting the workflow (the loaded
-    inputs, measured, + the repurchase share's grouping of the ``transactions`` lines) and
-    training (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
+    """``shoprec train``'s peak, the largest of its three phases: fitting the workflow (the
+    loaded inputs, measured, + the repurchase share's grouping of the ``transactions`` lines),
+    encoding (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
     ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded
-    dataset + the larger of the ranker's examples and the guardrail: the canonical tables and
+    dataset) and training (the loaded dataset less the canonical tables and the customer
+    feature rows, which ``run_train`` drops once encoded, + the encoded dataset + the larger
+    of the ranker's examples and the guardrail: the canonical tables and
     the larger of the retrieval of the validation window's scored customers
     (``eval.guardrail_customers``) and the offline baselines'
     fits (:func:`baselines_gib` of the ``transactions`` lines of at most ``buyers``
@@ -241,9 +243,13 @@ def train_estimate(
         "loaded inputs": loaded,
         "repurchase share": transactions * REPURCHASE_BYTES * OVERHEAD / GIB,
     }
+    encoded = encoded_gib(customer_features.height, article_features.height, n, r)
+    encoding = {"loaded dataset": max(loaded - canonical, 0.0), "encoded dataset": encoded}
     training = {
-        "loaded dataset": max(loaded - canonical, 0.0),
-        "encoded dataset": encoded_gib(customer_features.height, article_features.height, n, r),
+        "loaded dataset less customer rows": max(
+            loaded - canonical - customer_features.estimated_size() / GIB, 0.0
+        ),
+        "encoded dataset": encoded,
         **(
             {"ranker examples": ranker}
             if ranker >= guardrail
@@ -256,7 +262,7 @@ def train_estimate(
     }
     return Estimate(
         "train",
-        max(workflow, training, key=lambda parts: sum(parts.values())),
+        max(workflow, encoding, training, key=lambda parts: sum(parts.values())),
         (
             *_RANKER_KEYS,
             "eval.candidates",
@@ -276,10 +282,12 @@ def evaluate_estimate(
     test_window: int,
     config: PipelineConfig,
 ) -> Estimate:
-    """``shoprec evaluate``'s peak: the loaded inputs (measured) + the encoded dataset + the
-    larger of its two phases: the offline baselines' fits (:func:`baselines_gib` of the
-    ``transactions`` lines of at most ``buyers`` customers; they come first) and the test
-    window's labelled examples, candidate examples and whole-window retrieval."""
+    """``shoprec evaluate``'s peak, the larger of encoding (the loaded inputs, measured, + the
+    encoded dataset) and scoring (the loaded inputs less the customer feature rows, which
+    ``run_evaluate`` drops once encoded, + the encoded dataset + the larger of the offline
+    baselines' fits (:func:`baselines_gib` of the ``transactions`` lines of at most ``buyers``
+    customers; they come first) and the test window's labelled examples, candidate examples
+    and whole-window retrieval)."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
@@ -291,13 +299,19 @@ def evaluate_estimate(
         "test retrieval": candidates_gib(customers.get(test_window, 0), candidate_width(config, r)),
     }
     baselines: dict[str, float] = {"offline baselines": baselines_gib(transactions, buyers, config)}
+    loaded = _loaded()
+    encoded = encoded_gib(customer_features.height, article_features.height, n, r)
+    encoding = {"loaded inputs": loaded, "encoded dataset": encoded}
+    scoring = {
+        "loaded inputs less customer rows": max(
+            loaded - customer_features.estimated_size() / GIB, 0.0
+        ),
+        "encoded dataset": encoded,
+        **(test_sets if sum(test_sets.values()) >= sum(baselines.values()) else baselines),
+    }
     return Estimate(
         "evaluate",
-        {
-            "loaded inputs": _loaded(),
-            "encoded dataset": encoded_gib(customer_features.height, article_features.height, n, r),
-            **(test_sets if sum(test_sets.values()) >= sum(baselines.values()) else baselines),
-        },
+        max(encoding, scoring, key=lambda parts: sum(parts.values())),
         (*_RANKER_KEYS, "eval.candidates", "dataset.negatives_per_positive", *_BASELINE_KEYS),
     )
 
