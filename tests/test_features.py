@@ -251,6 +251,12 @@ def test_dataset_round_trip_and_reproducibility(toy: Canonical, tmp_path: Path) 
     assert loaded.customer_features.equals(a.customer_features)
     assert loaded.windows == a.windows
     assert loaded.serving_cutoff == date(2020, 2, 12)
+    assert loaded.latest_customers.equals(a.latest_customers) and a.latest_customers.height > 0
+    # train and evaluate leave the serving snapshot's customers out: same schema, no rows
+    lean = load_dataset(tmp_path / "a", latest_customers=False)
+    assert lean.latest_customers.height == 0
+    assert lean.latest_customers.schema == a.latest_customers.schema
+    assert lean.customer_features.equals(a.customer_features)
     labels = a.examples.group_by(s.WINDOW).agg(pl.col(s.LABEL).sum().alias("p"), pl.len())
     assert labels.height == len(a.windows)
 

@@ -141,3 +141,27 @@ def test_the_offline_baselines_term_bounds_train_and_evaluate_and_names_its_key(
     assert "offline baselines" not in small.parts and small.parts["test examples"] > 0
     with pytest.raises(MemoryBudgetError, match=r"^evaluate: .* lower .*eval\.als_factors"):
         big.check(MemoryConfig(ceiling_gib=big.gib - 0.1))
+
+
+def test_train_and_evaluate_count_the_customer_rows_only_until_they_are_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run_train`` and ``run_evaluate`` drop the customer feature rows once encoded, so the
+    phases after encoding (the ranker's examples, the guardrail, the baselines) are counted
+    on top of the loaded inputs less those rows; encoding itself holds both."""
+    from shoprec.config import PipelineConfig
+    from shoprec.pipeline import budget
+
+    customers, articles, examples = _window_frames()
+    monkeypatch.setattr(budget, "_loaded", lambda: 10.0)
+    rows_gib = customers.estimated_size() / budget.GIB
+    config = PipelineConfig()
+    lines, buyers = 40_000_000, 1_000_000  # the baselines' fits dominate
+    train = budget.train_estimate(customers, articles, examples, 0.5, lines, buyers, [2], 1, config)
+    assert train.parts["loaded dataset less customer rows"] == pytest.approx(10.0 - 0.5 - rows_gib)
+    assert "loaded dataset" not in train.parts
+    evaluate = budget.evaluate_estimate(customers, articles, examples, lines, buyers, 0, config)
+    assert evaluate.parts["loaded inputs less customer rows"] == pytest.approx(10.0 - rows_gib)
+    # the encoding phase holds the rows: the estimate is never below it
+    small = budget.evaluate_estimate(customers, articles, examples, 10, 1, 0, config)
+    assert small.gib >= 10.0 + evaluate.parts["encoded dataset"]
