@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import polars as pl
 import pytest
 
 from shoprec.pipeline.memory import PeakSpan, high_water_mib
@@ -75,11 +76,10 @@ def test_the_example_count_bound_scales_with_the_customer_cap() -> None:
     )
 
 
-def _window_frames() -> tuple[object, object, object]:
+def _window_frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Customer and article feature rows of windows 0 (test), 1 (validation), 2 (training),
     10 customers (repurchase lists of 64) and 5 articles each, and one purchase + one negative
     per customer."""
-    import polars as pl
 
     from shoprec.schema import ARTICLE_ID, CUSTOMER_ID, LABEL, REPURCHASE_ARTICLE_IDS, WINDOW
 
@@ -121,8 +121,9 @@ def test_the_offline_baselines_term_bounds_train_and_evaluate_and_names_its_key(
     assert budget.baselines_gib(2 * lines, buyers, config) > 1.9 * expected
 
     def train(lines: int, buyers: int = buyers) -> budget.Estimate:
-        args = (customers, articles, examples, 0.5, lines, buyers, [2], 1, config)
-        return budget.train_estimate(*args)  # type: ignore[arg-type]
+        return budget.train_estimate(
+            customers, articles, examples, 0.5, lines, buyers, [2], 1, config
+        )
 
     big = train(lines)
     assert big.parts["guardrail (transactions, offline baselines)"] == pytest.approx(0.5 + expected)
@@ -131,8 +132,7 @@ def test_the_offline_baselines_term_bounds_train_and_evaluate_and_names_its_key(
         big.check(MemoryConfig(ceiling_gib=big.gib - 0.1))
 
     def evaluate(lines: int, buyers: int = buyers) -> budget.Estimate:
-        args = (customers, articles, examples, lines, buyers, 0, config)
-        return budget.evaluate_estimate(*args)  # type: ignore[arg-type]
+        return budget.evaluate_estimate(customers, articles, examples, lines, buyers, 0, config)
 
     big = evaluate(lines)
     assert big.parts["offline baselines"] == pytest.approx(expected)
