@@ -257,6 +257,14 @@ def test_dataset_round_trip_and_reproducibility(toy: Canonical, tmp_path: Path) 
     assert lean.latest_customers.height == 0
     assert lean.latest_customers.schema == a.latest_customers.schema
     assert lean.customer_features.equals(a.customer_features)
+    # export's online tables read the serving snapshot only
+    snapshot = load_dataset(tmp_path / "a", windows=False)
+    assert snapshot.latest_customers.equals(a.latest_customers)
+    assert snapshot.latest_articles.equals(a.latest_articles)
+    assert snapshot.repurchase_length == a.repurchase_length and snapshot.windows == a.windows
+    for name in ("customer_features", "article_features", "examples", "copurchase"):
+        frame = getattr(snapshot, name)
+        assert frame.height == 0 and frame.schema == getattr(a, name).schema, name
     labels = a.examples.group_by(s.WINDOW).agg(pl.col(s.LABEL).sum().alias("p"), pl.len())
     assert labels.height == len(a.windows)
 

@@ -355,10 +355,19 @@ def _write(art: DatasetArtifacts, out_dir: Path) -> None:
     (out_dir / WINDOWS_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def load_dataset(out_dir: Path, latest_customers: bool = True) -> DatasetArtifacts:
+def _read(path: Path, rows: bool) -> pl.DataFrame:
+    """The Parquet file at ``path``, or (``rows=False``) an empty frame of its schema."""
+    return pl.read_parquet(path) if rows else pl.DataFrame(schema=pl.read_parquet_schema(path))
+
+
+def load_dataset(
+    out_dir: Path, latest_customers: bool = True, windows: bool = True
+) -> DatasetArtifacts:
     """Load what ``build_dataset`` wrote; ``latest_customers=False`` leaves the serving
-    snapshot's customers out (an empty frame of their schema: what only ``export`` reads, 1.5
-    GiB at H&M size). Raises ``ArtifactError`` naming a missing file."""
+    snapshot's customers out (what only ``export`` reads, 1.5 GiB at H&M size),
+    ``windows=False`` the windows' customer and article features, examples and co-purchase
+    tables (what only ``train`` and ``evaluate`` read, 3.3 GiB at H&M size): empty frames of
+    their schemas. Raises ``ArtifactError`` naming a missing file."""
     files = (
         WINDOWS_FILE,
         CUSTOMER_FEATURES_FILE,
@@ -374,17 +383,13 @@ def load_dataset(out_dir: Path, latest_customers: bool = True) -> DatasetArtifac
     meta = json.loads((out_dir / WINDOWS_FILE).read_text())
     return DatasetArtifacts(
         windows=[Window.from_dict(d) for d in meta["windows"]],
-        customer_features=pl.read_parquet(out_dir / CUSTOMER_FEATURES_FILE),
-        article_features=pl.read_parquet(out_dir / ARTICLE_FEATURES_FILE),
-        examples=pl.read_parquet(out_dir / EXAMPLES_FILE),
-        latest_customers=(
-            pl.read_parquet(out_dir / LATEST_CUSTOMERS_FILE)
-            if latest_customers
-            else pl.DataFrame(schema=pl.read_parquet_schema(out_dir / LATEST_CUSTOMERS_FILE))
-        ),
+        customer_features=_read(out_dir / CUSTOMER_FEATURES_FILE, windows),
+        article_features=_read(out_dir / ARTICLE_FEATURES_FILE, windows),
+        examples=_read(out_dir / EXAMPLES_FILE, windows),
+        latest_customers=_read(out_dir / LATEST_CUSTOMERS_FILE, latest_customers),
         latest_articles=pl.read_parquet(out_dir / LATEST_ARTICLES_FILE),
         serving_cutoff=date.fromisoformat(meta["serving_cutoff"]),
-        copurchase=pl.read_parquet(out_dir / COPURCHASE_FILE),
+        copurchase=_read(out_dir / COPURCHASE_FILE, windows),
         repurchase_length=_repurchase_length(meta, out_dir),
     )
 
