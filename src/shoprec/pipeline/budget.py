@@ -221,11 +221,10 @@ def train_estimate(
     ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded
     dataset) and training (the loaded dataset less the canonical tables and the customer
     feature rows, which ``run_train`` drops once encoded, + the encoded dataset + the larger
-    of the ranker's examples and the guardrail: the canonical tables and
-    the larger of the retrieval of the validation window's scored customers
-    (``eval.guardrail_customers``) and the offline baselines'
-    fits (:func:`baselines_gib` of the ``transactions`` lines of at most ``buyers``
-    customers), which come after the retrieval is released)."""
+    of the ranker's examples and the guardrail: the canonical tables and the larger of the
+    retrieval of the validation window's scored customers (``eval.guardrail_customers``) and
+    the offline baselines' fits (:func:`baselines_gib` of the ``transactions`` lines of at most
+    ``buyers`` customers), which come after the retrieval is released)."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
