@@ -27,7 +27,12 @@ from shoprec import schema as s
 from shoprec.config import DatasetConfig, HistoryOrder
 from shoprec.data.ingest.canonical import Canonical
 from shoprec.errors import ArtifactError, InputDataError
-from shoprec.features.build import article_features, customer_features, transactions_before
+from shoprec.features.build import (
+    article_features,
+    customer_features,
+    history_pairs,
+    transactions_before,
+)
 from shoprec.features.copurchase import copurchase_table
 
 SPLIT_TEST = "test"
@@ -218,7 +223,6 @@ def choose_repurchase_length(
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
     start = cutoff - timedelta(days=window_days)
-    keys = ["_n", "_last"] if history_order is HistoryOrder.FREQUENCY else ["_last", "_n"]
     bought = (
         transactions.filter((pl.col(s.T_DAT) >= start) & (pl.col(s.T_DAT) < cutoff))
         .select(s.CUSTOMER_ID, s.ARTICLE_ID)
@@ -226,13 +230,11 @@ def choose_repurchase_length(
     )
     # only the window's buyers have positions to find: their lines alone are grouped (a week's
     # buyers are a small share of every customer at H&M size)
-    ranked = (
-        transactions_before(transactions, start)
-        .join(bought.select(s.CUSTOMER_ID).unique(), on=s.CUSTOMER_ID, how="semi")
-        .group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
-        .agg(pl.len().alias("_n"), pl.col(s.T_DAT).max().alias("_last"))
-        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
-        .with_columns(pl.int_range(pl.len()).over(s.CUSTOMER_ID).alias("_position"))
+    buyers_history = transactions_before(transactions, start).join(
+        bought.select(s.CUSTOMER_ID).unique(), on=s.CUSTOMER_ID, how="semi"
+    )
+    ranked = history_pairs(buyers_history, history_order).with_columns(
+        pl.int_range(pl.len()).over(s.CUSTOMER_ID).alias("_position")
     )
     positions = bought.join(ranked, on=[s.CUSTOMER_ID, s.ARTICLE_ID]).get_column("_position")
     if positions.len() == 0:

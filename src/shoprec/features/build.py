@@ -20,6 +20,25 @@ _FIRST = "_first_t_dat"
 _N = "_n"
 
 
+def history_pairs(hist: pl.DataFrame, history_order: HistoryOrder) -> pl.DataFrame:
+    """Each customer's distinct (customer, article) pairs of the transactions ``hist``, in
+    history order: sorted by CUSTOMER_ID, then FREQUENCY: purchases descending, last purchase
+    most recent first; RECENCY: the two the other way round; final ties by article id.
+    Columns: CUSTOMER_ID, ARTICLE_ID, ``_n`` (purchases, u32), the last and first purchase
+    dates. The order of the history and repurchase lists (:func:`customer_features`) and of
+    the positions ``data.dataset.choose_repurchase_length`` reads."""
+    keys = [_N, _LAST] if history_order is HistoryOrder.FREQUENCY else [_LAST, _N]
+    return (
+        hist.group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
+        .agg(
+            pl.len().alias(_N),
+            pl.col(s.T_DAT).max().alias(_LAST),
+            pl.col(s.T_DAT).min().alias(_FIRST),
+        )
+        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
+    )
+
+
 def transactions_before(transactions: pl.DataFrame, cutoff: date) -> pl.DataFrame:
     """Rows with ``t_dat < cutoff``: the only rows any feature as of ``cutoff`` may read."""
     return transactions.filter(pl.col(s.T_DAT) < cutoff)
@@ -80,15 +99,8 @@ def customer_features(
         pl.col(s.PRICE).mean().cast(pl.Float64).alias(s.MEAN_PRICE),
         pl.col(s.ARTICLE_ID).n_unique().cast(pl.Int64).alias(s.N_DISTINCT_ARTICLES),
     )
-    keys = [_N, _LAST] if history_order is HistoryOrder.FREQUENCY else [_LAST, _N]
     lists = (
-        hist.group_by([s.CUSTOMER_ID, s.ARTICLE_ID])
-        .agg(
-            pl.len().alias(_N),
-            pl.col(s.T_DAT).max().alias(_LAST),
-            pl.col(s.T_DAT).min().alias(_FIRST),
-        )
-        .sort([s.CUSTOMER_ID, *keys, s.ARTICLE_ID], descending=[False, True, True, False])
+        history_pairs(hist, history_order)
         .group_by(s.CUSTOMER_ID, maintain_order=True)
         .agg(
             pl.col(s.ARTICLE_ID).head(history_length).alias(s.HIST_ARTICLE_IDS),
