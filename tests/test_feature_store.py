@@ -40,7 +40,9 @@ from shoprec.export.online_tables import export_online_tables, materialize
 from shoprec.features.encode import EncodedCustomers, encode_customers, fit_workflow
 from shoprec.features.workflow import Workflow
 from shoprec.featurestore import OnlineFeatures, OnlineStoreError
+from shoprec.featurestore import store as store_module
 from shoprec.featurestore.store import (
+    MaterializeReport,
     default_definitions,
     load_definitions,
     teardown,
@@ -292,6 +294,44 @@ def test_feature_repo_declares_the_schema_names(sqlite_repo: Path) -> None:
     assert (current_dir(sqlite_repo) / "definitions.py").read_bytes() == (
         default_definitions().read_bytes()
     )
+
+
+def _sqlite_tables(report: MaterializeReport) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the version's SQLite online tables, per feature view, in key order."""
+    db = current_dir(report.repo_path) / "data" / "online_store.db"
+    views = (s.CUSTOMER_FEATURE_VIEW, s.ARTICLE_FEATURE_VIEW)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return {
+            view: conn.execute(
+                "SELECT entity_key, feature_name, value, vector_value, event_ts, created_ts "
+                f"FROM {report.project}_{view} ORDER BY entity_key, feature_name"
+            ).fetchall()
+            for view in views
+        }
+
+
+def test_bulk_write_stores_exactly_what_feasts_converter_gives(
+    toy: Toy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoded customer rows are serialized a column at a time (featurestore.wire); the
+    article view (strings, nulls) goes through Feast's converter. Forcing Feast's converter for
+    every view must store the same rows, byte for byte."""
+    used: dict[str, bool] = {}
+    serialize = store_module._numeric_list_rows
+
+    def spy(batch: pa.RecordBatch, view: Any, *args: Any) -> Any:
+        rows = serialize(batch, view, *args)
+        used[view.name] = rows is not None
+        return rows
+
+    monkeypatch.setattr(store_module, "_numeric_list_rows", spy)
+    ours = materialize(toy.models_copy("wire_ours"), toy.dataset, toy.canonical)
+    assert used == {s.CUSTOMER_FEATURE_VIEW: True, s.ARTICLE_FEATURE_VIEW: False}
+    monkeypatch.setattr(store_module, "_numeric_list_rows", lambda *args: None)
+    feasts = materialize(toy.models_copy("wire_feast"), toy.dataset, toy.canonical)
+    rows = _sqlite_tables(ours)
+    assert len(rows[s.CUSTOMER_FEATURE_VIEW]) == 6 * len(s.ENCODED_CUSTOMER_FEATURES)
+    assert rows == _sqlite_tables(feasts)
 
 
 # ---- online reads, SQLite and Redis ----------------------------------------------------------
