@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 
 from shoprec.errors import ArtifactError
-from shoprec.features.workflow import OOV_ID, PAD_ID, Categorify, Normalize, Workflow
+from shoprec.features.workflow import (
+    OOV_ID,
+    PAD_ID,
+    Categorify,
+    Normalize,
+    Workflow,
+    ragged_positions,
+)
 
 
 def test_categorify_orders_by_frequency_and_maps_rare_and_unseen_to_oov() -> None:
@@ -74,3 +81,15 @@ def test_workflow_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text('{"format_version": 0}')
     with pytest.raises(ArtifactError, match="format_version 0, expected 1"):
         Workflow.load(tmp_path / "old.json")
+
+
+def test_ragged_positions_enumerate_each_list_left_aligned() -> None:
+    rows, cols = ragged_positions(np.array([3, 0, 2, 1]))
+    assert rows.tolist() == [0, 0, 0, 2, 2, 3]
+    assert cols.tolist() == [0, 1, 2, 0, 1, 0]
+    lengths = np.random.default_rng(3).integers(0, 9, size=500)
+    rows, cols = ragged_positions(lengths)
+    assert rows.tolist() == np.repeat(np.arange(500), lengths).tolist()
+    assert cols.tolist() == [c for n in lengths for c in range(n)]
+    empty_rows, empty_cols = ragged_positions(np.array([], dtype=np.int64))
+    assert empty_rows.size == empty_cols.size == 0

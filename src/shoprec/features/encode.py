@@ -16,7 +16,13 @@ import polars as pl
 
 from shoprec import schema as s
 from shoprec.config import WorkflowConfig
-from shoprec.features.workflow import FIRST_ID, Categorify, Normalize, Workflow
+from shoprec.features.workflow import (
+    FIRST_ID,
+    Categorify,
+    Normalize,
+    Workflow,
+    ragged_positions,
+)
 
 # Log-scaled counts and durations; features that can be unknown carry a missing indicator.
 _LOG = {
@@ -217,8 +223,7 @@ def _list_matrix(frame: pl.DataFrame, column: str, length: int) -> npt.NDArray[n
     raw = frame.get_column(column).list.head(length)
     lengths = raw.list.len().to_numpy()
     if frame.height and lengths.sum():
-        rows = np.repeat(np.arange(frame.height), lengths)
-        cols = np.concatenate([np.arange(n) for n in lengths])
+        rows, cols = ragged_positions(lengths)
         out[rows, cols] = raw.explode().drop_nulls().to_numpy().astype(np.float32)
     return out
 

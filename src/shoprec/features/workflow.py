@@ -33,6 +33,25 @@ FIRST_ID = 2
 FORMAT_VERSION = 1
 
 
+def ragged_positions(
+    lengths: npt.NDArray[np.integer[Any]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(row, column) of every element of left-aligned lists with these lengths, row after row.
+
+    Args:
+        lengths: (B,) non-negative list lengths.
+
+    Returns:
+        Two int64 arrays of ``lengths.sum()`` elements: row ``i`` repeated ``lengths[i]`` times,
+        and ``0 .. lengths[i] - 1`` for each row.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    starts = np.cumsum(lengths) - lengths
+    cols = np.arange(len(rows), dtype=np.int64) - np.repeat(starts, lengths)
+    return rows, cols
+
+
 @dataclass
 class Categorify:
     """Categorical column -> contiguous ids (0 missing, 1 OOV, 2.. vocabulary)."""
@@ -79,8 +98,7 @@ class Categorify:
         lengths = lists.list.len().fill_null(0).clip(upper_bound=length).to_numpy()
         flat = lists.list.head(length).explode()
         ids = self.transform(flat.drop_nulls())
-        rows = np.repeat(np.arange(len(lists)), lengths)
-        cols = np.concatenate([np.arange(n) for n in lengths]) if len(lists) else np.array([], int)
+        rows, cols = ragged_positions(lengths)
         out[rows, cols] = ids
         return out
 
