@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -122,7 +123,7 @@ def test_the_offline_baselines_term_bounds_train_and_evaluate_and_names_its_key(
 
     def train(lines: int, buyers: int = buyers) -> budget.Estimate:
         return budget.train_estimate(
-            customers, articles, examples, 0.5, lines, buyers, [2], 1, config
+            customers, articles, examples, 0.5, lines, buyers, [2], 1, config, 1000
         )
 
     big = train(lines)
@@ -157,7 +158,9 @@ def test_train_and_evaluate_count_the_customer_rows_only_until_they_are_encoded(
     rows_gib = customers.estimated_size() / budget.GIB
     config = PipelineConfig()
     lines, buyers = 40_000_000, 1_000_000  # the baselines' fits dominate
-    train = budget.train_estimate(customers, articles, examples, 0.5, lines, buyers, [2], 1, config)
+    train = budget.train_estimate(
+        customers, articles, examples, 0.5, lines, buyers, [2], 1, config, 1000
+    )
     assert train.parts["loaded dataset less customer rows"] == pytest.approx(10.0 - 0.5 - rows_gib)
     assert "loaded dataset" not in train.parts
     evaluate = budget.evaluate_estimate(customers, articles, examples, lines, buyers, 0, config)
@@ -165,3 +168,35 @@ def test_train_and_evaluate_count_the_customer_rows_only_until_they_are_encoded(
     # the encoding phase holds the rows: the estimate is never below it
     small = budget.evaluate_estimate(customers, articles, examples, 10, 1, 0, config)
     assert small.gib >= 10.0 + evaluate.parts["encoded dataset"]
+
+
+def test_the_text_process_adds_to_the_phases_before_the_ranker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``text.concurrent`` the text-embedding process runs beside the workflow, the
+    encoding and the Two-Tower (``run_train`` waits for it before the ranker's examples)."""
+    from shoprec.config import PipelineConfig
+    from shoprec.pipeline import budget
+
+    customers, articles, examples = _window_frames()
+    monkeypatch.setattr(budget, "_loaded", lambda: 10.0)
+    config = PipelineConfig()
+    assert config.text.concurrent  # the default
+    text = budget.text_process_gib(105_542)  # an H&M-size catalog
+    assert text == pytest.approx(1.5 + 105_542 * 6 * 4 * 512 / 2**30)
+
+    def train(config: PipelineConfig, lines: int = 1000) -> budget.Estimate:
+        return budget.train_estimate(
+            customers, articles, examples, 0.5, lines, 10, [2], 1, config, 105_542
+        )
+
+    beside = train(config)
+    alone = train(replace(config, text=replace(config.text, concurrent=False)))
+    assert "text process" not in alone.parts
+    # the workflow's phase with the process beside it is the peak here
+    assert set(beside.parts) == {"loaded inputs", "repurchase share", "text process"}
+    assert beside.parts["text process"] == pytest.approx(text)
+    assert beside.gib > alone.gib + text - 0.5  # alone: the guardrail's phase, 0.5 GiB above
+    # when the baselines' fits dominate (after the process ended), it is not counted
+    big = train(config, lines=400_000_000)
+    assert "text process" not in big.parts

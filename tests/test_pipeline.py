@@ -95,6 +95,9 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     # with torch loaded holds well over 50 MiB)
     assert set(summary["peak_rss_mib"]) == set(summary["seconds"])
     assert all(50 < mib < 24 * 1024 for mib in summary["peak_rss_mib"].values())
+    # the texts were encoded in a second process (text.concurrent, the default)
+    text = summary["text_embeddings"]
+    assert text["concurrent"] is True and text["seconds"] > 0 and text["peak_rss_mib"] > 100
     assert summary["two_tower_best_epoch"] == int(np.argmax(recalls)) + 1
     run = report["run"]
     assert run["candidate_sources"] == ["ann", "history", "copurchase", "popular"]
@@ -334,8 +337,10 @@ def test_train_records_a_memory_estimate_that_bounds_the_examples(trained: Path)
 
     summary = json.loads((trained / "models" / "syn" / A.TRAIN_SUMMARY_FILE).read_text())
     parts = summary["memory_estimate_mib"]
-    loaded = [mib for name, mib in parts.items() if name.startswith("loaded dataset")]
-    assert len(loaded) == 1 and loaded[0] > 0 and parts["encoded dataset"] > 0
+    loaded = [mib for name, mib in parts.items() if name.startswith("loaded")]
+    assert len(loaded) == 1 and loaded[0] > 0
+    # on a catalog this small the text process (1.5 GiB and up) beside the models is the peak
+    assert parts["text process"] >= 1.5 * 1024
     data = load_dataset(trained / "data" / "syn" / "dataset")
     config = PipelineConfig.from_dict(FAST)
     windows = [w.index for w in data.window(SPLIT_TRAIN) + data.window(SPLIT_VAL)]

@@ -254,15 +254,20 @@ def do_train(paths: Paths, config: PipelineConfig, ranker: RankerKind | None = N
     if ranker is not None:
         config = replace(config, ranker=replace(config.ranker, kind=ranker))
     summary = run_train(paths, config, _log)
-    console.print(
-        _table(
-            f"trained -> {paths.models_dir}",
-            [
-                {"step": k, "seconds": v, "peak RSS MiB": summary["peak_rss_mib"][k]}
-                for k, v in summary["seconds"].items()
-            ],
+    rows = [
+        {"step": k, "seconds": v, "peak RSS MiB": summary["peak_rss_mib"][k]}
+        for k, v in summary["seconds"].items()
+    ]
+    text = summary["text_embeddings"]
+    if text["concurrent"]:  # its own process, beside the steps above: not part of their sum
+        rows.append(
+            {
+                "step": "(text process, beside the steps)",
+                "seconds": text["seconds"],
+                "peak RSS MiB": text["peak_rss_mib"],
+            }
         )
-    )
+    console.print(_table(f"trained -> {paths.models_dir}", rows))
 
 
 @app.command()

@@ -254,6 +254,9 @@ class TextConfig:
     # transformers checkpoint that open_clip cannot load by hub id).
     open_clip_pretrained: str | None = "hf-hub:Marqo/marqo-fashionCLIP"
     batch_size: int = 256
+    # encode the texts in a second process with one torch thread while ``shoprec train`` fits
+    # the models (``pipeline.text_job``); false: in the train process, after the models
+    concurrent: bool = True
 
 
 @dataclass(frozen=True)

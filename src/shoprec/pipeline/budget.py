@@ -77,6 +77,13 @@ REPURCHASE_BYTES: Final = 120
 # ``scripts/bench_baselines.py``; plus ALS's float32 factors per customer (and the
 # conjugate-gradient solver's copy).
 BASELINE_LINE_BYTES: Final = 150
+# The text-embedding process beside ``shoprec train`` (``pipeline.text_job``): torch, the
+# encoder and its batches' activations (1,539 MiB measured with all-MiniLM-L6-v2 on the
+# synthetic mid catalog, 21,108 articles; 1,079 MiB on an 8-article catalog), plus per article
+# six float32 copies of a vector (the distinct texts', the weighted sum, the normalised result,
+# the saved array, the index and a temporary) of the widest text encoder shoprec ships (512).
+TEXT_PROCESS_BASE_GIB: Final = 1.5
+TEXT_ARTICLE_BYTES: Final = 6 * 4 * 512
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,12 @@ def baselines_gib(transactions: int, customers: int, config: PipelineConfig) -> 
 _BASELINE_KEYS: Final = ("eval.als_factors",)
 
 
+def text_process_gib(catalog_articles: int) -> float:
+    """The text-embedding process of ``shoprec train`` for a catalog of ``catalog_articles``
+    articles, GiB."""
+    return TEXT_PROCESS_BASE_GIB + catalog_articles * TEXT_ARTICLE_BYTES / GIB
+
+
 def canonical_gib(canonical: Canonical) -> float:
     """The canonical tables as loaded (polars' own size of each frame), GiB."""
     frames = (canonical.transactions, canonical.customers, canonical.articles)
@@ -214,6 +227,7 @@ def train_estimate(
     train_windows: list[int],
     val_window: int,
     config: PipelineConfig,
+    catalog_articles: int,
 ) -> Estimate:
     """``shoprec train``'s peak, the largest of its three phases: fitting the workflow (the
     loaded inputs, measured, + the repurchase share's grouping of the ``transactions`` lines),
@@ -224,7 +238,10 @@ def train_estimate(
     of the ranker's examples and the guardrail: the canonical tables and the larger of the
     retrieval of the validation window's scored customers (``eval.guardrail_customers``) and
     the offline baselines' fits (:func:`baselines_gib` of the ``transactions`` lines of at most
-    ``buyers`` customers), which come after the retrieval is released)."""
+    ``buyers`` customers), which come after the retrieval is released). With ``text.concurrent``
+    the text-embedding process (:func:`text_process_gib` of ``catalog_articles``) runs beside
+    the workflow, the encoding and the Two-Tower, and has ended before the ranker's examples
+    (``run_train`` waits for it there): it adds to those phases."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
@@ -244,10 +261,15 @@ def train_estimate(
     }
     encoded = encoded_gib(customer_features.height, article_features.height, n, r)
     encoding = {"loaded dataset": max(loaded - canonical, 0.0), "encoded dataset": encoded}
+    less_rows = max(loaded - canonical - customer_features.estimated_size() / GIB, 0.0)
+    text = {"text process": text_process_gib(catalog_articles)} if config.text.concurrent else {}
+    two_tower = {
+        "loaded dataset less customer rows": less_rows,
+        "encoded dataset": encoded,
+        **text,
+    }
     training = {
-        "loaded dataset less customer rows": max(
-            loaded - canonical - customer_features.estimated_size() / GIB, 0.0
-        ),
+        "loaded dataset less customer rows": less_rows,
         "encoded dataset": encoded,
         **(
             {"ranker examples": ranker}
@@ -261,7 +283,13 @@ def train_estimate(
     }
     return Estimate(
         "train",
-        max(workflow, encoding, training, key=lambda parts: sum(parts.values())),
+        max(
+            {**workflow, **text},
+            {**encoding, **text},
+            two_tower,
+            training,
+            key=lambda parts: sum(parts.values()),
+        ),
         (
             *_RANKER_KEYS,
             "eval.candidates",

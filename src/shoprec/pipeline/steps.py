@@ -66,9 +66,9 @@ from shoprec.inference.index import build_index, save_index
 from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
-from shoprec.models.text import embed_articles, make_encoder
 from shoprec.pipeline import budget
 from shoprec.pipeline.memory import PeakSpan
+from shoprec.pipeline.text_job import TextEmbeddingJob, TextEmbeddings, embed_catalog
 from shoprec.training.encoded import encode_dataset
 from shoprec.training.examples import (
     article_rows,
@@ -180,191 +180,229 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         train_w,
         val_w,
         config,
+        canonical.articles.height,
     ).check(config.memory)
     _log_estimate(estimate, log)
     out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)  # only once the inputs exist and fit the budget
-    val_start = data.window(SPLIT_VAL)[0].start
+    # the text embeddings need the catalog only: encoded beside the models (pipeline.text_job)
+    text_job = TextEmbeddingJob(paths.canonical, config, out) if config.text.concurrent else None
+    try:
+        val_start = data.window(SPLIT_VAL)[0].start
 
-    t = time.perf_counter()
-    purchases = purchase_lines(
-        canonical.transactions.filter(pl.col(s.T_DAT) < val_start), canonical.articles
-    )
-    wf = fit_workflow(
-        config.workflow,
-        data.customer_features.filter(pl.col(s.WINDOW).is_in(train_w)),
-        data.article_features.filter(pl.col(s.WINDOW).is_in(train_w)),
-        purchases,
-    )
-    wf.save(out / A.WORKFLOW_FILE)
-    share = repurchase_share(canonical.transactions.filter(pl.col(s.T_DAT) < val_start))
-    exclude = config.eval.exclude_purchased.resolve(share, config.eval.repurchase_threshold)
-    log(
-        f"repurchase share of the training period {share:.3f}: exclude_purchased="
-        f"{config.eval.exclude_purchased.value} -> {'exclude' if exclude else 'keep'} "
-        "already-bought articles"
-    )
-    # The transactions are read again for the guardrail's baselines: not held while the
-    # Two-Tower and the ranker's examples need the memory (gigabytes at H&M size).
-    del purchases, canonical
-    enc = encode_dataset(wf, data, config.dataset.history_length)
-    # encoded, the customer feature rows are read no more (2 GiB at H&M size)
-    data.customer_features = data.customer_features.clear()
-    timer("workflow", t)
-    log(
-        f"workflow fitted: {len(wf.categorical_ops)} vocabularies, "
-        f"{wf.categorical_ops[s.ARTICLE_ID].cardinality - 2} article ids"
-    )
-
-    # ---- Two-Tower ------------------------------------------------------------------------
-    t = time.perf_counter()
-    ex = data.examples
-    pos_train = ex.filter(pl.col(s.WINDOW).is_in(train_w) & (pl.col(s.LABEL) == 1))
-    c_rows, a_rows = enc.rows(pos_train)
-    tt_cfg = config.two_tower
-    item_dense = wf.dense_columns(s.ARTICLE_DENSE, s.ITEM_TOWER_DENSE)
-    two_tower = build_two_tower(
-        wf.cardinalities(s.CUSTOMER_SPARSE),
-        enc.customers.dense.shape[1],
-        wf.cardinalities(s.ARTICLE_SPARSE),
-        item_dense,
-        tt_cfg,
-    )
-    val_truth = window_truth(ex, val_w)
-    val_rows = article_rows(enc, val_w, indexable_articles(data, val_w))
-
-    tt_recalls: list[float] = []
-    best_state: dict[str, torch.Tensor] = {}
-
-    def tt_epoch(epoch: int, loss: float) -> bool:
-        recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
-        if not tt_recalls or recall > max(tt_recalls):
-            best_state.clear()
-            best_state.update({k: v.detach().clone() for k, v in two_tower.state_dict().items()})
-        tt_recalls.append(recall)
-        log(
-            f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
-            f"val candidate recall@{config.eval.candidates} {recall:.4f}"
+        t = time.perf_counter()
+        purchases = purchase_lines(
+            canonical.transactions.filter(pl.col(s.T_DAT) < val_start), canonical.articles
         )
-        since_best = len(tt_recalls) - 1 - int(np.argmax(tt_recalls))
-        return tt_cfg.patience > 0 and since_best >= tt_cfg.patience
+        wf = fit_workflow(
+            config.workflow,
+            data.customer_features.filter(pl.col(s.WINDOW).is_in(train_w)),
+            data.article_features.filter(pl.col(s.WINDOW).is_in(train_w)),
+            purchases,
+        )
+        wf.save(out / A.WORKFLOW_FILE)
+        share = repurchase_share(canonical.transactions.filter(pl.col(s.T_DAT) < val_start))
+        exclude = config.eval.exclude_purchased.resolve(share, config.eval.repurchase_threshold)
+        log(
+            f"repurchase share of the training period {share:.3f}: exclude_purchased="
+            f"{config.eval.exclude_purchased.value} -> {'exclude' if exclude else 'keep'} "
+            "already-bought articles"
+        )
+        # The transactions are read again for the guardrail's baselines: not held while the
+        # Two-Tower and the ranker's examples need the memory (gigabytes at H&M size).
+        del purchases, canonical
+        enc = encode_dataset(wf, data, config.dataset.history_length)
+        # encoded, the customer feature rows are read no more (2 GiB at H&M size)
+        data.customer_features = data.customer_features.clear()
+        timer("workflow", t)
+        log(
+            f"workflow fitted: {len(wf.categorical_ops)} vocabularies, "
+            f"{wf.categorical_ops[s.ARTICLE_ID].cardinality - 2} article ids"
+        )
 
-    tt_losses = train_two_tower(
-        two_tower, RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows), tt_cfg, tt_epoch
-    )
-    # best-epoch selection: keep the epoch with the best validation candidate recall
-    tt_best = int(np.argmax(tt_recalls)) if tt_recalls else len(tt_losses) - 1
-    if best_state:
-        two_tower.load_state_dict(best_state)
-    log(f"two-tower: kept epoch {tt_best + 1} (best validation candidate recall)")
-    save_model(
-        two_tower,
-        {
-            "customer_cardinalities": wf.cardinalities(s.CUSTOMER_SPARSE),
-            "customer_dense": int(enc.customers.dense.shape[1]),
-            "article_cardinalities": wf.cardinalities(s.ARTICLE_SPARSE),
-            "article_dense_columns": item_dense,
-            "config": to_plain(tt_cfg),
-        },
-        out / A.TWO_TOWER_FILE,
-    )
-    timer("two_tower", t)
+        # ---- Two-Tower ------------------------------------------------------------------------
+        t = time.perf_counter()
+        ex = data.examples
+        pos_train = ex.filter(pl.col(s.WINDOW).is_in(train_w) & (pl.col(s.LABEL) == 1))
+        c_rows, a_rows = enc.rows(pos_train)
+        tt_cfg = config.two_tower
+        item_dense = wf.dense_columns(s.ARTICLE_DENSE, s.ITEM_TOWER_DENSE)
+        two_tower = build_two_tower(
+            wf.cardinalities(s.CUSTOMER_SPARSE),
+            enc.customers.dense.shape[1],
+            wf.cardinalities(s.ARTICLE_SPARSE),
+            item_dense,
+            tt_cfg,
+        )
+        val_truth = window_truth(ex, val_w)
+        val_rows = article_rows(enc, val_w, indexable_articles(data, val_w))
 
-    # ---- ranker -----------------------------------------------------------------------------
-    t = time.perf_counter()
-    tr, va = ranker_examples(two_tower, enc, data, config)
-    log(
-        f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
-        f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
-    )
-    # rows only: the inputs are assembled a block at a time while fitting
-    train_inputs = example_rows(enc, tr)
-    val_inputs = example_rows(enc, va)
-    cards, num_dense = ranker_widths(wf, train_inputs)
-    kind = config.ranker.kind
-    ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
-    ranker_hist = fit_ranker(
-        ranker,
-        train_inputs,
-        tr.get_column(s.LABEL).to_numpy(),
-        val_inputs,
-        va.get_column(s.LABEL).to_numpy(),
-        config.ranker,
-        config.ranker.seed,
-        lambda e, loss, auc, val_map: log(
-            f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC "
-            f"{auc:.4f}, val MAP@{config.eval.k} {val_map:.4f}"
-        ),
-        (example_groups(tr), example_groups(va)),
-        config.eval.k,
-    )
-    save_ranker(ranker, config, out)
-    ranker_examples_count = int(tr.height)
-    del tr, va, train_inputs, val_inputs  # the guardrail's retrieval needs the memory
-    timer("ranker", t)
+        tt_recalls: list[float] = []
+        best_state: dict[str, torch.Tensor] = {}
 
-    # ---- guardrail: what is served, chosen on the validation window ------------------------
-    t = time.perf_counter()
-    canonical = read_canonical(paths.canonical)
-    served = choose_served(
-        ranker, two_tower, enc, data, canonical, val_w, val_start, cards, num_dense, exclude, config
-    )
-    log(
-        f"served recommender: {served['recommender']} ({served['why']}; scored on "
-        f"{served['customers']} validation customers)"
-    )
-    timer("guardrail", t)
+        def tt_epoch(epoch: int, loss: float) -> bool:
+            recall = ann_recall(two_tower, enc, val_w, val_rows, val_truth, config.eval.candidates)
+            if not tt_recalls or recall > max(tt_recalls):
+                best_state.clear()
+                best_state.update(
+                    {k: v.detach().clone() for k, v in two_tower.state_dict().items()}
+                )
+            tt_recalls.append(recall)
+            log(
+                f"two-tower epoch {epoch + 1}/{tt_cfg.epochs}: loss {loss:.4f}, "
+                f"val candidate recall@{config.eval.candidates} {recall:.4f}"
+            )
+            since_best = len(tt_recalls) - 1 - int(np.argmax(tt_recalls))
+            return tt_cfg.patience > 0 and since_best >= tt_cfg.patience
 
-    # ---- item index over the serving snapshot ---------------------------------------------
-    t = time.perf_counter()
-    latest = data.latest_articles.filter(pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
-    latest_enc = encode_articles(wf, latest)
-    item_vecs = embed_items(two_tower, latest_enc, np.arange(latest.height))
-    save_index(build_index(item_vecs, config.index), out / A.ITEM_INDEX_FILE)
-    A.write_ids(latest_enc.ids, out / A.ITEM_IDS_FILE)
-    timer("item_index", t)
+        tt_losses = train_two_tower(
+            two_tower,
+            RetrievalExamples(enc.customers, enc.articles, c_rows, a_rows),
+            tt_cfg,
+            tt_epoch,
+        )
+        # best-epoch selection: keep the epoch with the best validation candidate recall
+        tt_best = int(np.argmax(tt_recalls)) if tt_recalls else len(tt_losses) - 1
+        if best_state:
+            two_tower.load_state_dict(best_state)
+        log(f"two-tower: kept epoch {tt_best + 1} (best validation candidate recall)")
+        save_model(
+            two_tower,
+            {
+                "customer_cardinalities": wf.cardinalities(s.CUSTOMER_SPARSE),
+                "customer_dense": int(enc.customers.dense.shape[1]),
+                "article_cardinalities": wf.cardinalities(s.ARTICLE_SPARSE),
+                "article_dense_columns": item_dense,
+                "config": to_plain(tt_cfg),
+            },
+            out / A.TWO_TOWER_FILE,
+        )
+        timer("two_tower", t)
 
-    # ---- text embeddings for item similarity ----------------------------------------------
-    t = time.perf_counter()
-    # The whole catalog: text similarity is what serves articles that never sold (cold items).
-    catalog = canonical.articles
-    encoder = make_encoder(config.text)
-    text_ids, text_vecs, counts = embed_articles(catalog, encoder, config.text.batch_size)
-    log(
-        f"text embeddings: {counts.articles} articles, {counts.product_texts} distinct texts "
-        f"without the variant and {counts.variants} variants encoded"
-    )
-    np.save(out / A.TEXT_EMBEDDINGS_FILE, text_vecs)
-    save_index(build_index(text_vecs, config.index), out / A.TEXT_INDEX_FILE)
-    A.write_ids(np.asarray(text_ids, dtype=object), out / A.TEXT_IDS_FILE)
-    timer("text_embeddings", t)
+        # ---- the text process ends here: its memory is never counted beside the ranker's ---
+        text: TextEmbeddings | None = None
+        if text_job is not None:
+            t = time.perf_counter()
+            text = text_job.result()
+            _log_text(text, log)
+            log(
+                f"text embeddings' process: {text.seconds:.1f} s, peak "
+                f"{text.peak_rss_mib:.0f} MiB; waited {time.perf_counter() - t:.1f} s for it"
+            )
+            timer("text_embeddings_wait", t)
 
-    timer.stop()
-    A.write_json(config.to_dict(), out / A.CONFIG_FILE)
-    summary = {
-        "two_tower_epoch_loss": tt_losses,
-        "two_tower_val_recall": tt_recalls,
-        "two_tower_best_epoch": tt_best + 1,
-        "ranker": kind.value,
-        "ranker_epochs": [
-            {"loss": lo, "val_auc": au, f"val_map@{config.eval.k}": mp}
-            for lo, au, mp in ranker_hist
-        ],
-        "ranker_best_epoch": best_epoch(ranker_hist),
-        "train_examples": {"two_tower": int(len(c_rows)), "ranker": ranker_examples_count},
-        "repurchase_share": share,
-        "exclude_purchased": exclude,
-        "served": served,
-        "indexed_articles": int(latest.height),
-        "text_embedding_dim": int(text_vecs.shape[1]),
-        "seconds": timer.seconds,
-        "peak_rss_mib": timer.peak_rss_mib,
-        "memory_estimate_mib": {name: round(v * 1024, 1) for name, v in estimate.parts.items()},
-    }
-    A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
+        # ---- ranker -----------------------------------------------------------------------------
+        t = time.perf_counter()
+        tr, va = ranker_examples(two_tower, enc, data, config)
+        log(
+            f"ranker examples ({config.ranker.negatives.value} negatives): {tr.height} train "
+            f"({int(tr.get_column(s.LABEL).sum())} positive), {va.height} validation"
+        )
+        # rows only: the inputs are assembled a block at a time while fitting
+        train_inputs = example_rows(enc, tr)
+        val_inputs = example_rows(enc, va)
+        cards, num_dense = ranker_widths(wf, train_inputs)
+        kind = config.ranker.kind
+        ranker = build_ranker(kind, cards, num_dense, config, config.ranker.seed)
+        ranker_hist = fit_ranker(
+            ranker,
+            train_inputs,
+            tr.get_column(s.LABEL).to_numpy(),
+            val_inputs,
+            va.get_column(s.LABEL).to_numpy(),
+            config.ranker,
+            config.ranker.seed,
+            lambda e, loss, auc, val_map: log(
+                f"{kind.value} epoch {e + 1}/{config.ranker.epochs}: loss {loss:.4f}, val AUC "
+                f"{auc:.4f}, val MAP@{config.eval.k} {val_map:.4f}"
+            ),
+            (example_groups(tr), example_groups(va)),
+            config.eval.k,
+        )
+        save_ranker(ranker, config, out)
+        ranker_examples_count = int(tr.height)
+        del tr, va, train_inputs, val_inputs  # the guardrail's retrieval needs the memory
+        timer("ranker", t)
+
+        # ---- guardrail: what is served, chosen on the validation window ------------------------
+        t = time.perf_counter()
+        canonical = read_canonical(paths.canonical)
+        served = choose_served(
+            ranker,
+            two_tower,
+            enc,
+            data,
+            canonical,
+            val_w,
+            val_start,
+            cards,
+            num_dense,
+            exclude,
+            config,
+        )
+        log(
+            f"served recommender: {served['recommender']} ({served['why']}; scored on "
+            f"{served['customers']} validation customers)"
+        )
+        timer("guardrail", t)
+
+        # ---- item index over the serving snapshot ---------------------------------------------
+        t = time.perf_counter()
+        latest = data.latest_articles.filter(pl.col(s.DAYS_SINCE_FIRST_SALE).is_not_null())
+        latest_enc = encode_articles(wf, latest)
+        item_vecs = embed_items(two_tower, latest_enc, np.arange(latest.height))
+        save_index(build_index(item_vecs, config.index), out / A.ITEM_INDEX_FILE)
+        A.write_ids(latest_enc.ids, out / A.ITEM_IDS_FILE)
+        timer("item_index", t)
+
+        # ---- text embeddings for item similarity (here unless encoded beside) -------------
+        if text is None:
+            t = time.perf_counter()
+            text = embed_catalog(paths.canonical, config, out, progress=True)
+            _log_text(text, log)
+            timer("text_embeddings", t)
+
+        timer.stop()
+        A.write_json(config.to_dict(), out / A.CONFIG_FILE)
+        summary = {
+            "two_tower_epoch_loss": tt_losses,
+            "two_tower_val_recall": tt_recalls,
+            "two_tower_best_epoch": tt_best + 1,
+            "ranker": kind.value,
+            "ranker_epochs": [
+                {"loss": lo, "val_auc": au, f"val_map@{config.eval.k}": mp}
+                for lo, au, mp in ranker_hist
+            ],
+            "ranker_best_epoch": best_epoch(ranker_hist),
+            "train_examples": {"two_tower": int(len(c_rows)), "ranker": ranker_examples_count},
+            "repurchase_share": share,
+            "exclude_purchased": exclude,
+            "served": served,
+            "indexed_articles": int(latest.height),
+            "text_embedding_dim": text.dim,
+            "text_embeddings": {
+                "concurrent": text_job is not None,
+                "seconds": text.seconds,
+                "peak_rss_mib": text.peak_rss_mib,
+            },
+            "seconds": timer.seconds,
+            "peak_rss_mib": timer.peak_rss_mib,
+            "memory_estimate_mib": {name: round(v * 1024, 1) for name, v in estimate.parts.items()},
+        }
+        A.write_json(summary, out / A.TRAIN_SUMMARY_FILE)
+    finally:
+        if text_job is not None:
+            text_job.close()
     _publish(out, paths.models_dir)
     return summary
+
+
+def _log_text(text: TextEmbeddings, log: Log) -> None:
+    log(
+        f"text embeddings: {text.counts.articles} articles, {text.counts.product_texts} "
+        f"distinct texts without the variant and {text.counts.variants} variants encoded"
+    )
 
 
 def best_epoch(history: list[tuple[float, float, float]]) -> int:

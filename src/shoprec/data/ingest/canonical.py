@@ -273,16 +273,24 @@ def read_canonical(dir: Path) -> Canonical:
         ArtifactError: ``dir`` or one of its Parquet files is missing, or a table has no rows
             (the message names the file).
     """
-    dir = Path(dir)
-    frames: dict[str, pl.DataFrame] = {}
-    for table in schema.CANONICAL_TABLES:
-        path = dir / f"{table}.parquet"
-        if not path.is_file():
-            raise ArtifactError(f"canonical table {table!r} missing: {path} (run shoprec ingest)")
-        frames[table] = pl.read_parquet(path)
-        if frames[table].height == 0:
-            raise ArtifactError(f"canonical table {table!r} has no rows: {path} (ingest again)")
-    return Canonical(**frames)
+    return Canonical(
+        **{table: read_canonical_table(dir, table) for table in schema.CANONICAL_TABLES}
+    )
+
+
+def read_canonical_table(dir: Path, table: str) -> pl.DataFrame:
+    """One table of ``dir`` (``"articles"``, ``"customers"`` or ``"transactions"``).
+
+    Raises:
+        ArtifactError: the Parquet file is missing or has no rows (the message names it).
+    """
+    path = Path(dir) / f"{table}.parquet"
+    if not path.is_file():
+        raise ArtifactError(f"canonical table {table!r} missing: {path} (run shoprec ingest)")
+    frame = pl.read_parquet(path)
+    if frame.height == 0:
+        raise ArtifactError(f"canonical table {table!r} has no rows: {path} (ingest again)")
+    return frame
 
 
 def read_report(dir: Path) -> dict[str, Any]:
