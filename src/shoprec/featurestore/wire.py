@@ -53,6 +53,11 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _check_matrix(values: npt.NDArray[np.generic]) -> None:
+    if values.ndim != 2:
+        raise ValueError(f"values must be (B, W), got shape {values.shape}")
+
+
 def _length_delimited(tag: bytes, payloads: list[bytes]) -> list[bytes]:
     """``tag + varint(len(p)) + p`` for every payload (lengths repeat: cached)."""
     prefixes: dict[int, bytes] = {}
@@ -78,8 +83,7 @@ def float_list_values(values: npt.NDArray[np.float32]) -> list[bytes]:
     Raises:
         ValueError: ``values`` is not two-dimensional.
     """
-    if values.ndim != 2:
-        raise ValueError(f"values must be (B, W), got shape {values.shape}")
+    _check_matrix(values)
     rows = np.ascontiguousarray(values, dtype="<f4")
     width = rows.shape[1]
     if width == 0:
@@ -105,8 +109,7 @@ def int64_list_values(values: npt.NDArray[np.int64]) -> list[bytes]:
     Raises:
         ValueError: ``values`` is not two-dimensional.
     """
-    if values.ndim != 2:
-        raise ValueError(f"values must be (B, W), got shape {values.shape}")
+    _check_matrix(values)
     n_rows, width = values.shape
     if n_rows == 0:
         return []
