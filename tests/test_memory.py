@@ -174,8 +174,9 @@ def test_the_text_process_adds_to_the_phases_before_the_ranker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``text.concurrent`` the text-embedding process runs beside the workflow, the
-    encoding and the Two-Tower (``run_train`` waits for it before the ranker's examples)."""
-    from shoprec.config import PipelineConfig
+    encoding and the Two-Tower, and beside the ranker and the guardrail only when
+    ``run_train`` waits for it at its end."""
+    from shoprec.config import MemoryConfig, PipelineConfig
     from shoprec.pipeline import budget
 
     customers, articles, examples = _window_frames()
@@ -200,3 +201,13 @@ def test_the_text_process_adds_to_the_phases_before_the_ranker(
     # when the baselines' fits dominate (after the process ended), it is not counted
     big = train(config, lines=400_000_000)
     assert "text process" not in big.parts
+    # unless train waits for it at its end: then it is beside the training phase too
+    late = budget.train_estimate(
+        customers, articles, examples, 0.5, 400_000_000, 10, [2], 1, config, 105_542, True
+    )
+    assert late.parts["text process"] == pytest.approx(text)
+    assert late.gib == pytest.approx(big.gib + text)
+    assert big.fits(MemoryConfig(ceiling_gib=big.gib)) and not late.fits(
+        MemoryConfig(ceiling_gib=big.gib)
+    )
+    assert late.fits(MemoryConfig(ceiling_gib=0))  # 0 = no check

@@ -14,6 +14,7 @@ from shoprec import artifacts as A
 from shoprec.config import PipelineConfig
 from shoprec.data.ingest.canonical import write_canonical
 from shoprec.errors import ArtifactError
+from shoprec.models.modules import usable_cpus
 from shoprec.pipeline.text_job import TextEmbeddingJob, TextJobError, embed_catalog
 from toydata import make_canonical
 
@@ -38,6 +39,8 @@ def test_the_second_process_writes_what_the_train_process_would(
     assert done.counts == here.counts and done.counts.articles == 8
     assert done.dim == here.dim == 384
     assert done.seconds > 0 and done.peak_rss_mib > 100  # torch and the encoder were loaded
+    # waited for at once: its batches ran on every usable CPU, not the one thread it started with
+    assert done.threads == usable_cpus()
     for name in (A.TEXT_EMBEDDINGS_FILE, A.TEXT_INDEX_FILE, A.TEXT_IDS_FILE):
         assert (tmp_path / "job" / name).is_file(), name
     assert (tmp_path / "job" / A.TEXT_IDS_FILE).read_bytes() == (
@@ -63,7 +66,9 @@ def test_a_killed_process_is_an_error_naming_the_exit_code(
     canonical_dir: Path, tmp_path: Path
 ) -> None:
     with TextEmbeddingJob(canonical_dir, CONFIG, tmp_path) as job:
-        os.kill(job._process.pid, signal.SIGKILL)
+        pid = job._process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
         with pytest.raises(TextJobError, match=r"exit code -9; -9 is a kill.*text.concurrent"):
             job.result()
 

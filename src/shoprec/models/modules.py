@@ -102,7 +102,7 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Run torch CPU ops with ``num_threads`` intra-op threads (None: the current number,
     capped at the CPUs this process may use); the previous number is restored on exit."""
     previous = torch.get_num_threads()
-    wanted = num_threads or min(previous, _usable_cpus())
+    wanted = num_threads or min(previous, usable_cpus())
     if wanted != previous:
         torch.set_num_threads(wanted)
     try:
@@ -112,7 +112,7 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

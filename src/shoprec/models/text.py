@@ -20,7 +20,7 @@ Hugging Face offline switches are set; importing this module changes no global s
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -151,6 +151,7 @@ def embed_articles(
     encoder: TextEncoder,
     batch_size: int = 256,
     progress: bool = True,
+    before_batch: Callable[[], None] | None = None,
 ) -> tuple[list[str], npt.NDArray[np.float32], TextCounts]:
     """Embed every article's text, encoding each distinct product text and variant once.
 
@@ -169,6 +170,8 @@ def embed_articles(
         encoder: any :class:`TextEncoder`.
         batch_size: distinct texts per ``encoder.encode`` call (>= 1).
         progress: show a tqdm progress bar over batches.
+        before_batch: called before each ``encoder.encode`` call, in the calling thread (e.g. to
+            change torch's thread count between batches).
 
     Returns:
         ``(article_ids, embeddings, counts)``: N article ids (str) in row order, a float32 array
@@ -198,7 +201,7 @@ def embed_articles(
     # a row without a variant points at its product text (masked below): "" is not encoded
     parts = product + [v or p for v, p in zip(variants, product, strict=True)]
     unique_texts, row_to_unique = np.unique(np.asarray(parts, dtype=object), return_inverse=True)
-    unique_vectors = _encode_distinct(unique_texts, encoder, batch_size, progress)
+    unique_vectors = _encode_distinct(unique_texts, encoder, batch_size, progress, before_batch)
     n = len(product)
     inverse = row_to_unique.reshape(-1)
     words = np.array([len(str(text).split()) for text in unique_texts], dtype=np.float32)
@@ -214,13 +217,19 @@ def embed_articles(
 
 
 def _encode_distinct(
-    texts: npt.NDArray[np.object_], encoder: TextEncoder, batch_size: int, progress: bool
+    texts: npt.NDArray[np.object_],
+    encoder: TextEncoder,
+    batch_size: int,
+    progress: bool,
+    before_batch: Callable[[], None] | None = None,
 ) -> npt.NDArray[np.float32]:
     by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     vectors = np.empty((len(texts), encoder.dim), dtype=np.float32)
     starts = range(0, len(by_length), batch_size)
     for start in tqdm(starts, desc="embedding article texts", unit="batch", disable=not progress):
         positions = by_length[start : start + batch_size]
+        if before_batch is not None:
+            before_batch()
         out = encoder.encode([str(texts[i]) for i in positions], batch_size)
         if out.shape != (len(positions), encoder.dim):
             raise ValueError(

@@ -105,6 +105,10 @@ class Estimate:
         """The estimate, GiB."""
         return sum(self.parts.values())
 
+    def fits(self, config: MemoryConfig) -> bool:
+        """Whether the estimate is within ``config.ceiling_gib`` (always, with the check off)."""
+        return config.ceiling_gib <= 0 or self.gib <= config.ceiling_gib
+
     def check(self, config: MemoryConfig) -> Estimate:
         """Return ``self`` if within ``config.ceiling_gib`` (or the check is off: 0).
 
@@ -112,7 +116,7 @@ class Estimate:
             MemoryBudgetError: the estimate is above the ceiling.
         """
         ceiling = config.ceiling_gib
-        if ceiling > 0 and self.gib > ceiling:
+        if not self.fits(config):
             parts = ", ".join(
                 f"{name} {gib:.1f} GiB"
                 for name, gib in sorted(self.parts.items(), key=lambda p: -p[1])
@@ -228,6 +232,7 @@ def train_estimate(
     val_window: int,
     config: PipelineConfig,
     catalog_articles: int,
+    text_beside_training: bool = False,
 ) -> Estimate:
     """``shoprec train``'s peak, the largest of its three phases: fitting the workflow (the
     loaded inputs, measured, + the repurchase share's grouping of the ``transactions`` lines),
@@ -240,8 +245,9 @@ def train_estimate(
     the offline baselines' fits (:func:`baselines_gib` of the ``transactions`` lines of at most
     ``buyers`` customers), which come after the retrieval is released). With ``text.concurrent``
     the text-embedding process (:func:`text_process_gib` of ``catalog_articles``) runs beside
-    the workflow, the encoding and the Two-Tower, and has ended before the ranker's examples
-    (``run_train`` waits for it there): it adds to those phases."""
+    the workflow, the encoding and the Two-Tower, and adds to those phases; to the training
+    phase too when ``text_beside_training`` (``run_train`` waits for it at its end), else it
+    has ended before the ranker's examples (``run_train`` waits for it there)."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
@@ -271,6 +277,7 @@ def train_estimate(
     training = {
         "loaded dataset less customer rows": less_rows,
         "encoded dataset": encoded,
+        **(text if text_beside_training else {}),
         **(
             {"ranker examples": ranker}
             if ranker >= guardrail

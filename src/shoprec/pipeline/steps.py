@@ -170,7 +170,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     # the serving snapshot's customers are export's, not train's (1.5 GiB at H&M size)
     data = load_dataset(paths.dataset, latest_customers=False)
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
-    estimate = budget.train_estimate(
+    sizes = (
         data.customer_features,
         data.article_features,
         data.examples,
@@ -181,7 +181,14 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         val_w,
         config,
         canonical.articles.height,
-    ).check(config.memory)
+    )
+    # The text process runs beside every step when the budget allows, else train waits for
+    # it before the ranker's examples (their memory and the guardrail's are the largest).
+    estimate = budget.train_estimate(*sizes, text_beside_training=True)
+    text_until_ranker = config.text.concurrent and not estimate.fits(config.memory)
+    if text_until_ranker:
+        estimate = budget.train_estimate(*sizes, text_beside_training=False)
+    estimate = estimate.check(config.memory)
     _log_estimate(estimate, log)
     out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
     shutil.rmtree(out, ignore_errors=True)
@@ -280,16 +287,11 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         )
         timer("two_tower", t)
 
-        # ---- the text process ends here: its memory is never counted beside the ranker's ---
+        # ---- the text process ends here when the budget has no room for it beside the ranker
         text: TextEmbeddings | None = None
-        if text_job is not None:
+        if text_job is not None and text_until_ranker:
             t = time.perf_counter()
-            text = text_job.result()
-            _log_text(text, log)
-            log(
-                f"text embeddings' process: {text.seconds:.1f} s, peak "
-                f"{text.peak_rss_mib:.0f} MiB; waited {time.perf_counter() - t:.1f} s for it"
-            )
+            text = _wait_for_text(text_job, t, log)
             timer("text_embeddings_wait", t)
 
         # ---- ranker -----------------------------------------------------------------------------
@@ -359,9 +361,13 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         # ---- text embeddings for item similarity (here unless encoded beside) -------------
         if text is None:
             t = time.perf_counter()
-            text = embed_catalog(paths.canonical, config, out, progress=True)
-            _log_text(text, log)
-            timer("text_embeddings", t)
+            if text_job is not None:
+                text = _wait_for_text(text_job, t, log)
+                timer("text_embeddings_wait", t)
+            else:
+                text = embed_catalog(paths.canonical, config, out, progress=True)
+                _log_text(text, log)
+                timer("text_embeddings", t)
 
         timer.stop()
         A.write_json(config.to_dict(), out / A.CONFIG_FILE)
@@ -383,6 +389,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             "text_embedding_dim": text.dim,
             "text_embeddings": {
                 "concurrent": text_job is not None,
+                "waited_before_ranker": text_until_ranker,
                 "seconds": text.seconds,
                 "peak_rss_mib": text.peak_rss_mib,
             },
@@ -396,6 +403,16 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             text_job.close()
     _publish(out, paths.models_dir)
     return summary
+
+
+def _wait_for_text(job: TextEmbeddingJob, start: float, log: Log) -> TextEmbeddings:
+    text = job.result()
+    _log_text(text, log)
+    log(
+        f"text embeddings' process: {text.seconds:.1f} s, peak {text.peak_rss_mib:.0f} MiB, "
+        f"{text.threads} thread(s) at its end; waited {time.perf_counter() - start:.1f} s for it"
+    )
+    return text
 
 
 def _log_text(text: TextEmbeddings, log: Log) -> None:

@@ -4,9 +4,10 @@
 fits everything else one step after another; the text embeddings need none of its results
 (the catalog's texts only). :class:`TextEmbeddingJob` therefore encodes them in a spawned
 process with one torch thread from the start of ``train``, on the core the Two-Tower leaves
-idle, and ``train`` collects the files at its end (``text.concurrent``; off: encoded after the
-models with every thread, as before). On an H&M-size catalog (35 k distinct texts, all-MiniLM-
-L6-v2) that step took 8 minutes of a 38-minute ``train``.
+idle (``text.concurrent``; off: encoded after the models with every thread, as before). Once
+``train`` waits for it (:meth:`TextEmbeddingJob.result`), the process uses every CPU for its
+remaining batches: the caller's core is idle then. On an H&M-size catalog (35 k distinct
+texts, all-MiniLM-L6-v2) the text step took 8 minutes of a 38-minute ``train``.
 
 The process gets the canonical articles table only, writes its files into ``train``'s staging
 folder (published with the models, or removed with them when ``train`` fails) and returns
@@ -20,8 +21,10 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +37,7 @@ from shoprec.config import PipelineConfig
 from shoprec.data.ingest.canonical import read_canonical_table
 from shoprec.errors import ShoprecError
 from shoprec.inference.index import build_index, save_index
+from shoprec.models.modules import usable_cpus
 from shoprec.models.text import TextCounts, embed_articles, make_encoder
 from shoprec.pipeline.memory import high_water_mib
 
@@ -51,12 +55,14 @@ class TextEmbeddings:
         dim: D of the embeddings.
         seconds: wall time of the whole job in its process (reading, encoding, indexing), s.
         peak_rss_mib: peak resident memory of the process that ran it, MiB.
+        threads: torch's thread count when it ended.
     """
 
     counts: TextCounts
     dim: int
     seconds: float
     peak_rss_mib: float
+    threads: int
 
 
 def embed_catalog(
@@ -65,6 +71,7 @@ def embed_catalog(
     out: Path,
     num_threads: int | None = None,
     progress: bool = False,
+    before_batch: Callable[[], None] | None = None,
 ) -> TextEmbeddings:
     """Embed every catalog article's text (:func:`shoprec.models.text.embed_articles`) and write
     ``A.TEXT_EMBEDDINGS_FILE`` (float32 (N, D)), ``A.TEXT_INDEX_FILE`` (``config.index``) and
@@ -77,6 +84,7 @@ def embed_catalog(
         num_threads: torch threads for this process (``torch.set_num_threads``, left set);
             ``None`` keeps torch's setting.
         progress: show a progress bar over the batches.
+        before_batch: called before each batch of texts (:func:`embed_articles`).
 
     Raises:
         ArtifactError: the articles table or the encoder's weights are missing.
@@ -89,19 +97,37 @@ def embed_catalog(
     # The whole catalog: text similarity is what serves articles that never sold (cold items).
     catalog = read_canonical_table(canonical_dir, s.ARTICLES)
     encoder = make_encoder(config.text)
-    ids, vectors, counts = embed_articles(catalog, encoder, config.text.batch_size, progress)
+    ids, vectors, counts = embed_articles(
+        catalog, encoder, config.text.batch_size, progress, before_batch
+    )
     np.save(out / A.TEXT_EMBEDDINGS_FILE, vectors)
     save_index(build_index(vectors, config.index), out / A.TEXT_INDEX_FILE)
     A.write_ids(np.asarray(ids, dtype=object), out / A.TEXT_IDS_FILE)
     return TextEmbeddings(
-        counts, int(vectors.shape[1]), round(time.perf_counter() - t, 2), round(high_water_mib())
+        counts,
+        int(vectors.shape[1]),
+        round(time.perf_counter() - t, 2),
+        round(high_water_mib()),
+        torch.get_num_threads(),
     )
 
 
-def _child(conn: Connection, canonical_dir: Path, config: PipelineConfig, out: Path) -> None:
-    """Process entry point: send ``(True, TextEmbeddings)`` or ``(False, exception)``."""
+def _child(
+    conn: Connection, waited: EventType, canonical_dir: Path, config: PipelineConfig, out: Path
+) -> None:
+    """Process entry point: send ``(True, TextEmbeddings)`` or ``(False, exception)``. One torch
+    thread until ``waited`` is set (the parent waits), then every usable CPU."""
+    import torch
+
+    cpus = usable_cpus()
+
+    def before_batch() -> None:
+        if waited.is_set() and torch.get_num_threads() < cpus:
+            torch.set_num_threads(cpus)
+
     try:
-        message: tuple[bool, Any] = (True, embed_catalog(canonical_dir, config, out, 1))
+        result = embed_catalog(canonical_dir, config, out, 1, before_batch=before_batch)
+        message: tuple[bool, Any] = (True, result)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
         message = (False, exc)
     try:
@@ -124,9 +150,10 @@ class TextEmbeddingJob:
     def __init__(self, canonical_dir: Path, config: PipelineConfig, out: Path) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
         self._conn, child_conn = context.Pipe(duplex=False)
+        self._waited = context.Event()
         self._process = context.Process(
             target=_child,
-            args=(child_conn, canonical_dir, config, out),
+            args=(child_conn, self._waited, canonical_dir, config, out),
             name="shoprec-text-embeddings",
             daemon=True,
         )
@@ -134,12 +161,14 @@ class TextEmbeddingJob:
         child_conn.close()  # the child holds it: its exit is the parent's end of file
 
     def result(self) -> TextEmbeddings:
-        """Wait for the process; returns what it wrote.
+        """Wait for the process (which then uses every CPU for its remaining batches); returns
+        what it wrote.
 
         Raises:
             TextJobError: the process exited without a result (its exit code says how).
             Exception: whatever :func:`embed_catalog` raised in it, re-raised here.
         """
+        self._waited.set()
         try:
             ok, value = self._conn.recv()
         except EOFError:
