@@ -35,6 +35,23 @@ def _run(*args: str) -> str:
     return result.output
 
 
+def _train_again(trained: Path, models_root: str) -> Path:
+    """``shoprec train`` on the fixture's dataset and config into ``trained/models_root``;
+    returns the models dir."""
+    _run(
+        "train",
+        "--name",
+        "syn",
+        "--config",
+        str(trained / "fast.json"),
+        "--data-root",
+        str(trained / "data"),
+        "--models-root",
+        str(trained / models_root),
+    )
+    return trained / models_root / "syn"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run")
@@ -135,18 +152,7 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
 @pytest.mark.slow
 def test_same_seed_gives_same_artifacts(trained: Path) -> None:
     first = trained / "models" / "syn"
-    _run(
-        "train",
-        "--name",
-        "syn",
-        "--config",
-        str(trained / "fast.json"),
-        "--data-root",
-        str(trained / "data"),
-        "--models-root",
-        str(trained / "again"),
-    )
-    again = trained / "again" / "syn"
+    again = _train_again(trained, "again")
     for name in (A.TWO_TOWER_FILE, DLRM_FILE):
         a = torch.load(first / name, weights_only=True)["state_dict"]
         b = torch.load(again / name, weights_only=True)["state_dict"]
@@ -347,18 +353,7 @@ def test_train_waits_for_the_text_process_before_the_ranker_when_the_budget_need
         return budget.Estimate(estimate.step, {**estimate.parts, "beside": 1000.0}, ())
 
     monkeypatch.setattr(budget, "train_estimate", squeezed)
-    _run(
-        "train",
-        "--name",
-        "syn",
-        "--config",
-        str(trained / "fast.json"),
-        "--data-root",
-        str(trained / "data"),
-        "--models-root",
-        str(trained / "early"),
-    )
-    models = trained / "early" / "syn"
+    models = _train_again(trained, "early")
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
     assert summary["text_embeddings"]["waited_before_ranker"] is True
     steps = list(summary["seconds"])
