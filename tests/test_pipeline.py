@@ -366,6 +366,31 @@ def test_train_waits_for_the_text_process_before_the_ranker_when_the_budget_need
     )
 
 
+def test_train_encodes_the_texts_itself_when_the_process_fits_nowhere(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for the text process even beside the workflow: train does not stop, it encodes
+    the texts itself after the models (the estimate without the process is the one checked)."""
+    from shoprec.pipeline import budget
+
+    real: Any = budget.train_estimate
+
+    def squeezed(*args: Any, text_beside_training: bool = False) -> budget.Estimate:
+        estimate = real(*args, text_beside_training=text_beside_training)
+        if "text process" not in estimate.parts:
+            return estimate
+        return budget.Estimate(estimate.step, {**estimate.parts, "beside": 1000.0}, ())
+
+    monkeypatch.setattr(budget, "train_estimate", squeezed)
+    models = _train_again(trained, "in_train")
+    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
+    assert summary["text_embeddings"]["concurrent"] is False
+    assert summary["text_embeddings"]["waited_before_ranker"] is False
+    assert list(summary["seconds"])[-1] == "text_embeddings"
+    assert "text process" not in summary["memory_estimate_mib"]
+    assert (models / A.TEXT_INDEX_FILE).is_file()
+
+
 @pytest.mark.slow
 def test_train_records_a_memory_estimate_that_bounds_the_examples(trained: Path) -> None:
     """The estimate made before training is in train_summary.json, and its count of ranker

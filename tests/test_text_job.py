@@ -35,6 +35,7 @@ def test_the_second_process_writes_what_the_train_process_would(
     (tmp_path / "here").mkdir()
     with TextEmbeddingJob(canonical_dir, CONFIG, tmp_path / "job") as job:
         done = job.result()
+        assert job.result() is done  # asked again: the same result, no second wait
     here = embed_catalog(canonical_dir, CONFIG, tmp_path / "here")
     assert done.counts == here.counts and done.counts.articles == 8
     assert done.dim == here.dim == 384
@@ -57,9 +58,14 @@ def test_the_second_process_writes_what_the_train_process_would(
 def test_an_error_in_the_second_process_is_raised_in_the_caller(tmp_path: Path) -> None:
     with (
         TextEmbeddingJob(tmp_path / "nowhere", CONFIG, tmp_path) as job,
-        pytest.raises(ArtifactError, match=r"canonical table 'articles' missing: .*nowhere"),
+        pytest.raises(
+            ArtifactError, match=r"canonical table 'articles' missing: .*nowhere"
+        ) as raised,
     ):
         job.result()
+    # with the process's own traceback, which pickling the exception drops
+    (note,) = raised.value.__notes__
+    assert note.startswith("in the text-embedding process:") and "read_canonical_table" in note
 
 
 def test_a_killed_process_is_an_error_naming_the_exit_code(

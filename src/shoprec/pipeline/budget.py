@@ -234,7 +234,7 @@ def train_estimate(
     catalog_articles: int,
     text_beside_training: bool = False,
 ) -> Estimate:
-    """``shoprec train``'s peak, the largest of its three phases: fitting the workflow (the
+    """``shoprec train``'s peak, the largest of its phases: fitting the workflow (the
     loaded inputs, measured, + the repurchase share's grouping of the ``transactions`` lines),
     encoding (the loaded dataset, less the ``canonical`` GiB of canonical tables, which
     ``run_train`` drops after the workflow and reads again for the guardrail, + the encoded

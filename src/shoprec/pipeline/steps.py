@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,18 +183,26 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         canonical.articles.height,
     )
     # The text process runs beside every step when the budget allows, else train waits for
-    # it before the ranker's examples (their memory and the guardrail's are the largest).
+    # it before the ranker's examples (their memory and the guardrail's are the largest), else
+    # (no room for it even beside the workflow) the texts are encoded in train at its end.
     estimate = budget.train_estimate(*sizes, text_beside_training=True)
     text_until_ranker = config.text.concurrent and not estimate.fits(config.memory)
     if text_until_ranker:
         estimate = budget.train_estimate(*sizes, text_beside_training=False)
+    concurrent = config.text.concurrent and estimate.fits(config.memory)
+    if config.text.concurrent and not concurrent:
+        in_train = replace(config, text=replace(config.text, concurrent=False))
+        estimate = budget.train_estimate(*sizes[:-2], in_train, sizes[-1])
+    text_until_ranker = text_until_ranker and concurrent
     estimate = estimate.check(config.memory)
     _log_estimate(estimate, log)
+    if config.text.concurrent and not concurrent:
+        log("train: no memory for the text process beside the models: texts encoded in train")
     out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)  # only once the inputs exist and fit the budget
     # the text embeddings need the catalog only: encoded beside the models (pipeline.text_job)
-    text_job = TextEmbeddingJob(paths.canonical, config, out) if config.text.concurrent else None
+    text_job = TextEmbeddingJob(paths.canonical, config, out) if concurrent else None
     try:
         val_start = data.window(SPLIT_VAL)[0].start
 

@@ -10,7 +10,8 @@ remaining batches: the caller's core is idle then. On an H&M-size catalog (35 k 
 texts, all-MiniLM-L6-v2) the text step took 8 minutes of a 38-minute ``train``.
 
 The process gets the canonical articles table only, writes its files into ``train``'s staging
-folder (published with the models, or removed with them when ``train`` fails) and returns
+folder (published with the models; a failed ``train`` leaves the folder to the next run, which
+starts it afresh) and returns
 what it encoded, its wall time and its peak resident memory. A failure in it (an exception,
 or a kill by the OOM killer) is raised by :meth:`TextEmbeddingJob.result`; a failure of
 ``train`` stops it (:meth:`TextEmbeddingJob.close`).
@@ -18,13 +19,14 @@ or a kill by the OOM killer) is raised by :meth:`TextEmbeddingJob.result`; a fai
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
-import pickle
+import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,7 +55,8 @@ class TextEmbeddings:
     Attributes:
         counts: articles, distinct product texts and variants encoded.
         dim: D of the embeddings.
-        seconds: wall time of the whole job in its process (reading, encoding, indexing), s.
+        seconds: wall time of :func:`embed_catalog` (reading, encoding, indexing; not the process's
+            start and its imports), s.
         peak_rss_mib: peak resident memory of the process that ran it, MiB.
         threads: torch's thread count when it ended.
     """
@@ -113,32 +116,42 @@ def embed_catalog(
 
 
 def _child(
-    conn: Connection, waited: EventType, canonical_dir: Path, config: PipelineConfig, out: Path
+    conn: Connection,
+    waited: ctypes.c_byte,
+    parent: int,
+    canonical_dir: Path,
+    config: PipelineConfig,
+    out: Path,
 ) -> None:
-    """Process entry point: send ``(True, TextEmbeddings)`` or ``(False, exception)``. One torch
-    thread until ``waited`` is set (the parent waits), then every usable CPU."""
+    """Process entry point: send ``(True, TextEmbeddings)`` or ``(False, exception, its
+    traceback)``. One torch thread until ``waited`` is non-zero (the parent waits), then every
+    usable CPU; exits between batches when the process ``parent`` is gone (its files would land
+    in a staging folder a later ``train`` may have made again)."""
     import torch
 
     cpus = usable_cpus()
 
     def before_batch() -> None:
-        if waited.is_set() and torch.get_num_threads() < cpus:
+        if os.getppid() != parent:
+            os._exit(1)
+        if waited.value and torch.get_num_threads() < cpus:
             torch.set_num_threads(cpus)
 
     try:
         result = embed_catalog(canonical_dir, config, out, 1, before_batch=before_batch)
-        message: tuple[bool, Any] = (True, result)
+        message: tuple[Any, ...] = (True, result)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
-        message = (False, exc)
+        message = (False, exc, traceback.format_exc())
     try:
         conn.send(message)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        conn.send((False, RuntimeError(f"{type(message[1]).__name__}: {message[1]}")))
+    except Exception:  # noqa: BLE001 - an exception that cannot be pickled: its text then
+        conn.send((False, RuntimeError(f"{type(message[1]).__name__}: {message[1]}"), message[2]))
     conn.close()
 
 
 class TextEmbeddingJob:
-    """:func:`embed_catalog` with one torch thread in a spawned process, started at once.
+    """:func:`embed_catalog` in a spawned process, started at once: one torch thread until
+    :meth:`result` is called, then every usable CPU.
 
     Use as a context manager (``with TextEmbeddingJob(...) as job: ... job.result()``): leaving
     the block stops the process if it still runs.
@@ -150,10 +163,12 @@ class TextEmbeddingJob:
     def __init__(self, canonical_dir: Path, config: PipelineConfig, out: Path) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
         self._conn, child_conn = context.Pipe(duplex=False)
-        self._waited = context.Event()
+        # lock-free: a child killed while reading it cannot leave a lock held for the parent
+        self._waited = context.RawValue("b", 0)
+        self._result: TextEmbeddings | None = None
         self._process = context.Process(
             target=_child,
-            args=(child_conn, self._waited, canonical_dir, config, out),
+            args=(child_conn, self._waited, os.getpid(), canonical_dir, config, out),
             name="shoprec-text-embeddings",
             daemon=True,
         )
@@ -162,15 +177,19 @@ class TextEmbeddingJob:
 
     def result(self) -> TextEmbeddings:
         """Wait for the process (which then uses every CPU for its remaining batches); returns
-        what it wrote.
+        what it wrote (the same object on every later call).
 
         Raises:
-            TextJobError: the process exited without a result (its exit code says how).
-            Exception: whatever :func:`embed_catalog` raised in it, re-raised here.
+            TextJobError: the process exited without a result (its exit code says how), or its
+                result could not be read.
+            Exception: whatever :func:`embed_catalog` raised in it, re-raised here with the
+                process's traceback as a note.
         """
-        self._waited.set()
+        if self._result is not None:
+            return self._result
+        self._waited.value = 1
         try:
-            ok, value = self._conn.recv()
+            message = self._conn.recv()
         except EOFError:
             self._process.join()
             raise TextJobError(
@@ -178,11 +197,18 @@ class TextEmbeddingJob:
                 f"{self._process.exitcode}; -9 is a kill, e.g. by the OOM killer): set "
                 "text.concurrent to false to encode the texts in the train process"
             ) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. an exception that cannot be rebuilt here
+            self._process.join()
+            raise TextJobError(
+                f"the text-embedding process's result cannot be read: {exc}"
+            ) from exc
         self._process.join()
-        if not ok:
-            raise value
-        embeddings: TextEmbeddings = value
-        return embeddings
+        if not message[0]:
+            error: BaseException = message[1]
+            error.add_note(f"in the text-embedding process:\n{message[2]}")
+            raise error
+        self._result = message[1]
+        return message[1]
 
     def close(self) -> None:
         """Stop the process if it still runs and release the pipe."""
