@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -336,23 +337,31 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
+def _squeeze_train_estimate(
+    monkeypatch: pytest.MonkeyPatch, squeeze: Callable[[bool, dict[str, float]], bool]
+) -> None:
+    """Make ``budget.train_estimate`` 1000 GiB larger where ``squeeze(text_beside_training,
+    parts)`` is true, so that train's memory check takes another branch."""
+    from shoprec.pipeline import budget
+
+    real: Any = budget.train_estimate
+
+    def squeezed(*args: Any, text_beside_training: bool = False) -> budget.Estimate:
+        estimate: budget.Estimate = real(*args, text_beside_training=text_beside_training)
+        if not squeeze(text_beside_training, estimate.parts):
+            return estimate
+        return budget.Estimate(estimate.step, {**estimate.parts, "beside": 1000.0}, ())
+
+    monkeypatch.setattr(budget, "train_estimate", squeezed)
+
+
 def test_train_waits_for_the_text_process_before_the_ranker_when_the_budget_needs_it(
     trained: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the text process beside the ranker and the guardrail would not fit the memory
     ceiling, train collects it right after the Two-Tower (its memory is then counted beside the
     earlier phases only) and builds the same files."""
-    from shoprec.pipeline import budget
-
-    real: Any = budget.train_estimate
-
-    def squeezed(*args: Any, text_beside_training: bool = False) -> budget.Estimate:
-        estimate = real(*args, text_beside_training=text_beside_training)
-        if not text_beside_training:
-            return estimate
-        return budget.Estimate(estimate.step, {**estimate.parts, "beside": 1000.0}, ())
-
-    monkeypatch.setattr(budget, "train_estimate", squeezed)
+    _squeeze_train_estimate(monkeypatch, lambda beside_training, _: beside_training)
     models = _train_again(trained, "early")
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
     assert summary["text_embeddings"]["waited_before_ranker"] is True
@@ -371,17 +380,7 @@ def test_train_encodes_the_texts_itself_when_the_process_fits_nowhere(
 ) -> None:
     """No room for the text process even beside the workflow: train does not stop, it encodes
     the texts itself after the models (the estimate without the process is the one checked)."""
-    from shoprec.pipeline import budget
-
-    real: Any = budget.train_estimate
-
-    def squeezed(*args: Any, text_beside_training: bool = False) -> budget.Estimate:
-        estimate = real(*args, text_beside_training=text_beside_training)
-        if "text process" not in estimate.parts:
-            return estimate
-        return budget.Estimate(estimate.step, {**estimate.parts, "beside": 1000.0}, ())
-
-    monkeypatch.setattr(budget, "train_estimate", squeezed)
+    _squeeze_train_estimate(monkeypatch, lambda _, parts: "text process" in parts)
     models = _train_again(trained, "in_train")
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
     assert summary["text_embeddings"]["concurrent"] is False
