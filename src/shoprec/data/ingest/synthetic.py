@@ -47,6 +47,7 @@ import polars as pl
 from tqdm import tqdm
 
 from shoprec import schema
+from shoprec.features.workflow import ragged_positions
 
 (
     _A_ARTICLE_ID, _A_PRODUCT_CODE, _A_PROD_NAME, _A_TYPE_NO, _A_TYPE_NAME, _A_GROUP_NAME,
@@ -349,8 +350,7 @@ def _articles(rng: np.random.Generator, sc: SyntheticScale) -> tuple[pl.DataFram
     variants = variants[:n_products]
     variants[-1] -= int(variants.sum()) - n
     codes = np.sort(rng.choice(np.arange(100_000, 1_000_000), size=n_products, replace=False))
-    product_of = np.repeat(np.arange(n_products), variants)
-    variant_rank = np.arange(n) - np.repeat(np.cumsum(variants) - variants, variants)
+    product_of, variant_rank = ragged_positions(variants)  # each article's product, its rank
     variant_no = 1 + variant_rank * 2 + rng.integers(0, 2, size=n)  # e.g. 001, 004, 005
     article_no = codes[product_of].astype(np.int64) * 1000 + variant_no
 
