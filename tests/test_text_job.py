@@ -12,7 +12,7 @@ import pytest
 
 from shoprec import artifacts as A
 from shoprec.config import PipelineConfig
-from shoprec.data.ingest.canonical import write_canonical
+from shoprec.data.ingest.canonical import read_canonical_table, write_canonical
 from shoprec.errors import ArtifactError
 from shoprec.models.modules import usable_cpus
 from shoprec.pipeline.text_job import TextEmbeddingJob, TextJobError, embed_catalog
@@ -36,7 +36,7 @@ def test_the_second_process_writes_what_the_train_process_would(
     with TextEmbeddingJob(canonical_dir, CONFIG, tmp_path / "job") as job:
         done = job.result()
         assert job.result() is done  # asked again: the same result, no second wait
-    here = embed_catalog(canonical_dir, CONFIG, tmp_path / "here")
+    here = embed_catalog(read_canonical_table(canonical_dir, "articles"), CONFIG, tmp_path / "here")
     assert done.counts == here.counts and done.counts.articles == 8
     assert done.dim == here.dim == 384
     assert done.seconds > 0 and done.peak_rss_mib > 100  # torch and the encoder were loaded

@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -170,39 +171,31 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     # the serving snapshot's customers are export's, not train's (1.5 GiB at H&M size)
     data = load_dataset(paths.dataset, latest_customers=False)
     train_w, (val_w,) = window_ids(data, SPLIT_TRAIN), window_ids(data, SPLIT_VAL)
-    sizes = (
-        data.customer_features,
-        data.article_features,
-        data.examples,
-        budget.canonical_gib(canonical),
-        canonical.transactions.height,
-        canonical.customers.height,
-        train_w,
-        val_w,
-        config,
+    estimate, text_plan = _train_estimate_and_text_plan(
+        (
+            data.customer_features,
+            data.article_features,
+            data.examples,
+            budget.canonical_gib(canonical),
+            canonical.transactions.height,
+            canonical.customers.height,
+            train_w,
+            val_w,
+        ),
         canonical.articles.height,
+        config,
     )
-    # The text process runs beside every step when the budget allows, else train waits for
-    # it before the ranker's examples (their memory and the guardrail's are the largest), else
-    # (no room for it even beside the workflow) the texts are encoded in train at its end.
-    estimate = budget.train_estimate(*sizes, text_beside_training=True)
-    text_until_ranker = config.text.concurrent and not estimate.fits(config.memory)
-    if text_until_ranker:
-        estimate = budget.train_estimate(*sizes, text_beside_training=False)
-    concurrent = config.text.concurrent and estimate.fits(config.memory)
-    if config.text.concurrent and not concurrent:
-        in_train = replace(config, text=replace(config.text, concurrent=False))
-        estimate = budget.train_estimate(*sizes[:-2], in_train, sizes[-1])
-    text_until_ranker = text_until_ranker and concurrent
     estimate = estimate.check(config.memory)
     _log_estimate(estimate, log)
-    if config.text.concurrent and not concurrent:
+    if config.text.concurrent and text_plan is TextPlan.IN_TRAIN:
         log("train: no memory for the text process beside the models: texts encoded in train")
     out = paths.models_dir.with_name(paths.models_dir.name + ".partial")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)  # only once the inputs exist and fit the budget
     # the text embeddings need the catalog only: encoded beside the models (pipeline.text_job)
-    text_job = TextEmbeddingJob(paths.canonical, config, out) if concurrent else None
+    text_job = (
+        None if text_plan is TextPlan.IN_TRAIN else TextEmbeddingJob(paths.canonical, config, out)
+    )
     try:
         val_start = data.window(SPLIT_VAL)[0].start
 
@@ -297,7 +290,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
 
         # ---- the text process ends here when the budget has no room for it beside the ranker
         text: TextEmbeddings | None = None
-        if text_job is not None and text_until_ranker:
+        if text_job is not None and text_plan is TextPlan.UNTIL_RANKER:
             t = time.perf_counter()
             text = _wait_for_text(text_job, t, log)
             timer("text_embeddings_wait", t)
@@ -373,7 +366,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
                 text = _wait_for_text(text_job, t, log)
                 timer("text_embeddings_wait", t)
             else:
-                text = embed_catalog(paths.canonical, config, out, progress=True)
+                text = embed_catalog(canonical.articles, config, out, progress=True)
                 _log_text(text, log)
                 timer("text_embeddings", t)
 
@@ -397,7 +390,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             "text_embedding_dim": text.dim,
             "text_embeddings": {
                 "concurrent": text_job is not None,
-                "waited_before_ranker": text_until_ranker,
+                "waited_before_ranker": text_plan is TextPlan.UNTIL_RANKER,
                 "seconds": text.seconds,
                 "peak_rss_mib": text.peak_rss_mib,
             },
@@ -411,6 +404,37 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             text_job.close()
     _publish(out, paths.models_dir)
     return summary
+
+
+class TextPlan(StrEnum):
+    """Where ``shoprec train`` encodes the article texts (``pipeline.text_job``)."""
+
+    BESIDE = "beside"  # a second process beside every step, collected at the end
+    UNTIL_RANKER = "until ranker"  # a second process, collected before the ranker's examples
+    IN_TRAIN = "in train"  # in the train process, after the models
+
+
+# budget.train_estimate's arguments before ``config``: the dataset's frames, the canonical
+# tables' GiB, transaction lines, customers, the training windows and the validation window
+_TrainSizes = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, float, int, int, list[int], int]
+
+
+def _train_estimate_and_text_plan(
+    sizes: _TrainSizes, catalog_articles: int, config: PipelineConfig
+) -> tuple[budget.Estimate, TextPlan]:
+    """The first text plan whose estimate (``budget.train_estimate`` of ``sizes``, its
+    arguments before ``config``) fits ``memory.ceiling_gib``, in the order of
+    :class:`TextPlan`, with that estimate; ``IN_TRAIN`` (unchecked) when none of the others
+    fits or ``text.concurrent`` is off."""
+    if config.text.concurrent:
+        for plan, beside_training in ((TextPlan.BESIDE, True), (TextPlan.UNTIL_RANKER, False)):
+            estimate = budget.train_estimate(
+                *sizes, config, catalog_articles, text_beside_training=beside_training
+            )
+            if estimate.fits(config.memory):
+                return estimate, plan
+    in_train = replace(config, text=replace(config.text, concurrent=False))
+    return budget.train_estimate(*sizes, in_train, catalog_articles), TextPlan.IN_TRAIN
 
 
 def _wait_for_text(job: TextEmbeddingJob, start: float, log: Log) -> TextEmbeddings:

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from shoprec import artifacts as A
 from shoprec import schema as s
@@ -55,8 +56,8 @@ class TextEmbeddings:
     Attributes:
         counts: articles, distinct product texts and variants encoded.
         dim: D of the embeddings.
-        seconds: wall time of :func:`embed_catalog` (reading, encoding, indexing; not the process's
-            start and its imports), s.
+        seconds: wall time of :func:`embed_catalog` (encoding, indexing, writing; not the
+            process's start, its imports and its reading of the catalog), s.
         peak_rss_mib: peak resident memory of the process that ran it, MiB.
         threads: torch's thread count when it ended.
     """
@@ -69,7 +70,7 @@ class TextEmbeddings:
 
 
 def embed_catalog(
-    canonical_dir: Path,
+    catalog: pl.DataFrame,
     config: PipelineConfig,
     out: Path,
     num_threads: int | None = None,
@@ -81,7 +82,8 @@ def embed_catalog(
     ``A.TEXT_IDS_FILE`` into ``out``.
 
     Args:
-        canonical_dir: the canonical tables; only ``articles.parquet`` is read.
+        catalog: the canonical articles table (every article: text similarity is what serves
+            articles that never sold, cold items).
         config: ``text`` (encoder, batch size) and ``index``.
         out: an existing folder.
         num_threads: torch threads for this process (``torch.set_num_threads``, left set);
@@ -90,15 +92,14 @@ def embed_catalog(
         before_batch: called before each batch of texts (:func:`embed_articles`).
 
     Raises:
-        ArtifactError: the articles table or the encoder's weights are missing.
+        ArtifactError: the encoder's weights are missing.
+        ValueError: ``catalog`` lacks ``ARTICLE_ID`` or a text column, or repeats an id.
     """
     import torch
 
     t = time.perf_counter()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    # The whole catalog: text similarity is what serves articles that never sold (cold items).
-    catalog = read_canonical_table(canonical_dir, s.ARTICLES)
     encoder = make_encoder(config.text)
     ids, vectors, counts = embed_articles(
         catalog, encoder, config.text.batch_size, progress, before_batch
@@ -138,7 +139,8 @@ def _child(
             torch.set_num_threads(cpus)
 
     try:
-        result = embed_catalog(canonical_dir, config, out, 1, before_batch=before_batch)
+        catalog = read_canonical_table(canonical_dir, s.ARTICLES)
+        result = embed_catalog(catalog, config, out, 1, before_batch=before_batch)
         message: tuple[Any, ...] = (True, result)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
         message = (False, exc, traceback.format_exc())
@@ -157,7 +159,8 @@ class TextEmbeddingJob:
     the block stops the process if it still runs.
 
     Args:
-        canonical_dir / config / out: as :func:`embed_catalog`.
+        canonical_dir: the canonical tables; the process reads ``articles.parquet`` only.
+        config / out: as :func:`embed_catalog`.
     """
 
     def __init__(self, canonical_dir: Path, config: PipelineConfig, out: Path) -> None:
