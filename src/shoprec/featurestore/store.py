@@ -257,10 +257,15 @@ def _ping_redis(connection_string: str) -> None:
         client.close()
 
 
+def entity_key(join_key: str, value: str) -> EntityKeyProto:
+    """Feast's key of one string entity."""
+    return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)])
+
+
 def _redis_key_prefix(join_key: str) -> bytes:
     """Start of the Redis key of every entity with this one join key: Feast's own
     serialization of an empty string value, minus the value's type and length."""
-    key = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val="")])
+    key = entity_key(join_key, "")
     return serialize_entity_key(key, entity_key_serialization_version=ENTITY_KEY_VERSION)[:-8]
 
 
@@ -473,10 +478,7 @@ def _numeric_list_rows(
         width = int(lengths[0]) if len(lengths) else 0
         values.append(encode(flat.to_numpy(zero_copy_only=False).reshape(len(column), width)))
     keys = [
-        serialize_entity_key(
-            EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=key)]),
-            entity_key_serialization_version=version,
-        )
+        serialize_entity_key(entity_key(join_key, key), entity_key_serialization_version=version)
         for key in ids.to_pylist()
     ]
     # Event times as Feast's converter gives them (naive UTC datetimes), once per distinct value

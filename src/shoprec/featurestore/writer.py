@@ -42,7 +42,6 @@ from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from shoprec import schema as s
 from shoprec.featurestore.store import (
@@ -51,6 +50,7 @@ from shoprec.featurestore.store import (
     OnlineStoreKind,
     _load_config,
     _redis_client,
+    entity_key,
 )
 from shoprec.featurestore.tables import DISPLAY_FIELDS, ENCODED_DTYPES
 from shoprec.featurestore.versions import current_version, resolve
@@ -70,11 +70,6 @@ class ArticleRow:
     article_id: str
     fields: Mapping[str, str | None]
     event_ts: int
-
-
-def entity_key(join_key: str, value: str) -> EntityKeyProto:
-    """Feast's key of one string entity."""
-    return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)])
 
 
 class OnlineWriter:
