@@ -369,3 +369,78 @@ def test_test_start_places_the_windows_and_too_few_test_customers_is_an_error(
     ):
         build_dataset(toy, cfg, tmp_path / "few")
     assert not (tmp_path / "few").exists()
+
+
+def _shuffled_ids_canonical(seed: int = 3) -> Canonical:
+    """Random baskets (1-6 articles a customer-day, repeats included) over ids whose lexical
+    order is neither their insertion nor their numeric order."""
+    rng = np.random.default_rng(seed)
+    toy = make_canonical()
+    customer_ids = [f"{p}{n}" for p, n in zip("zbbZaä" * 5, rng.permutation(30), strict=True)]
+    article_ids = [f"{p}{n}" for p, n in zip("yYx0" * 6, rng.permutation(24), strict=True)]
+    customers = pl.concat([toy.customers] * 5).with_columns(pl.Series(s.CUSTOMER_ID, customer_ids))
+    articles = pl.concat([toy.articles] * 3).with_columns(pl.Series(s.ARTICLE_ID, article_ids))
+    days, who, what = [], [], []
+    for d in range(70):
+        for c in rng.choice(30, size=8, replace=False):
+            for a in rng.choice(24, size=int(rng.integers(1, 7))):
+                days.append(date(2020, 1, 1) + timedelta(days=d))
+                who.append(customer_ids[c])
+                what.append(article_ids[a])
+    n = len(days)
+    tx = pl.DataFrame(
+        {
+            s.T_DAT: days,
+            s.CUSTOMER_ID: who,
+            s.ARTICLE_ID: what,
+            s.PRICE: rng.uniform(0.01, 0.5, n),
+            s.QUANTITY: [1] * n,
+            s.SALES_CHANNEL_ID: rng.integers(1, 3, n),
+        },
+        schema=toy.transactions.schema,
+    )
+    return Canonical(articles=articles, customers=customers, transactions=tx)
+
+
+def test_features_on_id_codes_equal_the_features_on_the_id_strings() -> None:
+    from shoprec.config import HistoryOrder
+    from shoprec.data.dataset import IdCodes, Window
+
+    strings = _shuffled_ids_canonical()
+    codes = IdCodes.of(strings)
+    assert codes.customer.categories.to_list() == sorted(strings.customers[s.CUSTOMER_ID])
+    coded = codes.encode(strings)
+    decode = IdCodes.decode
+    cutoff = date(2020, 2, 20)
+    some = strings.customers[s.CUSTOMER_ID].head(12).to_list()
+    for order in HistoryOrder:
+        for ids in (None, some):
+            want = customer_features(
+                strings.transactions, strings.customers, cutoff, 5, ids, order, 9
+            )
+            got = customer_features(coded.transactions, coded.customers, cutoff, 5, ids, order, 9)
+            assert want.height > 0 and got.schema[s.HIST_ARTICLE_IDS] != pl.List(pl.String)
+            assert decode(got).equals(want)
+    want = copurchase_table(strings.transactions, cutoff, 28, 4)
+    assert want.height > 0
+    assert decode(copurchase_table(coded.transactions, cutoff, 28, 4)).equals(want)
+    want = article_features(strings.transactions, strings.articles, cutoff)
+    assert decode(article_features(coded.transactions, coded.articles, cutoff)).equals(want)
+    window = Window(0, SPLIT_TEST, cutoff, cutoff + timedelta(days=7))
+    cfg = DatasetConfig(negatives_per_positive=3)
+    want = sample_negatives(
+        window_positives(strings.transactions, window),
+        strings.transactions,
+        cutoff,
+        cfg,
+        np.random.default_rng(5),
+    )
+    got = sample_negatives(
+        window_positives(coded.transactions, window),
+        coded.transactions,
+        cutoff,
+        cfg,
+        np.random.default_rng(5),
+    )
+    assert want.height > 0 and decode(got).equals(want)
+    assert decode(coded.transactions).equals(strings.transactions)

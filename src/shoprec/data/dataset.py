@@ -156,17 +156,72 @@ def sample_negatives(
     pop = recent.group_by(s.ARTICLE_ID).len().sort(s.ARTICLE_ID)
     if pop.height == 0:
         raise InputDataError(f"no transactions before {cutoff} to sample negatives from")
-    articles = pop.get_column(s.ARTICLE_ID).to_numpy()
+    if positives.height == 0:
+        return positives.select(s.CUSTOMER_ID, s.ARTICLE_ID)
     p = pop.get_column("len").to_numpy().astype(np.float64)
     n = positives.height * config.negatives_per_positive
     # Oversample by 50% so that dropping collisions with positives still leaves enough.
-    draw = rng.choice(len(articles), size=int(n * 1.5) + 16, p=p / p.sum())
-    # Each positive's customer in turn, cycling: a customer gets negatives pro rata.
-    customers = np.resize(positives.get_column(s.CUSTOMER_ID).to_numpy(), len(draw))
-    cand = pl.DataFrame({s.CUSTOMER_ID: customers, s.ARTICLE_ID: articles[draw]})
+    draw = rng.choice(pop.height, size=int(n * 1.5) + 16, p=p / p.sum())
+    # Each positive's customer in turn, cycling: a customer gets negatives pro rata. Gathered
+    # from the columns, so the ids keep their dtype (strings, or build_dataset's id codes).
+    cycle = np.arange(len(draw)) % positives.height
+    cand = pl.DataFrame(
+        [
+            positives.get_column(s.CUSTOMER_ID).gather(cycle),
+            pop.get_column(s.ARTICLE_ID).gather(draw),
+        ]
+    )
     cand = cand.join(positives, on=[s.CUSTOMER_ID, s.ARTICLE_ID], how="anti")
     cand = cand.unique(maintain_order=True)
     return cand.head(n).sort([s.CUSTOMER_ID, s.ARTICLE_ID])
+
+
+@dataclass(frozen=True)
+class IdCodes:
+    """Customer and article ids as ``pl.Enum`` codes whose categories are the sorted distinct
+    ids: grouping, joining and sorting by id then read a 4-byte code instead of the id string
+    (64 characters per H&M customer), and sort in the strings' (lexical) order, so every
+    feature computed on coded tables equals the one computed on the strings once
+    :meth:`decode` has turned the codes back (``tests/test_features.py`` checks it).
+    ``build_dataset`` works on coded tables; its files hold strings."""
+
+    customer: pl.Enum
+    article: pl.Enum
+
+    @classmethod
+    def of(cls, canonical: Canonical) -> IdCodes:
+        """Codes for every id of the customers, articles and transactions tables."""
+
+        def categories(table: pl.DataFrame, column: str) -> pl.Series:
+            ids = [table.get_column(column), canonical.transactions.get_column(column)]
+            return pl.concat(ids).unique().sort()
+
+        return cls(
+            pl.Enum(categories(canonical.customers, s.CUSTOMER_ID)),
+            pl.Enum(categories(canonical.articles, s.ARTICLE_ID)),
+        )
+
+    def encode(self, canonical: Canonical) -> Canonical:
+        """The three tables with their id columns coded (the other columns shared)."""
+        customer = pl.col(s.CUSTOMER_ID).cast(self.customer)
+        article = pl.col(s.ARTICLE_ID).cast(self.article)
+        return Canonical(
+            articles=canonical.articles.with_columns(article),
+            customers=canonical.customers.with_columns(customer),
+            transactions=canonical.transactions.with_columns(customer, article),
+        )
+
+    @staticmethod
+    def decode(frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with every ``pl.Enum`` column, and list of them, turned back into
+        strings (``pl.String``, ``pl.List(pl.String)``); other columns unchanged."""
+        decoded = []
+        for name, dtype in frame.schema.items():
+            if isinstance(dtype, pl.Enum):
+                decoded.append(pl.col(name).cast(pl.String))
+            elif isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Enum):
+                decoded.append(pl.col(name).cast(pl.List(pl.String)))
+        return frame.with_columns(decoded)
 
 
 @dataclass
@@ -250,11 +305,13 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
     snapshot, and write them as Parquet under ``out_dir``.
 
     The test window gets features for every customer who buys in it; its examples (positives
-    plus sampled negatives) are the labelled test set of the ranker.
+    plus sampled negatives) are the labelled test set of the ranker. Every feature is
+    computed on the tables with :class:`IdCodes` ids and written with string ids.
     """
-    tx = canonical.transactions
-    if tx.height == 0:
+    if canonical.transactions.height == 0:
         raise InputDataError("transactions table is empty")
+    canonical = IdCodes.of(canonical).encode(canonical)
+    tx = canonical.transactions
     first_day, last_day = _date(tx.get_column(s.T_DAT).min()), _date(tx.get_column(s.T_DAT).max())
     windows = make_windows(first_day, last_day, config)
     (test,) = [w for w in windows if w.split == SPLIT_TEST]
@@ -313,22 +370,27 @@ def build_dataset(canonical: Canonical, config: DatasetConfig, out_dir: Path) ->
         )
     serving_cutoff = last_day + timedelta(days=1)
     co_frames.append(copurchase(serving_cutoff, SERVING_WINDOW))
+    decode = IdCodes.decode
     art = DatasetArtifacts(
         windows=windows,
-        customer_features=pl.concat(cust_frames),
-        article_features=pl.concat(art_frames),
-        examples=pl.concat(ex_frames).select(s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID, s.LABEL),
-        latest_customers=customer_features(
-            tx,
-            canonical.customers,
-            serving_cutoff,
-            config.history_length,
-            history_order=config.history_order,
-            repurchase_length=repurchase,
+        customer_features=decode(pl.concat(cust_frames)),
+        article_features=decode(pl.concat(art_frames)),
+        examples=decode(pl.concat(ex_frames)).select(
+            s.WINDOW, s.CUSTOMER_ID, s.ARTICLE_ID, s.LABEL
         ),
-        latest_articles=article_features(tx, canonical.articles, serving_cutoff),
+        latest_customers=decode(
+            customer_features(
+                tx,
+                canonical.customers,
+                serving_cutoff,
+                config.history_length,
+                history_order=config.history_order,
+                repurchase_length=repurchase,
+            )
+        ),
+        latest_articles=decode(article_features(tx, canonical.articles, serving_cutoff)),
         serving_cutoff=serving_cutoff,
-        copurchase=pl.concat(co_frames),
+        copurchase=decode(pl.concat(co_frames)),
         repurchase_length=repurchase,
     )
     _write(art, out_dir)

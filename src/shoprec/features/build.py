@@ -72,7 +72,8 @@ def customer_features(
         (list[int], purchases of each), ``HIST_LAST_DAYS`` / ``HIST_FIRST_DAYS`` (list[int],
         days from the last / first purchase of each to ``cutoff``, >= 1),
         ``REPURCHASE_ARTICLE_IDS`` (list[str], at most R, same order) and
-        ``REPURCHASE_COUNTS`` (list[int]).
+        ``REPURCHASE_COUNTS`` (list[int]). Ids keep the inputs' dtype: ``pl.Enum`` id codes
+        (``data.dataset.IdCodes``) give ``pl.Enum`` ids and lists of them.
 
     Raises:
         ValueError: ``history_length < 1`` or ``repurchase_length < 1``.
@@ -85,7 +86,13 @@ def customer_features(
     base = customers.select(s.CUSTOMER_COLUMNS)
     hist = transactions_before(transactions, cutoff)
     if customer_ids is not None:
-        ids = pl.Series(s.CUSTOMER_ID, customer_ids, dtype=pl.Utf8).unique()
+        # in the id column's dtype: strings, or the id codes ``data.dataset`` builds with
+        ids = (
+            pl.Series(s.CUSTOMER_ID, customer_ids)
+            .cast(base.schema[s.CUSTOMER_ID], strict=False)  # an unknown code: null, dropped
+            .drop_nulls()
+            .unique()
+        )
         base = base.filter(pl.col(s.CUSTOMER_ID).is_in(ids.implode()))
         hist = hist.filter(pl.col(s.CUSTOMER_ID).is_in(ids.implode()))
     agg = hist.group_by(s.CUSTOMER_ID).agg(
