@@ -174,8 +174,8 @@ def test_the_text_process_adds_to_the_phases_before_the_ranker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``text.concurrent`` the text-embedding process runs beside the workflow, the
-    encoding and the Two-Tower, and beside the ranker and the guardrail only when
-    ``run_train`` waits for it at its end."""
+    encoding and the Two-Tower, beside the ranker only when ``run_train`` waits for it after
+    the ranker or at its end, and beside the guardrail only in the latter case."""
     from shoprec.config import MemoryConfig, PipelineConfig
     from shoprec.pipeline import budget
 
@@ -201,12 +201,24 @@ def test_the_text_process_adds_to_the_phases_before_the_ranker(
     # when the baselines' fits dominate (after the process ended), it is not counted
     big = train(config, lines=400_000_000)
     assert "text process" not in big.parts
-    # unless train waits for it at its end: then it is beside the training phase too
-    late = budget.train_estimate(
-        customers, articles, examples, 0.5, 400_000_000, 10, [2], 1, config, 105_542, True
-    )
+
+    # unless train waits for it at its end: then it is beside the guardrail too
+    def plan(text_plan: budget.TextPlan, lines: int = 400_000_000) -> budget.Estimate:
+        return budget.train_estimate(
+            customers, articles, examples, 0.5, lines, 10, [2], 1, config, 105_542, text_plan
+        )
+
+    late = plan(budget.TextPlan.BESIDE)
     assert late.parts["text process"] == pytest.approx(text)
     assert late.gib == pytest.approx(big.gib + text)
+    # collected after the ranker: beside the ranker's examples, not beside the guardrail
+    assert plan(budget.TextPlan.UNTIL_GUARDRAIL).parts == big.parts
+    assert plan(budget.TextPlan.UNTIL_RANKER).parts == big.parts
+    monkeypatch.setattr(budget, "examples_gib", lambda *_: 100.0)  # the ranker's phase peaks
+    ranking = plan(budget.TextPlan.UNTIL_GUARDRAIL)
+    assert ranking.parts["ranker examples"] == 100.0
+    assert ranking.parts["text process"] == pytest.approx(text)
+    assert "text process" not in plan(budget.TextPlan.UNTIL_RANKER).parts
     assert big.fits(MemoryConfig(ceiling_gib=big.gib)) and not late.fits(
         MemoryConfig(ceiling_gib=big.gib)
     )

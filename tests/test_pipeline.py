@@ -16,6 +16,7 @@ from shoprec import artifacts as A
 from shoprec.cli import app
 from shoprec.config import EvalConfig, RankerKind
 from shoprec.models.rankers import ranker_files
+from shoprec.pipeline.budget import TextPlan
 from shoprec.pipeline.steps import guardrail_customers
 
 FAST: dict[str, dict[str, Any]] = {
@@ -117,7 +118,7 @@ def test_pipeline_writes_every_artifact_and_a_sane_report(trained: Path) -> None
     text = summary["text_embeddings"]
     assert text["concurrent"] is True and text["seconds"] > 0 and text["peak_rss_mib"] > 100
     # a catalog this small leaves room for it beside every step: collected at the end
-    assert text["waited_before_ranker"] is False
+    assert text["plan"] == "beside"
     assert list(summary["seconds"])[-1] == "text_embeddings_wait"
     assert summary["two_tower_best_epoch"] == int(np.argmax(recalls)) + 1
     run = report["run"]
@@ -338,17 +339,17 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def _squeeze_train_estimate(
-    monkeypatch: pytest.MonkeyPatch, squeeze: Callable[[bool, dict[str, float]], bool]
+    monkeypatch: pytest.MonkeyPatch, squeeze: Callable[[TextPlan, dict[str, float]], bool]
 ) -> None:
-    """Make ``budget.train_estimate`` 1000 GiB larger where ``squeeze(text_beside_training,
-    parts)`` is true, so that train's memory check takes another branch."""
+    """Make ``budget.train_estimate`` 1000 GiB larger where ``squeeze(text_plan, parts)`` is
+    true, so that train's memory check takes another branch."""
     from shoprec.pipeline import budget
 
     real: Any = budget.train_estimate
 
-    def squeezed(*args: Any, text_beside_training: bool = False) -> budget.Estimate:
-        estimate: budget.Estimate = real(*args, text_beside_training=text_beside_training)
-        if not squeeze(text_beside_training, estimate.parts):
+    def squeezed(*args: Any, text_plan: TextPlan = TextPlan.UNTIL_RANKER) -> budget.Estimate:
+        estimate: budget.Estimate = real(*args, text_plan=text_plan)
+        if not squeeze(text_plan, estimate.parts):
             return estimate
         return budget.Estimate(estimate.step, {**estimate.parts, "beside": 1000.0}, ())
 
@@ -361,12 +362,33 @@ def test_train_waits_for_the_text_process_before_the_ranker_when_the_budget_need
     """When the text process beside the ranker and the guardrail would not fit the memory
     ceiling, train collects it right after the Two-Tower (its memory is then counted beside the
     earlier phases only) and builds the same files."""
-    _squeeze_train_estimate(monkeypatch, lambda beside_training, _: beside_training)
+    _squeeze_train_estimate(
+        monkeypatch, lambda plan, _: plan in (TextPlan.BESIDE, TextPlan.UNTIL_GUARDRAIL)
+    )
     models = _train_again(trained, "early")
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
-    assert summary["text_embeddings"]["waited_before_ranker"] is True
+    assert summary["text_embeddings"]["plan"] == "until ranker"
     steps = list(summary["seconds"])
     assert steps[steps.index("two_tower") + 1] == "text_embeddings_wait"
+    assert "beside" not in summary["memory_estimate_mib"]
+    np.testing.assert_allclose(
+        np.load(models / A.TEXT_EMBEDDINGS_FILE),
+        np.load(trained / "models" / "syn" / A.TEXT_EMBEDDINGS_FILE),
+        atol=1e-5,
+    )
+
+
+def test_train_waits_for_the_text_process_after_the_ranker_when_only_the_guardrail_is_short(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room for the text process beside the ranker but not beside the guardrail: train
+    collects it between the two and builds the same files."""
+    _squeeze_train_estimate(monkeypatch, lambda plan, _: plan is TextPlan.BESIDE)
+    models = _train_again(trained, "late")
+    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
+    assert summary["text_embeddings"]["plan"] == "until guardrail"
+    steps = list(summary["seconds"])
+    assert steps[steps.index("ranker") + 1 : steps.index("guardrail")] == ["text_embeddings_wait"]
     assert "beside" not in summary["memory_estimate_mib"]
     np.testing.assert_allclose(
         np.load(models / A.TEXT_EMBEDDINGS_FILE),
@@ -384,7 +406,7 @@ def test_train_encodes_the_texts_itself_when_the_process_fits_nowhere(
     models = _train_again(trained, "in_train")
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
     assert summary["text_embeddings"]["concurrent"] is False
-    assert summary["text_embeddings"]["waited_before_ranker"] is False
+    assert summary["text_embeddings"]["plan"] == "in train"
     assert list(summary["seconds"])[-1] == "text_embeddings"
     assert "text process" not in summary["memory_estimate_mib"]
     assert (models / A.TEXT_INDEX_FILE).is_file()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 from typing import Final
 
 import polars as pl
@@ -221,6 +222,16 @@ def canonical_gib(canonical: Canonical) -> float:
     return sum(frame.estimated_size() for frame in frames) / GIB
 
 
+class TextPlan(StrEnum):
+    """Where ``shoprec train`` encodes the article texts (``pipeline.text_job``), in the
+    order ``run_train`` tries them: the first whose estimate fits the ceiling is taken."""
+
+    BESIDE = "beside"  # a second process beside every step, collected at the end
+    UNTIL_GUARDRAIL = "until guardrail"  # a second process, collected after the ranker
+    UNTIL_RANKER = "until ranker"  # a second process, collected before the ranker's examples
+    IN_TRAIN = "in train"  # in the train process, after the models
+
+
 def train_estimate(
     customer_features: pl.DataFrame,
     article_features: pl.DataFrame,
@@ -232,7 +243,7 @@ def train_estimate(
     val_window: int,
     config: PipelineConfig,
     catalog_articles: int,
-    text_beside_training: bool = False,
+    text_plan: TextPlan = TextPlan.UNTIL_RANKER,
 ) -> Estimate:
     """``shoprec train``'s peak, the largest of its phases: fitting the workflow (the
     loaded inputs, measured, + the repurchase share's grouping of the ``transactions`` lines),
@@ -245,9 +256,10 @@ def train_estimate(
     the offline baselines' fits (:func:`baselines_gib` of the ``transactions`` lines of at most
     ``buyers`` customers), which come after the retrieval is released). With ``text.concurrent``
     the text-embedding process (:func:`text_process_gib` of ``catalog_articles``) runs beside
-    the workflow, the encoding and the Two-Tower, and adds to those phases; to the training
-    phase too when ``text_beside_training`` (``run_train`` waits for it at its end), else it
-    has ended before the ranker's examples (``run_train`` waits for it there)."""
+    the workflow, the encoding and the Two-Tower, and adds to those phases; to the ranker's
+    phase too with ``TextPlan.UNTIL_GUARDRAIL`` (``run_train`` waits for it after the ranker),
+    to the guardrail's as well with ``TextPlan.BESIDE`` (it waits at its end); with
+    ``TextPlan.UNTIL_RANKER`` it has ended before the ranker's examples."""
     n = config.dataset.history_length
     customers = _per_window(customer_features)
     positives = _per_window(examples.filter(pl.col(s.LABEL) == 1))
@@ -274,19 +286,20 @@ def train_estimate(
         "encoded dataset": encoded,
         **text,
     }
-    training = {
-        "loaded dataset less customer rows": less_rows,
-        "encoded dataset": encoded,
-        **(text if text_beside_training else {}),
-        **(
-            {"ranker examples": ranker}
-            if ranker >= guardrail
-            else (
-                {"guardrail (transactions, retrieval)": guardrail}
-                if retrieval >= baselines
-                else {"guardrail (transactions, offline baselines)": guardrail}
-            )
-        ),
+    trained = {"loaded dataset less customer rows": less_rows, "encoded dataset": encoded}
+    ranking = {
+        **trained,
+        **(text if text_plan in (TextPlan.BESIDE, TextPlan.UNTIL_GUARDRAIL) else {}),
+        "ranker examples": ranker,
+    }
+    guarding = {
+        **trained,
+        **(text if text_plan is TextPlan.BESIDE else {}),
+        (
+            "guardrail (transactions, retrieval)"
+            if retrieval >= baselines
+            else "guardrail (transactions, offline baselines)"
+        ): guardrail,
     }
     return Estimate(
         "train",
@@ -294,7 +307,8 @@ def train_estimate(
             {**workflow, **text},
             {**encoding, **text},
             two_tower,
-            training,
+            ranking,
+            guarding,
             key=lambda parts: sum(parts.values()),
         ),
         (

@@ -11,7 +11,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +67,7 @@ from shoprec.models.modules import save_model
 from shoprec.models.rankers import build_ranker, save_ranker
 from shoprec.models.rules import SERVED_RANKER, RuleKind, RuleRanker
 from shoprec.pipeline import budget
+from shoprec.pipeline.budget import TextPlan
 from shoprec.pipeline.memory import PeakSpan
 from shoprec.pipeline.text_job import TextEmbeddingJob, TextEmbeddings, embed_catalog
 from shoprec.training.encoded import encode_dataset
@@ -328,6 +328,12 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         del tr, va, train_inputs, val_inputs  # the guardrail's retrieval needs the memory
         timer("ranker", t)
 
+        # ---- ... or here, when it has room beside the ranker but not beside the guardrail
+        if text_job is not None and text_plan is TextPlan.UNTIL_GUARDRAIL:
+            t = time.perf_counter()
+            text = _wait_for_text(text_job, t, log)
+            timer("text_embeddings_wait", t)
+
         # ---- guardrail: what is served, chosen on the validation window ------------------------
         t = time.perf_counter()
         canonical = read_canonical(paths.canonical)
@@ -390,7 +396,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
             "text_embedding_dim": text.dim,
             "text_embeddings": {
                 "concurrent": text_job is not None,
-                "waited_before_ranker": text_plan is TextPlan.UNTIL_RANKER,
+                "plan": text_plan.value,
                 "seconds": text.seconds,
                 "peak_rss_mib": text.peak_rss_mib,
             },
@@ -406,14 +412,6 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
     return summary
 
 
-class TextPlan(StrEnum):
-    """Where ``shoprec train`` encodes the article texts (``pipeline.text_job``)."""
-
-    BESIDE = "beside"  # a second process beside every step, collected at the end
-    UNTIL_RANKER = "until ranker"  # a second process, collected before the ranker's examples
-    IN_TRAIN = "in train"  # in the train process, after the models
-
-
 # budget.train_estimate's arguments before ``config``: the dataset's frames, the canonical
 # tables' GiB, transaction lines, customers, the training windows and the validation window
 _TrainSizes = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, float, int, int, list[int], int]
@@ -427,10 +425,8 @@ def _train_estimate_and_text_plan(
     :class:`TextPlan`, with that estimate; ``IN_TRAIN`` (unchecked) when none of the others
     fits or ``text.concurrent`` is off."""
     if config.text.concurrent:
-        for plan, beside_training in ((TextPlan.BESIDE, True), (TextPlan.UNTIL_RANKER, False)):
-            estimate = budget.train_estimate(
-                *sizes, config, catalog_articles, text_beside_training=beside_training
-            )
+        for plan in (TextPlan.BESIDE, TextPlan.UNTIL_GUARDRAIL, TextPlan.UNTIL_RANKER):
+            estimate = budget.train_estimate(*sizes, config, catalog_articles, text_plan=plan)
             if estimate.fits(config.memory):
                 return estimate, plan
     in_train = replace(config, text=replace(config.text, concurrent=False))
