@@ -239,3 +239,26 @@ def test_paired_bootstrap_ratio_ci_brackets_the_ratio_of_means() -> None:
     assert paired_bootstrap_ratio_ci([1.0, 2.0], [0.0, 0.0])[0] == float("inf")
     with pytest.raises(ValueError, match="aligned"):
         paired_bootstrap_ratio_ci([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("block", [1, 50, 10**9])
+def test_bootstrap_in_blocks_draws_the_resamples_of_one_array(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawn a block of resamples at a time (one resample a block, several, or all at once),
+    the intervals are those of the whole (n_resamples, n) array of customer indices."""
+    from shoprec.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "_RESAMPLE_BLOCK", block)
+    rng = np.random.default_rng(3)
+    a, b = rng.random(37), rng.random(37) + 0.1
+    idx = np.random.default_rng(7).integers(0, 37, (101, 37))
+    level = 0.9
+    tail = (1 - level) / 2 * 100
+    want = np.percentile((a - b)[idx].mean(axis=1), [tail, 100 - tail])
+    _, low, high = metrics.paired_bootstrap_ci(list(a), list(b), 101, level, seed=7)
+    assert (low, high) == (want[0], want[1])
+    ratios = a[idx].mean(axis=1) / b[idx].mean(axis=1)
+    want = np.percentile(ratios, [tail, 100 - tail])
+    _, low, high = metrics.paired_bootstrap_ratio_ci(list(a), list(b), 101, level, seed=7)
+    assert (low, high) == (want[0], want[1])

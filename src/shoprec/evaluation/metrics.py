@@ -15,6 +15,7 @@ customers without purchases in the window beforehand if they should not count.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -197,11 +198,15 @@ def evaluate_lists(
     }
 
 
+# customer indices drawn at a time by the bootstrap (32 MiB of int64); one (n_resamples, n)
+# array was 1.6 GiB and 7.7 s a comparison at H&M's 102,842 test customers, blocks 1.1 s
+_RESAMPLE_BLOCK: Final = 1 << 22
+
+
 def _paired_resamples(
-    a: Sequence[float], b: Sequence[float], n_resamples: int, level: float, seed: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """(a, b) as float64 (n,) and int64 (n_resamples, n) customer indices drawn with
-    replacement, shared by both systems; ``ValueError`` on bad arguments."""
+    a: Sequence[float], b: Sequence[float], n_resamples: int, level: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(a, b) as float64 (n,); ``ValueError`` on bad arguments."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
         raise ValueError(f"need two aligned non-empty 1-D score lists, got {x.shape} and {y.shape}")
@@ -209,8 +214,25 @@ def _paired_resamples(
         raise ValueError(
             f"n_resamples must be >= 1 and level in (0, 1), got {n_resamples}, {level}"
         )
-    idx = np.random.default_rng(seed).integers(0, len(x), (n_resamples, len(x)))
-    return x, y, idx
+    return x, y
+
+
+def _resampled_means(
+    columns: Sequence[npt.NDArray[np.float64]], n_resamples: int, seed: int
+) -> list[npt.NDArray[np.float64]]:
+    """Per column (float64 (n,), aligned), the means of ``n_resamples`` resamples of its n
+    customers drawn with replacement, the same resamples for every column: float64
+    (n_resamples,) each. The draws are those of one ``(n_resamples, n)`` call of
+    ``default_rng(seed).integers``, made a block of resamples at a time."""
+    n = len(columns[0])
+    rng = np.random.default_rng(seed)
+    means = [np.empty(n_resamples, dtype=np.float64) for _ in columns]
+    rows = max(1, _RESAMPLE_BLOCK // n)
+    for start in range(0, n_resamples, rows):
+        idx = rng.integers(0, n, (min(rows, n_resamples - start), n))
+        for out, column in zip(means, columns, strict=True):
+            out[start : start + len(idx)] = column[idx].mean(axis=1)
+    return means
 
 
 def _percentile_interval(samples: npt.NDArray[np.float64], level: float) -> tuple[float, float]:
@@ -244,9 +266,10 @@ def paired_bootstrap_ci(
     Raises:
         ValueError: lengths differ, are 0, or an argument is out of range.
     """
-    x, y, idx = _paired_resamples(a, b, n_resamples, level, seed)
+    x, y = _paired_resamples(a, b, n_resamples, level)
     diff = x - y
-    low, high = _percentile_interval(diff[idx].mean(axis=1), level)
+    (resampled,) = _resampled_means([diff], n_resamples, seed)
+    low, high = _percentile_interval(resampled, level)
     return float(diff.mean()), low, high
 
 
@@ -268,11 +291,10 @@ def paired_bootstrap_ratio_ci(
     Raises:
         ValueError: lengths differ, are 0, or an argument is out of range.
     """
-    x, y, idx = _paired_resamples(a, b, n_resamples, level, seed)
+    x, y = _paired_resamples(a, b, n_resamples, level)
+    mean_x, mean_y = _resampled_means([x, y], n_resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(
-            y[idx].mean(axis=1) > 0, x[idx].mean(axis=1) / y[idx].mean(axis=1), np.inf
-        )
+        ratios = np.where(mean_y > 0, mean_x / mean_y, np.inf)
         ratio = x.mean() / y.mean() if y.mean() > 0 else np.inf
     low, high = _percentile_interval(ratios, level)
     return float(ratio), low, high
