@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from shoprec import schema as s
 from shoprec.config import DatasetConfig, WorkflowConfig
@@ -376,9 +377,10 @@ def _shuffled_ids_canonical(seed: int = 3) -> Canonical:
     order is neither their insertion nor their numeric order."""
     rng = np.random.default_rng(seed)
     toy = make_canonical()
-    customer_ids = [f"{p}{n}" for p, n in zip("zbbZaä" * 5, rng.permutation(30), strict=True)]
+    # 36 customers: the last 6 never buy
+    customer_ids = [f"{p}{n}" for p, n in zip("zbbZaä" * 6, rng.permutation(36), strict=True)]
     article_ids = [f"{p}{n}" for p, n in zip("yYx0" * 6, rng.permutation(24), strict=True)]
-    customers = pl.concat([toy.customers] * 5).with_columns(pl.Series(s.CUSTOMER_ID, customer_ids))
+    customers = pl.concat([toy.customers] * 6).with_columns(pl.Series(s.CUSTOMER_ID, customer_ids))
     articles = pl.concat([toy.articles] * 3).with_columns(pl.Series(s.ARTICLE_ID, article_ids))
     days, who, what = [], [], []
     for d in range(70):
@@ -402,6 +404,12 @@ def _shuffled_ids_canonical(seed: int = 3) -> Canonical:
     return Canonical(articles=articles, customers=customers, transactions=tx)
 
 
+def customer_ids_never(canonical: Canonical) -> str:
+    """A customer of ``canonical`` without a transaction."""
+    ids = canonical.customers.join(canonical.transactions, on=s.CUSTOMER_ID, how="anti")
+    return str(ids[s.CUSTOMER_ID][0])
+
+
 def test_features_on_id_codes_equal_the_features_on_the_id_strings() -> None:
     from shoprec.config import HistoryOrder
     from shoprec.data.dataset import IdCodes, Window
@@ -412,7 +420,8 @@ def test_features_on_id_codes_equal_the_features_on_the_id_strings() -> None:
     coded = codes.encode(strings)
     decode = IdCodes.decode
     cutoff = date(2020, 2, 20)
-    some = strings.customers[s.CUSTOMER_ID].head(12).to_list()
+    # a subset with a customer who never bought and an id no table holds
+    some = [*strings.customers[s.CUSTOMER_ID].head(12), customer_ids_never(strings), "no-such-id"]
     for order in HistoryOrder:
         for ids in (None, some):
             want = customer_features(
@@ -420,27 +429,25 @@ def test_features_on_id_codes_equal_the_features_on_the_id_strings() -> None:
             )
             got = customer_features(coded.transactions, coded.customers, cutoff, 5, ids, order, 9)
             assert want.height > 0 and got.schema[s.HIST_ARTICLE_IDS] != pl.List(pl.String)
-            assert decode(got).equals(want)
+            assert_frame_equal(decode(got), want)  # values and dtypes
     want = copurchase_table(strings.transactions, cutoff, 28, 4)
     assert want.height > 0
-    assert decode(copurchase_table(coded.transactions, cutoff, 28, 4)).equals(want)
+    assert_frame_equal(decode(copurchase_table(coded.transactions, cutoff, 28, 4)), want)
     want = article_features(strings.transactions, strings.articles, cutoff)
-    assert decode(article_features(coded.transactions, coded.articles, cutoff)).equals(want)
+    assert_frame_equal(decode(article_features(coded.transactions, coded.articles, cutoff)), want)
     window = Window(0, SPLIT_TEST, cutoff, cutoff + timedelta(days=7))
     cfg = DatasetConfig(negatives_per_positive=3)
-    want = sample_negatives(
-        window_positives(strings.transactions, window),
-        strings.transactions,
-        cutoff,
-        cfg,
-        np.random.default_rng(5),
-    )
-    got = sample_negatives(
-        window_positives(coded.transactions, window),
-        coded.transactions,
-        cutoff,
-        cfg,
-        np.random.default_rng(5),
-    )
-    assert want.height > 0 and decode(got).equals(want)
-    assert decode(coded.transactions).equals(strings.transactions)
+
+    def negatives(tx: pl.DataFrame) -> pl.DataFrame:
+        pos = window_positives(tx, window)
+        return sample_negatives(pos, tx, cutoff, cfg, np.random.default_rng(5))
+
+    want = negatives(strings.transactions)
+    assert want.height > 0
+    assert_frame_equal(decode(negatives(coded.transactions)), want)
+    assert_frame_equal(decode(coded.transactions), strings.transactions)
+    for order in HistoryOrder:
+        depth = [
+            choose_repurchase_length(c.transactions, cutoff, 2, 7, order) for c in (strings, coded)
+        ]
+        assert depth[0] == depth[1]

@@ -241,12 +241,13 @@ def test_paired_bootstrap_ratio_ci_brackets_the_ratio_of_means() -> None:
         paired_bootstrap_ratio_ci([1.0], [1.0, 2.0])
 
 
-@pytest.mark.parametrize("block", [1, 50, 10**9])
+@pytest.mark.parametrize("block", [1, 37 * 7, 10**9])
 def test_bootstrap_in_blocks_draws_the_resamples_of_one_array(
     block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Drawn a block of resamples at a time (one resample a block, several, or all at once),
-    the intervals are those of the whole (n_resamples, n) array of customer indices."""
+    """Drawn a block of resamples at a time (one resample a block, seven with a partial last
+    block, or all at once), the intervals are those of the whole (n_resamples, n) array of
+    customer indices."""
     from shoprec.evaluation import metrics
 
     monkeypatch.setattr(metrics, "_RESAMPLE_BLOCK", block)

@@ -95,9 +95,10 @@ def train_ranker(
         raise ValueError("inputs and labels differ in length")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    # torch's fused Adam: the same update in one pass over each parameter; the multi-tensor
-    # default's passes over the embedding tables were most of a Two-Tower step at H&M size
-    # (47.7 of 82.1 CPU ms; fused 6.1 of 38.1: scripts/bench_two_tower_step.py)
+    # torch's fused Adam: the same algorithm (not the same rounding) in one pass over each
+    # parameter; the multi-tensor default's passes over the embedding tables were most of a
+    # Two-Tower step at H&M size (47.7 of 82.1 CPU ms; fused 6.1 of 38.1:
+    # scripts/bench_two_tower_step.py)
     opt = torch.optim.Adam(
         model.parameters(),
         lr=config.learning_rate,

@@ -119,9 +119,10 @@ def _train(
     task = InBatchSoftmaxTask(
         sampling_log_q(art_ids, cards) if config.logq_correction else None, config.temperature
     )
-    # torch's fused Adam: the same update in one pass over each parameter; the multi-tensor
-    # default's passes over the embedding tables were most of a Two-Tower step at H&M size
-    # (47.7 of 82.1 CPU ms; fused 6.1 of 38.1: scripts/bench_two_tower_step.py)
+    # torch's fused Adam: the same algorithm (not the same rounding) in one pass over each
+    # parameter; the multi-tensor default's passes over the embedding tables were most of a
+    # Two-Tower step at H&M size (47.7 of 82.1 CPU ms; fused 6.1 of 38.1:
+    # scripts/bench_two_tower_step.py)
     opt = torch.optim.Adam(
         model.parameters(),
         lr=config.learning_rate,
