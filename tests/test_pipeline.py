@@ -356,39 +356,32 @@ def _squeeze_train_estimate(
     monkeypatch.setattr(budget, "train_estimate", squeezed)
 
 
-def test_train_waits_for_the_text_process_before_the_ranker_when_the_budget_needs_it(
-    trained: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("squeezed", "plan", "after", "before"),
+    [
+        # no room beside the ranker: collected right after the Two-Tower
+        ((TextPlan.BESIDE, TextPlan.UNTIL_GUARDRAIL), "until ranker", "two_tower", "ranker"),
+        # room beside the ranker, not beside the guardrail: collected between the two
+        ((TextPlan.BESIDE,), "until guardrail", "ranker", "guardrail"),
+    ],
+)
+def test_train_waits_for_the_text_process_where_the_budget_needs_it(
+    trained: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    squeezed: tuple[TextPlan, ...],
+    plan: str,
+    after: str,
+    before: str,
 ) -> None:
-    """When the text process beside the ranker and the guardrail would not fit the memory
-    ceiling, train collects it right after the Two-Tower (its memory is then counted beside the
-    earlier phases only) and builds the same files."""
-    _squeeze_train_estimate(
-        monkeypatch, lambda plan, _: plan in (TextPlan.BESIDE, TextPlan.UNTIL_GUARDRAIL)
-    )
-    models = _train_again(trained, "early")
+    """When the text process beside the later steps would not fit the memory ceiling, train
+    collects it between the steps ``after`` and ``before`` (its memory is then counted beside
+    the earlier phases only) and builds the same files."""
+    _squeeze_train_estimate(monkeypatch, lambda text_plan, _: text_plan in squeezed)
+    models = _train_again(trained, plan.replace(" ", "_"))
     summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
-    assert summary["text_embeddings"]["plan"] == "until ranker"
+    assert summary["text_embeddings"]["plan"] == plan
     steps = list(summary["seconds"])
-    assert steps[steps.index("two_tower") + 1] == "text_embeddings_wait"
-    assert "beside" not in summary["memory_estimate_mib"]
-    np.testing.assert_allclose(
-        np.load(models / A.TEXT_EMBEDDINGS_FILE),
-        np.load(trained / "models" / "syn" / A.TEXT_EMBEDDINGS_FILE),
-        atol=1e-5,
-    )
-
-
-def test_train_waits_for_the_text_process_after_the_ranker_when_only_the_guardrail_is_short(
-    trained: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Room for the text process beside the ranker but not beside the guardrail: train
-    collects it between the two and builds the same files."""
-    _squeeze_train_estimate(monkeypatch, lambda plan, _: plan is TextPlan.BESIDE)
-    models = _train_again(trained, "late")
-    summary = json.loads((models / A.TRAIN_SUMMARY_FILE).read_text())
-    assert summary["text_embeddings"]["plan"] == "until guardrail"
-    steps = list(summary["seconds"])
-    assert steps[steps.index("ranker") + 1 : steps.index("guardrail")] == ["text_embeddings_wait"]
+    assert steps[steps.index(after) + 1 : steps.index(before)] == ["text_embeddings_wait"]
     assert "beside" not in summary["memory_estimate_mib"]
     np.testing.assert_allclose(
         np.load(models / A.TEXT_EMBEDDINGS_FILE),

@@ -203,7 +203,7 @@ def evaluate_lists(
 _RESAMPLE_BLOCK: Final = 1 << 22
 
 
-def _paired_resamples(
+def _paired_scores(
     a: Sequence[float], b: Sequence[float], n_resamples: int, level: float
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(a, b) as float64 (n,); ``ValueError`` on bad arguments."""
@@ -266,7 +266,7 @@ def paired_bootstrap_ci(
     Raises:
         ValueError: lengths differ, are 0, or an argument is out of range.
     """
-    x, y = _paired_resamples(a, b, n_resamples, level)
+    x, y = _paired_scores(a, b, n_resamples, level)
     diff = x - y
     (resampled,) = _resampled_means([diff], n_resamples, seed)
     low, high = _percentile_interval(resampled, level)
@@ -291,7 +291,7 @@ def paired_bootstrap_ratio_ci(
     Raises:
         ValueError: lengths differ, are 0, or an argument is out of range.
     """
-    x, y = _paired_resamples(a, b, n_resamples, level)
+    x, y = _paired_scores(a, b, n_resamples, level)
     mean_x, mean_y = _resampled_means([x, y], n_resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(mean_y > 0, mean_x / mean_y, np.inf)

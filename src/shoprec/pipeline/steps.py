@@ -291,9 +291,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
         # ---- the text process ends here when the budget has no room for it beside the ranker
         text: TextEmbeddings | None = None
         if text_job is not None and text_plan is TextPlan.UNTIL_RANKER:
-            t = time.perf_counter()
-            text = _wait_for_text(text_job, t, log)
-            timer("text_embeddings_wait", t)
+            text = _wait_for_text(text_job, timer, log)
 
         # ---- ranker -----------------------------------------------------------------------------
         t = time.perf_counter()
@@ -330,9 +328,7 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
 
         # ---- ... or here, when it has room beside the ranker but not beside the guardrail
         if text_job is not None and text_plan is TextPlan.UNTIL_GUARDRAIL:
-            t = time.perf_counter()
-            text = _wait_for_text(text_job, t, log)
-            timer("text_embeddings_wait", t)
+            text = _wait_for_text(text_job, timer, log)
 
         # ---- guardrail: what is served, chosen on the validation window ------------------------
         t = time.perf_counter()
@@ -367,11 +363,10 @@ def run_train(paths: Paths, config: PipelineConfig, log: Log = _noop) -> dict[st
 
         # ---- text embeddings for item similarity (here unless encoded beside) -------------
         if text is None:
-            t = time.perf_counter()
             if text_job is not None:
-                text = _wait_for_text(text_job, t, log)
-                timer("text_embeddings_wait", t)
+                text = _wait_for_text(text_job, timer, log)
             else:
+                t = time.perf_counter()
                 text = embed_catalog(canonical.articles, config, out, progress=True)
                 _log_text(text, log)
                 timer("text_embeddings", t)
@@ -433,13 +428,16 @@ def _train_estimate_and_text_plan(
     return budget.train_estimate(*sizes, in_train, catalog_articles), TextPlan.IN_TRAIN
 
 
-def _wait_for_text(job: TextEmbeddingJob, start: float, log: Log) -> TextEmbeddings:
+def _wait_for_text(job: TextEmbeddingJob, timer: StepTimer, log: Log) -> TextEmbeddings:
+    """The text process's embeddings, waited for as train's ``text_embeddings_wait`` step."""
+    start = time.perf_counter()
     text = job.result()
     _log_text(text, log)
     log(
         f"text embeddings' process: {text.seconds:.1f} s, peak {text.peak_rss_mib:.0f} MiB, "
         f"{text.threads} thread(s) at its end; waited {time.perf_counter() - start:.1f} s for it"
     )
+    timer("text_embeddings_wait", start)
     return text
 
 
